@@ -1,0 +1,1 @@
+"""Comparing the legacy and new answers of a parallel run."""

@@ -1,0 +1,109 @@
+"""The admin listener: /healthz, /readyz, /status and /metrics on an address of its own.
+
+When the variable named by `admin.token_env` is set, every admin request needs
+`Authorization: Bearer <token>`.
+"""
+
+from __future__ import annotations
+
+import hmac
+from datetime import datetime, timezone
+from typing import Any, Awaitable, Callable
+
+from aiohttp import web
+
+from proxy.buildinfo import BuildInfo
+from proxy.live import LiveConfig
+from proxy.metrics import CONTENT_TYPE, Metrics
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class Lifecycle:
+    """Where the process is in its life: starting, ready, or draining before exit."""
+
+    def __init__(self) -> None:
+        self.state = "starting"
+
+    @property
+    def ready(self) -> bool:
+        return self.state == "ready"
+
+
+def create_admin_app(live: LiveConfig, metrics: Metrics, lifecycle: Lifecycle,
+                     build: BuildInfo, token: str | None) -> web.Application:
+    async def healthz(_: web.Request) -> web.Response:
+        return _json({"status": "ok"})
+
+    async def readyz(_: web.Request) -> web.Response:
+        return _json({"status": lifecycle.state}, 200 if lifecycle.ready else 503)
+
+    async def status_page(_: web.Request) -> web.Response:
+        return _json(status(live, lifecycle, build))
+
+    async def metrics_page(_: web.Request) -> web.Response:
+        for name, pool in live.current.pools.items():
+            metrics.in_flight.labels(name).set(pool.in_flight)
+        return web.Response(body=metrics.render(), headers={"Content-Type": CONTENT_TYPE})
+
+    app = web.Application(middlewares=[_json_errors, _bearer(token)])
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/status", status_page)
+    app.router.add_get("/metrics", metrics_page)
+    return app
+
+
+def status(live: LiveConfig, lifecycle: Lifecycle, build: BuildInfo) -> dict[str, Any]:
+    generation = live.current
+    config = generation.config
+    failure = live.last_failure
+    return {
+        "version": build.version, "git_commit": build.git_commit, "python": build.python,
+        "host": build.host, "pid": build.pid, "started_at": _iso(build.started_at),
+        "state": lifecycle.state,
+        "config": {
+            "path": live.path, "sha256": config.digest, "loaded_at": _iso(generation.loaded_at),
+            "routes": [route.name for route in config.routes],
+            "warnings": [str(w) for w in config.warnings],
+            "last_reload_error": None if failure is None else {
+                "at": _iso(failure.at), "problems": [str(p) for p in failure.problems]},
+        },
+        "upstreams": {name: {"url": pool.spec.url, "in_flight": pool.in_flight,
+                             "max_connections": pool.spec.max_connections,
+                             "connect_timeout": pool.spec.connect_timeout, "timeout": pool.spec.timeout}
+                      for name, pool in generation.pools.items()},
+    }
+
+
+def _json(body: dict[str, Any], status: int = 200) -> web.Response:
+    return web.json_response(body, status=status, headers={"Cache-Control": "no-store"})
+
+
+def _bearer(token: str | None) -> Any:
+    expected = f"Bearer {token}".encode() if token else None
+
+    @web.middleware
+    async def bearer(request: web.Request, handler: Handler) -> web.StreamResponse:
+        given = request.headers.get("Authorization", "").encode("utf-8", "replace")
+        if expected is not None and not hmac.compare_digest(given, expected):
+            return web.json_response({"error": "unauthorized", "detail": "admin needs a bearer token"},
+                                     status=401, headers={"WWW-Authenticate": "Bearer"})
+        return await handler(request)
+
+    return bearer
+
+
+@web.middleware
+async def _json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return web.json_response({"error": exc.reason.lower().replace(" ", "_"), "detail": exc.text},
+                                 status=exc.status)
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="seconds")

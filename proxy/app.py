@@ -1,0 +1,139 @@
+"""Wires one running proxy: live config, toggles, the edge and admin listeners, reload and drain.
+
+The one place where concrete parts (aiohttp servers, the toggle provider, metrics) are
+chosen and connected; everything below receives them as arguments.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+from dataclasses import dataclass
+from typing import Callable
+
+from aiohttp import web
+
+from proxy import __version__
+from proxy.admin import Lifecycle, create_admin_app
+from proxy.buildinfo import BuildInfo
+from proxy.edge import EdgeServer
+from proxy.handler import EdgeHandler
+from proxy.live import WATCH_INTERVAL, LiveConfig
+from proxy.metrics import Metrics
+from proxy.model import Address, Config
+from toggles.base import AllOff
+
+log = logging.getLogger("strangler")
+KEEPALIVE_TIMEOUT = 75.0  # nginx's keepalive_timeout; also bounds a client stuck in its headers
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    config_path: str
+    listen: Address | None = None  # overrides routes.yaml's `listen`
+    drain_timeout: float = 30.0
+    watch_interval: float = WATCH_INTERVAL
+
+
+class Proxy:
+    """One proxy process's listeners and state, from start() to stop()."""
+
+    def __init__(self, options: Options, config: Config) -> None:
+        self.options = options
+        self.config = config
+        self.lifecycle = Lifecycle()
+        self.metrics = Metrics(__version__)
+        self.live: LiveConfig | None = None
+        self.edge_address: Address | None = None
+        self.admin_address: Address | None = None
+        self._runners: list[web.BaseRunner] = []
+        self._watcher: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        require_c_parser()
+        try:
+            await self._start()
+        except BaseException:
+            await self._close()
+            raise
+        self.lifecycle.state = "ready"
+        log.info("strangler is ready", extra={"edge": str(self.edge_address), "admin": str(self.admin_address),
+                                              "routes": len(self.config.routes)})
+
+    async def _start(self) -> None:
+        self.live = live = LiveConfig(self.options.config_path, self.config, self.metrics)
+        edge = EdgeServer(EdgeHandler(live, AllOff(), self.metrics), handler_cancellation=True,
+                          access_log=None, keepalive_timeout=KEEPALIVE_TIMEOUT)
+        self.edge_address = await self._listen(web.ServerRunner(edge, shutdown_timeout=self.options.drain_timeout),
+                                               self.options.listen or self.config.listen)
+        token = os.environ.get(self.config.admin.token_env) if self.config.admin.token_env else None
+        admin = create_admin_app(live, self.metrics, self.lifecycle, BuildInfo.collect(), token or None)
+        self.admin_address = await self._listen(web.AppRunner(admin, access_log=None), self.config.admin.listen)
+        self._watcher = asyncio.create_task(live.watch(self.options.watch_interval))
+
+    async def _listen(self, runner: web.BaseRunner, address: Address) -> Address:
+        await runner.setup()
+        self._runners.append(runner)
+        site = web.TCPSite(runner, address.host, address.port, backlog=1024)
+        await site.start()
+        host, port = runner.addresses[0][:2]
+        return Address(host, port)
+
+    async def reload(self, why: str) -> bool:
+        assert self.live is not None
+        return await self.live.reload(why)
+
+    async def stop(self) -> None:
+        """Drain: /readyz turns 503, the edge stops accepting, in-flight requests finish (up to
+        the drain timeout), then everything closes."""
+        self.lifecycle.state = "draining"
+        log.info("draining", extra={"drain_timeout": self.options.drain_timeout})
+        await self._close()
+        log.info("stopped")
+
+    async def _close(self) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watcher
+        for runner in self._runners:  # edge first: admin answers /readyz while the edge drains
+            await runner.cleanup()
+        self._runners.clear()
+        if self.live is not None:
+            await self.live.close()
+
+
+def require_c_parser() -> None:
+    """Refuse to run on aiohttp's pure-Python HTTP parser, which most of its smuggling CVEs hit."""
+    from aiohttp.http_parser import HttpRequestParser
+
+    if HttpRequestParser.__module__ != "aiohttp._http_parser":
+        raise RuntimeError("aiohttp is running without its C HTTP parser (llhttp); "
+                           "unset AIOHTTP_NO_EXTENSIONS or reinstall aiohttp with its binary wheel")
+
+
+async def serve(options: Options, config: Config,
+                on_ready: Callable[[Proxy], None] | None = None) -> int:
+    """Run until SIGTERM or SIGINT, reloading on SIGHUP; then drain and return 0."""
+    proxy = Proxy(options, config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    await proxy.start()
+    if on_ready is not None:
+        on_ready(proxy)
+    reloads: set[asyncio.Task[bool]] = set()
+
+    def on_hup() -> None:
+        task = loop.create_task(proxy.reload("SIGHUP"))
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, on_hup)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await proxy.stop()
+    return 0

@@ -1,0 +1,224 @@
+"""routes.yaml -> Config: one validated, frozen value, or every problem as FILE:LINE: message.
+
+The file's top level, upstreams, admin, toggles and reports live here; route entries are
+read by `proxy.config_routes`. Warnings (an unreachable route, say) ride on the Config.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import os
+import re
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Mapping
+from urllib.parse import urlsplit
+
+from proxy.config_routes import read_routes
+from proxy.errors import ConfigError
+from proxy.fields import Reader, Section
+from proxy.model import (AdminSpec, Address, Config, Problem, ReportsSpec, Route, TogglesSpec,
+                         UnleashSpec, Upstream)
+from proxy.yamlsource import read_yaml
+
+MAX_BYTES = 1 << 20
+DEFAULT_LISTEN = Address("127.0.0.1", 8080)
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+ADDRESS = re.compile(r"^(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[^:\[\]\s]+)):(?P<port>\d{1,5})$")
+
+
+def load(path: str | os.PathLike[str]) -> Config:
+    """Read and validate the file at `path`."""
+    source = str(path)
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(MAX_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError([Problem(source, 0, f"cannot read the file: {exc.strerror}")]) from exc
+    return parse(raw, source)
+
+
+def parse(raw: bytes, source: str) -> Config:
+    """Validate routes.yaml bytes; `source` names the file in messages and anchors relative paths."""
+    if len(raw) > MAX_BYTES:
+        raise ConfigError([Problem(source, 1, f"file is larger than {MAX_BYTES} bytes")])
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise ConfigError([Problem(source, line, "file is not valid UTF-8")]) from exc
+    doc = read_yaml(text, source)
+    reader = Reader(doc)
+    config = _config(reader, doc.data, source, hashlib.sha256(raw).hexdigest())
+    problems = sorted(reader.problems, key=lambda p: (p.line, p.warning))
+    if config is None or any(not p.warning for p in problems):
+        raise ConfigError(problems or [Problem(source, 1, "routes.yaml is empty")])
+    return config
+
+
+def _config(reader: Reader, data: Any, source: str, digest: str) -> Config | None:
+    if data is None:
+        return None
+    top = reader.section((), data, "", {"version", "listen", "admin", "upstreams", "toggles",
+                                        "reports", "routes"})
+    if top is None:
+        return None
+    top.get("version", "1 (the only format version so far)", lambda v: v == 1)
+    listen = _address(top, "listen", DEFAULT_LISTEN)
+    admin = _admin(top)
+    upstreams = _upstreams(top)
+    routes = read_routes(top, upstreams)
+    _check_loops(reader, upstreams, {str(listen), str(admin.listen)})
+    _warn_unused(reader, upstreams, routes)
+    return Config(source=source, digest=digest, listen=listen, admin=admin,
+                  upstreams=MappingProxyType(upstreams), routes=routes,
+                  toggles=_toggles(top), reports=_reports(top, source),
+                  warnings=tuple(p for p in reader.problems if p.warning))
+
+
+def parse_address(text: str) -> Address | None:
+    """`127.0.0.1:8080` or `[::1]:8080` -> Address; None when it is neither."""
+    m = ADDRESS.match(text)
+    if m is None or int(m["port"]) > 65535:
+        return None
+    return Address(m["v6"] or m["host"], int(m["port"]))
+
+
+def _address(sec: Section, key: str, default: Address) -> Address:
+    text = sec.text(key, None)
+    if text is None:
+        return default
+    address = parse_address(text)
+    if address is None:
+        sec.error(key, f"'{key}' must be \"HOST:PORT\" (like \"127.0.0.1:8080\"), got {text!r}")
+        return default
+    return address
+
+
+def _admin(top: Section) -> AdminSpec:
+    sec = top.section("admin", {"listen", "token_env"}, "admin")
+    if sec is None:
+        return AdminSpec()
+    token_env = sec.text("token_env", None)
+    if token_env is not None and not ENV_NAME.match(token_env):
+        sec.error("token_env", f"'token_env' names an environment variable, got {token_env!r}")
+    return AdminSpec(_address(sec, "listen", AdminSpec().listen), token_env)
+
+
+def _upstreams(top: Section) -> dict[str, Upstream]:
+    data = top.get("upstreams", "a mapping of names to upstreams", lambda v: isinstance(v, dict))
+    if not isinstance(data, dict):
+        return {}
+    found = {}
+    for name, item in data.items():
+        upstream = _upstream(top.reader, str(name), item)
+        if upstream is not None:
+            found[str(name)] = upstream
+    return found
+
+
+def _upstream(reader: Reader, name: str, data: Any) -> Upstream | None:
+    sec = reader.section(("upstreams", name), data, f"upstream '{name}'",
+                         {"url", "connect_timeout", "timeout", "max_connections"})
+    if sec is None:
+        return None
+    if not NAME.match(name):
+        reader.error(sec.path, f"upstream name {name!r} may hold only letters, digits, '.', '_' and '-'")
+    url = _upstream_url(sec)
+    connect_timeout = sec.number("connect_timeout", 1.0, positive=True)
+    timeout = sec.number("timeout", 30.0, positive=True)
+    max_connections = sec.integer("max_connections", 100, 1, 100_000)
+    if url is None:
+        return None
+    return Upstream(name, url, connect_timeout, timeout, max_connections)
+
+
+def _upstream_url(sec: Section) -> str | None:
+    text = sec.text("url")
+    if not isinstance(text, str):
+        return None
+    problem, url = check_http_url(text)
+    if problem:
+        sec.error("url", problem)
+        return None
+    return url
+
+
+def check_http_url(text: str) -> tuple[str | None, str]:
+    """(problem, normalised URL): an http(s) origin with no path, credentials or link-local host."""
+    try:
+        parts = urlsplit(text)
+        port = parts.port
+    except ValueError as exc:
+        return f"url {text!r} is not a valid URL ({exc})", text
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return f"url must look like http://HOST:PORT, got {text!r}", text
+    if parts.username or parts.password:
+        return "url must not carry credentials; secrets never live in routes.yaml", text
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        return f"url must be an origin with no path or query, got {text!r}", text
+    if _is_link_local(parts.hostname):
+        return f"url points at a link-local address ({parts.hostname}), the home of cloud metadata", text
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    port = port or (443 if parts.scheme == "https" else 80)
+    return None, f"{parts.scheme}://{host}:{port}"
+
+
+def _is_link_local(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_link_local
+    except ValueError:
+        return False
+
+
+def _toggles(top: Section) -> TogglesSpec:
+    sec = top.section("toggles", {"provider", "unleash"}, "toggles")
+    if sec is None:
+        return TogglesSpec()
+    provider = sec.text("provider", "local")
+    if provider not in ("local", "unleash"):
+        sec.error("provider", f"'provider' must be local or unleash, got {provider!r}")
+    unleash = _unleash(sec)
+    if provider == "unleash" and unleash is None and not sec.has("unleash"):
+        sec.error("provider", "provider unleash needs an 'unleash:' block with at least 'url'")
+    return TogglesSpec(provider, unleash)
+
+
+def _unleash(parent: Section) -> UnleashSpec | None:
+    sec = parent.section("unleash", {"url", "app_name", "environment", "token_env", "refresh_interval"},
+                         "toggles.unleash")
+    if sec is None:
+        return None
+    url = sec.text("url")
+    if isinstance(url, str) and urlsplit(url).scheme not in ("http", "https"):
+        sec.error("url", f"'url' must be an http(s) URL, got {url!r}")
+    token_env = sec.text("token_env", None)
+    if token_env is not None and not ENV_NAME.match(token_env):
+        sec.error("token_env", f"'token_env' names an environment variable, got {token_env!r}")
+    spec = UnleashSpec(url=url if isinstance(url, str) else "",
+                       app_name=sec.text("app_name", "strangler"),
+                       environment=sec.text("environment", "development"),
+                       token_env=token_env,
+                       refresh_interval=sec.number("refresh_interval", 15.0, positive=True))
+    return spec
+
+
+def _reports(top: Section, source: str) -> ReportsSpec:
+    sec = top.section("reports", {"database"}, "reports")
+    database = sec.text("database", ReportsSpec().database) if sec else ReportsSpec().database
+    return ReportsSpec(str(Path(source).parent / database))
+
+
+def _check_loops(reader: Reader, upstreams: Mapping[str, Upstream], own: set[str]) -> None:
+    for name, upstream in upstreams.items():
+        if upstream.url.split("://", 1)[1] in own:
+            reader.error(("upstreams", name), f"upstream '{name}' points at this proxy's own listener")
+
+
+def _warn_unused(reader: Reader, upstreams: Mapping[str, Upstream], routes: tuple[Route, ...]) -> None:
+    used = {r.legacy.name for r in routes} | {r.new.name for r in routes if r.new}
+    for name in upstreams:
+        if name not in used:
+            reader.warn(("upstreams", name), f"upstream '{name}' is not used by any route")

@@ -1,0 +1,1 @@
+"""`strangler demo`: a sample monolith and a sample extracted service to put behind the proxy."""

@@ -1,0 +1,50 @@
+"""The edge listener's HTTP server: aiohttp's low-level server, answering its own errors in JSON.
+
+aiohttp answers a request its parser refuses (smuggling attempts, oversized headers) with
+a text page that echoes part of the input, and logs a traceback at ERROR. Here such a
+request gets the proxy's JSON error, echoes nothing, and is logged at INFO; an
+unexpected exception in our own handler is the one case logged at ERROR.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import Any
+
+from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
+
+log = logging.getLogger("strangler.edge")
+
+
+class EdgeProtocol(web.RequestHandler):
+    def handle_error(self, request: web.BaseRequest, status: int = 500,
+                     exc: BaseException | None = None, message: str | None = None) -> web.StreamResponse:
+        if request.writer.output_size > 0:
+            raise ConnectionError("the response had started; the connection is closed instead")
+        if status >= 500:
+            log.error("unexpected error while serving a request", exc_info=exc,
+                      extra={"path": request.raw_path.partition("?")[0], "status": status})
+            code, detail = "internal_error", "the proxy failed to handle this request"
+        else:
+            kind = type(exc).__name__ if isinstance(exc, HttpProcessingError) else "malformed request"
+            log.info("refused a malformed request", extra={"client": request.remote, "reason": kind})
+            code, detail = "bad_request", f"the request is not valid HTTP/1.1 ({kind})"
+        response = web.Response(status=status, content_type="application/json",
+                                text=json.dumps({"error": code, "detail": detail, "request_id": None}))
+        response.force_close()
+        return response
+
+
+class EdgeServer(web.Server):
+    """aiohttp's low-level Server, building EdgeProtocol connections."""
+
+    def __init__(self, handler: Any, **kwargs: Any) -> None:
+        super().__init__(handler, **kwargs)
+        self._protocol_kwargs = {k: v for k, v in kwargs.items()
+                                 if k not in ("request_factory", "handler_cancellation", "loop")}
+
+    def __call__(self) -> EdgeProtocol:
+        return EdgeProtocol(self, loop=asyncio.get_running_loop(), **self._protocol_kwargs)

@@ -1,0 +1,56 @@
+"""`strangler explain`: what the proxy would do with one request, and why, without sending it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from multidict import CIMultiDict
+
+from proxy.model import Config, Decision
+from proxy.routing import decide, match_route
+from proxy.target import Refusal, parse_target
+from toggles.base import Toggles
+
+
+@dataclass(frozen=True, slots=True)
+class Explanation:
+    method: str
+    target: str
+    decision: Decision | None
+    why_not: str  # when no decision: why nothing matches
+
+    def as_json(self) -> dict[str, Any]:
+        d = self.decision
+        if d is None:
+            return {"route": None, "serve": None, "upstream": None, "shadow": None, "reason": self.why_not}
+        return {"route": d.route.name, "serve": d.side.value, "upstream": d.upstream.name,
+                "shadow": d.shadow.name if d.shadow else None, "reason": d.reason,
+                "line": d.route.line, "url": d.upstream.url,
+                "shadow_sample": d.route.parallel_run.sample if d.shadow else None}
+
+    def as_text(self) -> str:
+        d = self.decision
+        if d is None:
+            return f"{self.method} {self.target}: no route ({self.why_not})"
+        shadow = "no"
+        if d.shadow:
+            shadow = f"yes, to {d.shadow.name} ({d.shadow.url}) for {d.route.parallel_run.sample:.0%} of such requests"
+        return "\n".join([
+            f"route:    {d.route.name} (line {d.route.line})",
+            f"serve:    {d.side.value}",
+            f"upstream: {d.upstream.name} ({d.upstream.url})",
+            f"shadow:   {shadow}",
+            f"why:      {d.reason}",
+        ])
+
+
+def explain(config: Config, toggles: Toggles, method: str, target: str,
+            headers: CIMultiDict[str], client_ip: str) -> Explanation:
+    parsed = parse_target(target)
+    if isinstance(parsed, Refusal):
+        return Explanation(method, target, None, f"the proxy answers 400: {parsed.detail}")
+    route = match_route(config.routes, method, parsed.path, headers)
+    if route is None:
+        return Explanation(method, target, None, "the proxy answers 404: no route's match takes it")
+    return Explanation(method, target, decide(route, method, toggles, {"remoteAddress": client_ip}), "")

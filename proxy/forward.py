@@ -1,0 +1,76 @@
+"""One exchange with an upstream: the client's request goes up, the answer streams back.
+
+Both bodies stream with back-pressure; neither is held whole. A failure before the
+answer's headers becomes a JSON 502/503/504; after them, the client connection is cut
+so the client sees a truncated response, never a complete-looking wrong one.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import aiohttp
+from aiohttp import web
+
+from multidict import CIMultiDict
+
+from proxy.headers import client_headers
+from proxy.responses import RelayedResponse, error_response
+from proxy.upstream import UPSTREAM_ERRORS, Failure, UpstreamPool
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    response: web.StreamResponse
+    failure: Failure | None = None
+
+
+async def forward(request: web.BaseRequest, pool: UpstreamPool, target: str,
+                  headers: CIMultiDict[str], rid: str) -> Outcome:
+    """Send `request` to `pool`'s upstream at `target` and relay the answer to the client."""
+    body = None
+    if request.body_exists:
+        body = request.content
+        if request.content_length is not None:
+            headers["Content-Length"] = str(request.content_length)
+    response = None
+    try:
+        async with pool.request(request.method, target, headers, body) as upstream:
+            response = _response_for(upstream, rid)
+            await response.prepare(request)
+            failure = await _relay_body(upstream, response, pool)
+    except UPSTREAM_ERRORS as exc:
+        if response is not None and response.prepared:
+            raise  # writing to the client failed: it went away, nothing to answer
+        failure = pool.failure_from(exc)
+        return Outcome(error_response(failure.status, f"upstream_{failure.kind}", failure.detail, rid,
+                                      retry_after=1 if failure.status == 503 else None), failure)
+    if failure is not None:
+        request.protocol.force_close()
+        return Outcome(response, failure)
+    await response.write_eof()
+    return Outcome(response)
+
+
+def _response_for(upstream: aiohttp.ClientResponse, rid: str) -> RelayedResponse:
+    response = RelayedResponse(status=upstream.status, reason=upstream.reason or None,
+                               headers=client_headers(upstream.headers, rid=rid))
+    if upstream.content_length is not None:
+        response.content_length = upstream.content_length
+    return response
+
+
+async def _relay_body(upstream: aiohttp.ClientResponse, response: web.StreamResponse,
+                      pool: UpstreamPool) -> Failure | None:
+    content = upstream.content
+    while True:
+        try:
+            chunk = await content.readany()
+        except UPSTREAM_ERRORS as exc:
+            return pool.failure_from(exc)
+        if not chunk:
+            return None
+        await response.write(chunk)  # the client's errors are the client's: they propagate

@@ -1,0 +1,107 @@
+"""The configuration requests see now, replaced whole by a valid reload and kept on an invalid one.
+
+A reload builds a complete new generation (config plus a pool per upstream) before one
+assignment swaps it in; requests already running finish on the generation they started
+with. Pools of unchanged upstreams carry over; dropped ones close when their last request ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from dataclasses import dataclass
+from typing import Mapping
+
+from proxy import config as config_file
+from proxy.errors import ConfigError
+from proxy.metrics import Metrics
+from proxy.model import Config, Problem
+from proxy.upstream import UpstreamPool
+
+log = logging.getLogger(__name__)
+WATCH_INTERVAL = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class Generation:
+    config: Config
+    pools: Mapping[str, UpstreamPool]
+    loaded_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class ReloadFailure:
+    at: float
+    problems: tuple[Problem, ...]
+
+
+class LiveConfig:
+    """Holds the current generation; reloads from the file on request or when it changes."""
+
+    def __init__(self, path: str, first: Config, metrics: Metrics) -> None:
+        self.path = path
+        self.metrics = metrics
+        self.current = Generation(first, {n: UpstreamPool(u) for n, u in first.upstreams.items()}, time.time())
+        self.last_failure: ReloadFailure | None = None
+        self._signature = _signature(path)
+        metrics.reloads.labels("ok").inc()
+        metrics.config_loaded_at.set(self.current.loaded_at)
+
+    async def reload(self, why: str) -> bool:
+        """Load the file again; swap it in if valid. Returns whether the running config is the file's."""
+        self._signature = _signature(self.path)
+        try:
+            config = await asyncio.to_thread(config_file.load, self.path)
+        except ConfigError as exc:
+            return self._refuse(exc.problems, why)
+        self.last_failure = None
+        if config.digest == self.current.config.digest:
+            self.metrics.reloads.labels("unchanged").inc()
+            log.info("routes.yaml unchanged", extra={"trigger": why})
+            return True
+        self._swap(config, why)
+        return True
+
+    def _refuse(self, problems: tuple[Problem, ...], why: str) -> bool:
+        self.last_failure = ReloadFailure(time.time(), problems)
+        self.metrics.reloads.labels("invalid").inc()
+        log.error("routes.yaml is invalid; still serving the last good configuration",
+                  extra={"trigger": why, "problems": [str(p) for p in problems]})
+        return False
+
+    def _swap(self, config: Config, why: str) -> None:
+        old = self.current
+        pools = {name: old.pools[name] if name in old.pools and old.pools[name].spec == spec
+                 else UpstreamPool(spec) for name, spec in config.upstreams.items()}
+        self.current = Generation(config, pools, time.time())
+        for name, pool in old.pools.items():
+            if pools.get(name) is not pool:
+                pool.retire()
+        self.metrics.reloads.labels("ok").inc()
+        self.metrics.config_loaded_at.set(self.current.loaded_at)
+        log.info("routes.yaml reloaded", extra={
+            "trigger": why, "sha256": config.digest, "routes": len(config.routes),
+            "warnings": [str(w) for w in config.warnings]})
+        for what in ("listen", "admin"):
+            if getattr(config, what) != getattr(old.config, what):
+                log.warning(f"a change of '{what}' takes effect at the next restart")
+
+    async def watch(self, interval: float = WATCH_INTERVAL) -> None:
+        """Reload whenever the file's identity (inode, size, mtime) changes. Runs until cancelled."""
+        while True:
+            await asyncio.sleep(interval)
+            if _signature(self.path) != self._signature:
+                await self.reload("file changed")
+
+    async def close(self) -> None:
+        await asyncio.gather(*(pool.close() for pool in self.current.pools.values()))
+
+
+def _signature(path: str) -> tuple[int, ...] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_ino, st.st_dev, st.st_size, st.st_mtime_ns)

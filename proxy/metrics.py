@@ -1,0 +1,51 @@
+"""The proxy's Prometheus metrics, in a registry of their own so several proxies can share a process."""
+
+from __future__ import annotations
+
+import platform
+
+from prometheus_client import (CollectorRegistry, Counter, Gauge, Histogram, Info, disable_created_metrics,
+                               generate_latest)
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+disable_created_metrics()  # the *_created series double the output and help no dashboard
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
+LATENCY_BUCKETS = (.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60)
+
+
+class Metrics:
+    """Every metric the proxy exports; `render()` is the /metrics body."""
+
+    def __init__(self, version: str) -> None:
+        self.registry = r = CollectorRegistry(auto_describe=True)
+        Info("strangler_build", "Version of this proxy.", registry=r).info(
+            {"version": version, "python": platform.python_version()})
+        self.requests = Counter(
+            "strangler_requests", "Client requests answered, by route, upstream, method class and status class.",
+            ["route", "upstream", "method_class", "status_class"], registry=r)
+        self.latency = Histogram(
+            "strangler_request_duration_seconds", "Time from request to the end of the response, by route.",
+            ["route"], buckets=LATENCY_BUCKETS, registry=r)
+        self.rejected = Counter(
+            "strangler_rejected_requests", "Requests refused before routing (bad target, version...).",
+            ["reason"], registry=r)
+        self.upstream_errors = Counter(
+            "strangler_upstream_errors", "Upstream exchanges that failed, by kind.",
+            ["upstream", "kind"], registry=r)
+        self.in_flight = Gauge(
+            "strangler_upstream_in_flight", "Requests in flight to each upstream.", ["upstream"], registry=r)
+        self.reloads = Counter(
+            "strangler_config_reloads", "Attempts to load routes.yaml, by result (ok, invalid, unchanged).",
+            ["result"], registry=r)
+        self.config_loaded_at = Gauge(
+            "strangler_config_loaded_timestamp_seconds", "When the configuration in use was loaded.", registry=r)
+
+    def observe(self, route: str, upstream: str, method: str, status: int, seconds: float) -> None:
+        method_class = "safe" if method in SAFE_METHODS else "unsafe"
+        self.requests.labels(route, upstream, method_class, f"{status // 100}xx").inc()
+        self.latency.labels(route).observe(seconds)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,203 @@
+"""The values everything else passes around: configuration parsed once, and routing decisions.
+
+All frozen; request code never sees raw YAML. Standard library only (layer 0).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Mapping
+
+
+class Side(StrEnum):
+    """Which side of the migration answers: the monolith or the extracted service."""
+
+    LEGACY = "legacy"
+    NEW = "new"
+
+
+class Serve(StrEnum):
+    """A route's `serve:` value."""
+
+    LEGACY = "legacy"
+    NEW = "new"
+    TOGGLE = "toggle"
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One thing wrong (or suspicious) in routes.yaml, located by file and line."""
+
+    file: str
+    line: int
+    message: str
+    warning: bool = False
+
+    def __str__(self) -> str:
+        kind = "warning: " if self.warning else ""
+        return f"{self.file}:{self.line}: {kind}{self.message}"
+
+
+@dataclass(frozen=True, slots=True)
+class Address:
+    """A host and port to listen on."""
+
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class Upstream:
+    """A server the proxy forwards to, with its own connection pool (a bulkhead)."""
+
+    name: str
+    url: str  # scheme://host:port, no path
+    connect_timeout: float = 1.0
+    timeout: float = 30.0
+    max_connections: int = 100
+
+
+@dataclass(frozen=True, slots=True)
+class Stickiness:
+    """What keeps a user on one side: a header, a cookie, the client address, or nothing."""
+
+    kind: str  # header | cookie | ip | random
+    name: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.kind}:{self.name}" if self.name else self.kind
+
+
+@dataclass(frozen=True, slots=True)
+class ToggleSpec:
+    """A route's feature toggle: the Unleash feature name and, for the local provider, its rollout."""
+
+    name: str
+    rollout: float
+    stickiness: Stickiness
+
+
+@dataclass(frozen=True, slots=True)
+class ParallelRun:
+    """Whether (and for which requests) the other side also gets the request, for comparison."""
+
+    enabled: bool = False
+    sample: float = 1.0
+    methods: frozenset[str] = frozenset({"GET", "HEAD"})
+
+
+@dataclass(frozen=True, slots=True)
+class CompareSpec:
+    """What a comparison of the two answers looks at and what it ignores."""
+
+    ignore_paths: tuple[str, ...] = ()
+    ignore_order: bool = False
+    float_tolerance: float = 0.0
+    headers: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Match:
+    """Which requests a route takes: a segment prefix of the path, methods, exact header values."""
+
+    path: str
+    methods: frozenset[str] | None = None
+    headers: tuple[tuple[str, str], ...] = ()  # names lower-cased
+
+    def matches(self, method: str, path: str, headers: Mapping[str, str]) -> bool:
+        if not is_segment_prefix(self.path, path):
+            return False
+        if self.methods is not None and method not in self.methods:
+            return False
+        return all(headers.get(name) == value for name, value in self.headers)
+
+    def covers(self, other: Match) -> bool:
+        """True when every request `other` matches is also matched by this one."""
+        if not is_segment_prefix(self.path, other.path):
+            return False
+        if self.methods is not None and (other.methods is None or not other.methods <= self.methods):
+            return False
+        return set(self.headers) <= set(other.headers)
+
+
+def is_segment_prefix(prefix: str, path: str) -> bool:
+    """`/api/orders` is a prefix of `/api/orders` and `/api/orders/7`, not of `/api/ordersX`."""
+    if prefix == "/" or path == prefix:
+        return True
+    return path.startswith(prefix) and path[len(prefix)] == "/"
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """One entry of routes.yaml: which requests, which two sides, and who answers."""
+
+    name: str
+    match: Match
+    legacy: Upstream
+    new: Upstream | None = None
+    serve: Serve = Serve.LEGACY
+    toggle: ToggleSpec | None = None
+    fallback: Side | None = None
+    parallel_run: ParallelRun = ParallelRun()
+    compare: CompareSpec = CompareSpec()
+    line: int = 0
+
+    def upstream(self, side: Side) -> Upstream | None:
+        return self.legacy if side is Side.LEGACY else self.new
+
+
+@dataclass(frozen=True, slots=True)
+class AdminSpec:
+    listen: Address = Address("127.0.0.1", 9901)
+    token_env: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class UnleashSpec:
+    url: str
+    app_name: str = "strangler"
+    environment: str = "development"
+    token_env: str | None = None
+    refresh_interval: float = 15.0
+
+
+@dataclass(frozen=True, slots=True)
+class TogglesSpec:
+    provider: str = "local"  # local | unleash
+    unleash: UnleashSpec | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ReportsSpec:
+    database: str = "var/divergence.db"  # resolved against the config file's folder
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """A whole, validated routes.yaml."""
+
+    source: str
+    digest: str  # sha256 of the file's bytes
+    listen: Address
+    admin: AdminSpec
+    upstreams: Mapping[str, Upstream]
+    routes: tuple[Route, ...]
+    toggles: TogglesSpec = TogglesSpec()
+    reports: ReportsSpec = ReportsSpec()
+    warnings: tuple[Problem, ...] = field(default=(), compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """Who answers one request, who else sees it, and why."""
+
+    route: Route
+    side: Side
+    upstream: Upstream
+    shadow: Upstream | None
+    reason: str

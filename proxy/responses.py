@@ -1,0 +1,34 @@
+"""Responses the proxy writes itself: JSON errors, and the relayed response that adds nothing."""
+
+from __future__ import annotations
+
+import json
+
+from aiohttp import hdrs, web
+
+
+def error_response(status: int, code: str, detail: str, rid: str,
+                   retry_after: int | None = None) -> web.Response:
+    """`{"error": CODE, "detail": TEXT, "request_id": ID}`, as the contract has it."""
+    body = json.dumps({"error": code, "detail": detail, "request_id": rid})
+    response = web.Response(status=status, text=body, content_type="application/json")
+    response.headers["X-Request-Id"] = rid
+    response.headers["Cache-Control"] = "no-store"
+    if retry_after is not None:
+        response.headers["Retry-After"] = str(retry_after)
+    return response
+
+
+class RelayedResponse(web.StreamResponse):
+    """A streamed response carrying an upstream's answer.
+
+    aiohttp fills in Content-Type (application/octet-stream) and Server (its own version)
+    when a response lacks them; a proxy must not invent either, so they are removed
+    again unless the upstream sent them.
+    """
+
+    async def _prepare_headers(self) -> None:
+        invented = [name for name in (hdrs.CONTENT_TYPE, hdrs.SERVER) if name not in self.headers]
+        await super()._prepare_headers()
+        for name in invented:
+            self.headers.popall(name, None)

@@ -1,0 +1,1 @@
+"""Storing and reporting the divergences found in parallel runs."""

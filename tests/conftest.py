@@ -1,0 +1,73 @@
+"""Fixtures: recording upstreams and a real proxy, all on real sockets on 127.0.0.1."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, AsyncIterator, Awaitable, Callable
+
+import aiohttp
+import pytest
+
+from proxy import config as config_file
+from proxy.app import Options, Proxy
+from tests.helpers import Handler, Upstream, answer_json, routes_yaml
+
+
+@pytest.fixture
+def make_upstream(aiohttp_raw_server: Any) -> Callable[..., Awaitable[Upstream]]:
+    async def make(name: str = "legacy", handler: Handler = answer_json) -> Upstream:
+        upstream = Upstream(name, handler)
+        server = await aiohttp_raw_server(upstream.handle)
+        upstream.url = f"http://127.0.0.1:{server.port}"
+        return upstream
+    return make
+
+
+@dataclass
+class RunningProxy:
+    proxy: Proxy
+    path: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.proxy.edge_address}"
+
+    @property
+    def port(self) -> int:
+        assert self.proxy.edge_address is not None
+        return self.proxy.edge_address.port
+
+    @property
+    def admin_url(self) -> str:
+        return f"http://{self.proxy.admin_address}"
+
+    def rewrite(self, upstreams: dict[str, str], routes: list[dict[str, Any]], **top: Any) -> None:
+        """Replace routes.yaml, keeping the listeners the proxy already has."""
+        self.path.write_text(routes_yaml(upstreams, routes, **top))
+
+
+@pytest.fixture
+async def start_proxy(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[RunningProxy]]]:
+    started: list[Proxy] = []
+
+    async def start(upstreams: dict[str, str], routes: list[dict[str, Any]],
+                    drain_timeout: float = 5.0, **top: Any) -> RunningProxy:
+        path = tmp_path / "routes.yaml"
+        path.write_text(routes_yaml(upstreams, routes, **top))
+        proxy = Proxy(Options(str(path), drain_timeout=drain_timeout), config_file.load(path))
+        await proxy.start()
+        started.append(proxy)
+        return RunningProxy(proxy, path)
+
+    yield start
+    for proxy in started:
+        if proxy.lifecycle.state != "draining":
+            await proxy.stop()
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    """A plain client, as a user's would be (but not decompressing, to see the bytes)."""
+    async with aiohttp.ClientSession(auto_decompress=False) as session:
+        yield session

@@ -1,0 +1,163 @@
+"""Test helpers: routes.yaml writing, a recording upstream, raw socket exchanges, subprocess proxies."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Awaitable, Callable
+
+import yaml
+from aiohttp import web
+
+Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
+REPO = Path(__file__).resolve().parent.parent
+
+
+def routes_yaml(upstreams: dict[str, str], routes: list[dict[str, Any]], **top: Any) -> str:
+    """A routes.yaml text: listen and admin on free ports unless given."""
+    doc = {"version": 1, "listen": "127.0.0.1:0", "admin": {"listen": "127.0.0.1:0"},
+           "upstreams": {name: ({"url": u} if isinstance(u, str) else u) for name, u in upstreams.items()},
+           "routes": routes, **top}
+    return yaml.safe_dump(doc, sort_keys=False)
+
+
+def route(name: str, path: str = "/", legacy: str = "legacy", **more: Any) -> dict[str, Any]:
+    return {"name": name, "match": {"path": path, **more.pop("match", {})}, "legacy": legacy, **more}
+
+
+@dataclass
+class Seen:
+    """One request as an upstream received it."""
+
+    method: str
+    target: str
+    headers: list[tuple[str, str]]
+    body: bytes
+
+    def header(self, name: str) -> str | None:
+        return next((v for k, v in self.headers if k.lower() == name.lower()), None)
+
+    def names(self) -> set[str]:
+        return {k.lower() for k, _ in self.headers}
+
+
+async def answer_json(request: web.BaseRequest) -> web.StreamResponse:
+    return web.json_response({"path": request.raw_path})
+
+
+@dataclass
+class Upstream:
+    """A real HTTP server on 127.0.0.1 that records every request reaching it."""
+
+    name: str
+    handler: Handler = answer_json
+    seen: list[Seen] = field(default_factory=list)
+    url: str = ""
+
+    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        body = await request.read()
+        self.seen.append(Seen(request.method, request.raw_path, list(request.headers.items()), body))
+        response = await self.handler(request)
+        response.headers.setdefault("X-Upstream", self.name)
+        return response
+
+
+async def raw_exchange(port: int, data: bytes, timeout: float = 5.0) -> bytes:
+    """Send raw bytes to 127.0.0.1:port and read until the server closes (or `timeout`)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(data)
+    await writer.drain()
+    chunks = []
+    try:
+        async with asyncio.timeout(timeout):
+            while chunk := await reader.read(65536):
+                chunks.append(chunk)
+    except TimeoutError:
+        chunks.append(b"<<timeout: connection still open>>")
+    finally:
+        writer.close()
+    return b"".join(chunks)
+
+
+def status_of(raw: bytes) -> int:
+    return int(raw.split(b" ", 2)[1]) if raw.startswith(b"HTTP/") else 0
+
+
+def json_body(raw: bytes) -> dict[str, Any]:
+    return json.loads(raw.partition(b"\r\n\r\n")[2])
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ProxyProcess:
+    """`strangler serve` in a child process, for signals, memory and anything process-wide."""
+
+    def __init__(self, config: Path, *args: str, env: dict[str, str] | None = None) -> None:
+        self.config = config
+        self.log = config.parent / "proxy.log"
+        doc = yaml.safe_load(config.read_text())
+        self.port = int(doc["listen"].rsplit(":", 1)[1])
+        self.admin_port = int(doc["admin"]["listen"].rsplit(":", 1)[1])
+        self._log_file = open(self.log, "wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "proxy", "serve", "--config", str(config), *args],
+            stdout=self._log_file, stderr=subprocess.STDOUT, cwd=config.parent,
+            env={**os.environ, **(env or {})})
+        self.wait_ready()
+
+    def wait_ready(self, timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"proxy exited with {self.proc.returncode}:\n{self.log.read_text()}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.admin_port), timeout=0.2):
+                    if b"ready" in _get(self.admin_port, "/readyz"):
+                        return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError(f"proxy did not become ready:\n{self.log.read_text()}")
+
+    def rss_kib(self) -> int:
+        return _status_kib(self.proc.pid, "VmRSS")
+
+    def peak_rss_kib(self) -> int:
+        return _status_kib(self.proc.pid, "VmHWM")
+
+    def log_lines(self) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in self.log.read_text().splitlines() if line.startswith("{")]
+
+    def stop(self, timeout: float = 30.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+        try:
+            return self.proc.wait(timeout)
+        finally:
+            self._log_file.close()
+
+
+def _get(port: int, path: str) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
+        s.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    return data
+
+
+def _status_kib(pid: int, field_name: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field_name + ":"):
+            return int(line.split()[1])
+    raise KeyError(field_name)
