@@ -53,6 +53,10 @@ class UpstreamPool:
         )
 
     @property
+    def closed(self) -> bool:
+        return self._session.closed
+
+    @property
     def saturated(self) -> bool:
         return self.in_flight >= self.spec.max_connections
 

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, AsyncIterator, Awaitable, Callable
+from typing import Any, AsyncIterator, Awaitable, Callable, Iterator
 
 import aiohttp
 import pytest
 
 from proxy import config as config_file
 from proxy.app import Options, Proxy
-from tests.helpers import Handler, Upstream, answer_json, routes_yaml
+from tests.helpers import Blackhole, Handler, RawUpstream, Upstream, answer_json, routes_yaml
 
 
 @pytest.fixture
@@ -71,3 +71,24 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
     """A plain client, as a user's would be (but not decompressing, to see the bytes)."""
     async with aiohttp.ClientSession(auto_decompress=False) as session:
         yield session
+
+
+@pytest.fixture
+async def raw_upstream() -> AsyncIterator[Callable[..., Awaitable[RawUpstream]]]:
+    made: list[RawUpstream] = []
+
+    async def make(reply: bytes | Any) -> RawUpstream:
+        upstream = RawUpstream.answering(reply) if isinstance(reply, bytes) else RawUpstream(reply)
+        made.append(await upstream.start())
+        return upstream
+
+    yield make
+    for upstream in made:
+        await upstream.close()
+
+
+@pytest.fixture
+def blackhole() -> Iterator[Blackhole]:
+    hole = Blackhole()
+    yield hole
+    hole.close()

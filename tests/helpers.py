@@ -110,6 +110,7 @@ class ProxyProcess:
         self.port = int(doc["listen"].rsplit(":", 1)[1])
         self.admin_port = int(doc["admin"]["listen"].rsplit(":", 1)[1])
         self._log_file = open(self.log, "wb")
+        self._signalled = False
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "proxy", "serve", "--config", str(config), *args],
             stdout=self._log_file, stderr=subprocess.STDOUT, cwd=config.parent,
@@ -138,8 +139,13 @@ class ProxyProcess:
     def log_lines(self) -> list[dict[str, Any]]:
         return [json.loads(line) for line in self.log.read_text().splitlines() if line.startswith("{")]
 
+    def signal(self, sig: int) -> None:
+        self._signalled = True
+        self.proc.send_signal(sig)
+
     def stop(self, timeout: float = 30.0) -> int:
-        if self.proc.poll() is None:
+        """SIGTERM (unless a signal was sent already) and the exit status."""
+        if not self._signalled and self.proc.poll() is None:
             self.proc.terminate()
         try:
             return self.proc.wait(timeout)
@@ -161,3 +167,73 @@ def _status_kib(pid: int, field_name: str) -> int:
         if line.startswith(field_name + ":"):
             return int(line.split()[1])
     raise KeyError(field_name)
+
+
+Reply = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+class RawUpstream:
+    """An upstream that speaks raw bytes: for answers aiohttp would never produce, and for
+    seeing exactly when the proxy hangs up."""
+
+    def __init__(self, reply: Reply) -> None:
+        self.reply = reply
+        self.heads: list[bytes] = []
+        self.hung_up = asyncio.Event()
+        self._server: asyncio.Server | None = None
+
+    @classmethod
+    def answering(cls, response: bytes) -> RawUpstream:
+        async def reply(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            writer.write(response)
+            await writer.drain()
+        return cls(reply)
+
+    async def start(self) -> RawUpstream:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return self
+
+    @property
+    def url(self) -> str:
+        assert self._server is not None
+        return f"http://127.0.0.1:{self._server.sockets[0].getsockname()[1]}"
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            self.heads.append(await reader.readuntil(b"\r\n\r\n"))
+            await self.reply(reader, writer)
+            while await reader.read(65536):  # until the proxy hangs up
+                pass
+        except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
+            pass  # cancelled: the test is over
+        finally:
+            self.hung_up.set()
+            writer.close()
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+
+class Blackhole:
+    """A listener whose accept queue is full: connections to it hang until they time out."""
+
+    def __init__(self) -> None:
+        self._listener = socket.socket()
+        self._listener.bind(("127.0.0.1", 0))
+        self._listener.listen(0)
+        self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}"
+        self._fillers = []
+        for _ in range(3):
+            filler = socket.socket()
+            filler.setblocking(False)
+            try:
+                filler.connect(self._listener.getsockname())
+            except BlockingIOError:
+                pass
+            self._fillers.append(filler)
+
+    def close(self) -> None:
+        for s in [*self._fillers, self._listener]:
+            s.close()

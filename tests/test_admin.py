@@ -1,0 +1,92 @@
+"""The admin listener: health, readiness, status, Prometheus metrics, and its bearer token."""
+
+import asyncio
+import hashlib
+
+import pytest
+from aiohttp import web
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.helpers import route
+
+
+async def test_health_and_readiness(make_upstream, start_proxy, http):
+    proxy = await start_proxy({"legacy": (await make_upstream()).url}, [route("all")])
+    for path, body in (("/healthz", {"status": "ok"}), ("/readyz", {"status": "ready"})):
+        async with http.get(proxy.admin_url + path) as response:
+            assert (response.status, await response.json()) == (200, body)
+
+
+async def test_status_says_what_runs_and_how_the_pools_are_used(make_upstream, start_proxy, http):
+    release = asyncio.Event()
+
+    async def held(request: web.BaseRequest) -> web.StreamResponse:
+        await release.wait()
+        return web.Response(text="ok")
+    legacy = await make_upstream(handler=held)
+    proxy = await start_proxy({"legacy": {"url": legacy.url, "max_connections": 7}}, [route("all")])
+    pending = asyncio.create_task(http.get(proxy.url + "/held"))
+    while not legacy.seen:
+        await asyncio.sleep(0.01)
+    async with http.get(proxy.admin_url + "/status") as response:
+        status = await response.json()
+    release.set()
+    (await pending).release()
+    assert set(status) >= {"version", "git_commit", "python", "host", "pid", "started_at", "state", "config",
+                           "upstreams"}
+    assert status["version"] == "0.1.0" and status["state"] == "ready"
+    assert status["config"]["sha256"] == hashlib.sha256(proxy.path.read_bytes()).hexdigest()
+    assert status["config"]["routes"] == ["all"] and status["config"]["last_reload_error"] is None
+    assert status["upstreams"]["legacy"] == {"url": legacy.url, "in_flight": 1, "max_connections": 7,
+                                             "connect_timeout": 1.0, "timeout": 30.0}
+
+
+async def test_metrics_are_prometheus_text_by_route_and_upstream(make_upstream, start_proxy, http):
+    proxy = await start_proxy({"legacy": (await make_upstream()).url}, [route("all")])
+    for _ in range(3):
+        async with http.get(proxy.url + "/x"):
+            pass
+    async with http.post(proxy.url + "/x"):
+        pass
+    async with http.get(proxy.admin_url + "/metrics") as response:
+        assert response.headers["Content-Type"].startswith("text/plain; version=")
+        families = {f.name: f for f in text_string_to_metric_families(await response.text())}
+    requests = {(s.labels["method_class"], s.labels["status_class"]): s.value
+                for s in families["strangler_requests"].samples if s.name.endswith("_total")}
+    assert requests == {("safe", "2xx"): 3.0, ("unsafe", "2xx"): 1.0}
+    counts = [s for s in families["strangler_request_duration_seconds"].samples if s.name.endswith("_count")]
+    assert [(s.labels, s.value) for s in counts] == [({"route": "all"}, 4.0)]
+    assert "strangler_upstream_in_flight" in families and "strangler_config_reloads" in families
+
+
+async def test_edge_listener_never_serves_admin_paths(make_upstream, start_proxy, http):
+    proxy = await start_proxy({"legacy": (await make_upstream()).url}, [route("api", "/api")])
+    async with http.get(proxy.url + "/metrics") as response:
+        assert response.status == 404 and (await response.json())["error"] == "no_route"
+
+
+async def test_unknown_admin_path_is_json_404(make_upstream, start_proxy, http):
+    proxy = await start_proxy({"legacy": (await make_upstream()).url}, [route("all")])
+    async with http.get(proxy.admin_url + "/nope") as response:
+        assert response.status == 404 and (await response.json())["error"] == "not_found"
+
+
+@pytest.mark.parametrize("path", ["/healthz", "/readyz", "/status", "/metrics"])
+async def test_token_guards_every_admin_path(make_upstream, start_proxy, http, monkeypatch, path):
+    monkeypatch.setenv("TEST_ADMIN_TOKEN", "s3cret")
+    proxy = await start_proxy({"legacy": (await make_upstream()).url}, [route("all")],
+                              admin={"listen": "127.0.0.1:0", "token_env": "TEST_ADMIN_TOKEN"})
+    for headers, expected in (({}, 401), ({"Authorization": "Bearer nope"}, 401),
+                              ({"Authorization": "s3cret"}, 401), ({"Authorization": "Bearer s3cret"}, 200)):
+        async with http.get(proxy.admin_url + path, headers=headers) as response:
+            assert response.status == expected, headers
+            if expected == 401:
+                assert response.headers["WWW-Authenticate"] == "Bearer"
+
+
+async def test_without_the_variable_set_admin_is_open(make_upstream, start_proxy, http, monkeypatch):
+    monkeypatch.delenv("TEST_ADMIN_TOKEN", raising=False)
+    proxy = await start_proxy({"legacy": (await make_upstream()).url}, [route("all")],
+                              admin={"listen": "127.0.0.1:0", "token_env": "TEST_ADMIN_TOKEN"})
+    async with http.get(proxy.admin_url + "/status") as response:
+        assert response.status == 200
