@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import aiohttp
 from aiohttp import web
+from aiohttp.http import HttpVersion11
 
 from multidict import CIMultiDict
 
@@ -33,6 +34,7 @@ async def forward(request: web.BaseRequest, pool: UpstreamPool, target: str,
     """Send `request` to `pool`'s upstream at `target` and relay the answer to the client."""
     body = None
     if request.body_exists:
+        await _continue_if_expected(request)
         body = request.content
         if request.content_length is not None:
             headers["Content-Length"] = str(request.content_length)
@@ -53,6 +55,13 @@ async def forward(request: web.BaseRequest, pool: UpstreamPool, target: str,
         return Outcome(response, failure)
     await response.write_eof()
     return Outcome(response)
+
+
+async def _continue_if_expected(request: web.BaseRequest) -> None:
+    """Answer `Expect: 100-continue` here, as nginx and Envoy do; the header is not forwarded."""
+    if request.version == HttpVersion11 and request.headers.get("Expect", "").lower() == "100-continue":
+        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        request.writer.output_size = 0  # the real response has not started yet
 
 
 def _response_for(upstream: aiohttp.ClientResponse, rid: str) -> RelayedResponse:

@@ -59,7 +59,9 @@ class EdgeHandler:
         target = parse_target(request.raw_path) if refusal is None else refusal
         if isinstance(target, Refusal):
             self.metrics.rejected.labels("bad_request").inc()
-            return Served(error_response(400, "bad_request", target.detail, rid))
+            refused = error_response(400, "bad_request", target.detail, rid)
+            refused.force_close()  # what follows on this connection cannot be trusted either
+            return Served(refused)
         generation = self.live.current
         route = match_route(generation.config.routes, request.method, target.path, request.headers)
         if route is None:
