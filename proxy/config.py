@@ -18,8 +18,7 @@ from urllib.parse import urlsplit
 from proxy.config_routes import read_routes
 from proxy.errors import ConfigError
 from proxy.fields import Reader, Section
-from proxy.model import (AdminSpec, Address, Config, Problem, ReportsSpec, Route, TogglesSpec,
-                         UnleashSpec, Upstream)
+from proxy.model import AdminSpec, Address, Config, Problem, ReportsSpec, TogglesSpec, UnleashSpec, Upstream
 from proxy.yamlsource import read_yaml
 
 MAX_BYTES = 1 << 20
@@ -69,9 +68,10 @@ def _config(reader: Reader, data: Any, source: str, digest: str) -> Config | Non
     listen = _address(top, "listen", DEFAULT_LISTEN)
     admin = _admin(top)
     upstreams = _upstreams(top)
-    routes = read_routes(top, upstreams)
-    _check_loops(reader, upstreams, {str(listen), str(admin.listen)})
-    _warn_unused(reader, upstreams, routes)
+    declared = set(map(str, data.get("upstreams") or {})) if isinstance(data.get("upstreams"), dict) else set()
+    routes = read_routes(top, upstreams, declared)
+    _check_loops(reader, upstreams, (listen, admin.listen))
+    _warn_unused(reader, upstreams, data.get("routes"))
     return Config(source=source, digest=digest, listen=listen, admin=admin,
                   upstreams=MappingProxyType(upstreams), routes=routes,
                   toggles=_toggles(top), reports=_reports(top, source),
@@ -211,14 +211,34 @@ def _reports(top: Section, source: str) -> ReportsSpec:
     return ReportsSpec(str(Path(source).parent / database))
 
 
-def _check_loops(reader: Reader, upstreams: Mapping[str, Upstream], own: set[str]) -> None:
+def _check_loops(reader: Reader, upstreams: Mapping[str, Upstream], own: tuple[Address, ...]) -> None:
     for name, upstream in upstreams.items():
-        if upstream.url.split("://", 1)[1] in own:
+        parts = urlsplit(upstream.url)
+        if any(parts.port == mine.port and _same_host(parts.hostname or "", mine.host) for mine in own):
             reader.error(("upstreams", name), f"upstream '{name}' points at this proxy's own listener")
 
 
-def _warn_unused(reader: Reader, upstreams: Mapping[str, Upstream], routes: tuple[Route, ...]) -> None:
-    used = {r.legacy.name for r in routes} | {r.new.name for r in routes if r.new}
+def _same_host(upstream: str, listener: str) -> bool:
+    """Whether connecting to `upstream` would reach a socket bound to `listener` on this machine."""
+    if upstream == listener:
+        return True
+    local = _is_loopback(upstream)
+    return local and (listener in ("0.0.0.0", "::") or _is_loopback(listener))
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _warn_unused(reader: Reader, upstreams: Mapping[str, Upstream], items: Any) -> None:
+    """An upstream no route names (as written, so a route with other errors still counts)."""
+    routes = [item for item in items if isinstance(item, dict)] if isinstance(items, list) else []
+    used = {item.get(side) for item in routes for side in ("legacy", "new")}
     for name in upstreams:
         if name not in used:
             reader.warn(("upstreams", name), f"upstream '{name}' is not used by any route")

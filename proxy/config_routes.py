@@ -20,31 +20,34 @@ PATH_SEGMENT = re.compile(r"^[A-Za-z0-9\-._~!$&'()*+,=:@]*$")
 IGNORE_PATH = re.compile(r"^\$(?:\.[^.\[\]\s]+|\[(?:\d+|\*)\])+$")
 
 
-def read_routes(top: Section, upstreams: Mapping[str, Upstream]) -> tuple[Route, ...]:
+def read_routes(top: Section, upstreams: Mapping[str, Upstream], declared: set[str]) -> tuple[Route, ...]:
+    """The routes; `declared` holds every upstream name written, valid or not (so a broken
+    upstream is reported once, where it is defined, not again as unknown in each route)."""
     items = top.get("routes", "a list of routes", lambda v: isinstance(v, list))
     if not isinstance(items, list):
         return ()
     if not items:
         top.reader.warn(("routes",), "no routes: every request will get 404")
     _check_names(top.reader, items)
-    indexed = [(i, _route(top.reader, i, item, upstreams)) for i, item in enumerate(items)]
+    indexed = [(i, _route(top.reader, i, item, upstreams, declared)) for i, item in enumerate(items)]
     found = [(i, route) for i, route in indexed if route is not None]
     _warn_unreachable(top.reader, found)
     return tuple(route for _, route in found)
 
 
-def _route(reader: Reader, index: int, data: Any, upstreams: Mapping[str, Upstream]) -> Route | None:
-    sec = reader.section(("routes", index), data, f"routes[{index}]", ROUTE_KEYS)
+def _route(reader: Reader, index: int, data: Any, upstreams: Mapping[str, Upstream],
+           declared: set[str]) -> Route | None:
+    written = data.get("name") if isinstance(data, dict) else None
+    where = f"route '{written}'" if isinstance(written, str) else f"route #{index + 1}"
+    sec = reader.section(("routes", index), data, where, ROUTE_KEYS)
     if sec is None:
         return None
     name = sec.text("name")
-    if isinstance(name, str):
-        if not ROUTE_NAME.match(name):
-            sec.error("name", f"route name {name!r} may hold only letters, digits, '.', '_' and '-'")
-        sec.where = f"route '{name}'"
+    if isinstance(name, str) and not ROUTE_NAME.match(name):
+        sec.error("name", f"route name {name!r} may hold only letters, digits, '.', '_' and '-'")
     match = _match(sec)
-    legacy = _upstream_ref(sec, "legacy", upstreams, required=True)
-    new = _upstream_ref(sec, "new", upstreams, required=False)
+    legacy = _upstream_ref(sec, "legacy", upstreams, declared, required=True)
+    new = _upstream_ref(sec, "new", upstreams, declared, required=False)
     serve = _choice(sec, "serve", Serve, Serve.LEGACY)
     fallback = _choice(sec, "fallback", Side, None, only=(Side.LEGACY,))
     route = Route(name=name, match=match, legacy=legacy, new=new, serve=serve,
@@ -108,21 +111,22 @@ def _header_values(sec: Section) -> tuple[tuple[str, str], ...]:
         if not isinstance(name, str) or not TOKEN.match(name):
             sec.error("headers", f"{name!r} is not a valid header name")
         elif not isinstance(value, str):
-            sec.error("headers", f"the value of {name} must be a string (quote it: {name}: \"{value}\")")
+            written = sec.reader.doc.text(sec.at("headers") + (name,)) or value
+            sec.error("headers", f"the value of {name} must be a string (quote it: {name}: \"{written}\")")
         else:
             found.append((name.lower(), value))
     return tuple(sorted(found))
 
 
-def _upstream_ref(sec: Section, key: str, upstreams: Mapping[str, Upstream], required: bool) -> Upstream | None:
+def _upstream_ref(sec: Section, key: str, upstreams: Mapping[str, Upstream], declared: set[str],
+                  required: bool) -> Upstream | None:
     name = sec.text(key) if required else sec.text(key, None)
     if not isinstance(name, str):
         return None
-    if name not in upstreams:
+    if name not in upstreams and name not in declared:
         known = ", ".join(sorted(upstreams)) or "none defined"
         sec.error(key, f"unknown upstream '{name}' (known: {known})")
-        return None
-    return upstreams[name]
+    return upstreams.get(name)
 
 
 def _choice(sec: Section, key: str, kind: Any, default: Any, only: tuple = ()) -> Any:

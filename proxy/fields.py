@@ -32,7 +32,7 @@ class Reader:
 
     def section(self, path: Path, data: Any, where: str, allowed: set[str]) -> Section | None:
         if not isinstance(data, dict):
-            self.error(path, f"{where} must be a mapping, got {_kind(data)}")
+            self.error(path, f"{where or 'the top level'} must be a mapping, got {_kind(data)}")
             return None
         return Section(self, path, data, where, allowed)
 

@@ -36,7 +36,8 @@ class Problem:
 
     def __str__(self) -> str:
         kind = "warning: " if self.warning else ""
-        return f"{self.file}:{self.line}: {kind}{self.message}"
+        where = f"{self.file}:{self.line}" if self.line else self.file  # line 0: the file as a whole
+        return f"{where}: {kind}{self.message}"
 
 
 @dataclass(frozen=True, slots=True)

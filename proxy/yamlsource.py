@@ -24,6 +24,10 @@ class Document:
     source: str
     data: Any
     lines: Mapping[Path, int]
+    texts: Mapping[Path, str]  # scalar values as written (`yes`, not True), for hints
+
+    def text(self, path: Path) -> str | None:
+        return self.texts.get(tuple(_key(p) for p in path))
 
     def line(self, path: Path) -> int:
         """The line of `path`, or of its nearest ancestor that has one."""
@@ -40,36 +44,59 @@ def read_yaml(text: str, source: str) -> Document:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
     except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark else 1
-        raise ConfigError([Problem(source, line, f"YAML syntax error: {exc.problem or exc}")]) from exc
+        raise ConfigError([Problem(source, *_syntax_error(exc, text))]) from exc
     except yaml.YAMLError as exc:
         raise ConfigError([Problem(source, 1, f"YAML error: {exc}")]) from exc
-    lines: dict[Path, int] = {}
-    duplicates: list[Problem] = []
+    index = _Index(source)
     if root is not None:
-        _index(root, (), lines, duplicates, source)
-    if duplicates:
-        raise ConfigError(duplicates)
-    return Document(source, data, lines)
+        index.walk(root, ())
+    if index.duplicates:
+        raise ConfigError(index.duplicates)
+    return Document(source, data, index.lines, index.texts)
 
 
-def _index(node: yaml.Node, path: Path, lines: dict[Path, int], dups: list[Problem], source: str) -> None:
-    if isinstance(node, yaml.MappingNode):
+def _syntax_error(exc: yaml.MarkedYAMLError, text: str) -> tuple[int, str]:
+    last_line = max(text.count("\n") + (not text.endswith("\n")), 1)
+    def line_of(mark: yaml.Mark | None) -> int:  # a mark at the end of the text is on the last line
+        return min(mark.line + 1, last_line) if mark else 1
+
+    line = line_of(exc.problem_mark or exc.context_mark)
+    message = f"YAML syntax error: {exc.problem or exc}"
+    if exc.context and exc.context_mark and line_of(exc.context_mark) != line:
+        message += f" ({exc.context} that starts at line {line_of(exc.context_mark)})"
+    return line, message
+
+
+class _Index:
+    """Lines and written text of every key, item and scalar; duplicate keys as problems."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.lines: dict[Path, int] = {}
+        self.texts: dict[Path, str] = {}
+        self.duplicates: list[Problem] = []
+
+    def walk(self, node: yaml.Node, path: Path) -> None:
+        if isinstance(node, yaml.ScalarNode):
+            self.texts[path] = node.value
+        elif isinstance(node, yaml.MappingNode):
+            self._mapping(node, path)
+        elif isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                self.lines[path + (i,)] = item.start_mark.line + 1
+                self.walk(item, path + (i,))
+
+    def _mapping(self, node: yaml.MappingNode, path: Path) -> None:
         seen: dict[str, int] = {}
         for key_node, value_node in node.value:
             if not isinstance(key_node, yaml.ScalarNode):
                 continue
             key, line = key_node.value, key_node.start_mark.line + 1
             if key in seen and key != "<<":
-                dups.append(Problem(source, line, f"duplicate key '{key}' (first at line {seen[key]})"))
+                self.duplicates.append(Problem(self.source, line, f"duplicate key '{key}' (first at line {seen[key]})"))
             seen.setdefault(key, line)
-            lines[path + (key,)] = line
-            _index(value_node, path + (key,), lines, dups, source)
-    elif isinstance(node, yaml.SequenceNode):
-        for i, item in enumerate(node.value):
-            lines[path + (i,)] = item.start_mark.line + 1
-            _index(item, path + (i,), lines, dups, source)
+            self.lines[path + (key,)] = line
+            self.walk(value_node, path + (key,))
 
 
 def _key(part: str | int) -> str | int:
