@@ -115,7 +115,11 @@ class ProxyProcess:
             [sys.executable, "-m", "proxy", "serve", "--config", str(config), *args],
             stdout=self._log_file, stderr=subprocess.STDOUT, cwd=config.parent,
             env={**os.environ, **(env or {})})
-        self.wait_ready()
+        try:
+            self.wait_ready()
+        except BaseException:
+            self.stop(10)  # never leave a child behind
+            raise
 
     def wait_ready(self, timeout: float = 20.0) -> None:
         deadline = time.monotonic() + timeout
@@ -144,11 +148,14 @@ class ProxyProcess:
         self.proc.send_signal(sig)
 
     def stop(self, timeout: float = 30.0) -> int:
-        """SIGTERM (unless a signal was sent already) and the exit status."""
+        """SIGTERM (unless a signal was sent already) and the exit status; SIGKILL after `timeout`."""
         if not self._signalled and self.proc.poll() is None:
             self.proc.terminate()
         try:
             return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait(10)
         finally:
             self._log_file.close()
 
