@@ -11,10 +11,13 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import uuid
 from typing import Any
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
+
+from proxy.logs import REQUEST_ID
 
 log = logging.getLogger("strangler.edge")
 
@@ -24,6 +27,8 @@ class EdgeProtocol(web.RequestHandler):
                      exc: BaseException | None = None, message: str | None = None) -> web.StreamResponse:
         if request.writer.output_size > 0:
             raise ConnectionError("the response had started; the connection is closed instead")
+        rid = REQUEST_ID.get() or uuid.uuid4().hex  # the handler's id, if it got that far
+        REQUEST_ID.set(rid)
         if status >= 500:
             log.error("unexpected error while serving a request", exc_info=exc,
                       extra={"path": request.raw_path.partition("?")[0], "status": status})
@@ -33,7 +38,8 @@ class EdgeProtocol(web.RequestHandler):
             log.info("refused a malformed request", extra={"client": request.remote, "reason": kind})
             code, detail = "bad_request", f"the request is not valid HTTP/1.1 ({kind})"
         response = web.Response(status=status, content_type="application/json",
-                                text=json.dumps({"error": code, "detail": detail, "request_id": None}))
+                                text=json.dumps({"error": code, "detail": detail, "request_id": rid}),
+                                headers={"X-Request-Id": rid})
         response.force_close()
         return response
 

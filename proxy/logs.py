@@ -13,7 +13,7 @@ REQUEST_ID: ContextVar[str | None] = ContextVar("request_id", default=None)
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
-class _RequestIdFilter(logging.Filter):
+class RequestIdFilter(logging.Filter):
     """Stamps every record logged while a request is served with that request's id."""
 
     def filter(self, record: logging.LogRecord) -> bool:
@@ -30,7 +30,7 @@ def setup(level: str = "INFO", stream: TextIO | None = None) -> None:
         "{levelname}{name}{message}", style="{", timestamp="ts",
         rename_fields={"levelname": "level", "name": "logger", "message": "msg"},
         json_ensure_ascii=False))
-    handler.addFilter(_RequestIdFilter())
+    handler.addFilter(RequestIdFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
