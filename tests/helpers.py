@@ -74,16 +74,23 @@ async def raw_exchange(port: int, data: bytes, timeout: float = 5.0) -> bytes:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(data)
     await writer.drain()
+    try:
+        received, closed = await read_for(reader, timeout)
+    finally:
+        writer.close()
+    return received if closed else received + b"<<timeout: connection still open>>"
+
+
+async def read_for(reader: asyncio.StreamReader, timeout: float) -> tuple[bytes, bool]:
+    """What arrives within `timeout`, and whether the server closed the connection by then."""
     chunks = []
     try:
         async with asyncio.timeout(timeout):
             while chunk := await reader.read(65536):
                 chunks.append(chunk)
     except TimeoutError:
-        chunks.append(b"<<timeout: connection still open>>")
-    finally:
-        writer.close()
-    return b"".join(chunks)
+        return b"".join(chunks), False
+    return b"".join(chunks), True
 
 
 def status_of(raw: bytes) -> int:

@@ -8,7 +8,7 @@ import sys
 import aiohttp.http_parser
 import pytest
 
-from tests.helpers import REPO, json_body, raw_exchange, route, status_of
+from tests.helpers import REPO, json_body, raw_exchange, read_for, route, status_of
 
 ERROR_KEYS = {"error", "detail", "request_id"}
 HIDDEN = b"GET /admin HTTP/1.1\r\nHost: h\r\nX-Smuggled: yes\r\n\r\n"
@@ -142,18 +142,6 @@ async def test_oversized_headers_are_refused_and_closed(catch_all, data):
     assert legacy.seen == []
 
 
-async def read_until(reader: asyncio.StreamReader, timeout: float) -> bytes:
-    """What the server sends within `timeout` (or until it closes)."""
-    chunks = []
-    try:
-        async with asyncio.timeout(timeout):
-            while chunk := await reader.read(65536):
-                chunks.append(chunk)
-    except TimeoutError:
-        pass
-    return b"".join(chunks)
-
-
 async def test_expect_100_continue_is_answered_by_the_proxy_and_not_forwarded(catch_all):
     proxy, legacy = catch_all
     reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
@@ -161,10 +149,10 @@ async def test_expect_100_continue_is_answered_by_the_proxy_and_not_forwarded(ca
         writer.write(b"POST /up HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\nExpect: 100-continue\r\n"
                      b"Connection: close\r\n\r\n")
         await writer.drain()
-        interim = await read_until(reader, 1)
+        interim, _ = await read_for(reader, 1)
         writer.write(b"hello")
         await writer.drain()
-        raw = interim + await read_until(reader, 2)
+        raw = interim + (await read_for(reader, 2))[0]
     finally:
         writer.close()
     assert [(s.target, s.body) for s in legacy.seen] == [("/up", b"hello")]
