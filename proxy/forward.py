@@ -7,20 +7,16 @@ so the client sees a truncated response, never a complete-looking wrong one.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 
 import aiohttp
 from aiohttp import web
 from aiohttp.http import HttpVersion11
-
 from multidict import CIMultiDict
 
 from proxy.headers import client_headers
 from proxy.responses import RelayedResponse, error_response
 from proxy.upstream import UPSTREAM_ERRORS, Failure, UpstreamPool
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
