@@ -15,6 +15,7 @@ from aiohttp import web
 from proxy.buildinfo import BuildInfo
 from proxy.live import LiveConfig
 from proxy.metrics import CONTENT_TYPE, Metrics
+from proxy.model import Config
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -69,11 +70,22 @@ def status(live: LiveConfig, lifecycle: Lifecycle, build: BuildInfo) -> dict[str
             "last_reload_error": None if failure is None else {
                 "at": _iso(failure.at), "problems": [str(p) for p in failure.problems]},
         },
+        "toggles": _toggles(generation.toggles.status(), config),
         "upstreams": {name: {"url": pool.spec.url, "in_flight": pool.in_flight,
                              "max_connections": pool.spec.max_connections,
                              "connect_timeout": pool.spec.connect_timeout, "timeout": pool.spec.timeout}
                       for name, pool in generation.pools.items()},
     }
+
+
+def _toggles(state: dict[str, Any], config: Config) -> dict[str, Any]:
+    """The provider's state, and for each toggle route the definition it is evaluated by."""
+    definitions = state.pop("definitions", {})
+    last_sync = state.get("last_sync")
+    return {**state, "last_sync": _iso(last_sync) if last_sync else None, "routes": [
+        {"route": route.name, "toggle": route.toggle.name, "serve": str(route.serve),
+         "stickiness": str(route.toggle.stickiness), "definition": definitions.get(route.toggle.name)}
+        for route in config.routes if route.toggle is not None]}
 
 
 def _json(body: dict[str, Any], status: int = 200) -> web.Response:

@@ -24,7 +24,8 @@ from proxy.handler import EdgeHandler
 from proxy.live import WATCH_INTERVAL, LiveConfig
 from proxy.metrics import Metrics
 from proxy.model import Address, Config
-from toggles.base import AllOff
+from toggles.base import Toggles
+from toggles.unleash import UnleashToggles
 
 log = logging.getLogger("strangler")
 KEEPALIVE_TIMEOUT = 75.0  # nginx's keepalive_timeout; also bounds a client stuck in its headers
@@ -64,8 +65,9 @@ class Proxy:
                                               "routes": len(self.config.routes)})
 
     async def _start(self) -> None:
-        self.live = live = LiveConfig(self.options.config_path, self.config, self.metrics)
-        edge = EdgeServer(EdgeHandler(live, AllOff(), self.metrics), handler_cancellation=True,
+        self.live = live = LiveConfig(self.options.config_path, self.config, self.metrics, toggles_for)
+        live.start()
+        edge = EdgeServer(EdgeHandler(live, self.metrics), handler_cancellation=True,
                           access_log=None, keepalive_timeout=KEEPALIVE_TIMEOUT)
         self.edge_address = await self._listen(web.ServerRunner(edge, shutdown_timeout=self.options.drain_timeout),
                                                self.options.listen or self.config.listen)
@@ -104,6 +106,21 @@ class Proxy:
         self._runners.clear()
         if self.live is not None:
             await self.live.close()
+
+
+def toggles_for(config: Config, previous: Toggles | None) -> Toggles:
+    """The toggle provider routes.yaml asks for; the previous one when nothing about it changed."""
+    unleash = config.toggles.unleash if config.toggles.provider == "unleash" else None
+    if unleash is None:
+        local = UnleashToggles.local(route.toggle for route in config.routes if route.toggle is not None)
+        return previous if isinstance(previous, UnleashToggles) and previous.key == local.key else local
+    token = os.environ.get(unleash.token_env) if unleash.token_env else None
+    if isinstance(previous, UnleashToggles) and previous.key == UnleashToggles.server_key(unleash, token):
+        return previous
+    if unleash.token_env and not token:
+        log.warning(f"{unleash.token_env} is not set: the Unleash server will answer for its default "
+                    "environment only")
+    return UnleashToggles.server(unleash, token)
 
 
 def require_c_parser() -> None:

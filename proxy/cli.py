@@ -13,11 +13,10 @@ from multidict import CIMultiDict
 
 from proxy import config as config_file
 from proxy import logs
-from proxy.app import Options, serve
+from proxy.app import Options, serve, toggles_for
 from proxy.errors import ConfigError
 from proxy.explain import explain
 from proxy.model import Address, Config
-from toggles.base import AllOff
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE, EXIT_NO_MATCH = 0, 1, 2, 3
 
@@ -96,7 +95,12 @@ def _explain(args: argparse.Namespace) -> int:
             print(f"strangler explain: -H wants 'Name: value', got {header!r}", file=sys.stderr)
             return EXIT_USAGE
         headers.add(name.strip(), value.strip())
-    result = explain(config, AllOff(), args.method.upper(), args.path, headers, args.client_ip)
+    toggles = toggles_for(config, None)
+    toggles.start()  # with a server: one fetch (falling back on the cached state), then evaluate
+    try:
+        result = explain(config, toggles, args.method.upper(), args.path, headers, args.client_ip)
+    finally:
+        toggles.close()
     print(json.dumps(result.as_json()) if args.format == "json" else result.as_text())
     return EXIT_OK if result.decision else EXIT_NO_MATCH
 

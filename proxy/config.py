@@ -18,10 +18,12 @@ from urllib.parse import urlsplit
 from proxy.config_routes import read_routes
 from proxy.errors import ConfigError
 from proxy.fields import Reader, Section
-from proxy.model import AdminSpec, Address, Config, Problem, ReportsSpec, TogglesSpec, UnleashSpec, Upstream
+from proxy.model import (AdminSpec, Address, Config, Problem, ReportsSpec, Route, TogglesSpec, UnleashSpec,
+                         Upstream)
 from proxy.yamlsource import read_yaml
 
 MAX_BYTES = 1 << 20
+UNLEASH_CACHE = "var/unleash-cache"  # the SDK's last known state, kept across restarts
 DEFAULT_LISTEN = Address("127.0.0.1", 8080)
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -70,11 +72,13 @@ def _config(reader: Reader, data: Any, source: str, digest: str) -> Config | Non
     upstreams = _upstreams(top)
     declared = set(map(str, data.get("upstreams") or {})) if isinstance(data.get("upstreams"), dict) else set()
     routes = read_routes(top, upstreams, declared)
+    toggles = _toggles(top)
     _check_loops(reader, upstreams, (listen, admin.listen))
     _warn_unused(reader, upstreams, data.get("routes"))
+    _check_toggles(reader, routes, toggles.provider)
     return Config(source=source, digest=digest, listen=listen, admin=admin,
                   upstreams=MappingProxyType(upstreams), routes=routes,
-                  toggles=_toggles(top), reports=_reports(top, source),
+                  toggles=toggles, reports=_reports(top, source),
                   warnings=tuple(p for p in reader.problems if p.warning))
 
 
@@ -187,8 +191,8 @@ def _toggles(top: Section) -> TogglesSpec:
 
 
 def _unleash(parent: Section) -> UnleashSpec | None:
-    sec = parent.section("unleash", {"url", "app_name", "environment", "token_env", "refresh_interval"},
-                         "toggles.unleash")
+    sec = parent.section("unleash", {"url", "app_name", "environment", "token_env", "refresh_interval",
+                                     "cache_directory"}, "toggles.unleash")
     if sec is None:
         return None
     url = sec.text("url")
@@ -197,12 +201,13 @@ def _unleash(parent: Section) -> UnleashSpec | None:
     token_env = sec.text("token_env", None)
     if token_env is not None and not ENV_NAME.match(token_env):
         sec.error("token_env", f"'token_env' names an environment variable, got {token_env!r}")
-    spec = UnleashSpec(url=url if isinstance(url, str) else "",
+    cache_directory = sec.text("cache_directory", UNLEASH_CACHE)
+    return UnleashSpec(url=url if isinstance(url, str) else "",
                        app_name=sec.text("app_name", "strangler"),
                        environment=sec.text("environment", "development"),
                        token_env=token_env,
-                       refresh_interval=sec.number("refresh_interval", 15.0, positive=True))
-    return spec
+                       refresh_interval=sec.integer("refresh_interval", 15, 1, 3600),
+                       cache_directory=str(Path(parent.reader.doc.source).parent / cache_directory))
 
 
 def _reports(top: Section, source: str) -> ReportsSpec:
@@ -233,6 +238,23 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def _check_toggles(reader: Reader, routes: tuple[Route, ...], provider: str) -> None:
+    """Local toggles are defined by their routes, so two routes must not define one differently."""
+    first: dict[str, Route] = {}
+    for route in routes:
+        toggle = route.toggle
+        if toggle is None:
+            continue
+        if provider == "unleash" and toggle.rollout is not None:
+            reader.at_line(route.line, f"route '{route.name}': 'rollout' is ignored with provider unleash; "
+                                       "the rollout is set in Unleash", warning=True)
+        earlier = first.setdefault(toggle.name, route)
+        if provider == "local" and (earlier.toggle.local_rollout, earlier.toggle.stickiness) != (
+                toggle.local_rollout, toggle.stickiness):
+            reader.at_line(route.line, f"route '{route.name}' defines toggle '{toggle.name}' differently from "
+                                       f"route '{earlier.name}' (line {earlier.line}); one toggle, one definition")
 
 
 def _warn_unused(reader: Reader, upstreams: Mapping[str, Upstream], items: Any) -> None:

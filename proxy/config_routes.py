@@ -145,7 +145,7 @@ def _toggle(route: Section) -> ToggleSpec | None:
     if sec is None:
         return None
     name = sec.text("name")
-    rollout = sec.number("rollout", 0.0, low=0, high=100)
+    rollout = sec.integer("rollout", None, 0, 100)
     stickiness = _stickiness(sec)
     if not isinstance(name, str) or stickiness is None:
         return None

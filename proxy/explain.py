@@ -7,7 +7,7 @@ from typing import Any
 
 from multidict import CIMultiDict
 
-from proxy.model import Config, Decision
+from proxy.model import Config, Decision, RequestFacts
 from proxy.routing import decide, match_route
 from proxy.target import Refusal, parse_target
 from toggles.base import Toggles
@@ -19,6 +19,7 @@ class Explanation:
     target: str
     decision: Decision | None
     why_not: str  # when no decision: why nothing matches
+    provider: str = ""
 
     def as_json(self) -> dict[str, Any]:
         d = self.decision
@@ -27,7 +28,8 @@ class Explanation:
         return {"route": d.route.name, "serve": d.side.value, "upstream": d.upstream.name,
                 "shadow": d.shadow.name if d.shadow else None, "reason": d.reason,
                 "line": d.route.line, "url": d.upstream.url,
-                "shadow_sample": d.route.parallel_run.sample if d.shadow else None}
+                "shadow_sample": d.route.parallel_run.sample if d.shadow else None,
+                "toggle": self._toggle_json()}
 
     def as_text(self) -> str:
         d = self.decision
@@ -36,13 +38,20 @@ class Explanation:
         shadow = "no"
         if d.shadow:
             shadow = f"yes, to {d.shadow.name} ({d.shadow.url}) for {d.route.parallel_run.sample:.0%} of such requests"
-        return "\n".join([
-            f"route:    {d.route.name} (line {d.route.line})",
-            f"serve:    {d.side.value}",
-            f"upstream: {d.upstream.name} ({d.upstream.url})",
-            f"shadow:   {shadow}",
-            f"why:      {d.reason}",
-        ])
+        lines = [f"route:    {d.route.name} (line {d.route.line})", f"serve:    {d.side.value}",
+                 f"upstream: {d.upstream.name} ({d.upstream.url})", f"shadow:   {shadow}"]
+        if d.toggle is not None and d.route.toggle is not None:
+            value = "(none)" if d.toggle.sticky is None else repr(d.toggle.sticky)
+            lines.append(f"toggle:   {d.toggle.name} ({self.provider} provider), "
+                         f"{d.route.toggle.stickiness} = {value} -> {d.toggle.verdict}")
+        return "\n".join(lines + [f"why:      {d.reason}"])
+
+    def _toggle_json(self) -> dict[str, Any] | None:
+        d = self.decision
+        if d is None or d.toggle is None or d.route.toggle is None:
+            return None
+        return {"name": d.toggle.name, "provider": self.provider, "stickiness": str(d.route.toggle.stickiness),
+                "sticky_value": d.toggle.sticky, "verdict": d.toggle.verdict.value}
 
 
 def explain(config: Config, toggles: Toggles, method: str, target: str,
@@ -53,4 +62,5 @@ def explain(config: Config, toggles: Toggles, method: str, target: str,
     route = match_route(config.routes, method, parsed.path, headers)
     if route is None:
         return Explanation(method, target, None, "the proxy answers 404: no route's match takes it")
-    return Explanation(method, target, decide(route, method, toggles, {"remoteAddress": client_ip}), "")
+    decision = decide(route, RequestFacts(method, parsed.path, headers, client_ip), toggles)
+    return Explanation(method, target, decision, "", config.toggles.provider)

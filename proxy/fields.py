@@ -30,6 +30,9 @@ class Reader:
     def warn(self, path: Path, message: str) -> None:
         self.problems.append(Problem(self.doc.source, self.doc.line(path), message, warning=True))
 
+    def at_line(self, line: int, message: str, warning: bool = False) -> None:
+        self.problems.append(Problem(self.doc.source, line, message, warning))
+
     def section(self, path: Path, data: Any, where: str, allowed: set[str]) -> Section | None:
         if not isinstance(data, dict):
             self.error(path, f"{where or 'the top level'} must be a mapping, got {_kind(data)}")

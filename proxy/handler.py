@@ -15,11 +15,12 @@ from proxy.headers import request_id, upstream_headers
 from proxy.live import LiveConfig
 from proxy.logs import REQUEST_ID
 from proxy.metrics import Metrics
+from proxy.model import Decision, RequestFacts
 from proxy.responses import error_response
 from proxy.routing import decide, match_route
 from proxy.target import Refusal, parse_target
+from proxy.toggling import VerdictLog
 from proxy.upstream import Failure
-from toggles.base import Toggles
 
 log = logging.getLogger("strangler.access")
 
@@ -37,10 +38,10 @@ class Served:
 class EdgeHandler:
     """The request handler of the edge listener (an aiohttp low-level server handler)."""
 
-    def __init__(self, live: LiveConfig, toggles: Toggles, metrics: Metrics) -> None:
+    def __init__(self, live: LiveConfig, metrics: Metrics) -> None:
         self.live = live
-        self.toggles = toggles
         self.metrics = metrics
+        self.verdicts = VerdictLog()
 
     async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
         rid = request_id(request.headers)
@@ -66,11 +67,20 @@ class EdgeHandler:
         route = match_route(generation.config.routes, request.method, target.path, request.headers)
         if route is None:
             return Served(error_response(404, "no_route", f"no route matches {request.method} {target.path}", rid))
-        decision = decide(route, request.method, self.toggles, {"remoteAddress": request.remote or ""})
+        facts = RequestFacts(request.method, target.path, request.headers, request.remote)
+        decision = decide(route, facts, generation.toggles)
+        if decision.toggle is not None:
+            self._count_verdict(decision)
         pool = generation.pools[decision.upstream.name]
         headers = upstream_headers(request.headers, peer=request.remote, proto=request.scheme, rid=rid)
         outcome = await forward(request, pool, target.raw, headers, rid)
         return Served(outcome.response, route.name, decision.upstream.name, outcome.failure)
+
+    def _count_verdict(self, decision: Decision) -> None:
+        check = decision.toggle
+        assert check is not None
+        self.metrics.toggle_verdicts.labels(decision.route.name, check.name, check.verdict).inc()
+        self.verdicts.note(decision.route.name, check.name, check.verdict)
 
     def _record(self, request: web.BaseRequest, served: Served, started: float) -> None:
         status = served.response.status

@@ -1,8 +1,9 @@
 """The configuration requests see now, replaced whole by a valid reload and kept on an invalid one.
 
-A reload builds a complete new generation (config plus a pool per upstream) before one
-assignment swaps it in; requests already running finish on the generation they started
-with. Pools of unchanged upstreams carry over; dropped ones close when their last request ends.
+A reload builds a complete new generation (config, a pool per upstream, the toggles)
+before one assignment swaps it in; requests already running finish on the generation
+they started with. Pools of unchanged upstreams carry over, and so do toggles whose
+definition did not change; dropped ones close when their last request ends.
 """
 
 from __future__ import annotations
@@ -12,22 +13,27 @@ import logging
 import os
 import time
 from dataclasses import dataclass
-from typing import Mapping
+from typing import Callable, Mapping
 
 from proxy import config as config_file
 from proxy.errors import ConfigError
 from proxy.metrics import Metrics
 from proxy.model import Config, Problem
 from proxy.upstream import UpstreamPool
+from toggles.base import Toggles
 
 log = logging.getLogger(__name__)
 WATCH_INTERVAL = 0.5
+
+
+ToggleFactory = Callable[[Config, "Toggles | None"], Toggles]  # reuses the previous one when it can
 
 
 @dataclass(frozen=True, slots=True)
 class Generation:
     config: Config
     pools: Mapping[str, UpstreamPool]
+    toggles: Toggles
     loaded_at: float
 
 
@@ -40,12 +46,15 @@ class ReloadFailure:
 class LiveConfig:
     """Holds the current generation; reloads from the file on request or when it changes."""
 
-    def __init__(self, path: str, first: Config, metrics: Metrics) -> None:
+    def __init__(self, path: str, first: Config, metrics: Metrics, toggles_for: ToggleFactory) -> None:
         self.path = path
         self.metrics = metrics
-        self.current = Generation(first, {n: UpstreamPool(u) for n, u in first.upstreams.items()}, time.time())
+        self.toggles_for = toggles_for
+        self.current = Generation(first, {n: UpstreamPool(u) for n, u in first.upstreams.items()},
+                                  toggles_for(first, None), time.time())
         self.last_failure: ReloadFailure | None = None
         self._signature = _signature(path)
+        self._chores: set[asyncio.Task[None]] = set()
         metrics.reloads.labels("ok").inc()
         metrics.config_loaded_at.set(self.current.loaded_at)
 
@@ -71,14 +80,22 @@ class LiveConfig:
                   extra={"trigger": why, "problems": [str(p) for p in problems]})
         return False
 
+    def start(self) -> None:
+        """Let the toggles begin syncing, in a thread: a slow Unleash server never holds up start-up."""
+        self._in_thread(self.current.toggles.start)
+
     def _swap(self, config: Config, why: str) -> None:
         old = self.current
         pools = {name: old.pools[name] if name in old.pools and old.pools[name].spec == spec
                  else UpstreamPool(spec) for name, spec in config.upstreams.items()}
-        self.current = Generation(config, pools, time.time())
+        toggles = self.toggles_for(config, old.toggles)
+        self.current = Generation(config, pools, toggles, time.time())
         for name, pool in old.pools.items():
             if pools.get(name) is not pool:
                 pool.retire()
+        if toggles is not old.toggles:
+            self._in_thread(toggles.start)
+            self._in_thread(old.toggles.close)
         self.metrics.reloads.labels("ok").inc()
         self.metrics.config_loaded_at.set(self.current.loaded_at)
         log.info("routes.yaml reloaded", extra={
@@ -95,8 +112,22 @@ class LiveConfig:
             if _signature(self.path) != self._signature:
                 await self.reload("file changed")
 
+    def _in_thread(self, chore: Callable[[], None]) -> None:
+        task = asyncio.get_running_loop().create_task(asyncio.to_thread(_logged, chore))
+        self._chores.add(task)
+        task.add_done_callback(self._chores.discard)
+
     async def close(self) -> None:
+        await asyncio.gather(*self._chores)
+        await asyncio.to_thread(_logged, self.current.toggles.close)
         await asyncio.gather(*(pool.close() for pool in self.current.pools.values()))
+
+
+def _logged(chore: Callable[[], None]) -> None:
+    try:
+        chore()
+    except Exception:
+        log.warning("starting or stopping the toggle provider failed", exc_info=True)
 
 
 def _signature(path: str) -> tuple[int, ...] | None:

@@ -36,6 +36,10 @@ class Metrics:
             ["upstream", "kind"], registry=r)
         self.in_flight = Gauge(
             "strangler_upstream_in_flight", "Requests in flight to each upstream.", ["upstream"], registry=r)
+        self.toggle_verdicts = Counter(
+            "strangler_toggle_verdicts", "Toggle evaluations by verdict: on, off, and the ones that fell back "
+            "to legacy for want of an answer (unknown, not_synced, error).",
+            ["route", "toggle", "verdict"], registry=r)
         self.reloads = Counter(
             "strangler_config_reloads", "Attempts to load routes.yaml, by result (ok, invalid, unchanged).",
             ["result"], registry=r)

@@ -79,8 +79,22 @@ class ToggleSpec:
     """A route's feature toggle: the Unleash feature name and, for the local provider, its rollout."""
 
     name: str
-    rollout: float
+    rollout: int | None  # percent for the local provider; None when not written (0)
     stickiness: Stickiness
+
+    @property
+    def local_rollout(self) -> int:
+        return self.rollout or 0
+
+
+class Verdict(StrEnum):
+    """What a toggle said for one request. Anything but ON means the monolith answers."""
+
+    ON = "on"
+    OFF = "off"
+    UNKNOWN = "unknown"  # the provider has no such feature
+    NOT_SYNCED = "not_synced"  # no feature state yet (server never reached, no cached state)
+    ERROR = "error"  # evaluating raised
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,7 +178,8 @@ class UnleashSpec:
     app_name: str = "strangler"
     environment: str = "development"
     token_env: str | None = None
-    refresh_interval: float = 15.0
+    refresh_interval: int = 15  # seconds
+    cache_directory: str = ""  # where the SDK keeps its last known state (config: var/unleash-cache)
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,6 +209,25 @@ class Config:
 
 
 @dataclass(frozen=True, slots=True)
+class RequestFacts:
+    """What routing and toggles may look at in a request."""
+
+    method: str
+    path: str  # the routed form (see proxy.target)
+    headers: Mapping[str, str]
+    remote: str | None  # the client's address as the proxy sees it, never a forwarded header
+
+
+@dataclass(frozen=True, slots=True)
+class ToggleCheck:
+    """A toggle asked for one request: its verdict, and the sticky value it hashed (if any)."""
+
+    name: str
+    verdict: Verdict
+    sticky: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class Decision:
     """Who answers one request, who else sees it, and why."""
 
@@ -201,4 +235,16 @@ class Decision:
     side: Side
     upstream: Upstream
     shadow: Upstream | None
-    reason: str
+    toggle: ToggleCheck | None = None
+
+    @property
+    def reason(self) -> str:
+        if self.toggle is None:
+            return f"serve: {self.route.serve}"
+        check, spec = self.toggle, self.route.toggle
+        assert spec is not None
+        if check.sticky is None and spec.stickiness.kind != "random":
+            return (f"toggle {check.name} is {check.verdict} (the request has no {spec.stickiness}, "
+                    f"so it cannot stick to one side)")
+        about = f" for {spec.stickiness}={check.sticky!r}" if check.sticky is not None else ""
+        return f"toggle {check.name} is {check.verdict}{about}"

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Mapping
 
-from proxy.model import Decision, Route, Serve, Side
+from proxy.model import Decision, RequestFacts, Route, Serve, Side, ToggleCheck, Upstream, Verdict
+from proxy.toggling import toggle_context
 from toggles.base import Toggles
 
 
@@ -17,27 +18,25 @@ def match_route(routes: tuple[Route, ...], method: str, path: str,
     return None
 
 
-def decide(route: Route, method: str, toggles: Toggles, context: Mapping[str, Any]) -> Decision:
-    """Who serves this request, who (if anyone) is shadowed, and why, in words."""
-    side, reason = _side(route, toggles, context)
+def decide(route: Route, facts: RequestFacts, toggles: Toggles) -> Decision:
+    """Who serves this request, who (if anyone) is shadowed, and the toggle's say in it."""
+    check = _ask_toggle(route, facts, toggles) if route.serve is Serve.TOGGLE else None
+    if route.serve is Serve.NEW or (check is not None and check.verdict is Verdict.ON):
+        side = Side.NEW
+    else:
+        side = Side.LEGACY
     upstream = route.upstream(side)
     assert upstream is not None  # config guarantees `new` wherever serve can pick it
-    return Decision(route, side, upstream, _shadow(route, side, method), reason)
+    return Decision(route, side, upstream, _shadow(route, side, facts.method), check)
 
 
-def _side(route: Route, toggles: Toggles, context: Mapping[str, Any]) -> tuple[Side, str]:
-    if route.serve is Serve.LEGACY:
-        return Side.LEGACY, "serve: legacy"
-    if route.serve is Serve.NEW:
-        return Side.NEW, "serve: new"
+def _ask_toggle(route: Route, facts: RequestFacts, toggles: Toggles) -> ToggleCheck:
     assert route.toggle is not None
-    name = route.toggle.name
-    if toggles.is_enabled(name, context):
-        return Side.NEW, f"toggle {name} is on for this request"
-    return Side.LEGACY, f"toggle {name} is off for this request"
+    context, sticky = toggle_context(route.toggle.stickiness, facts)
+    return ToggleCheck(route.toggle.name, toggles.verdict(route.toggle.name, context), sticky)
 
 
-def _shadow(route: Route, served: Side, method: str):
+def _shadow(route: Route, served: Side, method: str) -> Upstream | None:
     run = route.parallel_run
     if not run.enabled or run.sample <= 0 or method not in run.methods:
         return None

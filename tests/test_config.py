@@ -119,7 +119,8 @@ def test_contract_example_loads_top_level_and_upstreams(example, tmp_path):
     assert example.listen == Address("127.0.0.1", 8080)
     assert example.admin == AdminSpec(Address("127.0.0.1", 9901), "STRANGLER_ADMIN_TOKEN")
     assert example.toggles == TogglesSpec("local", UnleashSpec(
-        "http://127.0.0.1:4242/api", "strangler", "development", "UNLEASH_API_TOKEN", 5.0))
+        "http://127.0.0.1:4242/api", "strangler", "development", "UNLEASH_API_TOKEN", 5,
+        str(tmp_path / "var" / "unleash-cache")))
     assert example.reports.database == str(tmp_path / "var" / "divergence.db")
     assert example.warnings == ()
     assert dict(example.upstreams) == {

@@ -19,7 +19,7 @@ LAYERS = {
         "proxy.metrics", "proxy.buildinfo", "proxy.demo", "proxy.demo.shop", "proxy.demo.monolith",
         "proxy.demo.orders"},
     2: {"proxy.target", "proxy.headers", "proxy.upstream", "proxy.routing", "proxy.forward",
-        "proxy.responses", "proxy.live"},
+        "proxy.responses", "proxy.live", "proxy.toggling"},
     3: {"proxy.handler", "proxy.admin", "proxy.edge", "proxy.explain"},
     4: {"proxy.app", "proxy.cli", "proxy.__main__", "proxy.demo.run"},
 }
@@ -40,7 +40,7 @@ MODULES = modules()
 def layer(module: str) -> int:
     if module.split(".")[0] in SEAMS:
         return 1
-    return next(n for n, members in LAYERS.items() if module in members)
+    return next((n for n, members in LAYERS.items() if module in members), 99)  # 99: unplaced
 
 
 def project_imports(module: str, path: Path) -> set[str]:

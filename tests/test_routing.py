@@ -3,9 +3,9 @@
 import pytest
 from multidict import CIMultiDict
 
-from proxy.model import Match, ParallelRun, Route, Serve, Side, Stickiness, ToggleSpec, Upstream
+from proxy.model import (Match, ParallelRun, RequestFacts, Route, Serve, Side, Stickiness, ToggleSpec, Upstream,
+                         Verdict)
 from proxy.routing import decide, match_route
-from toggles.base import AllOff
 
 MONOLITH = Upstream("monolith", "http://127.0.0.1:9001")
 ORDERS = Upstream("orders", "http://127.0.0.1:9002")
@@ -57,27 +57,54 @@ def test_covers_says_when_an_earlier_route_hides_a_later_one(earlier, later, cov
     assert earlier.covers(later) is covered
 
 
-class On:
-    def is_enabled(self, name, context):
-        return True
+class Fixed:
+    """A toggle provider that says the same thing for everyone."""
+
+    def __init__(self, verdict: Verdict) -> None:
+        self.said = verdict
+        self.asked: list[tuple[str, dict]] = []
+
+    def verdict(self, name, context):
+        self.asked.append((name, context))
+        return self.said
 
 
-@pytest.mark.parametrize("serve, toggles, side", [
-    (Serve.LEGACY, On(), Side.LEGACY),
-    (Serve.NEW, AllOff(), Side.NEW),
-    (Serve.TOGGLE, On(), Side.NEW),
-    (Serve.TOGGLE, AllOff(), Side.LEGACY),
+def facts(method="GET", path="/api", headers=None, remote="192.0.2.9") -> RequestFacts:
+    return RequestFacts(method, path, CIMultiDict(headers or {}), remote)
+
+
+TOGGLE = ToggleSpec("orders-to-new", 50, Stickiness("header", "X-User-Id"))
+
+
+@pytest.mark.parametrize("serve, verdict, side", [
+    (Serve.LEGACY, Verdict.ON, Side.LEGACY),
+    (Serve.NEW, Verdict.OFF, Side.NEW),
+    (Serve.TOGGLE, Verdict.ON, Side.NEW),
+    (Serve.TOGGLE, Verdict.OFF, Side.LEGACY),
+    (Serve.TOGGLE, Verdict.UNKNOWN, Side.LEGACY),
+    (Serve.TOGGLE, Verdict.NOT_SYNCED, Side.LEGACY),
+    (Serve.TOGGLE, Verdict.ERROR, Side.LEGACY),
 ])
-def test_decision_follows_serve_and_the_toggle(serve, toggles, side):
-    toggle = ToggleSpec("orders-to-new", 50, Stickiness("header", "X-User-Id"))
-    decision = decide(make("orders", "/api", new=ORDERS, serve=serve, toggle=toggle), "GET", toggles, {})
+def test_decision_follows_serve_and_only_an_on_toggle_moves_traffic(serve, verdict, side):
+    decision = decide(make("orders", "/api", new=ORDERS, serve=serve, toggle=TOGGLE), facts(), Fixed(verdict))
     assert decision.side is side
     assert decision.upstream is (ORDERS if side is Side.NEW else MONOLITH)
+    assert (decision.toggle is not None) is (serve is Serve.TOGGLE)
+
+
+def test_the_toggle_is_asked_with_the_sticky_value_and_request_facts():
+    toggles = Fixed(Verdict.ON)
+    route = make("orders", "/api", new=ORDERS, serve=Serve.TOGGLE, toggle=TOGGLE)
+    decision = decide(route, facts("POST", "/api/7", {"X-User-Id": "alice"}), toggles)
+    assert toggles.asked == [("orders-to-new", {
+        "userId": "alice", "sessionId": "alice", "remoteAddress": "192.0.2.9",
+        "properties": {"path": "/api/7", "method": "POST"}})]
+    assert decision.reason == "toggle orders-to-new is on for header:X-User-Id='alice'"
 
 
 def test_parallel_run_shadows_the_other_side_for_eligible_methods_only():
     route = make("orders", "/api", new=ORDERS, serve=Serve.NEW, parallel_run=ParallelRun(enabled=True))
-    assert decide(route, "GET", AllOff(), {}).shadow is MONOLITH
-    assert decide(route, "POST", AllOff(), {}).shadow is None
+    assert decide(route, facts("GET"), Fixed(Verdict.OFF)).shadow is MONOLITH
+    assert decide(route, facts("POST"), Fixed(Verdict.OFF)).shadow is None
     off = make("orders", "/api", new=ORDERS, serve=Serve.LEGACY)
-    assert decide(off, "GET", AllOff(), {}).shadow is None
+    assert decide(off, facts("GET"), Fixed(Verdict.OFF)).shadow is None

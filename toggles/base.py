@@ -1,18 +1,30 @@
-"""The toggles seam: one question, asked per request of a `serve: toggle` route."""
+"""The toggles seam: per request of a `serve: toggle` route, is this user's feature on?"""
 
 from __future__ import annotations
 
 from typing import Any, Mapping, Protocol
 
+from proxy.model import Verdict
+
 
 class Toggles(Protocol):
-    def is_enabled(self, name: str, context: Mapping[str, Any]) -> bool:
-        """Whether feature `name` is on for this context; anything unknown or failing is False."""
+    """A feature-toggle provider. Anything but Verdict.ON sends the request to legacy."""
+
+    def verdict(self, name: str, context: Mapping[str, Any]) -> Verdict:
+        """What feature `name` says for this Unleash context; never raises."""
         ...
 
-
-class AllOff:
-    """No toggle provider: every toggle is off, so toggle routes answer from legacy."""
-
     def is_enabled(self, name: str, context: Mapping[str, Any]) -> bool:
-        return False
+        return self.verdict(name, context) is Verdict.ON
+
+    def status(self) -> dict[str, Any]:
+        """Provider, sync state and the feature definitions in force, for /status."""
+        ...
+
+    def start(self) -> None:
+        """Begin syncing (blocking: run it in a thread)."""
+        ...
+
+    def close(self) -> None:
+        """Stop syncing (blocking: run it in a thread)."""
+        ...

@@ -1,0 +1,167 @@
+"""Real servers for the integration tests: PostgreSQL and unleash-server 6.x, on 127.0.0.1.
+
+`python -m tests.servers install` provisions what they need (.ci/run calls it); the test
+fixtures provision on first use as well, so `python -m pytest` also works on a fresh machine.
+Each test session gets its own PostgreSQL cluster in a scratch folder, on a free port.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from tests.helpers import free_port
+
+UNLEASH_VERSION = "6.6.0"  # 7.x and 8.x need Node 22; 6.x runs on Node 18-20
+UNLEASH_DIR = Path(os.environ.get("STRANGLER_UNLEASH_DIR") or
+                   Path.home() / ".cache" / "strangler-proxy" / f"unleash-server-{UNLEASH_VERSION}")
+START_UNLEASH = """
+const unleash = require('unleash-server');
+unleash.start({
+  db: {user: 'unleash', password: 'unleash', host: '127.0.0.1', port: Number(process.env.PG_PORT),
+       database: 'unleash', ssl: false},
+  server: {port: Number(process.env.UNLEASH_PORT), host: '127.0.0.1'},
+  authentication: {type: 'none'},
+  versionCheck: {enable: false},
+  telemetry: false,
+  logLevel: 'warn',
+}).then(() => console.log('UNLEASH READY'));
+"""
+
+
+def install() -> None:
+    """PostgreSQL (Debian's package) and unleash-server (npm), unless already there."""
+    if _pg_bin() is None:
+        _apt("postgresql")
+    if shutil.which("node") is None:
+        _apt("nodejs", "npm")
+    if not (UNLEASH_DIR / "node_modules" / "unleash-server").is_dir():
+        UNLEASH_DIR.mkdir(parents=True, exist_ok=True)
+        print(f"installing unleash-server {UNLEASH_VERSION} into {UNLEASH_DIR} (about a minute)", flush=True)
+        subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--loglevel=error",
+                        f"unleash-server@{UNLEASH_VERSION}"], cwd=UNLEASH_DIR, check=True)
+
+
+def _apt(*packages: str) -> None:
+    if os.geteuid() != 0:
+        raise RuntimeError(f"the integration tests need {', '.join(packages)}: apt-get install them (or run .ci/run)")
+    subprocess.run(["apt-get", "update", "-q"], check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(["apt-get", "install", "-y", "-q", *packages], check=True, stdout=subprocess.DEVNULL,
+                   env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+
+
+def _pg_bin() -> Path | None:
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda p: int(p.parts[-3]))
+    return found[-1].parent if found else None
+
+
+class Postgres:
+    """A throwaway PostgreSQL cluster with an `unleash` database."""
+
+    def __init__(self) -> None:
+        self.base = Path(tempfile.mkdtemp(prefix="strangler-pg-"))
+        self.base.chmod(0o755)  # the postgres user must reach it when we run as root
+        self.port = free_port()
+        self._as = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+
+    def start(self) -> None:
+        bin_dir = _pg_bin()
+        assert bin_dir is not None, "PostgreSQL is not installed: python -m tests.servers install"
+        data = self.base / "data"
+        data.mkdir()
+        if self._as:
+            shutil.chown(data, "postgres")
+            shutil.chown(self.base, "postgres")
+        self._run(bin_dir / "initdb", "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8")
+        self._run(bin_dir / "pg_ctl", "-D", str(data), "-l", str(self.base / "postgres.log"), "-w", "start", "-o",
+                  f"-p {self.port} -k {self.base} -c listen_addresses=127.0.0.1 -c fsync=off")
+        for sql in ("CREATE USER unleash WITH PASSWORD 'unleash'", "CREATE DATABASE unleash OWNER unleash"):
+            self._run(bin_dir / "psql", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "-c", sql)
+
+    def stop(self) -> None:
+        bin_dir = _pg_bin()
+        if bin_dir is not None and (self.base / "data" / "postmaster.pid").exists():
+            self._run(bin_dir / "pg_ctl", "-D", str(self.base / "data"), "-m", "fast", "-w", "stop")
+        shutil.rmtree(self.base, ignore_errors=True)
+
+    def _run(self, *command: Any) -> None:
+        subprocess.run([*self._as, *map(str, command)], check=True, capture_output=True, timeout=120)
+
+
+class Unleash:
+    """unleash-server on a free port, with the admin API calls the tests use."""
+
+    def __init__(self, postgres: Postgres) -> None:
+        self.postgres = postgres
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.api_url = self.url + "/api"
+        self.log = postgres.base / "unleash.log"
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 120) -> None:
+        with open(self.log, "ab") as log:
+            self._proc = subprocess.Popen(["node", "-e", START_UNLEASH], cwd=UNLEASH_DIR, stdout=log,
+                                          stderr=subprocess.STDOUT,
+                                          env={**os.environ, "PG_PORT": str(self.postgres.port),
+                                               "UNLEASH_PORT": str(self.port)})
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                raise RuntimeError(f"unleash-server exited:\n{self.log.read_text()[-3000:]}")
+            try:
+                if self.call("GET", "/health").get("health") == "GOOD":
+                    return
+            except (OSError, ValueError):
+                pass
+            time.sleep(0.5)
+        raise RuntimeError(f"unleash-server did not become healthy:\n{self.log.read_text()[-3000:]}")
+
+    def stop(self) -> None:
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.terminate()
+            try:
+                self._proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait(10)
+
+    def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(self.url + path, data=data, method=method,
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=10) as response:
+            text = response.read()
+        return json.loads(text) if text.strip() else {}
+
+    def client_token(self, environment: str = "development") -> str:
+        return self.call("POST", "/api/admin/api-tokens", {
+            "type": "client", "environment": environment, "projects": ["*"], "tokenName": "strangler-tests"})["secret"]
+
+    def rollout(self, feature: str, percent: int, environment: str = "development") -> None:
+        """Create `feature` with one flexibleRollout on userId, switched on."""
+        base = "/api/admin/projects/default/features"
+        self.call("POST", base, {"name": feature, "type": "release"})
+        self.call("POST", f"{base}/{feature}/environments/{environment}/strategies", {
+            "name": "flexibleRollout",
+            "parameters": {"rollout": str(percent), "stickiness": "userId", "groupId": feature}})
+        self.switch(feature, True, environment)
+
+    def switch(self, feature: str, on: bool, environment: str = "development") -> None:
+        self.call("POST", f"/api/admin/projects/default/features/{feature}/environments/{environment}/"
+                          f"{'on' if on else 'off'}")
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] != ["install"]:
+        raise SystemExit("usage: python -m tests.servers install")
+    install()

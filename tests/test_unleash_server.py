@@ -1,0 +1,140 @@
+"""Against a real Unleash server (6.x on PostgreSQL): the split, a switch-off, an outage, a restart."""
+
+import asyncio
+import json
+import subprocess
+import sys
+import time
+import uuid
+
+import aiohttp
+import pytest
+
+from proxy.model import Stickiness, ToggleSpec, Verdict
+from tests.helpers import REPO, route, routes_yaml
+from tests.servers import Postgres, Unleash, install
+from toggles.unleash import UnleashToggles
+
+REFRESH = 1  # seconds between polls of the server
+USERS = [f"user-{n}" for n in range(400)]
+
+
+@pytest.fixture(scope="session")
+def unleash():
+    install()
+    postgres = Postgres()
+    postgres.start()
+    server = Unleash(postgres)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+        postgres.stop()
+
+
+@pytest.fixture
+def feature(unleash) -> str:
+    return f"orders-to-new-{uuid.uuid4().hex[:8]}"  # each test its own feature
+
+
+@pytest.fixture
+def server_toggles(unleash, feature, tmp_path, monkeypatch):
+    """The `toggles:` block of a routes.yaml pointing at the test server, with a client token."""
+    monkeypatch.setenv("TEST_UNLEASH_TOKEN", unleash.client_token())
+    return {"provider": "unleash", "unleash": {
+        "url": unleash.api_url, "app_name": "strangler-tests", "environment": "development",
+        "token_env": "TEST_UNLEASH_TOKEN", "refresh_interval": REFRESH, "cache_directory": str(tmp_path / "cache")}}
+
+
+def toggled(feature: str) -> list[dict]:
+    return [route("orders", "/api/orders", new="new", serve="toggle",
+                  toggle={"name": feature, "stickiness": "header:X-User-Id"}), route("all")]
+
+
+async def sides(url: str, users: list[str]) -> dict[str, str]:
+    async with aiohttp.ClientSession() as http:
+        async def one(user: str) -> tuple[str, str]:
+            async with http.get(url + "/api/orders/1", headers={"X-User-Id": user}) as response:
+                return user, response.headers["X-Upstream"]
+        return dict(await asyncio.gather(*(one(u) for u in users)))
+
+
+async def synced(proxy, feature: str, timeout: float = 15) -> dict:
+    """Wait until the proxy's /status shows the feature's definition from the server."""
+    deadline = time.monotonic() + timeout
+    async with aiohttp.ClientSession() as http:
+        while time.monotonic() < deadline:
+            async with http.get(proxy.admin_url + "/status") as response:
+                toggles = (await response.json())["toggles"]
+            if toggles["routes"][0]["definition"] is not None:
+                return toggles
+            await asyncio.sleep(0.1)
+    raise AssertionError(f"the proxy never saw feature {feature}: {toggles}")
+
+
+async def started(make_upstream, start_proxy, feature, server_toggles):
+    legacy, new = await make_upstream("legacy"), await make_upstream("new")
+    proxy = await start_proxy({"legacy": legacy.url, "new": new.url}, toggled(feature), toggles=server_toggles)
+    return proxy, await synced(proxy, feature)
+
+
+async def test_half_of_400_users_reach_the_new_service_and_each_one_sticks(
+        unleash, feature, server_toggles, make_upstream, start_proxy):
+    unleash.rollout(feature, 50)
+    proxy, status = await started(make_upstream, start_proxy, feature, server_toggles)
+    assert status["provider"] == "unleash" and status["synced"] and status["last_sync"]
+    first = await sides(proxy.url, USERS)
+    on = {user for user, side in first.items() if side == "new"}
+    assert 160 <= len(on) <= 240  # 40-60%
+    assert await sides(proxy.url, USERS) == first
+    local = UnleashToggles.local([ToggleSpec(feature, 50, Stickiness("header", "X-User-Id"))])
+    assert {u for u in USERS if local.verdict(feature, {"userId": u}) is Verdict.ON} == on  # one hash everywhere
+
+
+async def test_switching_off_in_unleash_reaches_routing_within_the_refresh_interval_and_a_second(
+        unleash, feature, server_toggles, make_upstream, start_proxy):
+    unleash.rollout(feature, 100)
+    proxy, _ = await started(make_upstream, start_proxy, feature, server_toggles)
+    assert set((await sides(proxy.url, USERS[:50])).values()) == {"new"}
+    unleash.switch(feature, False)
+    switched = time.monotonic()
+    while set((await sides(proxy.url, USERS[:50])).values()) != {"legacy"}:
+        assert time.monotonic() - switched < REFRESH + 1, "the switch-off did not reach routing in time"
+        await asyncio.sleep(0.05)
+
+
+async def test_an_outage_and_a_restart_keep_routing_on_the_last_known_state(
+        unleash, feature, server_toggles, make_upstream, start_proxy):
+    unleash.rollout(feature, 50)
+    proxy, _ = await started(make_upstream, start_proxy, feature, server_toggles)
+    before = await sides(proxy.url, USERS)
+    unleash.stop()
+    try:
+        await asyncio.sleep(3 * REFRESH)  # several failed polls
+        assert await sides(proxy.url, USERS) == before
+        await proxy.proxy.stop()
+        restarted = await start_proxy({n: u.url for n, u in _upstreams(proxy).items()}, toggled(feature),
+                                      toggles=server_toggles)  # the server is still down
+        assert await sides(restarted.url, USERS) == before
+    finally:
+        unleash.start()
+
+
+def _upstreams(proxy):
+    return {name: pool.spec for name, pool in proxy.proxy.live.current.pools.items()}
+
+
+def test_explain_asks_the_real_server(unleash, feature, server_toggles, tmp_path):
+    unleash.rollout(feature, 100)
+    path = tmp_path / "routes.yaml"
+    path.write_text(routes_yaml({"legacy": "http://127.0.0.1:9", "new": "http://127.0.0.1:10"}, toggled(feature),
+                                toggles=server_toggles))
+    done = subprocess.run([sys.executable, "-m", "proxy", "explain", "GET", "/api/orders/1", "-H",
+                           "X-User-Id: alice", "--format", "json", "--config", str(path)],
+                          capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert (result["serve"], result["toggle"]) == ("new", {
+        "name": feature, "provider": "unleash", "stickiness": "header:X-User-Id", "sticky_value": "alice",
+        "verdict": "on"})
