@@ -1,4 +1,4 @@
-"""The admin listener: /healthz, /readyz, /status and /metrics on an address of its own.
+"""The admin listener: /healthz, /readyz, /status, /metrics and /reports on an address of its own.
 
 When the variable named by `admin.token_env` is set, every admin request needs
 `Authorization: Bearer <token>`.
@@ -6,7 +6,9 @@ When the variable named by `admin.token_env` is set, every admin request needs
 
 from __future__ import annotations
 
+import asyncio
 import hmac
+import sqlite3
 from datetime import datetime, timezone
 from typing import Any, Awaitable, Callable
 
@@ -18,6 +20,9 @@ from proxy.metrics import CONTENT_TYPE, Metrics
 from proxy.model import Config
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+# The report holds upstreams' bodies: no script, no fetch, nothing but its own inline styles and data: images.
+REPORT_HEADERS = {"Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; img-src data:",
+                  "X-Content-Type-Options": "nosniff", "Cache-Control": "no-store", "Referrer-Policy": "no-referrer"}
 
 
 class Lifecycle:
@@ -31,8 +36,10 @@ class Lifecycle:
         return self.state == "ready"
 
 
-def create_admin_app(live: LiveConfig, metrics: Metrics, lifecycle: Lifecycle,
-                     build: BuildInfo, token: str | None) -> web.Application:
+def create_admin_app(live: LiveConfig, metrics: Metrics, lifecycle: Lifecycle, build: BuildInfo,
+                     token: str | None, report: Callable[[], str]) -> web.Application:
+    """`report` makes the HTML divergence report; it reads SQLite, so it runs in a thread."""
+
     async def healthz(_: web.Request) -> web.Response:
         return _json({"status": "ok"})
 
@@ -45,6 +52,8 @@ def create_admin_app(live: LiveConfig, metrics: Metrics, lifecycle: Lifecycle,
     async def metrics_page(_: web.Request) -> web.Response:
         for name, pool in live.current.pools.items():
             metrics.in_flight.labels(name).set(pool.in_flight)
+        for name, pool in live.current.shadow_pools.items():
+            metrics.shadow_in_flight.labels(name).set(pool.in_flight)
         return web.Response(body=metrics.render(), headers={"Content-Type": CONTENT_TYPE})
 
     app = web.Application(middlewares=[_json_errors, _bearer(token)])
@@ -52,7 +61,20 @@ def create_admin_app(live: LiveConfig, metrics: Metrics, lifecycle: Lifecycle,
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/status", status_page)
     app.router.add_get("/metrics", metrics_page)
+    app.router.add_get("/reports", _reports_page(report))
     return app
+
+
+def _reports_page(report: Callable[[], str]) -> Handler:
+    async def reports_page(_: web.Request) -> web.Response:
+        try:
+            page = await asyncio.to_thread(report)  # SQLite reads stay off the event loop
+        except (OSError, sqlite3.Error) as exc:
+            return _json({"error": "report_unavailable", "detail": f"cannot read the divergence database: {exc}"},
+                         503)
+        return web.Response(text=page, content_type="text/html", charset="utf-8", headers=REPORT_HEADERS)
+
+    return reports_page
 
 
 def status(live: LiveConfig, lifecycle: Lifecycle, build: BuildInfo) -> dict[str, Any]:

@@ -12,18 +12,24 @@ import logging
 import os
 import signal
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 from aiohttp import web
 
+from comparators.deep import DeepDiffComparator
 from proxy import __version__
 from proxy.admin import Lifecycle, create_admin_app
 from proxy.buildinfo import BuildInfo
 from proxy.edge import EdgeServer
+from proxy.experiment import Experiments
 from proxy.handler import EdgeHandler
 from proxy.live import WATCH_INTERVAL, LiveConfig
 from proxy.metrics import Metrics
 from proxy.model import Address, Config
+from proxy.worker import ComparisonWorker
+from reports import html
+from reports.store import SqliteSink
 from toggles.base import Toggles
 from toggles.unleash import UnleashToggles
 
@@ -50,7 +56,11 @@ class Proxy:
         self.live: LiveConfig | None = None
         self.edge_address: Address | None = None
         self.admin_address: Address | None = None
-        self._runners: list[web.BaseRunner] = []
+        self.sink = SqliteSink(config.reports, on_problem=lambda kind: self.metrics.report_problems.labels(kind).inc())
+        self.worker = ComparisonWorker(DeepDiffComparator())
+        self.experiments = Experiments(self.worker, self.sink, self.metrics)
+        self._edge: web.BaseRunner | None = None
+        self._admin: web.BaseRunner | None = None
         self._watcher: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -65,24 +75,26 @@ class Proxy:
                                               "routes": len(self.config.routes)})
 
     async def _start(self) -> None:
+        self.sink.start()
         self.live = live = LiveConfig(self.options.config_path, self.config, self.metrics, toggles_for)
         live.start()
-        edge = EdgeServer(EdgeHandler(live, self.metrics), handler_cancellation=True,
+        edge = EdgeServer(EdgeHandler(live, self.metrics, self.experiments), handler_cancellation=True,
                           access_log=None, keepalive_timeout=KEEPALIVE_TIMEOUT)
-        self.edge_address = await self._listen(web.ServerRunner(edge, shutdown_timeout=self.options.drain_timeout),
-                                               self.options.listen or self.config.listen)
+        self._edge = web.ServerRunner(edge, shutdown_timeout=self.options.drain_timeout)
+        self.edge_address = await _listen(self._edge, self.options.listen or self.config.listen)
         token = os.environ.get(self.config.admin.token_env) if self.config.admin.token_env else None
-        admin = create_admin_app(live, self.metrics, self.lifecycle, BuildInfo.collect(), token or None)
-        self.admin_address = await self._listen(web.AppRunner(admin, access_log=None), self.config.admin.listen)
+        admin = create_admin_app(live, self.metrics, self.lifecycle, BuildInfo.collect(), token or None,
+                                 self.report)
+        self._admin = web.AppRunner(admin, access_log=None)
+        self.admin_address = await _listen(self._admin, self.config.admin.listen)
         self._watcher = asyncio.create_task(live.watch(self.options.watch_interval))
 
-    async def _listen(self, runner: web.BaseRunner, address: Address) -> Address:
-        await runner.setup()
-        self._runners.append(runner)
-        site = web.TCPSite(runner, address.host, address.port, backlog=1024)
-        await site.start()
-        host, port = runner.addresses[0][:2]
-        return Address(host, port)
+    def report(self) -> str:
+        """The HTML report on this proxy's database, what is queued for it written first (blocks: a thread's)."""
+        database = self.sink.spec.database
+        if Path(database).exists():  # a report never creates the file
+            self.sink.flush(timeout=2.0)
+        return html.render([database], missing_ok=True)
 
     async def reload(self, why: str) -> bool:
         assert self.live is not None
@@ -97,15 +109,28 @@ class Proxy:
         log.info("stopped")
 
     async def _close(self) -> None:
+        """In order: the edge (in-flight requests finish), their shadows, the store, admin, the pools."""
         if self._watcher is not None:
             self._watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watcher
-        for runner in self._runners:  # edge first: admin answers /readyz while the edge drains
-            await runner.cleanup()
-        self._runners.clear()
+        if self._edge is not None:
+            await self._edge.cleanup()  # admin keeps answering /readyz (503) while the edge drains
+        await self.experiments.drain(timeout=5.0)
+        await asyncio.to_thread(self.sink.close)
+        await asyncio.to_thread(self.worker.close)
+        if self._admin is not None:
+            await self._admin.cleanup()
         if self.live is not None:
             await self.live.close()
+
+
+async def _listen(runner: web.BaseRunner, address: Address) -> Address:
+    await runner.setup()
+    site = web.TCPSite(runner, address.host, address.port, backlog=1024)
+    await site.start()
+    host, port = runner.addresses[0][:2]
+    return Address(host, port)
 
 
 def toggles_for(config: Config, previous: Toggles | None) -> Toggles:

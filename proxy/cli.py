@@ -1,4 +1,4 @@
-"""The `strangler` command: serve, check, explain, demo."""
+"""The `strangler` command: serve, check, explain, report, demo."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typing import Any, Callable, Coroutine
 from multidict import CIMultiDict
 
 from proxy import config as config_file
-from proxy import logs
+from proxy import logs, report_cli
 from proxy.app import Options, serve, toggles_for
 from proxy.errors import ConfigError
 from proxy.explain import explain
@@ -54,6 +54,8 @@ def _parser() -> argparse.ArgumentParser:
     why.add_argument("--client-ip", default="127.0.0.1", help="the client address to assume")
     why.add_argument("--format", choices=("text", "json"), default="text")
     why.set_defaults(run=_explain)
+
+    report_cli.add_commands(commands, common)
 
     demo = commands.add_parser("demo", parents=[common], help="run the sample monolith and service behind the proxy")
     demo.set_defaults(run=_demo)

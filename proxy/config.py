@@ -211,9 +211,15 @@ def _unleash(parent: Section) -> UnleashSpec | None:
 
 
 def _reports(top: Section, source: str) -> ReportsSpec:
-    sec = top.section("reports", {"database"}, "reports")
-    database = sec.text("database", ReportsSpec().database) if sec else ReportsSpec().database
-    return ReportsSpec(str(Path(source).parent / database))
+    default = ReportsSpec()
+    sec = top.section("reports", {"database", "examples_per_signature", "retention_days", "max_body"}, "reports")
+    if sec is None:
+        return ReportsSpec(str(Path(source).parent / default.database))
+    return ReportsSpec(str(Path(source).parent / sec.text("database", default.database)),
+                       examples_per_signature=sec.integer("examples_per_signature", default.examples_per_signature,
+                                                          0, 10_000),
+                       retention_days=sec.number("retention_days", default.retention_days, positive=True),
+                       max_body=sec.integer("max_body", default.max_body, 0, 16 << 20))
 
 
 def _check_loops(reader: Reader, upstreams: Mapping[str, Upstream], own: tuple[Address, ...]) -> None:

@@ -10,6 +10,7 @@ import re
 from typing import Any, Mapping
 
 from proxy.fields import TOKEN, Reader, Section
+from proxy.paths import parse_path
 from proxy.model import (CompareSpec, Match, ParallelRun, Route, Serve, Side, Stickiness, ToggleSpec,
                          Upstream)
 
@@ -17,7 +18,6 @@ ROUTE_KEYS = {"name", "match", "legacy", "new", "serve", "toggle", "fallback", "
 ROUTE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 # A segment may hold RFC 3986 pchar except '%' and ';' (written decoded, no parameters).
 PATH_SEGMENT = re.compile(r"^[A-Za-z0-9\-._~!$&'()*+,=:@]*$")
-IGNORE_PATH = re.compile(r"^\$(?:\.[^.\[\]\s]+|\[(?:\d+|\*)\])+$")
 
 
 def read_routes(top: Section, upstreams: Mapping[str, Upstream], declared: set[str]) -> tuple[Route, ...]:
@@ -164,22 +164,27 @@ def _stickiness(sec: Section) -> Stickiness | None:
 
 
 def _parallel_run(route: Section) -> ParallelRun:
-    sec = route.section("parallel_run", {"enabled", "sample", "methods"})
+    sec = route.section("parallel_run", {"enabled", "sample", "methods", "timeout", "max_in_flight", "max_body"})
     if sec is None:
         return ParallelRun()
+    default = ParallelRun()
     return ParallelRun(enabled=sec.flag("enabled", True),
                        sample=sec.number("sample", 1.0, low=0, high=1),
-                       methods=_methods(sec, "methods", ParallelRun().methods) or ParallelRun().methods)
+                       methods=_methods(sec, "methods", default.methods) or default.methods,
+                       timeout=sec.number("timeout", default.timeout, positive=True),
+                       max_in_flight=sec.integer("max_in_flight", default.max_in_flight, 1, 100_000),
+                       max_body=sec.integer("max_body", default.max_body, 0, 1 << 30))
 
 
 def _compare(route: Section) -> CompareSpec:
-    sec = route.section("compare", {"ignore_paths", "ignore_order", "float_tolerance", "headers"})
+    sec = route.section("compare", {"ignore_paths", "ignore_order", "float_tolerance", "headers", "noise_probe"})
     if sec is None:
         return CompareSpec()
     ignore_paths = sec.texts("ignore_paths")
     for path in ignore_paths:
-        if not IGNORE_PATH.match(path):
-            sec.error("ignore_paths", f"{path!r} is not a body path like $.updated_at or $.items[*].etag")
+        if not parse_path(path):  # also refuses `$` alone: that would ignore the whole body
+            sec.error("ignore_paths", f"{path!r} is not a body path like $.updated_at, $.items[*].etag "
+                                      "or $['a.b']")
     headers = sec.texts("headers")
     for name in headers:
         if not TOKEN.match(name):
@@ -187,7 +192,8 @@ def _compare(route: Section) -> CompareSpec:
     return CompareSpec(ignore_paths=ignore_paths,
                        ignore_order=sec.flag("ignore_order", False),
                        float_tolerance=sec.number("float_tolerance", 0.0, low=0),
-                       headers=tuple(h.lower() for h in headers))
+                       headers=tuple(h.lower() for h in headers),
+                       noise_probe=sec.number("noise_probe", 0.0, low=0, high=1))
 
 
 def _check_names(reader: Reader, items: list[Any]) -> None:

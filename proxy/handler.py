@@ -6,16 +6,19 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass
+from typing import Any, AsyncIterator
 
-from aiohttp import web
+from aiohttp import StreamReader, web
 from aiohttp.http import HttpVersion10, HttpVersion11
+from multidict import CIMultiDict
 
-from proxy.forward import forward
+from proxy.experiment import Experiments
+from proxy.forward import FROM_CLIENT, continue_if_expected, forward
 from proxy.headers import request_id, upstream_headers
-from proxy.live import LiveConfig
+from proxy.live import Generation, LiveConfig
 from proxy.logs import REQUEST_ID
 from proxy.metrics import Metrics
-from proxy.model import Decision, RequestFacts
+from proxy.model import Decision, RequestFacts, RequestRecord
 from proxy.responses import error_response
 from proxy.routing import decide, match_route
 from proxy.target import Refusal, parse_target
@@ -38,9 +41,10 @@ class Served:
 class EdgeHandler:
     """The request handler of the edge listener (an aiohttp low-level server handler)."""
 
-    def __init__(self, live: LiveConfig, metrics: Metrics) -> None:
+    def __init__(self, live: LiveConfig, metrics: Metrics, experiments: Experiments) -> None:
         self.live = live
         self.metrics = metrics
+        self.experiments = experiments
         self.verdicts = VerdictLog()
 
     async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
@@ -73,8 +77,32 @@ class EdgeHandler:
             self._count_verdict(decision)
         pool = generation.pools[decision.upstream.name]
         headers = upstream_headers(request.headers, peer=request.remote, proto=request.scheme, rid=rid)
-        outcome = await forward(request, pool, target.raw, headers, rid)
+        shadow, body = None, FROM_CLIENT
+        if decision.shadow is not None and self.experiments.sampled(decision, facts, generation.toggles):
+            shadow, body = await self._start_shadow(request, decision, target.raw, headers, rid, generation)
+        try:
+            outcome = await forward(request, pool, target.raw, headers, rid, body, shadow and shadow.capture)
+        except BaseException:
+            if shadow is not None:
+                shadow.deliver(None)  # no answer to compare: the client left, or worse
+            raise
+        if shadow is not None:
+            shadow.deliver(shadow.capture.observation(decision.side))
         return Served(outcome.response, route.name, decision.upstream.name, outcome.failure)
+
+    async def _start_shadow(self, request: web.BaseRequest, decision: Decision, target: str,
+                            headers: CIMultiDict[str], rid: str, generation: Generation) -> tuple[Any, Any]:
+        """Read the request body once (both sides get the same bytes), then start the shadow."""
+        route, limit, body = decision.route, decision.route.parallel_run.max_body, None
+        if request.body_exists:
+            if (request.content_length or 0) > limit:
+                return self.experiments.skip(route, "request_too_large"), FROM_CLIENT
+            await continue_if_expected(request)
+            body, rest = await _read_up_to(request.content, limit)
+            if rest is not None:  # a chunked body over the cap: serve it, do not compare it
+                return self.experiments.skip(route, "request_too_large"), rest
+        record = RequestRecord(rid, request.method, target, tuple(request.headers.items()), body, time.time())
+        return self.experiments.begin(decision, record, headers, body, generation.shadow_pools), body
 
     def _count_verdict(self, decision: Decision) -> None:
         check = decision.toggle
@@ -93,6 +121,24 @@ class EdgeHandler:
         self.metrics.upstream_errors.labels(served.upstream, served.failure.kind).inc()
         fields.update(failure=served.failure.kind, detail=served.failure.detail)
         log.warning("upstream failed", extra=fields)
+
+
+async def _read_up_to(content: StreamReader, limit: int) -> tuple[bytes, AsyncIterator[bytes] | None]:
+    """The whole body if it is at most `limit` bytes; else what was read and the rest, as one stream."""
+    chunks, size = [], 0
+    while chunk := await content.readany():
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > limit:
+            return b"", _chain(chunks, content)
+    return b"".join(chunks), None
+
+
+async def _chain(first: list[bytes], rest: StreamReader) -> AsyncIterator[bytes]:
+    for chunk in first:
+        yield chunk
+    async for chunk in rest.iter_any():
+        yield chunk
 
 
 def _refusal(request: web.BaseRequest) -> Refusal | None:

@@ -18,7 +18,7 @@ from typing import Callable, Mapping
 from proxy import config as config_file
 from proxy.errors import ConfigError
 from proxy.metrics import Metrics
-from proxy.model import Config, Problem
+from proxy.model import Config, Problem, Upstream
 from proxy.upstream import UpstreamPool
 from toggles.base import Toggles
 
@@ -33,8 +33,12 @@ ToggleFactory = Callable[[Config, "Toggles | None"], Toggles]  # reuses the prev
 class Generation:
     config: Config
     pools: Mapping[str, UpstreamPool]
+    shadow_pools: Mapping[str, UpstreamPool]  # separate: shadows never take a served request's connection
     toggles: Toggles
     loaded_at: float
+
+    def all_pools(self) -> list[UpstreamPool]:
+        return [*self.pools.values(), *self.shadow_pools.values()]
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +54,7 @@ class LiveConfig:
         self.path = path
         self.metrics = metrics
         self.toggles_for = toggles_for
-        self.current = Generation(first, {n: UpstreamPool(u) for n, u in first.upstreams.items()},
+        self.current = Generation(first, _pools(first.upstreams, {}), _pools(_shadowed(first), {}),
                                   toggles_for(first, None), time.time())
         self.last_failure: ReloadFailure | None = None
         self._signature = _signature(path)
@@ -86,12 +90,12 @@ class LiveConfig:
 
     def _swap(self, config: Config, why: str) -> None:
         old = self.current
-        pools = {name: old.pools[name] if name in old.pools and old.pools[name].spec == spec
-                 else UpstreamPool(spec) for name, spec in config.upstreams.items()}
         toggles = self.toggles_for(config, old.toggles)
-        self.current = Generation(config, pools, toggles, time.time())
-        for name, pool in old.pools.items():
-            if pools.get(name) is not pool:
+        self.current = Generation(config, _pools(config.upstreams, old.pools),
+                                  _pools(_shadowed(config), old.shadow_pools), toggles, time.time())
+        kept = {id(pool) for pool in self.current.all_pools()}
+        for pool in old.all_pools():
+            if id(pool) not in kept:
                 pool.retire()
         if toggles is not old.toggles:
             self._in_thread(toggles.start)
@@ -120,7 +124,19 @@ class LiveConfig:
     async def close(self) -> None:
         await asyncio.gather(*self._chores)
         await asyncio.to_thread(_logged, self.current.toggles.close)
-        await asyncio.gather(*(pool.close() for pool in self.current.pools.values()))
+        await asyncio.gather(*(pool.close() for pool in self.current.all_pools()))
+
+
+def _pools(specs: Mapping[str, Upstream], old: Mapping[str, UpstreamPool]) -> dict[str, UpstreamPool]:
+    """A pool per upstream: the old one when its settings did not change (warm connections stay)."""
+    return {name: old[name] if name in old and old[name].spec == spec else UpstreamPool(spec)
+            for name, spec in specs.items()}
+
+
+def _shadowed(config: Config) -> dict[str, Upstream]:
+    """The upstreams a parallel run may call: both sides of every route that has one."""
+    return {u.name: u for route in config.routes if route.parallel_run.enabled
+            for u in (route.legacy, route.new) if u is not None}
 
 
 def _logged(chore: Callable[[], None]) -> None:

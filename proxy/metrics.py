@@ -40,6 +40,21 @@ class Metrics:
             "strangler_toggle_verdicts", "Toggle evaluations by verdict: on, off, and the ones that fell back "
             "to legacy for want of an answer (unknown, not_synced, error).",
             ["route", "toggle", "verdict"], registry=r)
+        self.comparisons = Counter(
+            "strangler_comparisons", "Parallel-run comparisons, by route and result (matched, diverged).",
+            ["route", "result"], registry=r)
+        self.shadows_skipped = Counter(
+            "strangler_shadows_skipped", "Eligible requests not compared, by reason: busy (too many in flight), "
+            "request_too_large, body_too_large, compare_busy, client_gone, internal_error.",
+            ["route", "reason"], registry=r)
+        self.shadow_seconds = Histogram(
+            "strangler_shadow_duration_seconds", "Time of the shadow exchange, by route.",
+            ["route"], buckets=LATENCY_BUCKETS, registry=r)
+        self.report_problems = Counter(
+            "strangler_report_problems", "Divergence store trouble, by kind: queue_full (dropped), write_failed.",
+            ["kind"], registry=r)
+        self.shadow_in_flight = Gauge(
+            "strangler_shadow_in_flight", "Shadow requests in flight to each upstream.", ["upstream"], registry=r)
         self.reloads = Counter(
             "strangler_config_reloads", "Attempts to load routes.yaml, by result (ok, invalid, unchanged).",
             ["result"], registry=r)

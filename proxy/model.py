@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Mapping
+from typing import Any, Mapping
 
 
 class Side(StrEnum):
@@ -104,6 +104,9 @@ class ParallelRun:
     enabled: bool = False
     sample: float = 1.0
     methods: frozenset[str] = frozenset({"GET", "HEAD"})
+    timeout: float = 5.0  # seconds for the whole shadow exchange
+    max_in_flight: int = 100  # shadows of this route at once; more are skipped, not queued
+    max_body: int = 1 << 20  # bytes of each body kept for comparison; larger: not compared
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +117,7 @@ class CompareSpec:
     ignore_order: bool = False
     float_tolerance: float = 0.0
     headers: tuple[str, ...] = ()
+    noise_probe: float = 0.0  # share of compared requests also sent twice to legacy, to learn noise
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,6 +195,9 @@ class TogglesSpec:
 @dataclass(frozen=True, slots=True)
 class ReportsSpec:
     database: str = "var/divergence.db"  # resolved against the config file's folder
+    examples_per_signature: int = 5  # divergences kept whole per signature; the rest are counted
+    retention_days: float = 14.0
+    max_body: int = 64 << 10  # bytes of each body stored, after redaction
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,3 +255,68 @@ class Decision:
                     f"so it cannot stick to one side)")
         about = f" for {spec.stickiness}={check.sticky!r}" if check.sticky is not None else ""
         return f"toggle {check.name} is {check.verdict}{about}"
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """What one side answered to one request, or why it did not. Immutable."""
+
+    side: Side
+    status: int | None  # None: no answer (see error)
+    headers: tuple[tuple[str, str], ...] = ()
+    body: bytes | None = None  # None: not kept (over the cap) or no answer
+    seconds: float = 0.0
+    error: str | None = None  # refused | timeout | busy | broken
+
+    def header(self, name: str) -> str | None:
+        name = name.lower()
+        values = [v for k, v in self.headers if k.lower() == name]
+        return ", ".join(values) if values else None
+
+
+@dataclass(frozen=True, slots=True)
+class Difference:
+    """One place where the two answers differ: `status`, `header:NAME`, `$` or `$.a.b[0].c`."""
+
+    path: str
+    legacy: Any
+    new: Any
+    kind: str = "changed"  # changed | added | removed | type
+
+
+@dataclass(frozen=True, slots=True)
+class Comparison:
+    """The differences between the legacy and the new answer (legacy first, whoever served)."""
+
+    differences: tuple[Difference, ...]
+    body: str = "none"  # how the bodies were compared: json | text | digest | none
+
+    @property
+    def matched(self) -> bool:
+        return not self.differences
+
+
+@dataclass(frozen=True, slots=True)
+class RequestRecord:
+    """The request of a parallel run, as the report shows it."""
+
+    request_id: str
+    method: str
+    target: str  # path and query as sent
+    headers: tuple[tuple[str, str], ...]
+    body: bytes | None
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Divergence:
+    """A compared request whose answers differ: what was asked, both answers, and how they differ."""
+
+    route: str
+    request: RequestRecord
+    served: Side
+    legacy: Observation
+    new: Observation
+    differences: tuple[Difference, ...]
+    noise: tuple[Difference, ...] = ()  # differences at paths learned as noise: reported, not counted
+    signature: str = ""

@@ -1,7 +1,7 @@
-"""Real servers for the integration tests: PostgreSQL and unleash-server 6.x, on 127.0.0.1.
+"""Real outside programs for the tests: PostgreSQL and unleash-server 6.x on 127.0.0.1, and Chromium.
 
-`python -m tests.servers install` provisions what they need (.ci/run calls it); the test
-fixtures provision on first use as well, so `python -m pytest` also works on a fresh machine.
+`python -m tests.servers install` provisions them all (.ci/run calls it); the tests
+provision on first use as well, so `python -m pytest` also works on a fresh machine.
 Each test session gets its own PostgreSQL cluster in a scratch folder, on a free port.
 """
 
@@ -38,8 +38,24 @@ unleash.start({
 """
 
 
+CHROMIUM = "/usr/bin/chromium"
+
+
 def install() -> None:
-    """PostgreSQL (Debian's package) and unleash-server (npm), unless already there."""
+    """Everything below, unless already there."""
+    install_chromium()
+    install_unleash()
+
+
+def install_chromium() -> str:
+    """Debian's Chromium, for the report's browser test (Playwright drives it; it downloads none)."""
+    if not Path(CHROMIUM).exists():
+        _apt("chromium")
+    return CHROMIUM
+
+
+def install_unleash() -> None:
+    """PostgreSQL (Debian's package) and unleash-server (npm)."""
     if _pg_bin() is None:
         _apt("postgresql")
     if shutil.which("node") is None:
@@ -53,7 +69,7 @@ def install() -> None:
 
 def _apt(*packages: str) -> None:
     if os.geteuid() != 0:
-        raise RuntimeError(f"the integration tests need {', '.join(packages)}: apt-get install them (or run .ci/run)")
+        raise RuntimeError(f"the tests need {', '.join(packages)}: apt-get install them (or run .ci/run)")
     subprocess.run(["apt-get", "update", "-q"], check=True, stdout=subprocess.DEVNULL)
     subprocess.run(["apt-get", "install", "-y", "-q", *packages], check=True, stdout=subprocess.DEVNULL,
                    env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})

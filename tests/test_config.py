@@ -237,8 +237,8 @@ TOGGLE = "    serve: toggle\n    toggle: {name: t, rollout: %s, stickiness: %s}\
     pytest.param(BASE + "    parallel_run: {sample: 2}\n",
                  f"routes.yaml:10: {ROUTE}, parallel_run: 'sample' must be between 0 and 1, got 2", id="sample-2"),
     pytest.param(BASE + "    compare: {ignore_paths: [updated_at]}\n",
-                 f"routes.yaml:10: {ROUTE}, compare: 'updated_at' is not a body path like $.updated_at "
-                 "or $.items[*].etag", id="bad-ignore-path"),
+                 f"routes.yaml:10: {ROUTE}, compare: 'updated_at' is not a body path like $.updated_at, "
+                 "$.items[*].etag or $['a.b']", id="bad-ignore-path"),
     pytest.param(swap("127.0.0.1:9002", "127.0.0.1:8080"),
                  "routes.yaml:4: upstream 'orders' points at this proxy's own listener", id="loop-to-listen"),
     pytest.param(swap("127.0.0.1:9002", "localhost:8080"),

@@ -12,7 +12,7 @@ import pytest
 
 from proxy.model import Stickiness, ToggleSpec, Verdict
 from tests.helpers import REPO, route, routes_yaml
-from tests.servers import Postgres, Unleash, install
+from tests.servers import Postgres, Unleash, install_unleash
 from toggles.unleash import UnleashToggles
 
 REFRESH = 1  # seconds between polls of the server
@@ -21,7 +21,7 @@ USERS = [f"user-{n}" for n in range(400)]
 
 @pytest.fixture(scope="session")
 def unleash():
-    install()
+    install_unleash()
     postgres = Postgres()
     postgres.start()
     server = Unleash(postgres)

@@ -17,6 +17,10 @@ class Toggles(Protocol):
     def is_enabled(self, name: str, context: Mapping[str, Any]) -> bool:
         return self.verdict(name, context) is Verdict.ON
 
+    def bucket(self, name: str, sticky: str) -> int:
+        """Where `sticky` falls (1-100) in feature `name`'s rollout: a rollout of R moves it when bucket <= R."""
+        ...
+
     def status(self) -> dict[str, Any]:
         """Provider, sync state and the feature definitions in force, for /status."""
         ...

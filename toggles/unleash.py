@@ -19,7 +19,7 @@ from typing import Any, Iterable, Mapping
 from UnleashClient import UnleashClient
 from UnleashClient.cache import BaseCache, FileCache
 from UnleashClient.constants import ETAG, FEATURES_URL
-from UnleashClient.utils import InstanceAllowType
+from UnleashClient.utils import InstanceAllowType, normalized_hash
 
 from proxy.model import ToggleSpec, UnleashSpec, Verdict
 from toggles.base import Toggles
@@ -77,6 +77,9 @@ class UnleashToggles(Toggles):
         except Exception:  # the SDK's own bug must not become the request's
             log.debug("toggle evaluation raised", exc_info=True, extra={"toggle": name})
             return Verdict.ERROR
+
+    def bucket(self, name: str, sticky: str) -> int:
+        return normalized_hash(sticky, name)  # flexibleRollout's own hash (groupId = the feature name)
 
     def status(self) -> dict[str, Any]:
         cache = self._cache

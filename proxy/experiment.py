@@ -1,0 +1,232 @@
+"""The parallel run: the other side gets the same request at the same time; both answers are compared.
+
+Nothing here changes, slows or fails the client's answer. The shadow is a task of its
+own, on a pool of its own, under its own timeout; when too many are in flight it is
+skipped, not queued, and counted. Comparing runs in a worker process. Every failure on
+this path is caught and counted; the task never raises into the handler.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any, Awaitable, Callable, Mapping
+
+from multidict import CIMultiDict
+
+from proxy.metrics import Metrics
+from proxy.model import (CompareSpec, Comparison, Decision, Difference, Divergence, Observation, RequestFacts,
+                         RequestRecord, Route, Side)
+from proxy.paths import covers, generalize
+from proxy.toggling import sticky_value
+from proxy.upstream import UPSTREAM_ERRORS, UpstreamPool
+from reports.base import DivergenceSink
+from toggles.base import Toggles
+
+log = logging.getLogger("strangler.parallel_run")
+CompareCall = Callable[[Observation, Observation, CompareSpec], Awaitable[Comparison]]
+SAFE = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
+
+
+@dataclass
+class Capture:
+    """The served answer as it streams past: status and headers, and the body up to `limit`."""
+
+    limit: int
+    started: float = field(default_factory=time.monotonic)
+    status: int | None = None
+    headers: tuple[tuple[str, str], ...] = ()
+    chunks: list[bytes] = field(default_factory=list)
+    size: int = 0
+    overflow: bool = False
+    error: str | None = None
+
+    def add(self, chunk: bytes) -> None:
+        if self.overflow:
+            return
+        self.size += len(chunk)
+        if self.size > self.limit:
+            self.overflow, self.chunks = True, []
+        else:
+            self.chunks.append(chunk)
+
+    def observation(self, side: Side) -> Observation:
+        body = None if self.overflow else b"".join(self.chunks)
+        return Observation(side, self.status, self.headers, body, time.monotonic() - self.started, self.error)
+
+
+class Experiments:
+    """Starts the parallel run of eligible requests and carries both answers to comparison and the store."""
+
+    def __init__(self, compare: CompareCall, sink: DivergenceSink, metrics: Metrics, max_pending: int = 64) -> None:
+        self.compare, self.sink, self.metrics = compare, sink, metrics
+        self.max_pending = max_pending
+        self.pending = 0  # comparisons handed to the worker and not yet back
+        self.in_flight: dict[str, int] = {}
+        self.noise: dict[str, set[str]] = {}  # route -> paths learned as noise
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def sampled(self, decision: Decision, facts: RequestFacts, toggles: Toggles) -> bool:
+        """Whether this request is in the run's sample: by the toggle's own hash when the route has a
+        toggle (so the users compared are the users a canary moves next), else at random."""
+        run, toggle = decision.route.parallel_run, decision.route.toggle
+        if run.sample >= 1:
+            return True
+        if toggle is None:
+            return random.random() < run.sample
+        sticky = decision.toggle.sticky if decision.toggle else sticky_value(toggle.stickiness, facts)
+        if sticky is None:
+            return random.random() < run.sample
+        return toggles.bucket(toggle.name, sticky) <= run.sample * 100
+
+    def begin(self, decision: Decision, record: RequestRecord, headers: CIMultiDict[str], body: bytes | None,
+              pools: Mapping[str, UpstreamPool]) -> Shadow | None:
+        """Start the shadow call now. The served side fills `shadow.capture` and then calls
+        `shadow.deliver()`, with None when it has no answer to compare (the client left)."""
+        route = decision.route
+        if self.in_flight.get(route.name, 0) >= route.parallel_run.max_in_flight:
+            return self.skip(route, "busy")
+        capture = Capture(route.parallel_run.max_body)
+        shadow_headers = CIMultiDict(headers)
+        shadow_headers["X-Strangler-Shadow"] = "1"
+        shadow = Shadow(self, decision, record, shadow_headers, body, capture, pools)
+        self.in_flight[route.name] = self.in_flight.get(route.name, 0) + 1
+        task = asyncio.get_running_loop().create_task(shadow.run())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        shadow.task = task
+        return shadow
+
+    def skip(self, route: Route, reason: str) -> None:
+        self.metrics.shadows_skipped.labels(route.name, reason).inc()
+        return None
+
+    async def drain(self, timeout: float) -> None:
+        """Let running shadows finish (up to `timeout`), then cancel the rest."""
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=timeout)
+        for task in set(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+@dataclass
+class Shadow:
+    """One request's parallel run."""
+
+    runs: Experiments
+    decision: Decision
+    record: RequestRecord
+    headers: CIMultiDict[str]
+    body: bytes | None
+    capture: Capture
+    pools: Mapping[str, UpstreamPool]
+    served: asyncio.Future[Observation | None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+    task: asyncio.Task[None] | None = None
+
+    def deliver(self, observation: Observation | None) -> None:
+        if not self.served.done():
+            self.served.set_result(observation)
+
+    async def run(self) -> None:
+        route = self.decision.route
+        try:
+            await self._run(route)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # a bug here must never reach a client: count it and say it once
+            self.runs.skip(route, "internal_error")
+            log.exception("the parallel run of a request failed", extra={"route": route.name,
+                                                                          "request_id": self.record.request_id})
+        finally:
+            self.runs.in_flight[route.name] -= 1
+
+    async def _run(self, route: Route) -> None:
+        served_side = self.decision.side
+        other = Side.NEW if served_side is Side.LEGACY else Side.LEGACY
+        assert self.decision.shadow is not None
+        probing = route.compare.noise_probe > 0 and self.record.method in SAFE and \
+            random.random() < route.compare.noise_probe
+        shadow_call = self._call(self.decision.shadow.name, other)
+        probe_call = self._call(route.legacy.name, Side.LEGACY) if probing else _nothing()
+        shadow, probe = await asyncio.gather(shadow_call, probe_call)
+        self.runs.metrics.shadow_seconds.labels(route.name).observe(shadow.seconds)
+        served = await self.served
+        if served is None:
+            return self.runs.skip(route, "client_gone")
+        if (served.body is None and served.error is None) or (shadow.body is None and shadow.error is None):
+            return self.runs.skip(route, "body_too_large")
+        legacy, new = (served, shadow) if served_side is Side.LEGACY else (shadow, served)
+        if probe is not None:
+            await self._learn_noise(route, legacy, probe)
+        await self._compare(route, legacy, new)
+
+    async def _call(self, upstream: str, side: Side) -> Observation:
+        """The shadow exchange: whole answer read, up to the body cap, within the run's timeout."""
+        pool, run = self.pools[upstream], self.decision.route.parallel_run
+        started = time.monotonic()
+        try:
+            async with asyncio.timeout(run.timeout):
+                async with pool.request(self.record.method, self.record.target, self.headers, self.body) as response:
+                    body = await _read_capped(response, run.max_body)
+                    headers = tuple(response.headers.items())
+            return Observation(side, response.status, headers, body, time.monotonic() - started)
+        except TimeoutError:
+            return Observation(side, None, seconds=time.monotonic() - started, error="timeout")
+        except UPSTREAM_ERRORS as exc:
+            return Observation(side, None, seconds=time.monotonic() - started, error=pool.failure_from(exc).kind)
+
+    async def _learn_noise(self, route: Route, legacy: Observation, again: Observation) -> None:
+        comparison = await self._compared(route, legacy, again, CompareSpec())
+        if comparison is None or comparison.matched:
+            return
+        paths = sorted({generalize(d.path) for d in comparison.differences})
+        self.runs.noise.setdefault(route.name, set()).update(paths)
+        self.runs.sink.learn_noise(route.name, paths, self.record.at)
+
+    async def _compare(self, route: Route, legacy: Observation, new: Observation) -> None:
+        comparison = await self._compared(route, legacy, new, route.compare)
+        if comparison is None:
+            return
+        known = self.runs.noise.get(route.name, ())
+        noise = tuple(d for d in comparison.differences if any(covers(n, d.path) for n in known))
+        real = tuple(d for d in comparison.differences if d not in noise)
+        self.runs.metrics.comparisons.labels(route.name, "diverged" if real else "matched").inc()
+        self.runs.sink.count(route.name, bool(real), self.record.at)
+        if real:
+            self.runs.sink.record(Divergence(route.name, self.record, self.decision.side, legacy, new, real, noise,
+                                             signature(route.name, real)))
+
+    async def _compared(self, route: Route, legacy: Observation, new: Observation,
+                        spec: CompareSpec) -> Comparison | None:
+        if self.runs.pending >= self.runs.max_pending:
+            return self.runs.skip(route, "compare_busy")
+        self.runs.pending += 1
+        try:
+            return await self.runs.compare(legacy, new, spec)
+        finally:
+            self.runs.pending -= 1
+
+
+def signature(route: str, differences: tuple[Difference, ...]) -> str:
+    """What groups divergences: the route and the set of paths that differ (any list index alike)."""
+    paths = sorted({generalize(d.path) for d in differences})
+    return hashlib.sha256("\n".join([route, *paths]).encode()).hexdigest()[:12]
+
+
+async def _read_capped(response: Any, limit: int) -> bytes | None:
+    chunks, size = [], 0
+    async for chunk in response.content.iter_any():
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def _nothing() -> None:
+    return None

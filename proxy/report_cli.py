@@ -1,0 +1,141 @@
+"""`strangler report summary | show ID | html`: the divergence databases, read for people and scripts."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from reports import html, query
+
+EXIT_OK, EXIT_INVALID, EXIT_UNKNOWN = 0, 1, 3
+
+
+def add_commands(commands: Any, common: argparse.ArgumentParser) -> None:
+    report = commands.add_parser("report", help="read the parallel run's divergence database(s)")
+    which = report.add_subparsers(required=True, metavar="REPORT")
+    dbs = argparse.ArgumentParser(add_help=False, parents=[common])
+    dbs.add_argument("--db", action="append", default=[], metavar="PATH",
+                     help="a divergence database; repeat to read a fleet's files as one "
+                          "(default: reports.database of routes.yaml)")
+    summary = which.add_parser("summary", parents=[dbs], help="per-route comparison and divergence statistics")
+    summary.add_argument("--route")
+    summary.add_argument("--format", choices=("text", "json"), default="text")
+    summary.set_defaults(run=_summary)
+    show = which.add_parser("show", parents=[dbs], help="one recorded divergence")
+    show.add_argument("id")
+    show.add_argument("--format", choices=("text", "json"), default="text")
+    show.set_defaults(run=_show)
+    page = which.add_parser("html", parents=[dbs], help="a self-contained HTML report")
+    page.add_argument("--out", metavar="FILE", help="write the page to FILE (default: standard output)")
+    page.set_defaults(run=_html)
+
+
+def databases(args: argparse.Namespace) -> list[str] | None:
+    """--db paths, or the database of routes.yaml."""
+    if args.db:
+        return args.db
+    from proxy import config as config_file
+    from proxy.errors import ConfigError
+
+    try:
+        return [config_file.load(args.config).reports.database]
+    except ConfigError as exc:
+        print("\n".join(str(p) for p in exc.problems), file=sys.stderr)
+        return None
+
+
+def _summary(args: argparse.Namespace) -> int:
+    dbs = databases(args)
+    try:
+        routes = query.summary(dbs, args.route) if dbs else None
+    except FileNotFoundError as exc:
+        print(f"strangler report: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    if routes is None:
+        return EXIT_INVALID
+    if args.format == "json":
+        print(json.dumps({"routes": [r.as_json() for r in routes]}))
+    else:
+        print(_summary_table(routes))
+    return EXIT_OK
+
+
+def _summary_table(routes: list[query.RouteSummary]) -> str:
+    if not routes:
+        return "no comparisons recorded yet"
+    width = max(5, *(len(r.route) for r in routes))
+    lines = [f"{'route':<{width}}  {'compared':>9}  {'diverged':>9}  {'rate':>7}  top diverging paths"]
+    for r in routes:
+        top = ", ".join(f"{path} ({count})" for path, count in r.top_paths) or "-"
+        lines.append(f"{r.route:<{width}}  {r.compared:>9}  {r.diverged:>9}  {r.divergence_rate:>7.1%}  {top}")
+    return "\n".join(lines)
+
+
+def _show(args: argparse.Namespace) -> int:
+    dbs = databases(args)
+    if dbs is None:
+        return EXIT_INVALID
+    try:
+        found = query.show(dbs, args.id)
+    except FileNotFoundError as exc:
+        print(f"strangler report: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    if found is None:
+        print(f"strangler report: no divergence {args.id!r} in {', '.join(dbs)}", file=sys.stderr)
+        return EXIT_UNKNOWN
+    print(json.dumps(found, ensure_ascii=False) if args.format == "json" else show_text(found))
+    return EXIT_OK
+
+
+def _html(args: argparse.Namespace) -> int:
+    dbs = databases(args)
+    if dbs is None:
+        return EXIT_INVALID
+    try:
+        page = html.render(dbs)
+        if args.out:
+            Path(args.out).write_text(page, encoding="utf-8")
+    except OSError as exc:  # FileNotFoundError: a database; anything else: --out
+        print(f"strangler report: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    if not args.out:
+        sys.stdout.write(page)
+    return EXIT_OK
+
+
+def show_text(d: dict[str, Any]) -> str:
+    at = datetime.fromtimestamp(d["at"], timezone.utc).isoformat(timespec="seconds")
+    lines = [f"divergence {d['id']}  route {d['route']}  signature {d['signature']}",
+             f"request    {d['method']} {d['target']}  (id {d['request_id']}, {at}, served by {d['served']})",
+             f"legacy     {_answer(d, 'legacy')}", f"new        {_answer(d, 'new')}", "", "differences:"]
+    lines += [f"  {x['path']}  {x['kind']}: {_value(x['legacy'])} -> {_value(x['new'])}" for x in d["differences"]]
+    if d["noise"]:
+        lines += ["", "noise (learned from legacy answering twice; not counted):"]
+        lines += [f"  {x['path']}: {_value(x['legacy'])} -> {_value(x['new'])}" for x in d["noise"]]
+    lines += ["", "request headers:"] + [f"  {k}: {v}" for k, v in d["request_headers"]]
+    for side in ("legacy", "new"):
+        lines += ["", f"{side} body:", _indented(d[f"{side}_body"])]
+    return "\n".join(lines)
+
+
+def _answer(d: dict[str, Any], side: str) -> str:
+    status = d[f"{side}_status"] if d[f"{side}_error"] is None else f"no answer ({d[f'{side}_error']})"
+    return f"{status} in {d[f'{side}_ms']} ms"
+
+
+def _value(value: Any) -> str:
+    return "(absent)" if value is None else json.dumps(value, ensure_ascii=False)
+
+
+def _indented(body: str | None) -> str:
+    if body is None:
+        return "  (not kept)"
+    try:
+        body = json.dumps(json.loads(body), indent=2, ensure_ascii=False)
+    except ValueError:
+        pass
+    return "\n".join("  " + line for line in body.splitlines()) or "  (empty)"

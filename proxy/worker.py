@@ -1,0 +1,35 @@
+"""Comparisons in a worker process, so a large diff never holds the event loop (or the GIL) of the proxy."""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+
+from comparators.base import Comparator
+from proxy.model import CompareSpec, Comparison, Observation
+
+
+class ComparisonWorker:
+    """Calls `comparator.compare` in one worker process, started on first use and replaced if it dies."""
+
+    def __init__(self, comparator: Comparator) -> None:
+        self.comparator = comparator
+        self._pool: ProcessPoolExecutor | None = None
+
+    async def __call__(self, legacy: Observation, new: Observation, spec: CompareSpec) -> Comparison:
+        if self._pool is None:
+            # spawn, not fork: the proxy has threads (the SDK's, the store's) a fork would copy mid-step
+            self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._pool, self.comparator.compare,
+                                                                    legacy, new, spec)
+        except BrokenProcessPool:
+            self._pool = None  # the next comparison starts a fresh worker
+            raise
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None

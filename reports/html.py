@@ -1,0 +1,27 @@
+"""The HTML divergence report: one self-contained page (inline CSS and SVG, no script), every value escaped.
+
+Bodies, paths and headers come from upstreams: Jinja2 escapes all of them (autoescape on, no `|safe`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+
+from reports.view import Page, page
+
+TEMPLATES = Environment(loader=FileSystemLoader(Path(__file__).with_name("templates")),
+                        autoescape=select_autoescape(default=True, default_for_string=True),
+                        undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+
+
+def render(databases: list[str], now: float | None = None, missing_ok: bool = False) -> str:
+    """The report on `databases` read as one; with `missing_ok`, files not created yet show as empty.
+
+    Raises FileNotFoundError for a missing file otherwise."""
+    return render_page(page(databases, now, missing_ok))
+
+
+def render_page(report: Page) -> str:
+    return TEMPLATES.get_template("report.html").render(page=report)

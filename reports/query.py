@@ -1,0 +1,146 @@
+"""Reading divergence databases: one file or a fleet's several, read as one.
+
+Counts add up across files; signatures with the same id (same route and paths) merge;
+examples are found in whichever file holds them.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Iterator
+
+import sqlite_utils
+
+from reports.schema import open_for_reading
+
+
+@dataclass
+class Signature:
+    signature: str
+    route: str
+    paths: list[str]
+    count: int
+    first_seen: float
+    last_seen: float
+    example: str | None = None  # id of one kept divergence
+
+
+@dataclass
+class RouteSummary:
+    route: str
+    compared: int = 0
+    diverged: int = 0
+    top_paths: list[tuple[str, int]] = field(default_factory=list)
+    signatures: list[Signature] = field(default_factory=list)
+    noise: list[tuple[str, int]] = field(default_factory=list)
+
+    @property
+    def divergence_rate(self) -> float:
+        return round(self.diverged / self.compared, 4) if self.compared else 0.0
+
+    def as_json(self) -> dict[str, Any]:
+        return {"route": self.route, "compared": self.compared, "diverged": self.diverged,
+                "divergence_rate": self.divergence_rate,
+                "top_paths": [{"path": p, "count": n} for p, n in self.top_paths]}
+
+
+def summary(databases: Iterable[str], route: str | None = None, top: int = 5) -> list[RouteSummary]:
+    """Per route: comparisons, divergences, the most frequent diverging paths, signatures and noise."""
+    routes: dict[str, RouteSummary] = {}
+    signatures: dict[str, Signature] = {}
+    noise: dict[str, Counter[str]] = defaultdict(Counter)
+    for db in _open(databases):
+        for name, compared, diverged in db.execute(
+                "SELECT route, SUM(compared), SUM(diverged) FROM counts GROUP BY route"):
+            entry = routes.setdefault(name, RouteSummary(name))
+            entry.compared += compared
+            entry.diverged += diverged
+        for row in _signatures(db):
+            _merge(signatures, row)
+        for name, path, count in db.execute("SELECT route, path, count FROM noise"):
+            noise[name][path] += count
+    for sig in signatures.values():
+        routes.setdefault(sig.route, RouteSummary(sig.route)).signatures.append(sig)
+    for entry in routes.values():
+        entry.signatures.sort(key=lambda s: (-s.count, s.signature))
+        entry.top_paths = _top_paths(entry.signatures, top)
+        entry.noise = noise[entry.route].most_common()
+    chosen = [routes[name] for name in sorted(routes)]
+    return [r for r in chosen if route is None or r.route == route]
+
+
+def show(databases: Iterable[str], divergence_id: str) -> dict[str, Any] | None:
+    """One kept divergence, its JSON columns parsed; None when no file holds it."""
+    for db in _open(databases):
+        rows = list(db.query("SELECT * FROM divergences WHERE id = ?", [divergence_id]))
+        if rows:
+            return _parsed(rows[0])
+    return None
+
+
+def examples(databases: Iterable[str], signature: str, limit: int = 5) -> list[dict[str, Any]]:
+    found = []
+    for db in _open(databases):
+        found += [_parsed(r) for r in db.query(
+            "SELECT * FROM divergences WHERE signature = ? ORDER BY at DESC LIMIT ?", [signature, limit])]
+    return sorted(found, key=lambda r: -r["at"])[:limit]
+
+
+def trend(databases: Iterable[str], route: str, buckets: int = 24, width: float = 3600.0,
+          now: float | None = None) -> list[tuple[float, int, int]]:
+    """(bucket start, compared, diverged) for the last `buckets` periods of `width` seconds, oldest first."""
+    end = now if now is not None else time.time()
+    start = end - buckets * width
+    series = [[start + i * width, 0, 0] for i in range(buckets)]
+    for db in _open(databases):
+        for minute, compared, diverged in db.execute(
+                "SELECT minute, compared, diverged FROM counts WHERE route = ? AND minute >= ?",
+                [route, int(start // 60)]):
+            index = min(int((minute * 60 - start) // width), buckets - 1)
+            if index >= 0:
+                series[index][1] += compared
+                series[index][2] += diverged
+    return [(at, compared, diverged) for at, compared, diverged in series]
+
+
+def _open(databases: Iterable[str]) -> Iterator[sqlite_utils.Database]:
+    for path in databases:
+        db = open_for_reading(path)
+        try:
+            yield db
+        finally:
+            db.close()
+
+
+def _signatures(db: sqlite_utils.Database) -> Iterator[Signature]:
+    for row in db.query("SELECT s.*, (SELECT id FROM divergences d WHERE d.signature = s.signature "
+                        "ORDER BY at DESC LIMIT 1) AS example FROM signatures s"):
+        yield Signature(row["signature"], row["route"], json.loads(row["paths"]), row["count"],
+                        row["first_seen"], row["last_seen"], row["example"])
+
+
+def _merge(into: dict[str, Signature], sig: Signature) -> None:
+    have = into.get(sig.signature)
+    if have is None:
+        into[sig.signature] = sig
+        return
+    have.count += sig.count
+    have.first_seen, have.last_seen = min(have.first_seen, sig.first_seen), max(have.last_seen, sig.last_seen)
+    have.example = have.example or sig.example
+
+
+def _top_paths(signatures: list[Signature], top: int) -> list[tuple[str, int]]:
+    counts: Counter[str] = Counter()
+    for sig in signatures:
+        for path in sig.paths:
+            counts[path] += sig.count
+    return sorted(counts.items(), key=lambda item: (-item[1], item[0]))[:top]
+
+
+def _parsed(row: dict[str, Any]) -> dict[str, Any]:
+    for column in ("differences", "noise", "request_headers", "legacy_headers", "new_headers"):
+        row[column] = json.loads(row[column]) if row[column] else []
+    return row

@@ -1,0 +1,91 @@
+"""The divergence database: its tables, created when missing, in WAL mode so several proxies can write.
+
+counts       comparisons and divergences per route and minute (every comparison counts)
+signatures   one row per route and set of diverging paths: how often, since when, examples kept
+divergences  the kept examples, redacted: request, both answers, the differences
+noise        paths learned as noise by probing legacy twice
+meta         the redaction key and the schema version
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import secrets
+import sqlite3
+import time
+from pathlib import Path
+from typing import Callable, TypeVar
+
+import sqlite_utils
+
+SCHEMA_VERSION = "1"
+T = TypeVar("T")
+
+
+def open_database(path: str) -> sqlite_utils.Database:
+    """Open (creating if needed) a divergence database for reading and writing."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fresh = not Path(path).exists()
+    conn = sqlite3.connect(path, isolation_level=None, timeout=10.0, check_same_thread=False)
+    if fresh:
+        os.chmod(path, 0o600)  # bodies are redacted, but still nobody else's business
+    db = sqlite_utils.Database(conn)
+    try:
+        retrying_locks(lambda: _set_up(db))
+    except BaseException:
+        conn.close()
+        raise
+    return db
+
+
+def retrying_locks(step: Callable[[], T], attempts: int = 20) -> T:
+    """Run `step`, again after a short pause when another process holds a lock it did not wait out.
+
+    SQLite's busy timeout covers most waits, but not all: two processes setting up one
+    new file (switching it to WAL) can see `database is locked` at once."""
+    for attempt in range(attempts):
+        try:
+            return step()
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) and "busy" not in str(exc) or attempt == attempts - 1:
+                raise
+            time.sleep(0.01 * (attempt + 1) + random.random() * 0.02)
+    raise AssertionError("unreachable")
+
+
+def _set_up(db: sqlite_utils.Database) -> None:
+    db.execute("PRAGMA journal_mode = WAL")
+    db.execute("PRAGMA synchronous = NORMAL")
+    _create(db)
+
+
+def open_for_reading(path: str) -> sqlite_utils.Database:
+    if not Path(path).exists():
+        raise FileNotFoundError(f"no divergence database at {path}")
+    return sqlite_utils.Database(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10.0))
+
+
+def redaction_key(db: sqlite_utils.Database) -> bytes:
+    """The database's own HMAC key, made once; hashes stay comparable across processes."""
+    db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('redaction_key', ?)", [secrets.token_hex(32)])
+    return bytes.fromhex(db.execute("SELECT value FROM meta WHERE key = 'redaction_key'").fetchone()[0])
+
+
+def _create(db: sqlite_utils.Database) -> None:
+    db["meta"].create({"key": str, "value": str}, pk="key", if_not_exists=True)
+    db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)", [SCHEMA_VERSION])
+    db["counts"].create({"route": str, "minute": int, "compared": int, "diverged": int},
+                        pk=("route", "minute"), if_not_exists=True)
+    db["signatures"].create({"signature": str, "route": str, "paths": str, "first_seen": float,
+                             "last_seen": float, "count": int, "kept": int}, pk="signature", if_not_exists=True)
+    db["divergences"].create({
+        "id": str, "signature": str, "route": str, "at": float, "request_id": str, "method": str, "target": str,
+        "served": str, "legacy_status": int, "new_status": int, "legacy_error": str, "new_error": str,
+        "legacy_ms": float, "new_ms": float, "differences": str, "noise": str, "request_headers": str,
+        "legacy_headers": str, "new_headers": str, "request_body": str, "legacy_body": str, "new_body": str,
+    }, pk="id", if_not_exists=True)
+    db["divergences"].create_index(["route", "at"], if_not_exists=True)
+    db["divergences"].create_index(["signature"], if_not_exists=True)
+    db["noise"].create({"route": str, "path": str, "count": int, "first_seen": float, "last_seen": float},
+                       pk=("route", "path"), if_not_exists=True)

@@ -1,0 +1,220 @@
+"""What the HTML report shows, built from the query API: plain values (percentages, bars, aligned bodies).
+
+No markup here: the template escapes everything it is given.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from reports import query
+from reports.sidebyside import Row, pretty, side_by_side
+
+TOP_PATHS, TOP_SIGNATURES = 10, 10
+SCALE = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)  # the trend's top: the first of these at or above the worst hour
+CHART = {"left": 44.0, "top": 8.0, "width": 432.0, "height": 84.0}  # plot area of the 480 x 128 SVG (axes: template)
+
+
+@dataclass(frozen=True)
+class Bar:
+    """One hour of the trend, in SVG units; `title` says what it stands for."""
+
+    x: float
+    y: float
+    width: float
+    height: float
+    title: str
+    kind: str  # "" diverged, "ok" compared without divergence, "none" nothing compared
+
+
+@dataclass(frozen=True)
+class Trend:
+    bars: list[Bar]
+    top: str  # the y axis's top label
+    ticks: list[tuple[float, str]]  # x position, how long ago
+    summary: str
+
+
+@dataclass(frozen=True)
+class PathCount:
+    path: str
+    count: int
+    width: float  # percent of the widest bar
+
+
+@dataclass(frozen=True)
+class SignatureRow:
+    signature: str
+    paths: list[str]
+    count: int
+    first_seen: str
+    last_seen: str
+    example: str | None  # the anchor of its example on this page
+
+
+@dataclass(frozen=True)
+class DifferenceRow:
+    path: str
+    kind: str
+    legacy: str
+    new: str
+    noise: bool
+
+
+@dataclass(frozen=True)
+class Example:
+    anchor: str
+    signature: str
+    paths: list[str]
+    row: dict[str, Any]  # the stored divergence, as query.show() gives it
+    at: str
+    legacy_answer: str
+    new_answer: str
+    differences: list[DifferenceRow]
+    body_rows: list[Row] | None  # None: a body was not kept
+    legacy_body: str | None
+    new_body: str | None
+
+
+@dataclass(frozen=True)
+class RouteView:
+    name: str
+    anchor: str
+    compared: int
+    diverged: int
+    rate: str
+    trend: Trend
+    top_paths: list[PathCount]
+    noise: list[tuple[str, int]]
+    signatures: list[SignatureRow]
+    examples: list[Example]
+
+
+@dataclass(frozen=True)
+class Page:
+    generated: str
+    databases: list[tuple[str, bool]]  # path, and whether it exists
+    routes: list[RouteView]
+
+
+def page(databases: list[str], now: float | None = None, missing_ok: bool = False) -> Page:
+    """The whole report; with `missing_ok`, files not created yet are listed and skipped."""
+    now = time.time() if now is None else now
+    present = [db for db in databases if not missing_ok or Path(db).exists()]
+    summaries = sorted(query.summary(present, top=TOP_PATHS), key=lambda r: (-r.divergence_rate, r.route))
+    return Page(iso(now), [(db, Path(db).exists()) for db in databases],
+                [route_view(present, s, now) for s in summaries])
+
+
+def route_view(databases: list[str], summary: query.RouteSummary, now: float) -> RouteView:
+    chosen = summary.signatures[:TOP_SIGNATURES]
+    examples = {s.signature: example_view(found[0], s)
+                for s in chosen if (found := query.examples(databases, s.signature, limit=1))}
+    return RouteView(
+        summary.route, "route-" + anchor(summary.route), summary.compared, summary.diverged,
+        percent(summary.diverged, summary.compared),
+        trend_view(query.trend(databases, summary.route, now=now)), path_counts(summary.top_paths),
+        summary.noise, [signature_row(s, examples.get(s.signature)) for s in summary.signatures],
+        list(examples.values()))
+
+
+def percent(part: int, whole: int) -> str:
+    """A rate as people read it: "12.5%", small ones with more digits, "–" when nothing was compared."""
+    if not whole:
+        return "–"
+    rate = part / whole
+    if 0 < rate < 0.0001:
+        return "<0.01%"
+    return f"{rate:.2%}" if 0 < rate < 0.01 else f"{rate:.1%}"
+
+
+def trend_view(series: list[tuple[float, int, int]]) -> Trend:
+    """Bars of the divergence rate per hour, scaled to the worst one, with a tick every 6 hours."""
+    rates = [diverged / compared if compared else 0.0 for _, compared, diverged in series]
+    top = next(step for step in SCALE if step >= max(rates, default=0.0))
+    slot = CHART["width"] / max(len(series), 1)
+    bars, ticks = [], []
+    for n, ((at, compared, diverged), rate) in enumerate(zip(series, rates, strict=True)):
+        height = max(CHART["height"] * rate / top, 1.5)
+        x = CHART["left"] + n * slot
+        kind = "none" if not compared else "ok" if not diverged else ""
+        bars.append(Bar(round(x + 1, 2), round(CHART["top"] + CHART["height"] - height, 2), round(slot - 2, 2),
+                        round(height, 2), _bar_title(at, compared, diverged), kind))
+        if n % 6 == 0:
+            ticks.append((round(x, 2), f"{len(series) - n} h ago"))
+    return Trend(bars, f"{top:.0%}", ticks, trend_summary(series))
+
+
+def _bar_title(at: float, compared: int, diverged: int) -> str:
+    hour = datetime.fromtimestamp(at, timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    if not compared:
+        return f"{hour}: no comparisons"
+    return f"{hour}: {diverged} of {compared} diverged ({percent(diverged, compared)})"
+
+
+def trend_summary(series: list[tuple[float, int, int]]) -> str:
+    """The trend in words: the last period against the ones before it."""
+    if not series:
+        return "no trend"
+    *before, (_, compared, diverged) = series
+    earlier_compared = sum(c for _, c, _ in before)
+    earlier_diverged = sum(d for _, _, d in before)
+    return (f"last hour {_in_words(diverged, compared)}; "
+            f"previous {len(before)} hours {_in_words(earlier_diverged, earlier_compared)}")
+
+
+def _in_words(diverged: int, compared: int) -> str:
+    if not compared:
+        return "no comparisons"
+    return f"{percent(diverged, compared)} ({diverged} of {compared} diverged)"
+
+
+def path_counts(top_paths: list[tuple[str, int]]) -> list[PathCount]:
+    widest = max((count for _, count in top_paths), default=0)
+    return [PathCount(path, count, round(100 * count / widest, 1) if widest else 0.0) for path, count in top_paths]
+
+
+def signature_row(signature: query.Signature, example: Example | None) -> SignatureRow:
+    return SignatureRow(signature.signature, signature.paths, signature.count, iso(signature.first_seen),
+                        iso(signature.last_seen), example.anchor if example else None)
+
+
+def example_view(row: dict[str, Any], signature: query.Signature) -> Example:
+    """One stored divergence laid out for reading: answers, differences, and the bodies aligned."""
+    legacy, new = pretty(row["legacy_body"]), pretty(row["new_body"])
+    return Example(
+        "example-" + anchor(signature.signature), signature.signature, signature.paths, row, iso(row["at"]),
+        answer(row, "legacy"), answer(row, "new"),
+        [difference_row(d, False) for d in row["differences"]] + [difference_row(d, True) for d in row["noise"]],
+        None if legacy is None or new is None else side_by_side(legacy, new), legacy, new)
+
+
+def answer(row: dict[str, Any], side: str) -> str:
+    if row[f"{side}_error"] is not None:
+        return f"no answer ({row[f'{side}_error']}) after {row[f'{side}_ms']} ms"
+    return f"{row[f'{side}_status']} in {row[f'{side}_ms']} ms"
+
+
+def difference_row(difference: dict[str, Any], noise: bool) -> DifferenceRow:
+    kind = difference.get("kind", "changed")
+    return DifferenceRow(difference["path"], kind, _value(difference["legacy"], kind == "added"),
+                         _value(difference["new"], kind == "removed"), noise)
+
+
+def _value(value: Any, absent: bool) -> str:
+    return "(absent)" if absent else json.dumps(value, ensure_ascii=False)
+
+
+def anchor(text: str) -> str:
+    """A fragment identifier for `text`: letters, digits, `_` and `-` only."""
+    return re.sub(r"[^A-Za-z0-9_-]+", "-", text).strip("-") or "-"
+
+
+def iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")

@@ -1,0 +1,233 @@
+"""The parallel run through real upstreams that differ in planted ways: who answers, what is counted."""
+
+import asyncio
+import gzip
+import itertools
+import json
+import time
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from proxy.model import Stickiness, ToggleSpec, Verdict
+from reports import query
+from tests.helpers import route
+from toggles.unleash import UnleashToggles
+
+STAMP = itertools.count()
+
+
+def item(request: web.BaseRequest, price: int) -> web.Response:
+    n = int(request.path.rsplit("/", 1)[1])
+    return web.json_response({"id": n, "name": f"item {n}", "price": price, "updated_at": next(STAMP)})
+
+
+async def legacy_items(request: web.BaseRequest) -> web.StreamResponse:
+    return item(request, 10)
+
+
+async def new_items(request: web.BaseRequest) -> web.StreamResponse:
+    n = int(request.path.rsplit("/", 1)[1])
+    return item(request, 11 if n % 4 == 0 else 10)  # the planted bug: every fourth item's price
+
+
+def compared(proxy, name: str = "items") -> float:
+    registry = proxy.proxy.metrics.registry
+    return sum(registry.get_sample_value("strangler_comparisons_total", {"route": name, "result": r}) or 0
+               for r in ("matched", "diverged"))
+
+
+def skipped(proxy, reason: str, name: str = "items") -> float:
+    value = proxy.proxy.metrics.registry.get_sample_value("strangler_shadows_skipped_total",
+                                                          {"route": name, "reason": reason})
+    return value or 0.0
+
+
+async def settle(proxy, expected: int, name: str = "items", timeout: float = 20) -> None:
+    """Wait until `expected` comparisons are done, then until the store has written them."""
+    deadline = time.monotonic() + timeout
+    while compared(proxy, name) < expected:
+        assert time.monotonic() < deadline, f"only {compared(proxy, name)} of {expected} comparisons"
+        await asyncio.sleep(0.02)
+    await asyncio.to_thread(proxy.proxy.sink.flush)
+
+
+@pytest.fixture
+def database(tmp_path):
+    return str(tmp_path / "divergence.db")
+
+
+def items_route(**run) -> list[dict]:
+    parallel = {"enabled": True, **run.pop("parallel_run", {})}
+    return [route("items", "/items", new="new", parallel_run=parallel, **run), route("all")]
+
+
+async def get_all(http, url: str, paths: list[str], headers=None) -> list[tuple[int, dict, str]]:
+    async def one(path):
+        async with http.get(url + path, headers=headers or {}) as response:
+            return response.status, await response.json(), response.headers["X-Upstream"]
+    return await asyncio.gather(*(one(p) for p in paths))
+
+
+async def test_the_client_gets_the_served_side_and_the_other_side_is_marked(make_upstream, start_proxy, http,
+                                                                         database):
+    legacy, new = await make_upstream("legacy", legacy_items), await make_upstream("new", new_items)
+    for serve, answering, shadowed in (("legacy", legacy, new), ("new", new, legacy)):
+        answering.seen.clear()
+        shadowed.seen.clear()
+        proxy = await start_proxy({"legacy": legacy.url, "new": new.url}, items_route(serve=serve),
+                                  reports={"database": database})
+        results = await get_all(http, proxy.url, ["/items/4"], {"X-Request-Id": f"rid-{serve}"})
+        assert results == [(200, results[0][1], answering.name)]
+        assert results[0][1]["price"] == (10 if serve == "legacy" else 11)
+        await settle(proxy, 1)
+        assert [s.header("X-Strangler-Shadow") for s in answering.seen] == [None]
+        assert [(s.target, s.header("X-Strangler-Shadow"), s.header("X-Request-Id")) for s in shadowed.seen] == [
+            ("/items/4", "1", f"rid-{serve}")]
+        await proxy.proxy.stop()
+
+
+async def test_exact_divergence_counts_with_noise_silenced_by_ignore_paths(make_upstream, start_proxy, http,
+                                                                           database):
+    legacy, new = await make_upstream("legacy", legacy_items), await make_upstream("new", new_items)
+    proxy = await start_proxy({"legacy": legacy.url, "new": new.url},
+                              items_route(compare={"ignore_paths": ["$.updated_at"]}), reports={"database": database})
+    await get_all(http, proxy.url, [f"/items/{n}" for n in range(20)])
+    await settle(proxy, 20)
+    [summary] = query.summary([database])
+    assert summary.as_json() == {"route": "items", "compared": 20, "diverged": 5, "divergence_rate": 0.25,
+                                 "top_paths": [{"path": "$.price", "count": 5}]}
+    [signature] = summary.signatures
+    example = query.show([database], signature.example)
+    assert example["differences"] == [{"path": "$.price", "kind": "changed", "legacy": 10, "new": 11}]
+    assert json.loads(example["legacy_body"])["price"] == 10 and json.loads(example["new_body"])["price"] == 11
+
+
+async def test_noise_probe_learns_what_legacy_itself_changes(make_upstream, start_proxy, http, database):
+    legacy, new = await make_upstream("legacy", legacy_items), await make_upstream("new", new_items)
+    proxy = await start_proxy({"legacy": legacy.url, "new": new.url},
+                              items_route(compare={"noise_probe": 1.0}), reports={"database": database})
+    await get_all(http, proxy.url, [f"/items/{n}" for n in range(8)])
+    await settle(proxy, 8)
+    [summary] = query.summary([database])
+    assert (summary.compared, summary.diverged, summary.top_paths) == (8, 2, [("$.price", 2)])
+    assert summary.noise == [("$.updated_at", 8)]
+    example = query.show([database], summary.signatures[0].example)
+    assert [d["path"] for d in example["noise"]] == ["$.updated_at"]
+    assert len(legacy.seen) == 16 and sum(s.header("X-Strangler-Shadow") == "1" for s in legacy.seen) == 8
+
+
+async def test_unsafe_methods_are_shadowed_only_when_named_with_the_same_body(make_upstream, start_proxy, http,
+                                                                             database):
+    legacy, new = await make_upstream("legacy"), await make_upstream("new")
+    ups = {"legacy": legacy.url, "new": new.url}
+    proxy = await start_proxy(ups, items_route(), reports={"database": database})
+    async with http.post(proxy.url + "/items", data=b'{"name": "x"}') as response:
+        assert response.status == 200
+    await asyncio.sleep(0.2)
+    assert new.seen == []
+    await proxy.proxy.stop()
+    proxy = await start_proxy(ups, items_route(parallel_run={"methods": ["GET", "POST"]}),
+                              reports={"database": database})
+    async with http.post(proxy.url + "/items", data=b'{"name": "x"}') as response:
+        assert response.headers["X-Upstream"] == "legacy"
+    await settle(proxy, 1)
+    assert [(s.method, s.body, s.header("X-Strangler-Shadow")) for s in new.seen] == [("POST", b'{"name": "x"}', "1")]
+    assert legacy.seen[-1].body == b'{"name": "x"}'
+
+
+async def test_a_slow_or_dead_shadow_leaves_the_client_unaffected(make_upstream, start_proxy, http, database):
+    async def slow(request):
+        await asyncio.sleep(2)
+        return await new_items(request)
+    legacy, new = await make_upstream("legacy", legacy_items), await make_upstream("new", slow)
+    proxy = await start_proxy({"legacy": legacy.url, "new": new.url},
+                              items_route(parallel_run={"timeout": 1.0}), reports={"database": database})
+    started = time.monotonic()
+    [(status, body, side)] = await get_all(http, proxy.url, ["/items/1"])
+    assert (status, side, time.monotonic() - started < 1.0) == (200, "legacy", True)  # not waiting for 2 s
+    await settle(proxy, 1)
+    [summary] = query.summary([database])
+    example = query.show([database], summary.signatures[0].example)
+    assert example["differences"] == [{"path": "status", "kind": "changed", "legacy": 200,
+                                       "new": "no answer (timeout)"}]
+
+
+async def test_shadows_over_the_bound_are_skipped_not_queued(make_upstream, start_proxy, http, database):
+    release = asyncio.Event()
+
+    async def held(request):
+        await release.wait()
+        return await new_items(request)
+    legacy, new = await make_upstream("legacy", legacy_items), await make_upstream("new", held)
+    proxy = await start_proxy({"legacy": legacy.url, "new": new.url},
+                              items_route(parallel_run={"max_in_flight": 2}), reports={"database": database})
+    results = await get_all(http, proxy.url, [f"/items/{n}" for n in range(1, 6)])
+    assert [(status, side) for status, _, side in results] == [(200, "legacy")] * 5
+    assert skipped(proxy, "busy") == 3
+    release.set()
+    await settle(proxy, 2)
+
+
+async def test_bodies_over_the_cap_are_served_whole_but_not_compared(make_upstream, start_proxy, http, database):
+    async def big(request):
+        return web.Response(body=b"x" * 5000, content_type="text/plain")
+    legacy, new = await make_upstream("legacy", big), await make_upstream("new", big)
+    proxy = await start_proxy({"legacy": legacy.url, "new": new.url},
+                              items_route(parallel_run={"max_body": 1000}), reports={"database": database})
+    async with http.get(proxy.url + "/items/1") as response:
+        assert await response.read() == b"x" * 5000
+    deadline = time.monotonic() + 5
+    while skipped(proxy, "body_too_large") < 1:
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.02)
+    assert compared(proxy) == 0
+
+
+async def test_compressed_and_plain_answers_compare_by_content(make_upstream, start_proxy, database):
+    document = json.dumps({"id": 1, "price": 10}).encode()
+
+    async def gzipped(request):
+        return web.Response(body=gzip.compress(document), headers={"Content-Encoding": "gzip",
+                                                                    "Content-Type": "application/json"})
+
+    async def plain(request):
+        return web.Response(body=document, content_type="application/json")
+    legacy, new = await make_upstream("legacy", gzipped), await make_upstream("new", plain)
+    proxy = await start_proxy({"legacy": legacy.url, "new": new.url}, items_route(), reports={"database": database})
+    async with aiohttp.ClientSession(auto_decompress=False) as http:
+        async with http.get(proxy.url + "/items/1", headers={"Accept-Encoding": "gzip"}) as response:
+            assert await response.read() == gzip.compress(document)  # the client still gets the bytes as sent
+    await settle(proxy, 1)
+    assert proxy.proxy.metrics.registry.get_sample_value(
+        "strangler_comparisons_total", {"route": "items", "result": "matched"}) == 1
+
+
+async def test_the_sample_is_the_users_a_canary_moves_next(make_upstream, start_proxy, http, database):
+    legacy, new = await make_upstream("legacy", legacy_items), await make_upstream("new", new_items)
+    toggle = {"name": "items-to-new", "rollout": 0, "stickiness": "header:X-User-Id"}
+    proxy = await start_proxy({"legacy": legacy.url, "new": new.url},
+                              items_route(serve="toggle", toggle=toggle, parallel_run={"sample": 0.3}),
+                              reports={"database": database})
+    users = [f"user-{n}" for n in range(100)]
+    for user in users:
+        await get_all(http, proxy.url, ["/items/1"], {"X-User-Id": user})
+    canary = UnleashToggles.local([ToggleSpec("items-to-new", 30, Stickiness("header", "X-User-Id"))])
+    moved_at_30 = {u for u in users if canary.verdict("items-to-new", {"userId": u}) is Verdict.ON}
+    assert {s.header("X-User-Id") for s in new.seen} == moved_at_30
+    assert 15 <= len(moved_at_30) <= 45
+    await settle(proxy, len(moved_at_30))
+
+
+async def test_metrics_show_comparisons_skips_and_shadow_latency(make_upstream, start_proxy, http, database):
+    legacy, new = await make_upstream("legacy", legacy_items), await make_upstream("new", new_items)
+    proxy = await start_proxy({"legacy": legacy.url, "new": new.url},
+                              items_route(compare={"ignore_paths": ["$.updated_at"]}), reports={"database": database})
+    await get_all(http, proxy.url, [f"/items/{n}" for n in range(4)])
+    await settle(proxy, 4)
+    async with http.get(proxy.admin_url + "/metrics") as response:
+        text = await response.text()
+    assert 'strangler_comparisons_total{result="diverged",route="items"} 1.0' in text
+    assert 'strangler_comparisons_total{result="matched",route="items"} 3.0' in text
+    assert 'strangler_shadow_duration_seconds_count{route="items"} 4.0' in text
