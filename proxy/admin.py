@@ -18,6 +18,7 @@ from proxy.buildinfo import BuildInfo
 from proxy.live import LiveConfig
 from proxy.metrics import CONTENT_TYPE, Metrics
 from proxy.model import Config
+from proxy.resilience import Resilience
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 # The report holds upstreams' bodies: no script, no fetch, nothing but its own inline styles and data: images.
@@ -37,7 +38,7 @@ class Lifecycle:
 
 
 def create_admin_app(live: LiveConfig, metrics: Metrics, lifecycle: Lifecycle, build: BuildInfo,
-                     token: str | None, report: Callable[[], str]) -> web.Application:
+                     token: str | None, report: Callable[[], str], resilience: Resilience) -> web.Application:
     """`report` makes the HTML divergence report; it reads SQLite, so it runs in a thread."""
 
     async def healthz(_: web.Request) -> web.Response:
@@ -47,7 +48,7 @@ def create_admin_app(live: LiveConfig, metrics: Metrics, lifecycle: Lifecycle, b
         return _json({"status": lifecycle.state}, 200 if lifecycle.ready else 503)
 
     async def status_page(_: web.Request) -> web.Response:
-        return _json(status(live, lifecycle, build))
+        return _json(status(live, lifecycle, build, resilience.states()))
 
     async def metrics_page(_: web.Request) -> web.Response:
         for name, pool in live.current.pools.items():
@@ -77,7 +78,7 @@ def _reports_page(report: Callable[[], str]) -> Handler:
     return reports_page
 
 
-def status(live: LiveConfig, lifecycle: Lifecycle, build: BuildInfo) -> dict[str, Any]:
+def status(live: LiveConfig, lifecycle: Lifecycle, build: BuildInfo, breakers: dict[str, str]) -> dict[str, Any]:
     generation = live.current
     config = generation.config
     failure = live.last_failure
@@ -94,8 +95,9 @@ def status(live: LiveConfig, lifecycle: Lifecycle, build: BuildInfo) -> dict[str
         },
         "toggles": _toggles(generation.toggles.status(), config),
         "upstreams": {name: {"url": pool.spec.url, "in_flight": pool.in_flight,
-                             "max_connections": pool.spec.max_connections,
-                             "connect_timeout": pool.spec.connect_timeout, "timeout": pool.spec.timeout}
+                             "max_connections": pool.spec.max_connections, "max_pending": pool.spec.max_pending,
+                             "connect_timeout": pool.spec.connect_timeout, "timeout": pool.spec.timeout,
+                             "breaker": breakers.get(name, "closed")}
                       for name, pool in generation.pools.items()},
     }
 

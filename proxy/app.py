@@ -23,10 +23,12 @@ from proxy.admin import Lifecycle, create_admin_app
 from proxy.buildinfo import BuildInfo
 from proxy.edge import EdgeServer
 from proxy.experiment import Experiments
+from proxy.forward import Forwarder
 from proxy.handler import EdgeHandler
 from proxy.live import WATCH_INTERVAL, LiveConfig
 from proxy.metrics import Metrics
 from proxy.model import Address, Config
+from proxy.resilience import Resilience
 from proxy.worker import ComparisonWorker
 from reports import html
 from reports.store import SqliteSink
@@ -34,7 +36,6 @@ from toggles.base import Toggles
 from toggles.unleash import UnleashToggles
 
 log = logging.getLogger("strangler")
-KEEPALIVE_TIMEOUT = 75.0  # nginx's keepalive_timeout; also bounds a client stuck in its headers
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +59,8 @@ class Proxy:
         self.admin_address: Address | None = None
         self.sink = SqliteSink(config.reports, on_problem=lambda kind: self.metrics.report_problems.labels(kind).inc())
         self.worker = ComparisonWorker(DeepDiffComparator())
-        self.experiments = Experiments(self.worker, self.sink, self.metrics)
+        self.resilience = Resilience(on_change=self.metrics.breaker_changed)
+        self.experiments = Experiments(self.worker, self.sink, self.metrics, self.resilience)
         self._edge: web.BaseRunner | None = None
         self._admin: web.BaseRunner | None = None
         self._watcher: asyncio.Task[None] | None = None
@@ -78,13 +80,15 @@ class Proxy:
         self.sink.start()
         self.live = live = LiveConfig(self.options.config_path, self.config, self.metrics, toggles_for)
         live.start()
-        edge = EdgeServer(EdgeHandler(live, self.metrics, self.experiments), handler_cancellation=True,
-                          access_log=None, keepalive_timeout=KEEPALIVE_TIMEOUT)
+        server = self.config.server
+        handler = EdgeHandler(live, self.metrics, self.experiments, Forwarder(self.resilience, self.metrics))
+        edge = EdgeServer(handler, handler_cancellation=True, access_log=None,
+                          keepalive_timeout=server.keepalive_timeout, header_timeout=server.header_timeout)
         self._edge = web.ServerRunner(edge, shutdown_timeout=self.options.drain_timeout)
         self.edge_address = await _listen(self._edge, self.options.listen or self.config.listen)
         token = os.environ.get(self.config.admin.token_env) if self.config.admin.token_env else None
         admin = create_admin_app(live, self.metrics, self.lifecycle, BuildInfo.collect(), token or None,
-                                 self.report)
+                                 self.report, self.resilience)
         self._admin = web.AppRunner(admin, access_log=None)
         self.admin_address = await _listen(self._admin, self.config.admin.listen)
         self._watcher = asyncio.create_task(live.watch(self.options.watch_interval))

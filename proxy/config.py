@@ -18,8 +18,8 @@ from urllib.parse import urlsplit
 from proxy.config_routes import read_routes
 from proxy.errors import ConfigError
 from proxy.fields import Reader, Section
-from proxy.model import (AdminSpec, Address, Config, Problem, ReportsSpec, Route, TogglesSpec, UnleashSpec,
-                         Upstream)
+from proxy.model import (AdminSpec, Address, BreakerSpec, Config, Problem, ReportsSpec, Route, ServerSpec,
+                         TogglesSpec, UnleashSpec, Upstream)
 from proxy.yamlsource import read_yaml
 
 MAX_BYTES = 1 << 20
@@ -63,7 +63,7 @@ def _config(reader: Reader, data: Any, source: str, digest: str) -> Config | Non
     if data is None:
         return None
     top = reader.section((), data, "", {"version", "listen", "admin", "upstreams", "toggles",
-                                        "reports", "routes"})
+                                        "reports", "routes", "server"})
     if top is None:
         return None
     top.get("version", "1 (the only format version so far)", lambda v: v == 1)
@@ -78,7 +78,7 @@ def _config(reader: Reader, data: Any, source: str, digest: str) -> Config | Non
     _check_toggles(reader, routes, toggles.provider)
     return Config(source=source, digest=digest, listen=listen, admin=admin,
                   upstreams=MappingProxyType(upstreams), routes=routes,
-                  toggles=toggles, reports=_reports(top, source),
+                  toggles=toggles, reports=_reports(top, source), server=_server(top),
                   warnings=tuple(p for p in reader.problems if p.warning))
 
 
@@ -125,18 +125,39 @@ def _upstreams(top: Section) -> dict[str, Upstream]:
 
 def _upstream(reader: Reader, name: str, data: Any) -> Upstream | None:
     sec = reader.section(("upstreams", name), data, f"upstream '{name}'",
-                         {"url", "connect_timeout", "timeout", "max_connections"})
+                         {"url", "connect_timeout", "timeout", "max_connections", "max_pending", "retry_budget",
+                          "breaker"})
     if sec is None:
         return None
     if not NAME.match(name):
         reader.error(sec.path, f"upstream name {name!r} may hold only letters, digits, '.', '_' and '-'")
-    url = _upstream_url(sec)
-    connect_timeout = sec.number("connect_timeout", 1.0, positive=True)
-    timeout = sec.number("timeout", 30.0, positive=True)
-    max_connections = sec.integer("max_connections", 100, 1, 100_000)
-    if url is None:
-        return None
-    return Upstream(name, url, connect_timeout, timeout, max_connections)
+    url, d = _upstream_url(sec), Upstream("", "")
+    upstream = Upstream(name, url or "", sec.number("connect_timeout", d.connect_timeout, positive=True),
+                        sec.number("timeout", d.timeout, positive=True),
+                        sec.integer("max_connections", d.max_connections, 1, 100_000),
+                        sec.integer("max_pending", d.max_pending, 0, 1_000_000),
+                        sec.number("retry_budget", d.retry_budget, low=0, high=1), _breaker(sec))
+    return upstream if url is not None else None
+
+
+def _breaker(upstream: Section) -> BreakerSpec:
+    sec, d = upstream.section("breaker", {"failures", "open_seconds", "probes"}), BreakerSpec()
+    if sec is None:
+        return d
+    return BreakerSpec(sec.integer("failures", d.failures, 1, 10_000),
+                       sec.number("open_seconds", d.open_seconds, positive=True),
+                       sec.integer("probes", d.probes, 1, 1000))
+
+
+def _server(top: Section) -> ServerSpec:
+    sec, d = top.section("server", {"max_in_flight", "header_timeout", "body_timeout", "keepalive_timeout"},
+                         "server"), ServerSpec()
+    if sec is None:
+        return d
+    return ServerSpec(sec.integer("max_in_flight", d.max_in_flight, 1, 10_000_000),
+                      sec.number("header_timeout", d.header_timeout, positive=True),
+                      sec.number("body_timeout", d.body_timeout, positive=True),
+                      sec.number("keepalive_timeout", d.keepalive_timeout, positive=True))
 
 
 def _upstream_url(sec: Section) -> str | None:

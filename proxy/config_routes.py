@@ -14,7 +14,7 @@ from proxy.paths import parse_path
 from proxy.model import (CompareSpec, Match, ParallelRun, Route, Serve, Side, Stickiness, ToggleSpec,
                          Upstream)
 
-ROUTE_KEYS = {"name", "match", "legacy", "new", "serve", "toggle", "fallback", "parallel_run", "compare"}
+ROUTE_KEYS = {"name", "match", "legacy", "new", "serve", "toggle", "fallback", "parallel_run", "compare", "retries"}
 ROUTE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 # A segment may hold RFC 3986 pchar except '%' and ';' (written decoded, no parameters).
 PATH_SEGMENT = re.compile(r"^[A-Za-z0-9\-._~!$&'()*+,=:@]*$")
@@ -52,7 +52,7 @@ def _route(reader: Reader, index: int, data: Any, upstreams: Mapping[str, Upstre
     fallback = _choice(sec, "fallback", Side, None, only=(Side.LEGACY,))
     route = Route(name=name, match=match, legacy=legacy, new=new, serve=serve,
                   toggle=_toggle(sec), fallback=fallback, parallel_run=_parallel_run(sec),
-                  compare=_compare(sec), line=reader.doc.line(sec.path))
+                  compare=_compare(sec), retries=sec.integer("retries", 0, 0, 10), line=reader.doc.line(sec.path))
     _check_sides(sec, route)
     return route if isinstance(name, str) and match and legacy else None
 

@@ -22,6 +22,7 @@ from proxy.metrics import Metrics
 from proxy.model import (CompareSpec, Comparison, Decision, Difference, Divergence, Observation, RequestFacts,
                          RequestRecord, Route, Side)
 from proxy.paths import covers, generalize
+from proxy.resilience import Resilience
 from proxy.toggling import sticky_value
 from proxy.upstream import UPSTREAM_ERRORS, UpstreamPool
 from reports.base import DivergenceSink
@@ -62,8 +63,9 @@ class Capture:
 class Experiments:
     """Starts the parallel run of eligible requests and carries both answers to comparison and the store."""
 
-    def __init__(self, compare: CompareCall, sink: DivergenceSink, metrics: Metrics, max_pending: int = 64) -> None:
-        self.compare, self.sink, self.metrics = compare, sink, metrics
+    def __init__(self, compare: CompareCall, sink: DivergenceSink, metrics: Metrics, resilience: Resilience,
+                 max_pending: int = 64) -> None:
+        self.compare, self.sink, self.metrics, self.resilience = compare, sink, metrics, resilience
         self.max_pending = max_pending
         self.pending = 0  # comparisons handed to the worker and not yet back
         self.in_flight: dict[str, int] = {}
@@ -125,10 +127,11 @@ class Shadow:
     body: bytes | None
     capture: Capture
     pools: Mapping[str, UpstreamPool]
-    served: asyncio.Future[Observation | None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+    served: asyncio.Future[Observation | str] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
     task: asyncio.Task[None] | None = None
 
-    def deliver(self, observation: Observation | None) -> None:
+    def deliver(self, observation: Observation | str) -> None:
+        """The served side's answer, or why there is none to compare (client_gone, fallback)."""
         if not self.served.done():
             self.served.set_result(observation)
 
@@ -149,15 +152,19 @@ class Shadow:
         served_side = self.decision.side
         other = Side.NEW if served_side is Side.LEGACY else Side.LEGACY
         assert self.decision.shadow is not None
+        if not self.runs.resilience.breaker(self.decision.shadow).admit():
+            return self.runs.skip(route, "breaker_open")  # evidence already counted; spare the upstream
         probing = route.compare.noise_probe > 0 and self.record.method in SAFE and \
             random.random() < route.compare.noise_probe
         shadow_call = self._call(self.decision.shadow.name, other)
         probe_call = self._call(route.legacy.name, Side.LEGACY) if probing else _nothing()
         shadow, probe = await asyncio.gather(shadow_call, probe_call)
+        self.runs.resilience.breaker(self.decision.shadow).record(
+            None if shadow.error == "busy" else shadow.error is None and shadow.status < 500)
         self.runs.metrics.shadow_seconds.labels(route.name).observe(shadow.seconds)
         served = await self.served
-        if served is None:
-            return self.runs.skip(route, "client_gone")
+        if isinstance(served, str):
+            return self.runs.skip(route, served)
         if (served.body is None and served.error is None) or (shadow.body is None and shadow.error is None):
             return self.runs.skip(route, "body_too_large")
         legacy, new = (served, shadow) if served_side is Side.LEGACY else (shadow, served)

@@ -1,81 +1,186 @@
-"""One exchange with an upstream: the client's request goes up, the answer streams back.
+"""One request's way to an answer: attempts at the chosen upstream, retries, a fallback, then the relay.
 
-Both bodies stream with back-pressure; neither is held whole. A failure before the
-answer's headers becomes a JSON 502/503/504; after them, the client connection is cut
-so the client sees a truncated response, never a complete-looking wrong one.
+Until the answer's headers go to the client, a failed attempt may be tried again
+(connect errors for any method; broken connections and 502/503/504 for idempotent ones;
+never with a body already sent; within the route's count and the upstream's budget;
+full-jitter backoff) and a failing new service may hand over to legacy (`fallback`).
+Once the headers are sent the answer streams to its end; a failure after that cuts the
+client connection, so the client sees a truncated response, never a complete-looking
+wrong one. Both bodies stream with back-pressure; neither is held whole.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+import asyncio
+import random
+from dataclasses import dataclass, replace
+from functools import partial
+from typing import Callable
 
 import aiohttp
 from aiohttp import web
-from aiohttp.http import HttpVersion11
 from multidict import CIMultiDict
 
+from proxy.body import RequestBody
 from proxy.experiment import Capture
 from proxy.headers import client_headers
+from proxy.metrics import Metrics
+from proxy.model import Decision, Route, Side, Upstream
+from proxy.resilience import Breaker, Resilience
 from proxy.responses import RelayedResponse, error_response
 from proxy.upstream import UPSTREAM_ERRORS, Failure, UpstreamPool
 
-FROM_CLIENT = object()  # forward's default body: stream the client's own, as it arrives
+IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
+GATEWAY_STATUSES = frozenset({502, 503, 504})
+BACKOFF_BASE, BACKOFF_CAP = 0.025, 0.25  # Envoy's
 
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
     response: web.StreamResponse
     failure: Failure | None = None
+    upstream: str = ""  # who answered; a fallback changes it
+    fell_back: bool = False
 
 
-async def forward(request: web.BaseRequest, pool: UpstreamPool, target: str, headers: CIMultiDict[str],
-                  rid: str, body: Any = FROM_CLIENT, capture: Capture | None = None) -> Outcome:
-    """Send `request` to `pool`'s upstream at `target` and relay the answer to the client.
+class Forwarder:
+    """Serves a decided request: attempts, retries, fallback, relay; counts what it does."""
 
-    `body` is the client's, streamed (the default), or bytes already read for a parallel
-    run; `capture` keeps a copy of the answer for comparison as it streams past."""
-    body = await _body(request, headers, body)
-    response = None
-    try:
-        async with pool.request(request.method, target, headers, body) as upstream:
-            response = _response_for(upstream, rid, capture)
-            await response.prepare(request)
-            failure = await _relay_body(upstream, response, pool, capture)
-    except UPSTREAM_ERRORS as exc:
-        if response is not None and response.prepared:
-            raise  # writing to the client failed: it went away, nothing to answer
+    def __init__(self, resilience: Resilience, metrics: Metrics) -> None:
+        self.resilience, self.metrics = resilience, metrics
+
+    async def serve(self, request: web.BaseRequest, decision: Decision, pools: dict[str, UpstreamPool],
+                    target: str, headers: CIMultiDict[str], rid: str, body: RequestBody,
+                    capture: Capture | None = None) -> Outcome:
+        route, upstream = decision.route, decision.upstream
+        exchange = _Exchange(request, target, headers, rid, body)
+        may_fall_back = route.fallback is Side.LEGACY and decision.side is Side.NEW
+        result = await self._attempts(exchange, route, upstream, pools[upstream.name], capture, may_fall_back)
+        if isinstance(result, Outcome):
+            return result
+        if may_fall_back and _safe_to_resend(request.method, result, body):
+            self.metrics.fallbacks.labels(route.name, result.kind).inc()
+            second = await self._attempts(exchange, route, route.legacy, pools[route.legacy.name], capture, False)
+            if isinstance(second, Outcome):
+                return replace(second, fell_back=True)
+            result, upstream = second, route.legacy
+        return Outcome(_error(result, rid), result, upstream.name)
+
+    async def _attempts(self, exchange: _Exchange, route: Route, upstream: Upstream, pool: UpstreamPool,
+                        capture: Capture | None, may_fall_back: bool) -> Outcome | Failure:
+        """The first attempt and its retries at one upstream."""
+        breaker, budget = self.resilience.breaker(upstream), self.resilience.budget(upstream)
+        budget.note_request()
+        for attempt in range(route.retries + 2):  # one more for a stale pooled connection
+            retry_left = attempt < route.retries and budget.room()
+            hold = partial(_worth_holding, exchange, may_fall_back, retry_left)
+            result = await self._attempt(exchange, pool, breaker, capture, hold)
+            if isinstance(result, Outcome) or not self._retry(exchange, route, upstream, result, attempt):
+                return result
+            await asyncio.sleep(random.uniform(0, min(BACKOFF_CAP, BACKOFF_BASE * 2 ** attempt)))
+        return result
+
+    def _retry(self, exchange: _Exchange, route: Route, upstream: Upstream, failure: Failure, attempt: int) -> bool:
+        if not _retryable(exchange.request.method, failure, exchange.body):
+            return False
+        stale = attempt == 0 and failure.kind == "broken" and route.retries == 0  # what aiohttp would retry
+        if not (attempt < route.retries or stale) or not self.resilience.budget(upstream).spend():
+            return False
+        self.metrics.retries.labels(route.name, upstream.name, "stale_connection" if stale else failure.kind).inc()
+        return True
+
+    async def _attempt(self, exchange: _Exchange, pool: UpstreamPool, breaker: Breaker,
+                       capture: Capture | None, hold: Callable[[int], bool]) -> Outcome | Failure:
+        """One exchange with an upstream; a 5xx it is told to `hold` back comes back as a Failure."""
+        refused = self._refuse(pool, breaker)
+        if refused is not None:
+            return refused
+        request, response, failure = exchange.request, None, None
+        try:
+            async with pool.request(request.method, exchange.target, exchange.headers,
+                                    exchange.body.payload()) as upstream:
+                breaker.record(upstream.status < 500)
+                if upstream.status >= 500 and hold(upstream.status):
+                    return Failure("status", upstream.status, f"upstream {pool.spec.name} answered {upstream.status}")
+                response = _response_for(upstream, exchange.rid, capture)
+                await response.prepare(request)
+                failure = await _relay_body(upstream, response, pool, capture)
+        except UPSTREAM_ERRORS as exc:
+            if response is not None and response.prepared:
+                raise  # writing to the client failed: it went away, nothing to answer
+            return self._failed(exchange, pool, breaker, exc, capture)
+        if failure is not None:
+            request.protocol.force_close()
+            return Outcome(response, failure, pool.spec.name)
+        await response.write_eof()
+        return Outcome(response, None, pool.spec.name)
+
+    def _refuse(self, pool: UpstreamPool, breaker: Breaker) -> Failure | None:
+        """Fail fast, without a connection: too many requests waiting, or an open breaker."""
+        name = pool.spec.name
+        if pool.overloaded:
+            self.metrics.shed.labels("upstream").inc()
+            return Failure("overloaded", 503, f"upstream {name} has too many requests waiting", sent=False,
+                           retry_after=1)
+        if not breaker.admit():
+            return Failure("breaker_open", 503, f"upstream {name} is failing; its circuit breaker is open",
+                           sent=False, retry_after=breaker.retry_after())
+        return None
+
+    def _failed(self, exchange: _Exchange, pool: UpstreamPool, breaker: Breaker, exc: BaseException,
+                capture: Capture | None) -> Failure:
+        if exchange.body.too_slow:
+            breaker.record(None)
+            return Failure("client_body_timeout", 408, "the request body stopped arriving")
         failure = pool.failure_from(exc)
+        breaker.record(None if failure.kind == "busy" else False)
         if capture is not None:
             capture.error = failure.kind
-        return Outcome(error_response(failure.status, f"upstream_{failure.kind}", failure.detail, rid,
-                                      retry_after=1 if failure.status == 503 else None), failure)
-    if failure is not None:
-        request.protocol.force_close()
-        return Outcome(response, failure)
-    await response.write_eof()
-    return Outcome(response)
+        return failure
 
 
-async def _body(request: web.BaseRequest, headers: CIMultiDict[str], body: Any) -> Any:
-    if body is FROM_CLIENT:
-        if not request.body_exists:
-            return None
-        await continue_if_expected(request)
-        body = request.content
-    elif isinstance(body, bytes):
-        headers["Content-Length"] = str(len(body))
-        return body
-    if body is not None and request.content_length is not None:
-        headers["Content-Length"] = str(request.content_length)
-    return body
+class _Exchange:
+    """What every attempt of one request sends: the same target, headers and body."""
+
+    def __init__(self, request: web.BaseRequest, target: str, headers: CIMultiDict[str], rid: str,
+                 body: RequestBody) -> None:
+        self.request, self.target, self.rid, self.body = request, target, rid, body
+        self.headers = headers
+        if body.data is not None:
+            headers["Content-Length"] = str(len(body.data))
+        elif body.stream is not None and body.length is not None:
+            headers["Content-Length"] = str(body.length)
 
 
-async def continue_if_expected(request: web.BaseRequest) -> None:
-    """Answer `Expect: 100-continue` here, as nginx and Envoy do; the header is not forwarded."""
-    if request.version == HttpVersion11 and request.headers.get("Expect", "").lower() == "100-continue":
-        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-        request.writer.output_size = 0  # the real response has not started yet
+def _worth_holding(exchange: _Exchange, may_fall_back: bool, retry_left: bool, status: int) -> bool:
+    """Hold a 5xx back from the client only when something else will be tried instead."""
+    if exchange.request.method not in IDEMPOTENT or not exchange.body.replayable:
+        return False
+    return may_fall_back or (retry_left and status in GATEWAY_STATUSES)
+
+
+def _safe_to_resend(method: str, failure: Failure, body: RequestBody) -> bool:
+    """Nothing reached the upstream, or the method is idempotent; and the body can still be sent."""
+    if not body.replayable or failure.kind == "client_body_timeout":
+        return False
+    return not failure.sent or method in IDEMPOTENT
+
+
+def _retryable(method: str, failure: Failure, body: RequestBody) -> bool:
+    """Retried: connect failures, broken connections and gateway errors (502/503/504); not an open
+    breaker or a full upstream, which another try a few milliseconds later would meet again."""
+    if failure.kind in ("breaker_open", "overloaded") or not _safe_to_resend(method, failure, body):
+        return False
+    return not failure.sent or failure.kind == "broken" or failure.status in GATEWAY_STATUSES
+
+
+def _error(failure: Failure, rid: str) -> web.Response:
+    return error_response(failure.status, _code(failure), failure.detail, rid, failure.retry_after)
+
+
+def _code(failure: Failure) -> str:
+    return {"client_body_timeout": "request_timeout", "overloaded": "overloaded",
+            "breaker_open": "breaker_open"}.get(failure.kind, f"upstream_{failure.kind}")
 
 
 def _response_for(upstream: aiohttp.ClientResponse, rid: str, capture: Capture | None) -> RelayedResponse:

@@ -6,14 +6,14 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any, AsyncIterator
 
-from aiohttp import StreamReader, web
+from aiohttp import web
 from aiohttp.http import HttpVersion10, HttpVersion11
 from multidict import CIMultiDict
 
-from proxy.experiment import Experiments
-from proxy.forward import FROM_CLIENT, continue_if_expected, forward
+from proxy.body import RequestBody, read_up_to, streamed
+from proxy.experiment import Experiments, Shadow
+from proxy.forward import Forwarder, Outcome
 from proxy.headers import request_id, upstream_headers
 from proxy.live import Generation, LiveConfig
 from proxy.logs import REQUEST_ID
@@ -21,7 +21,7 @@ from proxy.metrics import Metrics
 from proxy.model import Decision, RequestFacts, RequestRecord
 from proxy.responses import error_response
 from proxy.routing import decide, match_route
-from proxy.target import Refusal, parse_target
+from proxy.target import Refusal, Target, parse_target
 from proxy.toggling import VerdictLog
 from proxy.upstream import Failure
 
@@ -36,26 +36,33 @@ class Served:
     route: str = ""
     upstream: str = ""
     failure: Failure | None = None
+    fell_back: bool = False
 
 
 class EdgeHandler:
     """The request handler of the edge listener (an aiohttp low-level server handler)."""
 
-    def __init__(self, live: LiveConfig, metrics: Metrics, experiments: Experiments) -> None:
-        self.live = live
-        self.metrics = metrics
-        self.experiments = experiments
+    def __init__(self, live: LiveConfig, metrics: Metrics, experiments: Experiments, forwarder: Forwarder) -> None:
+        self.live, self.metrics = live, metrics
+        self.experiments, self.forwarder = experiments, forwarder
         self.verdicts = VerdictLog()
+        self.in_flight = 0
 
     async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
         rid = request_id(request.headers)
         REQUEST_ID.set(rid)  # this handler runs in a task of its own: no reset needed
         started = time.monotonic()
+        if self.in_flight >= self.live.current.config.server.max_in_flight:
+            self.metrics.shed.labels("listener").inc()  # shed at once: a queue that grows helps nobody
+            return error_response(503, "overloaded", "the proxy is at its limit of requests in flight", rid, 1)
+        self.in_flight += 1
         try:
             served = await self._serve(request, rid)
         except asyncio.CancelledError:
             log.info("client went away", extra=_fields(request, 499, started))
             raise
+        finally:
+            self.in_flight -= 1
         self._record(request, served, started)
         return served.response
 
@@ -75,34 +82,44 @@ class EdgeHandler:
         decision = decide(route, facts, generation.toggles)
         if decision.toggle is not None:
             self._count_verdict(decision)
-        pool = generation.pools[decision.upstream.name]
         headers = upstream_headers(request.headers, peer=request.remote, proto=request.scheme, rid=rid)
-        shadow, body = None, FROM_CLIENT
-        if decision.shadow is not None and self.experiments.sampled(decision, facts, generation.toggles):
-            shadow, body = await self._start_shadow(request, decision, target.raw, headers, rid, generation)
         try:
-            outcome = await forward(request, pool, target.raw, headers, rid, body, shadow and shadow.capture)
+            outcome = await self._forward(request, decision, facts, generation, target, headers, rid)
+        except TimeoutError:  # the body stopped arriving while it was read for a parallel run
+            slow = error_response(408, "request_timeout", "the request body stopped arriving", rid)
+            return Served(await _send_and_hang_up(request, slow), route.name)
+        if outcome.failure is not None and outcome.failure.kind == "client_body_timeout":
+            await _send_and_hang_up(request, outcome.response)
+        return Served(outcome.response, route.name, outcome.upstream, outcome.failure, outcome.fell_back)
+
+    async def _forward(self, request: web.BaseRequest, decision: Decision, facts: RequestFacts,
+                       generation: Generation, target: Target, headers: CIMultiDict[str], rid: str) -> Outcome:
+        idle = generation.config.server.body_timeout
+        shadow = None
+        if decision.shadow is not None and self.experiments.sampled(decision, facts, generation.toggles):
+            body, whole = await read_up_to(request, decision.route.parallel_run.max_body, idle)
+            if whole:
+                shadow = self._shadow(request, decision, target, headers, rid, body, generation)
+            else:
+                self.experiments.skip(decision.route, "request_too_large")
+        else:
+            body = await streamed(request, idle)
+        try:
+            outcome = await self.forwarder.serve(request, decision, generation.pools, target.raw, headers, rid,
+                                                 body, shadow and shadow.capture)
         except BaseException:
             if shadow is not None:
-                shadow.deliver(None)  # no answer to compare: the client left, or worse
+                shadow.deliver("client_gone")  # no answer to compare: the client left, or worse
             raise
-        if shadow is not None:
-            shadow.deliver(shadow.capture.observation(decision.side))
-        return Served(outcome.response, route.name, decision.upstream.name, outcome.failure)
+        if shadow is not None:  # after a fallback the served answer is not the side decided on
+            shadow.deliver("fallback" if outcome.fell_back else shadow.capture.observation(decision.side))
+        return outcome
 
-    async def _start_shadow(self, request: web.BaseRequest, decision: Decision, target: str,
-                            headers: CIMultiDict[str], rid: str, generation: Generation) -> tuple[Any, Any]:
-        """Read the request body once (both sides get the same bytes), then start the shadow."""
-        route, limit, body = decision.route, decision.route.parallel_run.max_body, None
-        if request.body_exists:
-            if (request.content_length or 0) > limit:
-                return self.experiments.skip(route, "request_too_large"), FROM_CLIENT
-            await continue_if_expected(request)
-            body, rest = await _read_up_to(request.content, limit)
-            if rest is not None:  # a chunked body over the cap: serve it, do not compare it
-                return self.experiments.skip(route, "request_too_large"), rest
-        record = RequestRecord(rid, request.method, target, tuple(request.headers.items()), body, time.time())
-        return self.experiments.begin(decision, record, headers, body, generation.shadow_pools), body
+    def _shadow(self, request: web.BaseRequest, decision: Decision, target: Target, headers: CIMultiDict[str],
+                rid: str, body: RequestBody, generation: Generation) -> Shadow | None:
+        record = RequestRecord(rid, request.method, target.raw, tuple(request.headers.items()), body.data,
+                               time.time())
+        return self.experiments.begin(decision, record, headers, body.data, generation.shadow_pools)
 
     def _count_verdict(self, decision: Decision) -> None:
         check = decision.toggle
@@ -115,6 +132,8 @@ class EdgeHandler:
         elapsed = time.monotonic() - started
         self.metrics.observe(served.route, served.upstream, request.method, status, elapsed)
         fields = _fields(request, status, started, route=served.route, upstream=served.upstream)
+        if served.fell_back:
+            fields["fell_back"] = True
         if served.failure is None:
             log.info("request", extra=fields)
             return
@@ -123,22 +142,13 @@ class EdgeHandler:
         log.warning("upstream failed", extra=fields)
 
 
-async def _read_up_to(content: StreamReader, limit: int) -> tuple[bytes, AsyncIterator[bytes] | None]:
-    """The whole body if it is at most `limit` bytes; else what was read and the rest, as one stream."""
-    chunks, size = [], 0
-    while chunk := await content.readany():
-        chunks.append(chunk)
-        size += len(chunk)
-        if size > limit:
-            return b"", _chain(chunks, content)
-    return b"".join(chunks), None
-
-
-async def _chain(first: list[bytes], rest: StreamReader) -> AsyncIterator[bytes]:
-    for chunk in first:
-        yield chunk
-    async for chunk in rest.iter_any():
-        yield chunk
+async def _send_and_hang_up(request: web.BaseRequest, response: web.StreamResponse) -> web.StreamResponse:
+    """Answer, then close at once: aiohttp would otherwise linger reading the rest of a body that a
+    client too slow to send it is not sending."""
+    await response.prepare(request)
+    await response.write_eof()
+    request.protocol.force_close()
+    return response
 
 
 def _refusal(request: web.BaseRequest) -> Refusal | None:

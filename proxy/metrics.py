@@ -12,6 +12,7 @@ disable_created_metrics()  # the *_created series double the output and help no 
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
+BREAKER_STATES = {"closed": 0, "half_open": 1, "open": 2}
 LATENCY_BUCKETS = (.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60)
 
 
@@ -26,8 +27,8 @@ class Metrics:
             "strangler_requests", "Client requests answered, by route, upstream, method class and status class.",
             ["route", "upstream", "method_class", "status_class"], registry=r)
         self.latency = Histogram(
-            "strangler_request_duration_seconds", "Time from request to the end of the response, by route.",
-            ["route"], buckets=LATENCY_BUCKETS, registry=r)
+            "strangler_request_duration_seconds", "Time from request to the end of the response, by route and "
+            "the upstream that answered.", ["route", "upstream"], buckets=LATENCY_BUCKETS, registry=r)
         self.rejected = Counter(
             "strangler_rejected_requests", "Requests refused before routing (bad target, version...).",
             ["reason"], registry=r)
@@ -45,7 +46,7 @@ class Metrics:
             ["route", "result"], registry=r)
         self.shadows_skipped = Counter(
             "strangler_shadows_skipped", "Eligible requests not compared, by reason: busy (too many in flight), "
-            "request_too_large, body_too_large, compare_busy, client_gone, internal_error.",
+            "request_too_large, body_too_large, compare_busy, client_gone, fallback, breaker_open, internal_error.",
             ["route", "reason"], registry=r)
         self.shadow_seconds = Histogram(
             "strangler_shadow_duration_seconds", "Time of the shadow exchange, by route.",
@@ -55,6 +56,21 @@ class Metrics:
             ["kind"], registry=r)
         self.shadow_in_flight = Gauge(
             "strangler_shadow_in_flight", "Shadow requests in flight to each upstream.", ["upstream"], registry=r)
+        self.retries = Counter(
+            "strangler_retries", "Attempts sent again, by route, upstream and what failed before "
+            "(refused, broken, status, timeout, stale_connection).", ["route", "upstream", "reason"], registry=r)
+        self.fallbacks = Counter(
+            "strangler_fallbacks", "Requests the new service failed and legacy answered, by route and failure.",
+            ["route", "reason"], registry=r)
+        self.shed = Counter(
+            "strangler_shed_requests", "Requests turned away at once with 503, by where the limit was "
+            "(listener, upstream).", ["scope"], registry=r)
+        self.breaker_state = Gauge(
+            "strangler_breaker_state", "Each upstream's circuit breaker: 0 closed, 1 half-open, 2 open.",
+            ["upstream"], registry=r)
+        self.breaker_changes = Counter(
+            "strangler_breaker_transitions", "Circuit breaker state changes, by upstream and new state.",
+            ["upstream", "state"], registry=r)
         self.reloads = Counter(
             "strangler_config_reloads", "Attempts to load routes.yaml, by result (ok, invalid, unchanged).",
             ["result"], registry=r)
@@ -64,7 +80,11 @@ class Metrics:
     def observe(self, route: str, upstream: str, method: str, status: int, seconds: float) -> None:
         method_class = "safe" if method in SAFE_METHODS else "unsafe"
         self.requests.labels(route, upstream, method_class, f"{status // 100}xx").inc()
-        self.latency.labels(route).observe(seconds)
+        self.latency.labels(route, upstream).observe(seconds)
+
+    def breaker_changed(self, upstream: str, state: str) -> None:
+        self.breaker_state.labels(upstream).set(BREAKER_STATES[state])
+        self.breaker_changes.labels(upstream, state).inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -53,6 +53,15 @@ class Address:
 
 
 @dataclass(frozen=True, slots=True)
+class BreakerSpec:
+    """When an upstream's circuit breaker opens, and for how long."""
+
+    failures: int = 5  # consecutive failures (refused, timed out, broken, 5xx) that open it
+    open_seconds: float = 30.0  # how long it stays open before letting probes through
+    probes: int = 1  # requests let through while half-open
+
+
+@dataclass(frozen=True, slots=True)
 class Upstream:
     """A server the proxy forwards to, with its own connection pool (a bulkhead)."""
 
@@ -61,6 +70,19 @@ class Upstream:
     connect_timeout: float = 1.0
     timeout: float = 30.0
     max_connections: int = 100
+    max_pending: int = 100  # requests waiting for a connection; beyond: 503 at once
+    retry_budget: float = 0.2  # retries at most this share of the last 10 s of requests (3 always)
+    breaker: BreakerSpec = BreakerSpec()
+
+
+@dataclass(frozen=True, slots=True)
+class ServerSpec:
+    """The edge listener's limits."""
+
+    max_in_flight: int = 1000  # requests at once; beyond: 503 at once
+    header_timeout: float = 10.0  # seconds to receive a request's headers
+    body_timeout: float = 30.0  # seconds a request body may go without a byte
+    keepalive_timeout: float = 75.0  # seconds an idle keep-alive connection is kept
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,6 +186,7 @@ class Route:
     fallback: Side | None = None
     parallel_run: ParallelRun = ParallelRun()
     compare: CompareSpec = CompareSpec()
+    retries: int = 0  # more attempts, for idempotent methods, on connect errors and 502/503/504
     line: int = 0
 
     def upstream(self, side: Side) -> Upstream | None:
@@ -212,6 +235,7 @@ class Config:
     routes: tuple[Route, ...]
     toggles: TogglesSpec = TogglesSpec()
     reports: ReportsSpec = ReportsSpec()
+    server: ServerSpec = ServerSpec()
     warnings: tuple[Problem, ...] = field(default=(), compare=False)
 
 

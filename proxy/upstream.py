@@ -28,9 +28,11 @@ UPSTREAM_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError)
 class Failure:
     """Why an upstream gave no (complete) answer, and what the client is told."""
 
-    kind: str  # refused | timeout | busy | broken
+    kind: str  # refused | timeout | busy | broken | status | breaker_open | overloaded | client_body_timeout
     status: int
     detail: str
+    sent: bool = True  # whether the request may have reached the upstream (False: safe to send again)
+    retry_after: int | None = None
 
 
 class UpstreamPool:
@@ -51,6 +53,10 @@ class UpstreamPool:
             skip_auto_headers=SKIP_AUTO_HEADERS,
             trust_env=False,
         )
+        # aiohttp quietly sends an idempotent request again when a reused connection drops;
+        # retries here are the proxy's, counted and bounded (reliability.md RES-14). Its
+        # own test client turns this off the same way.
+        self._session._retry_connection = False
 
     @property
     def closed(self) -> bool:
@@ -59,6 +65,11 @@ class UpstreamPool:
     @property
     def saturated(self) -> bool:
         return self.in_flight >= self.spec.max_connections
+
+    @property
+    def overloaded(self) -> bool:
+        """Too many waiting already: a new request is turned away at once, not queued."""
+        return self.in_flight >= self.spec.max_connections + self.spec.max_pending
 
     @asynccontextmanager
     async def request(self, method: str, target: str, headers: CIMultiDict[str],
@@ -92,13 +103,14 @@ class UpstreamPool:
         """Map what aiohttp raised to what happened: refused, timed out, busy or broken."""
         name = self.spec.name
         if isinstance(exc, aiohttp.ConnectionTimeoutError) and self.saturated:
-            return Failure("busy", 503, f"upstream {name} has all {self.spec.max_connections} connections busy")
+            return Failure("busy", 503, f"upstream {name} has all {self.spec.max_connections} connections busy",
+                           sent=False, retry_after=1)
         if isinstance(exc, aiohttp.ConnectionTimeoutError):
-            return Failure("timeout", 504, f"upstream {name} did not accept a connection in time")
+            return Failure("timeout", 504, f"upstream {name} did not accept a connection in time", sent=False)
         if isinstance(exc, asyncio.TimeoutError):
             return Failure("timeout", 504, f"upstream {name} did not answer within {self.spec.timeout:g}s")
         if isinstance(exc, aiohttp.ClientConnectorError):
-            return Failure("refused", 502, f"upstream {name} refused the connection")
+            return Failure("refused", 502, f"upstream {name} refused the connection", sent=False)
         if isinstance(exc, aiohttp.ClientResponseError):
             return Failure("broken", 502, f"upstream {name} sent an invalid HTTP response")
         return Failure("broken", 502, f"upstream {name} broke the connection ({type(exc).__name__})")

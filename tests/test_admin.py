@@ -38,7 +38,8 @@ async def test_status_says_what_runs_and_how_the_pools_are_used(make_upstream, s
     assert status["config"]["sha256"] == hashlib.sha256(proxy.path.read_bytes()).hexdigest()
     assert status["config"]["routes"] == ["all"] and status["config"]["last_reload_error"] is None
     assert status["upstreams"]["legacy"] == {"url": legacy.url, "in_flight": 1, "max_connections": 7,
-                                             "connect_timeout": 1.0, "timeout": 30.0}
+                                             "max_pending": 100, "connect_timeout": 1.0, "timeout": 30.0,
+                                             "breaker": "closed"}
 
 
 async def test_metrics_are_prometheus_text_by_route_and_upstream(make_upstream, start_proxy, http):
@@ -55,7 +56,7 @@ async def test_metrics_are_prometheus_text_by_route_and_upstream(make_upstream, 
                 for s in families["strangler_requests"].samples if s.name.endswith("_total")}
     assert requests == {("safe", "2xx"): 3.0, ("unsafe", "2xx"): 1.0}
     counts = [s for s in families["strangler_request_duration_seconds"].samples if s.name.endswith("_count")]
-    assert [(s.labels, s.value) for s in counts] == [({"route": "all"}, 4.0)]
+    assert [(s.labels, s.value) for s in counts] == [({"route": "all", "upstream": "legacy"}, 4.0)]
     assert "strangler_upstream_in_flight" in families and "strangler_config_reloads" in families
 
 

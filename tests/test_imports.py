@@ -19,7 +19,8 @@ LAYERS = {
         "proxy.metrics", "proxy.buildinfo", "proxy.demo", "proxy.demo.shop", "proxy.demo.monolith",
         "proxy.demo.orders"},
     2: {"proxy.target", "proxy.headers", "proxy.upstream", "proxy.routing", "proxy.forward",
-        "proxy.responses", "proxy.live", "proxy.toggling", "proxy.experiment", "proxy.worker"},
+        "proxy.responses", "proxy.live", "proxy.toggling", "proxy.experiment", "proxy.worker",
+        "proxy.resilience", "proxy.body"},
     3: {"proxy.handler", "proxy.admin", "proxy.edge", "proxy.explain"},
     4: {"proxy.app", "proxy.cli", "proxy.__main__", "proxy.demo.run", "proxy.report_cli"},
 }

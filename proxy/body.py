@@ -1,0 +1,84 @@
+"""The request body as attempts and the parallel run need it: streamed once, or read once and sent again.
+
+A client that lets its body go quiet for longer than the idle timeout is given up on
+(408), so a trickling client cannot hold a connection to an upstream open.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, AsyncIterator
+
+from aiohttp import StreamReader, web
+from aiohttp.http import HttpVersion11
+
+
+class RequestBody:
+    """Bytes that can be sent again, or the client's stream, sent once."""
+
+    def __init__(self, data: bytes | None = None, stream: StreamReader | AsyncIterator[bytes] | None = None,
+                 length: int | None = None, idle: float = 30.0) -> None:
+        self.data, self.stream, self.length, self.idle = data, stream, length, idle
+        self.consumed = False
+        self.too_slow = False
+
+    @property
+    def replayable(self) -> bool:
+        return self.stream is None or not self.consumed
+
+    def payload(self) -> Any:
+        return self.data if self.stream is None else self._pump()
+
+    async def _pump(self) -> AsyncIterator[bytes]:
+        chunks = self.stream.iter_any() if isinstance(self.stream, StreamReader) else self.stream
+        while True:
+            try:
+                async with asyncio.timeout(self.idle):
+                    chunk = await anext(chunks)
+            except StopAsyncIteration:
+                return
+            except TimeoutError:
+                self.too_slow = True
+                raise
+            self.consumed = True
+            yield chunk
+
+
+async def streamed(request: web.BaseRequest, idle: float) -> RequestBody:
+    """The client's body, to be streamed (after a 100 Continue if it asked for one)."""
+    if not request.body_exists:
+        return RequestBody()
+    await continue_if_expected(request)
+    return RequestBody(stream=request.content, length=request.content_length, idle=idle)
+
+
+async def read_up_to(request: web.BaseRequest, limit: int, idle: float) -> tuple[RequestBody, bool]:
+    """The body read whole when it is at most `limit` bytes (True), else what was read and the
+    rest as one stream (False). Both sides of a parallel run need the same bytes."""
+    if not request.body_exists:
+        return RequestBody(), True
+    if (request.content_length or 0) > limit:
+        return await streamed(request, idle), False
+    await continue_if_expected(request)
+    chunks, size = [], 0
+    while chunk := await asyncio.wait_for(request.content.readany(), idle):
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > limit:
+            return RequestBody(stream=_chain(chunks, request.content), length=request.content_length,
+                               idle=idle), False
+    return RequestBody(data=b"".join(chunks)), True
+
+
+async def continue_if_expected(request: web.BaseRequest) -> None:
+    """Answer `Expect: 100-continue` here, as nginx and Envoy do; the header is not forwarded."""
+    if request.version == HttpVersion11 and request.headers.get("Expect", "").lower() == "100-continue":
+        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        request.writer.output_size = 0  # the real response has not started yet
+
+
+async def _chain(first: list[bytes], rest: StreamReader) -> AsyncIterator[bytes]:
+    for chunk in first:
+        yield chunk
+    async for chunk in rest.iter_any():
+        yield chunk
