@@ -47,16 +47,19 @@ class RequestBody:
 async def streamed(request: web.BaseRequest, idle: float) -> RequestBody:
     """The client's body, to be streamed (after a 100 Continue if it asked for one)."""
     if not request.body_exists:
-        return RequestBody()
+        return NO_BODY
     await continue_if_expected(request)
     return RequestBody(stream=request.content, length=request.content_length, idle=idle)
+
+
+NO_BODY = RequestBody()  # shared: nothing to stream, nothing to consume, nothing to time out
 
 
 async def read_up_to(request: web.BaseRequest, limit: int, idle: float) -> tuple[RequestBody, bool]:
     """The body read whole when it is at most `limit` bytes (True), else what was read and the
     rest as one stream (False). Both sides of a parallel run need the same bytes."""
     if not request.body_exists:
-        return RequestBody(), True
+        return NO_BODY, True
     if (request.content_length or 0) > limit:
         return await streamed(request, idle), False
     await continue_if_expected(request)

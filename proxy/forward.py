@@ -17,18 +17,18 @@ from dataclasses import dataclass, replace
 from functools import partial
 from typing import Callable
 
-import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict
 
 from proxy.body import RequestBody
+from proxy.deadline import Deadline
 from proxy.experiment import Capture
 from proxy.headers import client_headers
 from proxy.metrics import Metrics
 from proxy.model import Decision, Route, Side, Upstream
 from proxy.resilience import Breaker, Resilience
 from proxy.responses import RelayedResponse, error_response
-from proxy.upstream import UPSTREAM_ERRORS, Failure, UpstreamPool
+from proxy.upstream import UPSTREAM_ERRORS, Answer, Failure, UpstreamPool
 
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 GATEWAY_STATUSES = frozenset({502, 503, 504})
@@ -69,11 +69,14 @@ class Forwarder:
     async def _attempts(self, exchange: _Exchange, route: Route, upstream: Upstream, pool: UpstreamPool,
                         capture: Capture | None, may_fall_back: bool) -> Outcome | Failure:
         """The first attempt and its retries at one upstream."""
-        breaker, budget = self.resilience.breaker(upstream), self.resilience.budget(upstream)
-        budget.note_request()
+        breaker = self.resilience.breaker(upstream)
+        budget = self.resilience.budget(upstream) if route.retries else None
+        if budget is not None:  # the budget is a share of the requests of routes that retry
+            budget.note_request()
         for attempt in range(route.retries + 2):  # one more for a stale pooled connection
-            retry_left = attempt < route.retries and budget.room()
-            hold = partial(_worth_holding, exchange, may_fall_back, retry_left)
+            retry_left = budget is not None and attempt < route.retries and budget.room()
+            hold = partial(_worth_holding, exchange, may_fall_back, retry_left) if may_fall_back or retry_left \
+                else _never
             result = await self._attempt(exchange, pool, breaker, capture, hold)
             if isinstance(result, Outcome) or not self._retry(exchange, route, upstream, result, attempt):
                 return result
@@ -97,18 +100,22 @@ class Forwarder:
             return refused
         request, response, failure = exchange.request, None, None
         try:
-            async with pool.request(request.method, exchange.target, exchange.headers,
-                                    exchange.body.payload()) as upstream:
-                breaker.record(upstream.status < 500)
-                if upstream.status >= 500 and hold(upstream.status):
-                    return Failure("status", upstream.status, f"upstream {pool.spec.name} answered {upstream.status}")
-                response = _response_for(upstream, exchange.rid, capture)
-                await response.prepare(request)
-                failure = await _relay_body(upstream, response, pool, capture)
+            with Deadline(pool.spec.timeout):  # the whole exchange, body included
+                async with pool.request(request.method, exchange.target, exchange.headers,
+                                        exchange.body.payload()) as upstream:
+                    breaker.record(upstream.status < 500)
+                    if upstream.status >= 500 and hold(upstream.status):
+                        return Failure("status", upstream.status,
+                                       f"upstream {pool.spec.name} answered {upstream.status}")
+                    response = _response_for(upstream, exchange.rid, capture)
+                    await response.prepare(request)
+                    failure = await _relay_body(upstream, response, pool, capture)
         except UPSTREAM_ERRORS as exc:
-            if response is not None and response.prepared:
+            if response is None or not response.prepared:
+                return self._failed(exchange, pool, breaker, exc, capture)
+            if not isinstance(exc, TimeoutError):
                 raise  # writing to the client failed: it went away, nothing to answer
-            return self._failed(exchange, pool, breaker, exc, capture)
+            failure = _timed_out(pool, exc, capture)  # mid-body: the client gets a cut answer
         if failure is not None:
             request.protocol.force_close()
             return Outcome(response, failure, pool.spec.name)
@@ -152,6 +159,17 @@ class _Exchange:
             headers["Content-Length"] = str(body.length)
 
 
+def _never(status: int) -> bool:
+    return False
+
+
+def _timed_out(pool: UpstreamPool, exc: BaseException, capture: Capture | None) -> Failure:
+    failure = pool.failure_from(exc)
+    if capture is not None:
+        capture.error = failure.kind
+    return failure
+
+
 def _worth_holding(exchange: _Exchange, may_fall_back: bool, retry_left: bool, status: int) -> bool:
     """Hold a 5xx back from the client only when something else will be tried instead."""
     if exchange.request.method not in IDEMPOTENT or not exchange.body.replayable:
@@ -183,7 +201,7 @@ def _code(failure: Failure) -> str:
             "breaker_open": "breaker_open"}.get(failure.kind, f"upstream_{failure.kind}")
 
 
-def _response_for(upstream: aiohttp.ClientResponse, rid: str, capture: Capture | None) -> RelayedResponse:
+def _response_for(upstream: Answer, rid: str, capture: Capture | None) -> RelayedResponse:
     response = RelayedResponse(status=upstream.status, reason=upstream.reason or None,
                                headers=client_headers(upstream.headers, rid=rid))
     if upstream.content_length is not None:
@@ -193,7 +211,7 @@ def _response_for(upstream: aiohttp.ClientResponse, rid: str, capture: Capture |
     return response
 
 
-async def _relay_body(upstream: aiohttp.ClientResponse, response: web.StreamResponse,
+async def _relay_body(upstream: Answer, response: web.StreamResponse,
                       pool: UpstreamPool, capture: Capture | None) -> Failure | None:
     content = upstream.content
     while True:

@@ -131,6 +131,8 @@ class EdgeHandler:
         status = served.response.status
         elapsed = time.monotonic() - started
         self.metrics.observe(served.route, served.upstream, request.method, status, elapsed)
+        if served.failure is None and not log.isEnabledFor(logging.INFO):
+            return  # the access line is off: do not build it
         fields = _fields(request, status, started, route=served.route, upstream=served.upstream)
         if served.fell_back:
             fields["fell_back"] = True

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import platform
+from typing import Any
 
 from prometheus_client import (CollectorRegistry, Counter, Gauge, Histogram, Info, disable_created_metrics,
                                generate_latest)
@@ -21,6 +22,7 @@ class Metrics:
 
     def __init__(self, version: str) -> None:
         self.registry = r = CollectorRegistry(auto_describe=True)
+        self._children: dict[tuple[str, str, bool, int], tuple[Any, Any]] = {}
         Info("strangler_build", "Version of this proxy.", registry=r).info(
             {"version": version, "python": platform.python_version()})
         self.requests = Counter(
@@ -78,9 +80,15 @@ class Metrics:
             "strangler_config_loaded_timestamp_seconds", "When the configuration in use was loaded.", registry=r)
 
     def observe(self, route: str, upstream: str, method: str, status: int, seconds: float) -> None:
-        method_class = "safe" if method in SAFE_METHODS else "unsafe"
-        self.requests.labels(route, upstream, method_class, f"{status // 100}xx").inc()
-        self.latency.labels(route, upstream).observe(seconds)
+        """One answered request. The labelled children are kept: labels() costs more than inc()."""
+        key = (route, upstream, method in SAFE_METHODS, status // 100)
+        children = self._children.get(key)
+        if children is None:
+            children = self._children[key] = (
+                self.requests.labels(route, upstream, "safe" if key[2] else "unsafe", f"{key[3]}xx"),
+                self.latency.labels(route, upstream))
+        children[0].inc()
+        children[1].observe(seconds)
 
     def breaker_changed(self, upstream: str, state: str) -> None:
         self.breaker_state.labels(upstream).set(BREAKER_STATES[state])

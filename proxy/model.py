@@ -155,7 +155,10 @@ class Match:
             return False
         if self.methods is not None and method not in self.methods:
             return False
-        return all(headers.get(name) == value for name, value in self.headers)
+        for name, value in self.headers:  # a plain loop: this runs for every route tried
+            if headers.get(name) != value:
+                return False
+        return True
 
     def covers(self, other: Match) -> bool:
         """True when every request `other` matches is also matched by this one."""

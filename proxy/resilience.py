@@ -127,7 +127,7 @@ class Resilience:
 
     def _for(self, upstream: Upstream) -> tuple[Upstream, Breaker, RetryBudget]:
         held = self._breakers.get(upstream.name)
-        if held is None or held[0] != upstream:
+        if held is None or (held[0] is not upstream and held[0] != upstream):
             held = (upstream, Breaker(upstream.name, upstream.breaker, self.clock, self.on_change),
                     RetryBudget(upstream.retry_budget, clock=self.clock))
             self._breakers[upstream.name] = held

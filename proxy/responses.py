@@ -24,8 +24,11 @@ class RelayedResponse(web.StreamResponse):
 
     aiohttp fills in Content-Type (application/octet-stream) and Server (its own version)
     when a response lacks them; a proxy must not invent either, so they are removed
-    again unless the upstream sent them.
+    again unless the upstream sent them. The headers leave with the first piece of the
+    body (or the end of it), one write instead of two for most answers.
     """
+
+    _send_headers_immediately = False
 
     async def _prepare_headers(self) -> None:
         invented = [name for name in (hdrs.CONTENT_TYPE, hdrs.SERVER) if name not in self.headers]

@@ -56,10 +56,9 @@ async def fetch(client: aiohttp.ClientSession, url: str) -> tuple[int, str, byte
 
 
 def idle_pooled(proxy, url: str | None = None) -> int:
-    """Idle keep-alive connections in the proxy's pools (to `url` only, if given). aiohttp's
-    connector keeps them in `_conns`; a connection in use is in `_acquired`."""
+    """Idle keep-alive connections in the proxy's pools (to `url` only, if given)."""
     pools = [p for p in proxy.proxy.live.current.all_pools() if url is None or p.spec.url == url]
-    return sum(len(held) for p in pools for held in p._session.connector._conns.values())
+    return sum(p.idle for p in pools)
 
 
 async def assert_nothing_left(proxy, fault: FaultProxy, tasks_before: int) -> None:
@@ -70,7 +69,7 @@ async def assert_nothing_left(proxy, fault: FaultProxy, tasks_before: int) -> No
     while True:
         pools = proxy.proxy.live.current.all_pools()
         busy = {p.spec.name: p.in_flight for p in pools if p.in_flight}
-        acquired = sum(len(p._session.connector._acquired) for p in pools)
+        acquired = sum(p.open - p.idle for p in pools)  # connections open and not idle: in use
         shadows = len(proxy.proxy.experiments._tasks)
         # each idle pooled connection keeps one aiohttp server task at its upstream; one through the
         # FaultProxy also keeps the FaultProxy's own three (the connection and its two directions)

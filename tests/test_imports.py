@@ -20,7 +20,7 @@ LAYERS = {
         "proxy.demo.orders"},
     2: {"proxy.target", "proxy.headers", "proxy.upstream", "proxy.routing", "proxy.forward",
         "proxy.responses", "proxy.live", "proxy.toggling", "proxy.experiment", "proxy.worker",
-        "proxy.resilience", "proxy.body"},
+        "proxy.resilience", "proxy.body", "proxy.deadline"},
     3: {"proxy.handler", "proxy.admin", "proxy.edge", "proxy.explain"},
     4: {"proxy.app", "proxy.cli", "proxy.__main__", "proxy.demo.run", "proxy.report_cli"},
 }
