@@ -6,6 +6,7 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from aiohttp import web
 from aiohttp.http import HttpVersion10, HttpVersion11
@@ -16,7 +17,7 @@ from proxy.experiment import Experiments, Shadow
 from proxy.forward import Forwarder, Outcome
 from proxy.headers import request_id, upstream_headers
 from proxy.live import Generation, LiveConfig
-from proxy.logs import REQUEST_ID
+from proxy.logs import REQUEST_ID, AccessLog
 from proxy.metrics import Metrics
 from proxy.model import Decision, RequestFacts, RequestRecord
 from proxy.responses import error_response
@@ -25,7 +26,6 @@ from proxy.target import Refusal, Target, parse_target
 from proxy.toggling import VerdictLog
 from proxy.upstream import Failure
 
-log = logging.getLogger("strangler.access")
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +46,7 @@ class EdgeHandler:
         self.live, self.metrics = live, metrics
         self.experiments, self.forwarder = experiments, forwarder
         self.verdicts = VerdictLog()
+        self.access = AccessLog()
         self.in_flight = 0
 
     async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
@@ -59,7 +60,7 @@ class EdgeHandler:
         try:
             served = await self._serve(request, rid)
         except asyncio.CancelledError:
-            log.info("client went away", extra=_fields(request, 499, started))
+            self.access.write(logging.INFO, "client went away", _fields(request, 499, started, request_id=rid))
             raise
         finally:
             self.in_flight -= 1
@@ -131,17 +132,20 @@ class EdgeHandler:
         status = served.response.status
         elapsed = time.monotonic() - started
         self.metrics.observe(served.route, served.upstream, request.method, status, elapsed)
-        if served.failure is None and not log.isEnabledFor(logging.INFO):
+        if served.failure is not None:
+            self.metrics.upstream_errors.labels(served.upstream, served.failure.kind).inc()
+        level = logging.INFO if served.failure is None else logging.WARNING
+        if not self.access.enabled(level):
             return  # the access line is off: do not build it
-        fields = _fields(request, status, started, route=served.route, upstream=served.upstream)
+        fields = _fields(request, status, started, route=served.route, upstream=served.upstream,
+                         request_id=REQUEST_ID.get())
         if served.fell_back:
             fields["fell_back"] = True
         if served.failure is None:
-            log.info("request", extra=fields)
+            self.access.write(level, "request", fields)
             return
-        self.metrics.upstream_errors.labels(served.upstream, served.failure.kind).inc()
         fields.update(failure=served.failure.kind, detail=served.failure.detail)
-        log.warning("upstream failed", extra=fields)
+        self.access.write(level, "upstream failed", fields)
 
 
 async def _send_and_hang_up(request: web.BaseRequest, response: web.StreamResponse) -> web.StreamResponse:
@@ -164,6 +168,6 @@ def _refusal(request: web.BaseRequest) -> Refusal | None:
     return None
 
 
-def _fields(request: web.BaseRequest, status: int, started: float, **more: str) -> dict:
+def _fields(request: web.BaseRequest, status: int, started: float, **more: Any) -> dict:
     return {"method": request.method, "path": request.raw_path.partition("?")[0], "status": status,
             "ms": round((time.monotonic() - started) * 1000, 2), "client": request.remote, **more}

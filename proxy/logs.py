@@ -1,11 +1,21 @@
-"""Structured logs: one JSON object a line, carrying the request id of the request being served."""
+"""Structured logs: one JSON object a line, carrying the request id of the request being served.
+
+Everything goes through `logging`, except the access line (one per request), which has a
+path of its own: the same JSON object, written in batches, because at INFO the logging
+module cost the proxy more than the proxying did.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import json
+from json.encoder import encode_basestring
 import logging
 import sys
+import time
 from contextvars import ContextVar
-from typing import TextIO
+from datetime import datetime, timezone
+from typing import Any, TextIO
 
 from pythonjsonlogger.json import JsonFormatter
 
@@ -23,8 +33,64 @@ class RequestIdFilter(logging.Filter):
         return True
 
 
+ACCESS = "strangler.access"
+_stream: TextIO | None = None  # where setup() sent the logs; stderr until then
+
+
+class AccessLog:
+    """One JSON line per request, as `logging` would write it, written every 50 ms (or 256 lines)."""
+
+    FLUSH_SECONDS, FLUSH_LINES = 0.05, 256
+
+    def __init__(self) -> None:
+        self._logger = logging.getLogger(ACCESS)
+        self._lines: list[str] = []
+        self._second, self._prefix = -1, ""
+
+    def write(self, level: int, msg: str, fields: dict[str, Any]) -> None:
+        if not self._logger.isEnabledFor(level):
+            return
+        # What json.dumps would write, without building a dict for it: the keys are fixed.
+        pairs = "".join(f', "{key}": {_json(value)}' for key, value in fields.items())
+        self._lines.append(f'{{"level": "{logging.getLevelName(level)}", "logger": "{ACCESS}", "msg": {_json(msg)}'
+                           f'{pairs}, "ts": "{self._now()}"}}')
+        if len(self._lines) == 1:
+            asyncio.get_running_loop().call_later(self.FLUSH_SECONDS, self.flush)
+        elif len(self._lines) >= self.FLUSH_LINES:
+            self.flush()
+
+    def _now(self) -> str:
+        """The ISO time logging would write, its date and second formatted once a second."""
+        now = time.time()
+        second = int(now)
+        if second != self._second:
+            self._second = second
+            self._prefix = datetime.fromtimestamp(second, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+        return f"{self._prefix}.{int((now - second) * 1e6):06d}+00:00"
+
+    def enabled(self, level: int) -> bool:
+        return self._logger.isEnabledFor(level)
+
+    def flush(self) -> None:
+        if self._lines:
+            stream = _stream or sys.stderr
+            stream.write("\n".join(self._lines) + "\n")
+            stream.flush()
+            self._lines.clear()
+
+
+def _json(value: Any) -> str:
+    if isinstance(value, str):
+        return encode_basestring(value)
+    if value is None or isinstance(value, (bool, int, float)):
+        return json.dumps(value)
+    return encode_basestring(str(value))
+
+
 def setup(level: str = "INFO", stream: TextIO | None = None) -> None:
     """Send all logging to `stream` (stderr) as JSON lines at `level` and above."""
+    global _stream
+    _stream = stream
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter(
         "{levelname}{name}{message}", style="{", timestamp="ts",
