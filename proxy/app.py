@@ -61,6 +61,7 @@ class Proxy:
         self.worker = ComparisonWorker(DeepDiffComparator())
         self.resilience = Resilience(on_change=self.metrics.breaker_changed)
         self.experiments = Experiments(self.worker, self.sink, self.metrics, self.resilience)
+        self.handler: EdgeHandler | None = None
         self._edge: web.BaseRunner | None = None
         self._admin: web.BaseRunner | None = None
         self._watcher: asyncio.Task[None] | None = None
@@ -81,7 +82,8 @@ class Proxy:
         self.live = live = LiveConfig(self.options.config_path, self.config, self.metrics, toggles_for)
         live.start()
         server = self.config.server
-        handler = EdgeHandler(live, self.metrics, self.experiments, Forwarder(self.resilience, self.metrics))
+        self.handler = handler = EdgeHandler(live, self.metrics, self.experiments,
+                                             Forwarder(self.resilience, self.metrics))
         edge = EdgeServer(handler, handler_cancellation=True, access_log=None,
                           keepalive_timeout=server.keepalive_timeout, header_timeout=server.header_timeout)
         self._edge = web.ServerRunner(edge, shutdown_timeout=self.options.drain_timeout)
@@ -120,6 +122,8 @@ class Proxy:
                 await self._watcher
         if self._edge is not None:
             await self._edge.cleanup()  # admin keeps answering /readyz (503) while the edge drains
+        if self.handler is not None:
+            self.handler.access.flush()  # the access lines of the requests that just finished
         await self.experiments.drain(timeout=5.0)
         await asyncio.to_thread(self.sink.close)
         await asyncio.to_thread(self.worker.close)
