@@ -10,15 +10,14 @@ import asyncio
 import hmac
 import sqlite3
 from datetime import datetime, timezone
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, Protocol
 
 from aiohttp import web
 
 from proxy.buildinfo import BuildInfo
 from proxy.live import LiveConfig
-from proxy.metrics import CONTENT_TYPE, Metrics
+from proxy.metrics import CONTENT_TYPE
 from proxy.model import Config
-from proxy.resilience import Resilience
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 # The report holds upstreams' bodies: no script, no fetch, nothing but its own inline styles and data: images.
@@ -37,32 +36,39 @@ class Lifecycle:
         return self.state == "ready"
 
 
-def create_admin_app(live: LiveConfig, metrics: Metrics, lifecycle: Lifecycle, build: BuildInfo,
-                     token: str | None, report: Callable[[], str], resilience: Resilience) -> web.Application:
-    """`report` makes the HTML divergence report; it reads SQLite, so it runs in a thread."""
+class AdminView(Protocol):
+    """What the admin listener shows: one proxy process's, or a supervisor's over its workers."""
 
+    lifecycle: Lifecycle
+
+    def status(self) -> dict[str, Any]: ...
+
+    def metrics_text(self) -> bytes: ...
+
+    def report(self) -> str:
+        """The HTML divergence report; it reads SQLite, so it is called in a thread."""
+        ...
+
+
+def create_admin_app(view: AdminView, token: str | None) -> web.Application:
     async def healthz(_: web.Request) -> web.Response:
         return _json({"status": "ok"})
 
     async def readyz(_: web.Request) -> web.Response:
-        return _json({"status": lifecycle.state}, 200 if lifecycle.ready else 503)
+        return _json({"status": view.lifecycle.state}, 200 if view.lifecycle.ready else 503)
 
     async def status_page(_: web.Request) -> web.Response:
-        return _json(status(live, lifecycle, build, resilience.states()))
+        return _json(view.status())
 
     async def metrics_page(_: web.Request) -> web.Response:
-        for name, pool in live.current.pools.items():
-            metrics.in_flight.labels(name).set(pool.in_flight)
-        for name, pool in live.current.shadow_pools.items():
-            metrics.shadow_in_flight.labels(name).set(pool.in_flight)
-        return web.Response(body=metrics.render(), headers={"Content-Type": CONTENT_TYPE})
+        return web.Response(body=view.metrics_text(), headers={"Content-Type": CONTENT_TYPE})
 
     app = web.Application(middlewares=[_json_errors, _bearer(token)])
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/status", status_page)
     app.router.add_get("/metrics", metrics_page)
-    app.router.add_get("/reports", _reports_page(report))
+    app.router.add_get("/reports", _reports_page(view.report))
     return app
 
 

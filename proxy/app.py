@@ -13,13 +13,13 @@ import os
 import signal
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, Coroutine
 
 from aiohttp import web
 
 from comparators.deep import DeepDiffComparator
 from proxy import __version__
-from proxy.admin import Lifecycle, create_admin_app
+from proxy.admin import Lifecycle, create_admin_app, status
 from proxy.buildinfo import BuildInfo
 from proxy.edge import EdgeServer
 from proxy.experiment import Experiments
@@ -44,6 +44,7 @@ class Options:
     listen: Address | None = None  # overrides routes.yaml's `listen`
     drain_timeout: float = 30.0
     watch_interval: float = WATCH_INTERVAL
+    worker: int | None = None  # a worker of `serve --workers N`: no admin listener, a shared edge port
 
 
 class Proxy:
@@ -64,7 +65,8 @@ class Proxy:
         self.handler: EdgeHandler | None = None
         self._edge: web.BaseRunner | None = None
         self._admin: web.BaseRunner | None = None
-        self._watcher: asyncio.Task[None] | None = None
+        self._chores: list[asyncio.Task[None]] = []
+        self.build: BuildInfo | None = None
 
     async def start(self) -> None:
         require_c_parser()
@@ -79,6 +81,8 @@ class Proxy:
 
     async def _start(self) -> None:
         self.sink.start()
+        if any(route.parallel_run.enabled for route in self.config.routes):
+            self.worker.start()
         self.live = live = LiveConfig(self.options.config_path, self.config, self.metrics, toggles_for)
         live.start()
         server = self.config.server
@@ -87,13 +91,31 @@ class Proxy:
         edge = EdgeServer(handler, handler_cancellation=True, access_log=None,
                           keepalive_timeout=server.keepalive_timeout, header_timeout=server.header_timeout)
         self._edge = web.ServerRunner(edge, shutdown_timeout=self.options.drain_timeout)
-        self.edge_address = await _listen(self._edge, self.options.listen or self.config.listen)
-        token = os.environ.get(self.config.admin.token_env) if self.config.admin.token_env else None
-        admin = create_admin_app(live, self.metrics, self.lifecycle, BuildInfo.collect(), token or None,
-                                 self.report, self.resilience)
-        self._admin = web.AppRunner(admin, access_log=None)
-        self.admin_address = await _listen(self._admin, self.config.admin.listen)
-        self._watcher = asyncio.create_task(live.watch(self.options.watch_interval))
+        worker = self.options.worker is not None
+        self.edge_address = await listen(self._edge, self.options.listen or self.config.listen, reuse_port=worker)
+        self._chores.append(asyncio.create_task(live.watch(self.options.watch_interval)))
+        if worker:  # the supervisor shows this process's gauges, read from other processes
+            self._chores.append(asyncio.create_task(self._refresh_gauges()))
+            return
+        self.build = BuildInfo.collect()
+        self._admin = web.AppRunner(create_admin_app(self, admin_token(self.config)), access_log=None)
+        self.admin_address = await listen(self._admin, self.config.admin.listen)
+
+    async def _refresh_gauges(self) -> None:
+        while True:
+            self.metrics.refresh(self.live.current.pools, self.live.current.shadow_pools)
+            self.metrics.worker_requests.labels(str(self.options.worker)).set(self.handler.answered)
+            await asyncio.sleep(1.0)
+
+    def status(self) -> dict[str, Any]:
+        """/status: this process, its configuration, toggles and upstreams."""
+        assert self.live is not None
+        return status(self.live, self.lifecycle, self.build, self.resilience.states())
+
+    def metrics_text(self) -> bytes:
+        assert self.live is not None
+        self.metrics.refresh(self.live.current.pools, self.live.current.shadow_pools)
+        return self.metrics.render()
 
     def report(self) -> str:
         """The HTML report on this proxy's database, what is queued for it written first (blocks: a thread's)."""
@@ -116,10 +138,10 @@ class Proxy:
 
     async def _close(self) -> None:
         """In order: the edge (in-flight requests finish), their shadows, the store, admin, the pools."""
-        if self._watcher is not None:
-            self._watcher.cancel()
+        for chore in self._chores:
+            chore.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._watcher
+                await chore
         if self._edge is not None:
             await self._edge.cleanup()  # admin keeps answering /readyz (503) while the edge drains
         if self.handler is not None:
@@ -133,12 +155,29 @@ class Proxy:
             await self.live.close()
 
 
-async def _listen(runner: web.BaseRunner, address: Address) -> Address:
+def admin_token(config: Config) -> str | None:
+    """The admin bearer token, from the environment variable routes.yaml names (if set)."""
+    return (os.environ.get(config.admin.token_env) or None) if config.admin.token_env else None
+
+
+async def listen(runner: web.BaseRunner, address: Address, reuse_port: bool = False) -> Address:
     await runner.setup()
-    site = web.TCPSite(runner, address.host, address.port, backlog=1024)
+    site = web.TCPSite(runner, address.host, address.port, backlog=1024, reuse_port=reuse_port or None)
     await site.start()
     host, port = runner.addresses[0][:2]
     return Address(host, port)
+
+
+def run_loop(start: Callable[[], Coroutine[Any, Any, int]]) -> int:
+    """Run `start()` to its end on uvloop when it is installed (a faster event loop), else asyncio's."""
+    try:
+        import uvloop
+
+        loop_factory = uvloop.new_event_loop
+    except ImportError:
+        loop_factory = None
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        return runner.run(start())
 
 
 def toggles_for(config: Config, previous: Toggles | None) -> Toggles:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import sys
@@ -13,7 +12,7 @@ from multidict import CIMultiDict
 
 from proxy import config as config_file
 from proxy import logs, report_cli
-from proxy.app import Options, serve, toggles_for
+from proxy.app import Options, run_loop, serve, toggles_for
 from proxy.errors import ConfigError
 from proxy.explain import explain
 from proxy.model import Address, Config
@@ -39,7 +38,8 @@ def _parser() -> argparse.ArgumentParser:
     serve_cmd = commands.add_parser("serve", parents=[common], help="run the edge proxy and the admin listener")
     serve_cmd.add_argument("--host", help="edge listen address (overrides routes.yaml)")
     serve_cmd.add_argument("--port", type=int, help="edge listen port (overrides routes.yaml)")
-    serve_cmd.add_argument("--workers", type=int, default=1, help="processes to run (1 for now)")
+    serve_cmd.add_argument("--workers", type=int, default=1,
+                           help="proxy processes sharing the edge port (default 1; about one per core)")
     serve_cmd.add_argument("--drain-timeout", type=float, default=30.0,
                            help="seconds in-flight requests get to finish on SIGTERM (default 30)")
     serve_cmd.set_defaults(run=_serve)
@@ -108,15 +108,19 @@ def _explain(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    if args.workers != 1:
-        print("strangler serve: only --workers 1 is supported so far", file=sys.stderr)
+    if args.workers < 1:
+        print("strangler serve: --workers must be at least 1", file=sys.stderr)
         return EXIT_USAGE
     config = _load(args)
     if config is None:
         return EXIT_INVALID
     listen = Address(args.host or config.listen.host, args.port if args.port is not None else config.listen.port)
     options = Options(args.config, listen=listen, drain_timeout=args.drain_timeout)
-    return _run(lambda: serve(options, config))
+    if args.workers == 1:
+        return _run(lambda: serve(options, config))
+    from proxy.supervisor import supervise
+
+    return _run(lambda: supervise(options, config, args.workers, args.log_level))
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -129,16 +133,9 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _run(start: Callable[[], Coroutine[Any, Any, int]]) -> int:
-    """Run on uvloop when it is installed; report start-up failures in one line."""
+    """Run until stopped; report start-up failures in one line."""
     try:
-        import uvloop
-
-        loop_factory = uvloop.new_event_loop
-    except ImportError:
-        loop_factory = None
-    try:
-        with asyncio.Runner(loop_factory=loop_factory) as runner:
-            return runner.run(start())
+        return run_loop(start)
     except (OSError, RuntimeError) as exc:
         print(f"strangler: {exc}", file=sys.stderr)
         return EXIT_INVALID

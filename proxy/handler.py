@@ -48,6 +48,7 @@ class EdgeHandler:
         self.verdicts = VerdictLog()
         self.access = AccessLog()
         self.in_flight = 0
+        self.answered = 0
 
     async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
         rid = request_id(request.headers)
@@ -129,6 +130,7 @@ class EdgeHandler:
         self.verdicts.note(decision.route.name, check.name, check.verdict)
 
     def _record(self, request: web.BaseRequest, served: Served, started: float) -> None:
+        self.answered += 1
         status = served.response.status
         elapsed = time.monotonic() - started
         self.metrics.observe(served.route, served.upstream, request.method, status, elapsed)

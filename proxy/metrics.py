@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import platform
-from typing import Any
+from typing import Any, Mapping
 
-from prometheus_client import (CollectorRegistry, Counter, Gauge, Histogram, Info, disable_created_metrics,
-                               generate_latest)
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 disable_created_metrics()  # the *_created series double the output and help no dashboard
@@ -23,8 +22,9 @@ class Metrics:
     def __init__(self, version: str) -> None:
         self.registry = r = CollectorRegistry(auto_describe=True)
         self._children: dict[tuple[str, str, bool, int], tuple[Any, Any]] = {}
-        Info("strangler_build", "Version of this proxy.", registry=r).info(
-            {"version": version, "python": platform.python_version()})
+        # a gauge rather than an Info: Info does not work across worker processes
+        Gauge("strangler_build_info", "Version of this proxy.", ["version", "python"], registry=r,
+              multiprocess_mode="max").labels(version, platform.python_version()).set(1)
         self.requests = Counter(
             "strangler_requests", "Client requests answered, by route, upstream, method class and status class.",
             ["route", "upstream", "method_class", "status_class"], registry=r)
@@ -38,7 +38,11 @@ class Metrics:
             "strangler_upstream_errors", "Upstream exchanges that failed, by kind.",
             ["upstream", "kind"], registry=r)
         self.in_flight = Gauge(
-            "strangler_upstream_in_flight", "Requests in flight to each upstream.", ["upstream"], registry=r)
+            "strangler_upstream_in_flight", "Requests in flight to each upstream.", ["upstream"], registry=r,
+            multiprocess_mode="livesum")
+        self.worker_requests = Gauge(
+            "strangler_worker_requests", "Requests each worker process has answered (with --workers).",
+            ["worker"], registry=r, multiprocess_mode="livemax")
         self.toggle_verdicts = Counter(
             "strangler_toggle_verdicts", "Toggle evaluations by verdict: on, off, and the ones that fell back "
             "to legacy for want of an answer (unknown, not_synced, error).",
@@ -57,7 +61,8 @@ class Metrics:
             "strangler_report_problems", "Divergence store trouble, by kind: queue_full (dropped), write_failed.",
             ["kind"], registry=r)
         self.shadow_in_flight = Gauge(
-            "strangler_shadow_in_flight", "Shadow requests in flight to each upstream.", ["upstream"], registry=r)
+            "strangler_shadow_in_flight", "Shadow requests in flight to each upstream.", ["upstream"], registry=r,
+            multiprocess_mode="livesum")
         self.retries = Counter(
             "strangler_retries", "Attempts sent again, by route, upstream and what failed before "
             "(refused, broken, status, timeout, stale_connection).", ["route", "upstream", "reason"], registry=r)
@@ -68,8 +73,8 @@ class Metrics:
             "strangler_shed_requests", "Requests turned away at once with 503, by where the limit was "
             "(listener, upstream).", ["scope"], registry=r)
         self.breaker_state = Gauge(
-            "strangler_breaker_state", "Each upstream's circuit breaker: 0 closed, 1 half-open, 2 open.",
-            ["upstream"], registry=r)
+            "strangler_breaker_state", "Each upstream's circuit breaker: 0 closed, 1 half-open, 2 open "
+            "(with --workers, the most open of the workers').", ["upstream"], registry=r, multiprocess_mode="livemax")
         self.breaker_changes = Counter(
             "strangler_breaker_transitions", "Circuit breaker state changes, by upstream and new state.",
             ["upstream", "state"], registry=r)
@@ -77,7 +82,8 @@ class Metrics:
             "strangler_config_reloads", "Attempts to load routes.yaml, by result (ok, invalid, unchanged).",
             ["result"], registry=r)
         self.config_loaded_at = Gauge(
-            "strangler_config_loaded_timestamp_seconds", "When the configuration in use was loaded.", registry=r)
+            "strangler_config_loaded_timestamp_seconds", "When the configuration in use was loaded.", registry=r,
+            multiprocess_mode="livemin")
 
     def observe(self, route: str, upstream: str, method: str, status: int, seconds: float) -> None:
         """One answered request. The labelled children are kept: labels() costs more than inc()."""
@@ -89,6 +95,13 @@ class Metrics:
                 self.latency.labels(route, upstream))
         children[0].inc()
         children[1].observe(seconds)
+
+    def refresh(self, pools: Mapping[str, Any], shadow_pools: Mapping[str, Any]) -> None:
+        """Gauges read off the pools (at scrape time, or every second in a worker process)."""
+        for name, pool in pools.items():
+            self.in_flight.labels(name).set(pool.in_flight)
+        for name, pool in shadow_pools.items():
+            self.shadow_in_flight.labels(name).set(pool.in_flight)
 
     def breaker_changed(self, upstream: str, state: str) -> None:
         self.breaker_state.labels(upstream).set(BREAKER_STATES[state])

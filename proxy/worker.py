@@ -18,10 +18,19 @@ class ComparisonWorker:
         self.comparator = comparator
         self._pool: ProcessPoolExecutor | None = None
 
-    async def __call__(self, legacy: Observation, new: Observation, spec: CompareSpec) -> Comparison:
+    def start(self) -> None:
+        """Start the worker process now rather than at the first comparison: it takes about a second,
+        and comparisons arriving meanwhile would pile up."""
+        self._executor().submit(int)
+
+    def _executor(self) -> ProcessPoolExecutor:
         if self._pool is None:
             # spawn, not fork: the proxy has threads (the SDK's, the store's) a fork would copy mid-step
             self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+        return self._pool
+
+    async def __call__(self, legacy: Observation, new: Observation, spec: CompareSpec) -> Comparison:
+        self._executor()
         try:
             return await asyncio.get_running_loop().run_in_executor(self._pool, self.comparator.compare,
                                                                     legacy, new, spec)
