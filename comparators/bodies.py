@@ -20,6 +20,7 @@ TEXT_TYPES = ("text/", "application/xml", "application/javascript", "application
 class Lifted:
     kind: str  # json | text | bytes
     value: Any
+    booleans: bool = True  # JSON that may hold true/false (then True == 1 must not pass for equal)
 
 
 def lift(observation: Observation) -> Lifted:
@@ -27,7 +28,7 @@ def lift(observation: Observation) -> Lifted:
     media = (observation.header("content-type") or "").split(";")[0].strip().lower()
     if media == "application/json" or media.endswith("+json"):
         try:
-            return Lifted("json", json.loads(body))
+            return Lifted("json", json.loads(body), b"true" in body or b"false" in body)
         except ValueError:
             pass
     if not media or media.startswith(TEXT_TYPES) or media.endswith(("+xml", "/json")):

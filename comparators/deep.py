@@ -1,7 +1,8 @@
-"""The comparator of record: status, the named headers, and the body (deepdiff for JSON).
+"""The comparator of record: status, the named headers, and the body.
 
-JSON is compared field by field (threshold_to_diff_deeper=0, so a changed field is
-reported where it is, not as its whole parent), honouring ignore_paths, ignore_order and
+JSON is compared field by field (comparators.walk: identical subtrees skipped, lists
+aligned by DeepDiff with threshold_to_diff_deeper=0, so a changed field is reported where
+it is, not as its whole parent), honouring ignore_paths, ignore_order and
 float_tolerance; an integer and an equal float are the same number, as JSON readers see
 them. Other text is compared whole, and anything else by digest.
 """
@@ -13,14 +14,11 @@ import json
 from itertools import zip_longest
 from typing import Any
 
-from deepdiff import DeepDiff
-
+from comparators import walk
 from comparators.bodies import Lifted, lift
 from proxy.model import CompareSpec, Comparison, Difference, Observation
-from proxy.paths import covers, format_path
+from proxy.paths import covers
 
-KINDS = {"values_changed": "changed", "type_changes": "type", "dictionary_item_added": "added",
-         "iterable_item_added": "added", "dictionary_item_removed": "removed", "iterable_item_removed": "removed"}
 EXCERPT = 200  # characters of a differing text line kept in a difference
 
 
@@ -33,7 +31,7 @@ class DeepDiffComparator:
             return Comparison(tuple(found), "none")
         found += _headers(legacy, new, spec.headers)
         kind, body = _bodies(lift(legacy), lift(new), spec)
-        found += [d for d in body if not any(covers(p, d.path) for p in spec.ignore_paths)]
+        found += [d for d in body if not any(covers(p, d.path) for p in spec.ignore_paths)]  # `$` for text
         return Comparison(tuple(found), kind)
 
 
@@ -54,25 +52,12 @@ def _headers(legacy: Observation, new: Observation, names: tuple[str, ...]) -> l
 
 def _bodies(legacy: Lifted, new: Lifted, spec: CompareSpec) -> tuple[str, list[Difference]]:
     if legacy.kind == new.kind == "json":
-        return "json", _json(legacy.value, new.value, spec)
+        return "json", walk.differences(legacy.value, new.value, spec, legacy.booleans or new.booleans)
     texts = [_as_text(x) for x in (legacy, new)]
     if None not in texts:
         return "text", _text(texts[0], texts[1])
     digests = [f"sha256:{hashlib.sha256(_as_bytes(x)).hexdigest()[:16]}" for x in (legacy, new)]
     return "digest", [] if digests[0] == digests[1] else [Difference("$", *digests)]
-
-
-def _json(legacy: Any, new: Any, spec: CompareSpec) -> list[Difference]:
-    diff = DeepDiff(legacy, new, view="tree", threshold_to_diff_deeper=0, ignore_order=spec.ignore_order,
-                    ignore_numeric_type_changes=True, math_epsilon=spec.float_tolerance or None)
-    found = []
-    for report, levels in diff.items():
-        kind = KINDS.get(report, "changed")
-        for level in levels:
-            path = format_path(level.path(output_format="list"))
-            found.append(Difference(path, None if kind == "added" else level.t1,
-                                    None if kind == "removed" else level.t2, kind))
-    return sorted(found, key=lambda d: d.path)
 
 
 def _text(legacy: str, new: str) -> list[Difference]:
