@@ -59,9 +59,10 @@ class Proxy:
         self.edge_address: Address | None = None
         self.admin_address: Address | None = None
         self.sink = SqliteSink(config.reports, on_problem=lambda kind: self.metrics.report_problems.labels(kind).inc())
-        self.worker = ComparisonWorker(DeepDiffComparator())
+        comparator = DeepDiffComparator()
+        self.worker = ComparisonWorker(comparator)
         self.resilience = Resilience(on_change=self.metrics.breaker_changed)
-        self.experiments = Experiments(self.worker, self.sink, self.metrics, self.resilience)
+        self.experiments = Experiments(comparator, self.worker, self.sink, self.metrics, self.resilience)
         self.handler: EdgeHandler | None = None
         self._edge: web.BaseRunner | None = None
         self._admin: web.BaseRunner | None = None
