@@ -50,16 +50,16 @@ def install() -> None:
 def install_chromium() -> str:
     """Debian's Chromium, for the report's browser test (Playwright drives it; it downloads none)."""
     if not Path(CHROMIUM).exists():
-        _apt("chromium")
+        apt_install("chromium")
     return CHROMIUM
 
 
 def install_unleash() -> None:
     """PostgreSQL (Debian's package) and unleash-server (npm)."""
     if _pg_bin() is None:
-        _apt("postgresql")
+        apt_install("postgresql")
     if shutil.which("node") is None:
-        _apt("nodejs", "npm")
+        apt_install("nodejs", "npm")
     if not (UNLEASH_DIR / "node_modules" / "unleash-server").is_dir():
         UNLEASH_DIR.mkdir(parents=True, exist_ok=True)
         print(f"installing unleash-server {UNLEASH_VERSION} into {UNLEASH_DIR} (about a minute)", flush=True)
@@ -67,7 +67,7 @@ def install_unleash() -> None:
                         f"unleash-server@{UNLEASH_VERSION}"], cwd=UNLEASH_DIR, check=True)
 
 
-def _apt(*packages: str) -> None:
+def apt_install(*packages: str) -> None:
     if os.geteuid() != 0:
         raise RuntimeError(f"the tests need {', '.join(packages)}: apt-get install them (or run .ci/run)")
     subprocess.run(["apt-get", "update", "-q"], check=True, stdout=subprocess.DEVNULL)

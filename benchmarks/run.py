@@ -1,0 +1,294 @@
+"""The performance benchmark: strangler against nginx and a naive aiohttp proxy, in one run.
+
+    python -m benchmarks.run
+
+An nginx upstream answers a small JSON document (and a 200 KiB one); nginx with one
+worker proxies to it as the reference, and so do a naive aiohttp proxy and strangler
+(one process with and without a parallel run, then two workers). wrk drives each in
+turn on this machine; only the ratios printed at the end mean anything, since the
+absolute figures move with the machine and whatever else it is doing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+
+from benchmarks import diffs
+from tests.helpers import free_port
+from tests.servers import apt_install
+
+SMALL = '{"id":1,"name":"item","price":10,"currency":"EUR","tags":["a","b"]}'
+NAIVE = Path(__file__).with_name("naive_proxy.py")
+HEADER = f"{'':<52} {'req/s':>10} {'p50 ms':>9} {'p99 ms':>9} {'non-2xx':>8}"
+# Light load: 4 connections, each pausing 10 ms between requests (about 400 requests/s), so the
+# proxy is not saturated and latency is latency, not the inverse of throughput.
+PACE = "function delay()\n  return 10\nend\n"
+
+
+@dataclass
+class Run:
+    """One wrk run: requests per second, latency percentiles (ms), answers that were not 2xx."""
+
+    name: str
+    rps: float
+    p50: float
+    p99: float
+    non_2xx: int
+
+    def row(self) -> str:
+        return f"{self.name:<52} {self.rps:>10,.0f} {self.p50:>9.2f} {self.p99:>9.2f} {self.non_2xx:>8}"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=int, default=5, help="length of each wrk run (default 5)")
+    args = parser.parse_args()
+    for tool in ("nginx", "wrk"):
+        if not (shutil.which(tool) or Path(f"/usr/sbin/{tool}").exists()):
+            apt_install(tool)
+    with tempfile.TemporaryDirectory(prefix="strangler-bench-") as scratch, ExitStack() as running:
+        return Bench(Path(scratch), running, args.seconds).run()
+
+
+class Bench:
+    def __init__(self, scratch: Path, running: ExitStack, seconds: int) -> None:
+        self.scratch, self.running, self.seconds = scratch, running, seconds
+        self.ports: dict[str, int] = {}
+        self.admins: dict[str, int] = {}
+        self.pids: dict[str, int] = {}
+
+    def run(self) -> int:
+        self.start_nginx()
+        self.ports["naive"] = free_port()
+        self.start(str(NAIVE), str(self.ports["naive"]), str(self.ports["upstream"]))
+        for name, parallel in (("strangler", None), ("parallel", 1.0), ("memory", 0.2)):
+            self.start_strangler(name, parallel)
+        print(f"strangler benchmark, {time.strftime('%Y-%m-%d %H:%M %Z')}, {machine()}\n")
+        print("under load: wrk -t1 -c50\n" + HEADER, flush=True)
+        loaded = [self.wrk(*spec, 50) for spec in (("direct to the nginx upstream", "upstream"),
+                                                    ("nginx as proxy, 1 worker", "nginx"),
+                                                    ("naive aiohttp proxy (uvloop)", "naive"),
+                                                    ("strangler, 1 process", "strangler"),
+                                                    ("strangler, 1 process, parallel run on all", "parallel"))]
+        self.start_strangler("workers", None, workers=2)
+        loaded.append(self.wrk("strangler, 2 workers", "workers", 50))
+        print("\nlight load: wrk -t1 -c4, 10 ms between a connection's requests\n" + HEADER, flush=True)
+        light = [self.wrk(*spec, 4, paced=True) for spec in (("direct to the nginx upstream", "upstream"),
+                                                  ("strangler, 1 process", "strangler"),
+                                                  ("strangler, 1 process, parallel run on all", "parallel"))]
+        burst = self.burst()
+        memory = self.memory()
+        Report(loaded, light, burst, memory, diffs.measure()).print()
+        return 0
+
+    def burst(self) -> list[Run | dict[str, float]]:
+        """200 KiB JSON answers that differ: a comparison takes milliseconds, far more come in than the
+        worker can compare. The queue must stay bounded (the rest skipped and counted) and the
+        client's latency must not move."""
+        print("\n200 KiB answers that differ, wrk -t1 -c4 (latency paced as above, then a burst)\n" + HEADER)
+        quiet = [self.wrk("strangler, 1 process, 200 KiB, paced", "strangler", 4, "/big", paced=True),
+                 self.wrk("strangler, 1 process, 200 KiB, parallel run on all, paced", "parallel", 4, "/big",
+                          paced=True)]
+        before = self.counters("parallel")
+        self.wrk("strangler, 200 KiB, parallel run on all, burst: -c50", "parallel", 50, "/big")
+        after = self.counters("parallel")
+        return [*quiet, {key: after.get(key, 0) - before.get(key, 0) for key in after}]
+
+    def memory(self) -> tuple[int, int, int]:
+        """RSS (KiB) of one strangler process after 10,000 and after 200,000 requests (a parallel run
+        on a fifth of them), and how many requests that was."""
+        self.drive("memory", 10_000)
+        early = rss(self.pids["memory"])
+        served = self.drive("memory", 200_000)
+        return early, rss(self.pids["memory"]), served
+
+    def drive(self, name: str, until: int) -> int:
+        url = f"http://127.0.0.1:{self.ports[name]}/api/items/1"
+        while (served := int(self.counters(name).get("requests", 0))) < until:
+            subprocess.run(["wrk", "-t1", "-c50", "-d2s", url], capture_output=True, check=True)
+            print(f"  driving the memory instance: {served:,} requests", end="\r", flush=True)
+        print(" " * 60, end="\r")
+        return served
+
+    def counters(self, name: str) -> dict[str, float]:
+        text = _get(f"http://127.0.0.1:{self.admins[name]}/metrics").decode()
+        found = {"requests": 0.0}
+        for metric, labels, value in re.findall(r"^(strangler_\w+)\{(.*)\} (\S+)$", text, re.M):
+            if metric == "strangler_requests_total":
+                found["requests"] += float(value)
+            elif metric == "strangler_comparisons_total":
+                found["compared"] = found.get("compared", 0) + float(value)
+            elif metric == "strangler_shadows_skipped_total":
+                reason = re.search(r'reason="(\w+)"', labels)[1]
+                found[f"skipped: {reason}"] = found.get(f"skipped: {reason}", 0) + float(value)
+        return found
+
+    def wrk(self, name: str, target: str, connections: int, path: str = "/api/items/1", paced: bool = False) -> Run:
+        url = f"http://127.0.0.1:{self.ports[target]}{path}"
+        pace = ["-s", str(self.scratch / "pace.lua")] if paced else []
+        out = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{self.seconds}s", "--latency", *pace, url],
+                             capture_output=True, text=True, check=True).stdout
+        non_2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+        run = Run(name, float(re.search(r"Requests/sec:\s+([\d.]+)", out)[1]), _ms(out, "50%"), _ms(out, "99%"),
+                  int(non_2xx[1]) if non_2xx else 0)
+        print(run.row(), flush=True)
+        return run
+
+    def start(self, *command: str) -> subprocess.Popen:
+        process = subprocess.Popen([sys.executable, *command], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.running.callback(_stop, process)
+        return process
+
+    def start_nginx(self) -> None:
+        for name in ("upstream", "shadow", "nginx"):
+            self.ports[name] = free_port()
+        self.scratch.chmod(0o755)  # nginx's workers (user nobody) read the documents it serves
+        (self.scratch / "pace.lua").write_text(PACE)
+        (self.scratch / "big-legacy.json").write_bytes(diffs.document(3000, 10))
+        (self.scratch / "big-new.json").write_bytes(diffs.document(3000, 11))
+        conf = self.scratch / "nginx.conf"
+        conf.write_text(NGINX.format(scratch=self.scratch, small=SMALL, **self.ports))
+        nginx = subprocess.Popen([shutil.which("nginx") or "/usr/sbin/nginx", "-c", str(conf)],
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.running.callback(_stop, nginx)
+        _wait_for(f"http://127.0.0.1:{self.ports['nginx']}/api/items/1")
+
+    def start_strangler(self, name: str, parallel: float | None, workers: int = 1) -> None:
+        self.ports[name], self.admins[name] = free_port(), free_port()
+        route = {"name": "items", "match": {"path": "/"}, "legacy": "upstream"}
+        if parallel is not None:
+            route |= {"new": "shadow", "parallel_run": {"enabled": True, "sample": parallel}}
+        upstream = {"max_connections": 200}
+        config = {"version": 1, "listen": f"127.0.0.1:{self.ports[name]}",
+                  "admin": {"listen": f"127.0.0.1:{self.admins[name]}"},
+                  "upstreams": {"upstream": {"url": f"http://127.0.0.1:{self.ports['upstream']}", **upstream},
+                                "shadow": {"url": f"http://127.0.0.1:{self.ports['shadow']}", **upstream}},
+                  "reports": {"database": str(self.scratch / f"{name}.db")}, "routes": [route]}
+        path = self.scratch / f"{name}.yaml"
+        path.write_text(json.dumps(config))  # JSON is YAML
+        process = self.start("-m", "proxy", "serve", "--config", str(path), "--log-level", "WARNING",
+                             "--workers", str(workers))
+        self.pids[name] = process.pid
+        _wait_for(f"http://127.0.0.1:{self.admins[name]}/readyz")
+
+
+@dataclass
+class Report:
+    loaded: list[Run]
+    light: list[Run]
+    burst: list
+    memory: tuple[int, int, int]
+    compare: dict[str, float]
+
+    def print(self) -> None:
+        print("\ncomparisons per second, one core (the comparison worker's code, in this process):")
+        for name, per_second in self.compare.items():
+            print(f"  {name:<50} {per_second:>10,.0f}")
+        print("\nratios, and the targets of the performance issue:")
+        for name, value, target, ok in self.checks():
+            print(f"  {name:<52} {value:>9.2f}   {target:<28} {'ok' if ok else 'MISSED'}")
+
+    def checks(self) -> list[tuple[str, float, str, bool]]:
+        load, quiet = {r.name: r for r in self.loaded}, {r.name: r for r in self.light}
+        one, nginx = load["strangler, 1 process"], load["nginx as proxy, 1 worker"]
+        naive, two = load["naive aiohttp proxy (uvloop)"], load["strangler, 2 workers"]
+        added = quiet["strangler, 1 process"].p50 - quiet["direct to the nginx upstream"].p50
+        shadow = quiet["strangler, 1 process, parallel run on all"].p50 / quiet["strangler, 1 process"].p50
+        big_off, big_on, counts = self.burst
+        early, late, served = self.memory
+        non_2xx = sum(r.non_2xx for r in [*self.loaded, *self.light, big_off, big_on])
+        return [
+            ("strangler / nginx throughput", one.rps / nginx.rps, ">= 0.25 (at minimum 0.15)", one.rps / nginx.rps >= 0.15),
+            ("strangler / naive proxy throughput", one.rps / naive.rps, ">= 2", one.rps / naive.rps >= 2),
+            ("strangler 2 workers / 1 process", two.rps / one.rps, "> 1: scales", two.rps > one.rps),
+            ("p50 added over direct, light load (ms)", added, "< 1", added < 1),
+            ("p50 parallel run on / off, light load", shadow, "<= 1.2", shadow <= 1.2),
+            ("p50 parallel run on / off, 200 KiB answers", big_on.p50 / big_off.p50, "<= 1.2: latency unmoved",
+             big_on.p50 / big_off.p50 <= 1.2),
+            ("200 KiB burst: compared", counts.get("compared", 0), "bounded queue:", True),
+            ("200 KiB burst: skipped, comparisons queue full", counts.get("skipped: compare_busy", 0),
+             "the rest skipped, counted", True),
+            ("non-2xx answers, every run", non_2xx, "0", non_2xx == 0),
+            (f"RSS growth, 10k -> {served // 1000}k requests (MiB)", (late - early) / 1024, "< 20",
+             late - early < 20 * 1024),
+        ]
+
+
+NGINX = """
+worker_processes 1;
+daemon off;
+pid {scratch}/nginx.pid;
+error_log {scratch}/nginx.err warn;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off;
+  upstream origin {{ server 127.0.0.1:{upstream}; keepalive 64; }}
+  server {{ listen 127.0.0.1:{upstream};
+           location /big {{ default_type application/json; alias {scratch}/big-legacy.json; }}
+           location / {{ default_type application/json; return 200 '{small}'; }} }}
+  server {{ listen 127.0.0.1:{shadow};
+           location /big {{ default_type application/json; alias {scratch}/big-new.json; }}
+           location / {{ default_type application/json; return 200 '{small}'; }} }}
+  server {{ listen 127.0.0.1:{nginx};
+           location / {{ proxy_pass http://origin; proxy_http_version 1.1; proxy_set_header Connection ""; }} }}
+}}
+"""
+
+
+def machine() -> str:
+    info = Path("/proc/cpuinfo").read_text().splitlines()
+    cpu = next((line.split(":", 1)[1].strip() for line in info if line.startswith("model name")), "unknown CPU")
+    cores = sum(line.startswith("processor") for line in info)
+    return f"{cores} cores ({cpu}), Python {sys.version.split()[0]}"
+
+
+def rss(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise KeyError("VmRSS")
+
+
+def _ms(text: str, percentile: str) -> float:
+    value, unit = re.search(rf"{percentile}\s+([\d.]+)(us|ms|s)\b", text).groups()
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+def _get(url: str) -> bytes:
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return response.read()
+
+
+def _wait_for(url: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            _get(url)
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+def _stop(process: subprocess.Popen) -> None:
+    process.terminate()
+    try:
+        process.wait(30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
