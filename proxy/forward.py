@@ -27,11 +27,12 @@ from proxy.headers import client_headers
 from proxy.metrics import Metrics
 from proxy.model import Decision, Route, Side, Upstream
 from proxy.resilience import Breaker, Resilience
-from proxy.responses import RelayedResponse, error_response
+from proxy.responses import RelayedResponse, RelayedWhole, error_response
 from proxy.upstream import UPSTREAM_ERRORS, Answer, Failure, UpstreamPool
 
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 GATEWAY_STATUSES = frozenset({502, 503, 504})
+NO_OWN_BODY = frozenset({204, 304})
 BACKOFF_BASE, BACKOFF_CAP = 0.025, 0.25  # Envoy's
 
 
@@ -107,9 +108,11 @@ class Forwarder:
                     if upstream.status >= 500 and hold(upstream.status):
                         return Failure("status", upstream.status,
                                        f"upstream {pool.spec.name} answered {upstream.status}")
-                    response = _response_for(upstream, exchange.rid, capture)
+                    whole = _whole_body(upstream, request.method, capture)
+                    response = _response_for(upstream, exchange.rid, capture, whole)
                     await response.prepare(request)
-                    failure = await _relay_body(upstream, response, pool, capture)
+                    if whole is None:
+                        failure = await _relay_body(upstream, response, pool, capture)
         except UPSTREAM_ERRORS as exc:
             if response is None or not response.prepared:
                 return self._failed(exchange, pool, breaker, exc, capture)
@@ -201,13 +204,28 @@ def _code(failure: Failure) -> str:
             "breaker_open": "breaker_open"}.get(failure.kind, f"upstream_{failure.kind}")
 
 
-def _response_for(upstream: Answer, rid: str, capture: Capture | None) -> RelayedResponse:
-    response = RelayedResponse(status=upstream.status, reason=upstream.reason or None,
-                               headers=client_headers(upstream.headers, rid=rid))
-    if upstream.content_length is not None:
-        response.content_length = upstream.content_length
+def _whole_body(upstream: Answer, method: str, capture: Capture | None) -> bytes | None:
+    """The body, when all of it has already arrived (most small answers): it then leaves with the
+    headers in one write, framed by its length. None when it is still coming, or when the answer
+    has no body of its own to frame (HEAD, 1xx, 204, 304 keep the upstream's Content-Length)."""
+    if not upstream.content.is_eof() or method == "HEAD" or upstream.status in NO_OWN_BODY or upstream.status < 200:
+        return None
+    body = upstream.content.read_nowait()
+    if capture is not None:
+        capture.add(body)
+    return body
+
+
+def _response_for(upstream: Answer, rid: str, capture: Capture | None,
+                  whole: bytes | None) -> RelayedResponse | RelayedWhole:
+    headers = client_headers(upstream.headers, rid=rid)
     if capture is not None:
         capture.status, capture.headers = upstream.status, tuple(upstream.headers.items())
+    if whole is not None:
+        return RelayedWhole(status=upstream.status, reason=upstream.reason or None, headers=headers, body=whole)
+    response = RelayedResponse(status=upstream.status, reason=upstream.reason or None, headers=headers)
+    if upstream.content_length is not None:
+        response.content_length = upstream.content_length
     return response
 
 

@@ -19,19 +19,24 @@ def error_response(status: int, code: str, detail: str, rid: str,
     return response
 
 
-class RelayedResponse(web.StreamResponse):
-    """A streamed response carrying an upstream's answer.
-
-    aiohttp fills in Content-Type (application/octet-stream) and Server (its own version)
-    when a response lacks them; a proxy must not invent either, so they are removed
-    again unless the upstream sent them. The headers leave with the first piece of the
-    body (or the end of it), one write instead of two for most answers.
-    """
-
-    _send_headers_immediately = False
+class _InventsNothing(web.StreamResponse):
+    """aiohttp fills in Content-Type (application/octet-stream) and Server (its own version) when
+    a response lacks them; a proxy must not invent either, so they are removed again unless the
+    upstream sent them."""
 
     async def _prepare_headers(self) -> None:
         invented = [name for name in (hdrs.CONTENT_TYPE, hdrs.SERVER) if name not in self.headers]
         await super()._prepare_headers()
         for name in invented:
             self.headers.popall(name, None)
+
+
+class RelayedResponse(_InventsNothing):
+    """An upstream's answer whose body streams through as it arrives. The headers leave with the
+    first piece of the body (or the end of it), one write instead of two for most answers."""
+
+    _send_headers_immediately = False
+
+
+class RelayedWhole(_InventsNothing, web.Response):
+    """An upstream's answer whose body had arrived whole: headers and body leave in one write."""

@@ -150,6 +150,16 @@ async def test_framing_is_redone_not_copied(raw_upstream, start_proxy):
     assert body == b"abcde"
 
 
+async def test_a_small_answer_that_arrived_whole_leaves_with_its_length(raw_upstream, start_proxy):
+    chunked = await raw_upstream(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                                 b"3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n")
+    proxy = await start_proxy({"legacy": chunked.url}, [route("all")])
+    raw = await raw_exchange(proxy.port, b"GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
+    head, _, body = raw.partition(b"\r\n\r\n")
+    assert b"transfer-encoding" not in head.lower() and b"content-length: 5" in head.lower()
+    assert body == b"abcde"
+
+
 async def test_request_bodies_arrive_whole_with_their_framing(make_upstream, start_proxy, http):
     legacy = await make_upstream()
     proxy = await start_proxy({"legacy": legacy.url}, [route("all")])
