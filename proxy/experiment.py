@@ -19,6 +19,7 @@ from typing import Any, Awaitable, Callable, Mapping
 from multidict import CIMultiDict
 
 from comparators.base import Comparator
+from proxy.deadline import Deadline
 from proxy.metrics import Metrics
 from proxy.model import (CompareSpec, Comparison, Decision, Difference, Divergence, Observation, RequestFacts,
                          RequestRecord, Route, Side)
@@ -162,8 +163,10 @@ class Shadow:
         probing = route.compare.noise_probe > 0 and self.record.method in SAFE and \
             random.random() < route.compare.noise_probe
         shadow_call = self._call(self.decision.shadow.name, other)
-        probe_call = self._call(route.legacy.name, Side.LEGACY) if probing else _nothing()
-        shadow, probe = await asyncio.gather(shadow_call, probe_call)
+        if probing:
+            shadow, probe = await asyncio.gather(shadow_call, self._call(route.legacy.name, Side.LEGACY))
+        else:
+            shadow, probe = await shadow_call, None
         self.runs.resilience.breaker(self.decision.shadow).record(
             None if shadow.error == "busy" else shadow.error is None and shadow.status < 500)
         self.runs.metrics.shadow_seconds.labels(route.name).observe(shadow.seconds)
@@ -182,7 +185,7 @@ class Shadow:
         pool, run = self.pools[upstream], self.decision.route.parallel_run
         started = time.monotonic()
         try:
-            async with asyncio.timeout(run.timeout):
+            with Deadline(run.timeout):
                 async with pool.request(self.record.method, self.record.target, self.headers, self.body) as response:
                     body = await _read_capped(response, run.max_body)
                     headers = tuple(response.headers.items())
@@ -253,7 +256,3 @@ async def _read_capped(response: Any, limit: int) -> bytes | None:
             return None
         chunks.append(chunk)
     return b"".join(chunks)
-
-
-async def _nothing() -> None:
-    return None

@@ -1,8 +1,9 @@
 """The one writer of a divergence database: a bounded queue in front, a thread behind, batches between.
 
-Request code only ever puts on the queue; when it is full the item is dropped and
-counted. Writes happen in a thread, many to one transaction; a failing or full database
-is logged once and counted, and never reaches a request. Several proxy processes may
+Request code only ever appends to the queue (no lock, no wake-up: the writer collects
+what is there every BATCH_SECONDS); when it is full the item is dropped and counted.
+Writes happen in a thread, many to one transaction; a failing or full database is
+logged once and counted, and never reaches a request. Several proxy processes may
 write to one file (WAL, a busy timeout, one short transaction per batch).
 """
 
@@ -10,10 +11,10 @@ from __future__ import annotations
 
 import json
 import logging
-import queue
 import threading
 import time
 from collections import Counter as Tally
+from collections import deque
 from functools import partial
 from typing import Any, Callable, Sequence
 
@@ -36,7 +37,9 @@ class SqliteSink:
     def __init__(self, spec: ReportsSpec, on_problem: Callable[[str], None] = lambda kind: None,
                  queue_size: int = 10_000) -> None:
         self.spec, self.on_problem = spec, on_problem
-        self._queue: queue.Queue[Any] = queue.Queue(queue_size)
+        self.queue_size = queue_size
+        self._queue: deque[Any] = deque()  # appended by request code, emptied by the writer
+        self._wake = threading.Event()  # for flush and close, which should not wait a batch out
         self._thread = threading.Thread(target=self._run, name="divergence-writer", daemon=True)
         self._failing = False
         self._pruned = 0.0
@@ -55,20 +58,22 @@ class SqliteSink:
 
     def close(self) -> None:
         if self._thread.is_alive():
-            self._queue.put(STOP)
+            self._queue.append(STOP)
+            self._wake.set()
             self._thread.join(timeout=30)
 
     def flush(self, timeout: float = 10.0) -> None:
         """Wait until everything queued so far is written (for tests and the CLI)."""
         done = threading.Event()
-        self._put(("flush", done))
+        self._queue.append(("flush", done))
+        self._wake.set()
         done.wait(timeout)
 
     def _put(self, item: tuple[Any, ...]) -> None:
-        try:
-            self._queue.put_nowait(item)
-        except queue.Full:
+        if len(self._queue) >= self.queue_size:
             self.on_problem("queue_full")
+        else:
+            self._queue.append(item)
 
     def _run(self) -> None:
         db, redactor = None, None
@@ -89,13 +94,16 @@ class SqliteSink:
                 return
 
     def _next_batch(self) -> list[Any]:
-        batch = [self._queue.get()]
-        deadline = time.monotonic() + BATCH_SECONDS
-        while len(batch) < BATCH and batch[-1] is not STOP:
-            try:
-                batch.append(self._queue.get(timeout=max(0.0, deadline - time.monotonic())))
-            except queue.Empty:
-                break
+        """What was queued, up to BATCH items, collected every BATCH_SECONDS (at once when woken)."""
+        batch: list[Any] = []
+        while not batch:
+            if not self._queue:
+                self._wake.wait(BATCH_SECONDS)
+                self._wake.clear()
+            while self._queue and len(batch) < BATCH:
+                batch.append(self._queue.popleft())
+                if batch[-1] is STOP:
+                    break
         return batch
 
     def _write(self, db: sqlite_utils.Database, redactor: Redactor, batch: list[Any]) -> None:
