@@ -21,7 +21,7 @@ import tempfile
 import time
 import urllib.request
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from benchmarks import diffs
@@ -31,9 +31,13 @@ from tests.servers import apt_install
 SMALL = '{"id":1,"name":"item","price":10,"currency":"EUR","tags":["a","b"]}'
 NAIVE = Path(__file__).with_name("naive_proxy.py")
 HEADER = f"{'':<52} {'req/s':>10} {'p50 ms':>9} {'p99 ms':>9} {'non-2xx':>8}"
-# Light load: 4 connections, each pausing 10 ms between requests (about 400 requests/s), so the
-# proxy is not saturated and latency is latency, not the inverse of throughput.
-PACE = "function delay()\n  return 10\nend\n"
+# Light load: 4 connections, each pausing a random while between requests (exponential, 10 ms on
+# average: about 400 requests/s, arriving like independent users rather than in step), so the
+# proxy is far from saturated and latency is latency, not the inverse of throughput.
+PACE = "function delay()\n  return math.floor(-10 * math.log(1 - math.random()))\nend\n"
+TARGETS = (("direct to the nginx upstream", "upstream"), ("nginx as proxy, 1 worker", "nginx"),
+         ("naive aiohttp proxy (uvloop)", "naive"), ("strangler, 1 process", "strangler"),
+         ("strangler, 1 process, parallel run on all", "parallel"))
 
 
 @dataclass
@@ -76,21 +80,32 @@ class Bench:
             self.start_strangler(name, parallel)
         print(f"strangler benchmark, {time.strftime('%Y-%m-%d %H:%M %Z')}, {machine()}\n")
         print("under load: wrk -t1 -c50\n" + HEADER, flush=True)
-        loaded = [self.wrk(*spec, 50) for spec in (("direct to the nginx upstream", "upstream"),
-                                                    ("nginx as proxy, 1 worker", "nginx"),
-                                                    ("naive aiohttp proxy (uvloop)", "naive"),
-                                                    ("strangler, 1 process", "strangler"),
-                                                    ("strangler, 1 process, parallel run on all", "parallel"))]
+        loaded = [self.wrk(name, target, 50) for name, target in TARGETS]
         self.start_strangler("workers", None, workers=2)
         loaded.append(self.wrk("strangler, 2 workers", "workers", 50))
-        print("\nlight load: wrk -t1 -c4, 10 ms between a connection's requests\n" + HEADER, flush=True)
-        light = [self.wrk(*spec, 4, paced=True) for spec in (("direct to the nginx upstream", "upstream"),
-                                                  ("strangler, 1 process", "strangler"),
-                                                  ("strangler, 1 process, parallel run on all", "parallel"))]
+        print("\n4 connections, no pause: wrk -t1 -c4 (the proxies are busy, latency is mostly their own "
+              "work)\n" + HEADER, flush=True)
+        loaded += [self.wrk(f"{name}, -c4", target, 4) for name, target in TARGETS]
+        light = self.light()
         burst = self.burst()
         memory = self.memory()
         Report(loaded, light, burst, memory, diffs.measure()).print()
         return 0
+
+    def light(self, rounds: int = 3) -> list[Run]:
+        """Light load, each target in turn, `rounds` times: latency on a shared machine drifts, and
+        interleaving keeps the drift out of the ratios. A target's row is its median round."""
+        print(f"\nlight load: wrk -t1 -c4, a random pause (10 ms on average) between a connection's "
+              f"requests; {rounds} rounds, median\n" + HEADER, flush=True)
+        runs: dict[str, list[Run]] = {name: [] for name, _ in TARGETS}
+        for _ in range(rounds):
+            for name, target in TARGETS:
+                runs[name].append(self.wrk(name, target, 4, paced=True, quiet=True))
+        medians = [replace(sorted(taken, key=lambda run: run.p50)[len(taken) // 2],
+                           non_2xx=sum(run.non_2xx for run in taken)) for taken in runs.values()]
+        for run in medians:
+            print(run.row(), flush=True)
+        return medians
 
     def burst(self) -> list[Run | dict[str, float]]:
         """200 KiB JSON answers that differ: a comparison takes milliseconds, far more come in than the
@@ -134,7 +149,8 @@ class Bench:
                 found[f"skipped: {reason}"] = found.get(f"skipped: {reason}", 0) + float(value)
         return found
 
-    def wrk(self, name: str, target: str, connections: int, path: str = "/api/items/1", paced: bool = False) -> Run:
+    def wrk(self, name: str, target: str, connections: int, path: str = "/api/items/1", paced: bool = False,
+            quiet: bool = False) -> Run:
         url = f"http://127.0.0.1:{self.ports[target]}{path}"
         pace = ["-s", str(self.scratch / "pace.lua")] if paced else []
         out = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{self.seconds}s", "--latency", *pace, url],
@@ -142,7 +158,8 @@ class Bench:
         non_2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
         run = Run(name, float(re.search(r"Requests/sec:\s+([\d.]+)", out)[1]), _ms(out, "50%"), _ms(out, "99%"),
                   int(non_2xx[1]) if non_2xx else 0)
-        print(run.row(), flush=True)
+        if not quiet:
+            print(run.row(), flush=True)
         return run
 
     def start(self, *command: str) -> subprocess.Popen:
