@@ -133,7 +133,7 @@ class Bench:
         while (served := int(self.counters(name).get("requests", 0))) < until:
             subprocess.run(["wrk", "-t1", "-c50", "-d2s", url], capture_output=True, check=True)
             print(f"  driving the memory instance: {served:,} requests", end="\r", flush=True)
-        print(" " * 60, end="\r")
+        print(" " * 79, end="\r")
         return served
 
     def counters(self, name: str) -> dict[str, float]:
