@@ -12,7 +12,7 @@ import gc
 import logging
 import os
 import signal
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Coroutine
 
@@ -23,6 +23,7 @@ from proxy import __version__
 from proxy.admin import Lifecycle, create_admin_app, status
 from proxy.buildinfo import BuildInfo
 from proxy.edge import EdgeServer
+from proxy.evidence import Evidence
 from proxy.experiment import Experiments
 from proxy.forward import Forwarder
 from proxy.handler import EdgeHandler
@@ -30,8 +31,10 @@ from proxy.live import WATCH_INTERVAL, LiveConfig
 from proxy.metrics import Metrics
 from proxy.model import Address, Config
 from proxy.resilience import Resilience
+from proxy.rollout import Rollouts
 from proxy.worker import ComparisonWorker
 from reports import html
+from reports.plans import SqlitePlans
 from reports.store import SqliteSink
 from toggles.base import Toggles
 from toggles.unleash import UnleashToggles
@@ -63,7 +66,11 @@ class Proxy:
         comparator = DeepDiffComparator()
         self.worker = ComparisonWorker(comparator)
         self.resilience = Resilience(on_change=self.metrics.breaker_changed)
-        self.experiments = Experiments(comparator, self.worker, self.sink, self.metrics, self.resilience)
+        self.plans = SqlitePlans(config.reports.database)
+        self.rollouts: Rollouts | None = None
+        self.evidence = Evidence()
+        self.experiments = Experiments(comparator, self.worker, self.sink, self.metrics, self.resilience,
+                                       self.evidence)
         self.handler: EdgeHandler | None = None
         self._edge: web.BaseRunner | None = None
         self._admin: web.BaseRunner | None = None
@@ -88,14 +95,18 @@ class Proxy:
         self.live = live = LiveConfig(self.options.config_path, self.config, self.metrics, toggles_for)
         live.start()
         server = self.config.server
+        self.rollouts = rollouts = Rollouts(self.plans, self.sink, self.metrics, lambda: live.current.config,
+                                            lambda: live.current.toggles, self.evidence)
         self.handler = handler = EdgeHandler(live, self.metrics, self.experiments,
-                                             Forwarder(self.resilience, self.metrics))
+                                             Forwarder(self.resilience, self.metrics), self.evidence,
+                                             lambda: rollouts.caps)
         edge = EdgeServer(handler, handler_cancellation=True, access_log=None,
                           keepalive_timeout=server.keepalive_timeout, header_timeout=server.header_timeout)
         self._edge = web.ServerRunner(edge, shutdown_timeout=self.options.drain_timeout)
         worker = self.options.worker is not None
         self.edge_address = await listen(self._edge, self.options.listen or self.config.listen, reuse_port=worker)
         self._chores.append(asyncio.create_task(live.watch(self.options.watch_interval)))
+        self._chores.append(asyncio.create_task(rollouts.run()))
         if worker:  # the supervisor shows this process's gauges, read from other processes
             self._chores.append(asyncio.create_task(self._refresh_gauges()))
             return
@@ -112,7 +123,9 @@ class Proxy:
     def status(self) -> dict[str, Any]:
         """/status: this process, its configuration, toggles and upstreams."""
         assert self.live is not None
-        return status(self.live, self.lifecycle, self.build, self.resilience.states())
+        found = status(self.live, self.lifecycle, self.build, self.resilience.states())
+        found["rollouts"] = self.rollouts.status() if self.rollouts is not None else []
+        return found
 
     def metrics_text(self) -> bytes:
         assert self.live is not None
@@ -149,7 +162,10 @@ class Proxy:
         if self.handler is not None:
             self.handler.access.flush()  # the access lines of the requests that just finished
         await self.experiments.drain(timeout=5.0)
+        if self.rollouts is not None:
+            await self.rollouts.hand_over()  # the last evidence gathered
         await asyncio.to_thread(self.sink.close)
+        await asyncio.to_thread(self.plans.close)
         await asyncio.to_thread(self.worker.close)
         if self._admin is not None:
             await self._admin.cleanup()
@@ -186,15 +202,17 @@ def toggles_for(config: Config, previous: Toggles | None) -> Toggles:
     """The toggle provider routes.yaml asks for; the previous one when nothing about it changed."""
     unleash = config.toggles.unleash if config.toggles.provider == "unleash" else None
     if unleash is None:
-        local = UnleashToggles.local(route.toggle for route in config.routes if route.toggle is not None)
+        local = UnleashToggles.local(replace(route.toggle, rollout=route.ceiling)
+                                     for route in config.routes if route.toggle is not None)
         return previous if isinstance(previous, UnleashToggles) and previous.key == local.key else local
     token = os.environ.get(unleash.token_env) if unleash.token_env else None
     if isinstance(previous, UnleashToggles) and previous.key == UnleashToggles.server_key(unleash, token):
         return previous
+    admin_token = os.environ.get(unleash.admin_token_env) if unleash.admin_token_env else None
     if unleash.token_env and not token:
         log.warning(f"{unleash.token_env} is not set: the Unleash server will answer for its default "
                     "environment only")
-    return UnleashToggles.server(unleash, token)
+    return UnleashToggles.server(unleash, token, admin_token)
 
 
 def require_c_parser() -> None:

@@ -105,9 +105,10 @@ def _admin(top: Section) -> AdminSpec:
     sec = top.section("admin", {"listen", "token_env"}, "admin")
     if sec is None:
         return AdminSpec()
-    token_env = sec.text("token_env", None)
-    if token_env is not None and not ENV_NAME.match(token_env):
-        sec.error("token_env", f"'token_env' names an environment variable, got {token_env!r}")
+    token_env, admin_token_env = sec.text("token_env", None), sec.text("admin_token_env", None)
+    for key, name in (("token_env", token_env), ("admin_token_env", admin_token_env)):
+        if name is not None and not ENV_NAME.match(name):
+            sec.error(key, f"'{key}' names an environment variable, got {name!r}")
     return AdminSpec(_address(sec, "listen", AdminSpec().listen), token_env)
 
 
@@ -213,20 +214,23 @@ def _toggles(top: Section) -> TogglesSpec:
 
 def _unleash(parent: Section) -> UnleashSpec | None:
     sec = parent.section("unleash", {"url", "app_name", "environment", "token_env", "refresh_interval",
-                                     "cache_directory"}, "toggles.unleash")
+                                     "cache_directory", "admin_token_env", "project"}, "toggles.unleash")
     if sec is None:
         return None
     url = sec.text("url")
     if isinstance(url, str) and urlsplit(url).scheme not in ("http", "https"):
         sec.error("url", f"'url' must be an http(s) URL, got {url!r}")
-    token_env = sec.text("token_env", None)
-    if token_env is not None and not ENV_NAME.match(token_env):
-        sec.error("token_env", f"'token_env' names an environment variable, got {token_env!r}")
+    token_env, admin_token_env = sec.text("token_env", None), sec.text("admin_token_env", None)
+    for key, name in (("token_env", token_env), ("admin_token_env", admin_token_env)):
+        if name is not None and not ENV_NAME.match(name):
+            sec.error(key, f"'{key}' names an environment variable, got {name!r}")
     cache_directory = sec.text("cache_directory", UNLEASH_CACHE)
     return UnleashSpec(url=url if isinstance(url, str) else "",
                        app_name=sec.text("app_name", "strangler"),
                        environment=sec.text("environment", "development"),
                        token_env=token_env,
+                       admin_token_env=admin_token_env,
+                       project=sec.text("project", "default"),
                        refresh_interval=sec.integer("refresh_interval", 15, 1, 3600),
                        cache_directory=str(Path(parent.reader.doc.source).parent / cache_directory))
 

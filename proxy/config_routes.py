@@ -9,12 +9,14 @@ from __future__ import annotations
 import re
 from typing import Any, Mapping
 
+from proxy.config_plans import check_plan, read_plan
 from proxy.fields import TOKEN, Reader, Section
 from proxy.paths import parse_path
 from proxy.model import (CompareSpec, Match, ParallelRun, Route, Serve, Side, Stickiness, ToggleSpec,
                          Upstream)
 
-ROUTE_KEYS = {"name", "match", "legacy", "new", "serve", "toggle", "fallback", "parallel_run", "compare", "retries"}
+ROUTE_KEYS = {"name", "match", "legacy", "new", "serve", "toggle", "fallback", "parallel_run", "compare", "retries",
+              "rollout_plan"}
 ROUTE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 # A segment may hold RFC 3986 pchar except '%' and ';' (written decoded, no parameters).
 PATH_SEGMENT = re.compile(r"^[A-Za-z0-9\-._~!$&'()*+,=:@]*$")
@@ -52,8 +54,10 @@ def _route(reader: Reader, index: int, data: Any, upstreams: Mapping[str, Upstre
     fallback = _choice(sec, "fallback", Side, None, only=(Side.LEGACY,))
     route = Route(name=name, match=match, legacy=legacy, new=new, serve=serve,
                   toggle=_toggle(sec), fallback=fallback, parallel_run=_parallel_run(sec),
-                  compare=_compare(sec), retries=sec.integer("retries", 0, 0, 10), line=reader.doc.line(sec.path))
+                  compare=_compare(sec), retries=sec.integer("retries", 0, 0, 10), rollout_plan=read_plan(sec),
+                  line=reader.doc.line(sec.path))
     _check_sides(sec, route)
+    check_plan(sec, route)
     return route if isinstance(name, str) and match and legacy else None
 
 

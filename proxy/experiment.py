@@ -20,6 +20,7 @@ from multidict import CIMultiDict
 
 from comparators.base import Comparator
 from proxy.deadline import Deadline
+from proxy.evidence import Evidence
 from proxy.metrics import Metrics
 from proxy.model import (CompareSpec, Comparison, Decision, Difference, Divergence, Observation, RequestFacts,
                          RequestRecord, Route, Side)
@@ -69,8 +70,9 @@ class Experiments:
     """Starts the parallel run of eligible requests and carries both answers to comparison and the store."""
 
     def __init__(self, comparator: Comparator, compare_away: CompareCall, sink: DivergenceSink, metrics: Metrics,
-                 resilience: Resilience, max_pending: int = 64) -> None:
+                 resilience: Resilience, evidence: Evidence | None = None, max_pending: int = 64) -> None:
         self.comparator, self.compare_away = comparator, compare_away
+        self.evidence = evidence if evidence is not None else Evidence()  # for routes with a rollout plan
         self.sink, self.metrics, self.resilience = sink, metrics, resilience
         self.max_pending = max_pending
         self.pending = 0  # comparisons handed to the worker and not yet back
@@ -170,6 +172,8 @@ class Shadow:
         self.runs.resilience.breaker(self.decision.shadow).record(
             None if shadow.error == "busy" else shadow.error is None and shadow.status < 500)
         self.runs.metrics.shadow_seconds.labels(route.name).observe(shadow.seconds)
+        if route.rollout_plan is not None:
+            self.runs.evidence.answered(route.name, other, shadow.status, shadow.error, shadow.seconds)
         served = await self.served
         if isinstance(served, str):
             return self.runs.skip(route, served)
@@ -212,9 +216,12 @@ class Shadow:
         real = tuple(d for d in comparison.differences if d not in noise)
         self.runs.metrics.comparisons.labels(route.name, "diverged" if real else "matched").inc()
         self.runs.sink.count(route.name, bool(real), self.record.at)
+        found = signature(route.name, real) if real else ""
+        if route.rollout_plan is not None:
+            self.runs.evidence.compared(route.name, found)
         if real:
             self.runs.sink.record(Divergence(route.name, self.record, self.decision.side, legacy, new, real, noise,
-                                             signature(route.name, real)))
+                                             found))
 
     async def _compared(self, route: Route, legacy: Observation, new: Observation,
                         spec: CompareSpec) -> Comparison | None:

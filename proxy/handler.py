@@ -6,7 +6,7 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable, Mapping
 
 from aiohttp import web
 from aiohttp.http import HttpVersion10, HttpVersion11
@@ -19,13 +19,16 @@ from proxy.headers import request_id, upstream_headers
 from proxy.live import Generation, LiveConfig
 from proxy.logs import REQUEST_ID, AccessLog
 from proxy.metrics import Metrics
-from proxy.model import Decision, RequestFacts, RequestRecord
+from proxy.evidence import Evidence
+from proxy.model import Decision, RequestFacts, RequestRecord, Side
 from proxy.responses import error_response
 from proxy.routing import decide, match_route
 from proxy.target import Refusal, Target, parse_target
 from proxy.toggling import VerdictLog
 from proxy.upstream import Failure
 
+# Failures that say nothing about the side: the proxy's own shedding, the client's slowness.
+NOT_THE_SIDES = frozenset({"busy", "overloaded", "client_body_timeout"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,13 +40,16 @@ class Served:
     upstream: str = ""
     failure: Failure | None = None
     fell_back: bool = False
+    side: Side | None = None  # the side decided on, for a route with a rollout plan (its evidence)
 
 
 class EdgeHandler:
     """The request handler of the edge listener (an aiohttp low-level server handler)."""
 
-    def __init__(self, live: LiveConfig, metrics: Metrics, experiments: Experiments, forwarder: Forwarder) -> None:
+    def __init__(self, live: LiveConfig, metrics: Metrics, experiments: Experiments, forwarder: Forwarder,
+                 evidence: Evidence, caps: Callable[[], Mapping[str, int]]) -> None:
         self.live, self.metrics = live, metrics
+        self.evidence, self.caps = evidence, caps
         self.experiments, self.forwarder = experiments, forwarder
         self.verdicts = VerdictLog()
         self.access = AccessLog()
@@ -81,7 +87,7 @@ class EdgeHandler:
         if route is None:
             return Served(error_response(404, "no_route", f"no route matches {request.method} {target.path}", rid))
         facts = RequestFacts(request.method, target.path, request.headers, request.remote)
-        decision = decide(route, facts, generation.toggles)
+        decision = decide(route, facts, generation.toggles, self.caps().get(route.name))
         if decision.toggle is not None:
             self._count_verdict(decision)
         headers = upstream_headers(request.headers, peer=request.remote, proto=request.scheme, rid=rid)
@@ -92,7 +98,8 @@ class EdgeHandler:
             return Served(await _send_and_hang_up(request, slow), route.name)
         if outcome.failure is not None and outcome.failure.kind == "client_body_timeout":
             await _send_and_hang_up(request, outcome.response)
-        return Served(outcome.response, route.name, outcome.upstream, outcome.failure, outcome.fell_back)
+        side = decision.side if route.rollout_plan is not None else None
+        return Served(outcome.response, route.name, outcome.upstream, outcome.failure, outcome.fell_back, side)
 
     async def _forward(self, request: web.BaseRequest, decision: Decision, facts: RequestFacts,
                        generation: Generation, target: Target, headers: CIMultiDict[str], rid: str) -> Outcome:
@@ -123,6 +130,18 @@ class EdgeHandler:
                                time.time())
         return self.experiments.begin(decision, record, headers, body.data, generation.shadow_pools)
 
+    def _evidence(self, served: Served, status: int, elapsed: float) -> None:
+        """A plan route's answer, for its gates: a fallback is the new side failing, then legacy answering."""
+        kind = served.failure.kind if served.failure is not None else None
+        if kind in NOT_THE_SIDES:
+            return
+        if served.fell_back:
+            self.evidence.answered(served.route, Side.NEW, None, "fallback", elapsed)
+            self.evidence.answered(served.route, Side.LEGACY, status, None, elapsed)
+        else:
+            assert served.side is not None
+            self.evidence.answered(served.route, served.side, status, kind, elapsed)
+
     def _count_verdict(self, decision: Decision) -> None:
         check = decision.toggle
         assert check is not None
@@ -136,6 +155,8 @@ class EdgeHandler:
         self.metrics.observe(served.route, served.upstream, request.method, status, elapsed)
         if served.failure is not None:
             self.metrics.upstream_errors.labels(served.upstream, served.failure.kind).inc()
+        if served.side is not None:
+            self._evidence(served, status, elapsed)
         level = logging.INFO if served.failure is None else logging.WARNING
         if not self.access.enabled(level):
             return  # the access line is off: do not build it

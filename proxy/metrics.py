@@ -85,6 +85,13 @@ class Metrics:
             "strangler_config_loaded_timestamp_seconds", "When the configuration in use was loaded.", registry=r,
             multiprocess_mode="livemin")
 
+        self.rollout_percent = Gauge(
+            "strangler_rollout_percent", "Percent of users a rollout plan sends to the new side, by route.",
+            ["route"], registry=r, multiprocess_mode="livemax")
+        self.rollout_moves = Counter(
+            "strangler_rollout_moves", "Rollout plan moves, by route and action (advance, rollback).",
+            ["route", "action"], registry=r)
+
     def observe(self, route: str, upstream: str, method: str, status: int, seconds: float) -> None:
         """One answered request. The labelled children are kept: labels() costs more than inc()."""
         key = (route, upstream, method in SAFE_METHODS, status // 100)

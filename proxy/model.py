@@ -143,6 +143,40 @@ class CompareSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class Gates:
+    """What the evidence gathered at a rollout step must show. None: that gate is not checked."""
+
+    min_comparisons: int = 0  # advance: at least this many; rollback: judge only after this many
+    min_seconds: float = 0.0  # advance only after this long at the step
+    max_divergence_rate: float | None = None  # diverged / compared, accepted signatures left out
+    max_error_rate: float | None = None  # the new side's 5xx, timeouts and refusals / its answers
+    max_latency_ratio: float | None = None  # the new side's p99 / legacy's p99
+
+
+@dataclass(frozen=True, slots=True)
+class RolloutPlan:
+    """A route's way from shadow only to all users on the new side, a step at a time, on evidence."""
+
+    steps: tuple[int, ...] = (0, 1, 5, 25, 50, 100)  # percent of users the new side serves; 0: shadow only
+    advance: Gates = Gates(min_comparisons=100, min_seconds=300.0, max_divergence_rate=0.01,
+                           max_error_rate=0.01, max_latency_ratio=1.5)
+    rollback: Gates = Gates(min_comparisons=20, max_divergence_rate=0.05, max_error_rate=0.05,
+                            max_latency_ratio=3.0)
+    rollback_to: str = "previous"  # previous (one step down) | legacy (0 percent)
+    window: float = 60.0  # seconds: rollback gates judge the step's most recent evidence
+    check_interval: float = 5.0  # seconds between judgements
+
+    def below(self, percent: int) -> int:
+        """The step under `percent`, for a rollback of one step (0 when there is none)."""
+        lower = [step for step in self.steps if step < percent]
+        return lower[-1] if lower else 0
+
+    def above(self, percent: int) -> int | None:
+        """The next step up, or None at the last one."""
+        return next((step for step in self.steps if step > percent), None)
+
+
+@dataclass(frozen=True, slots=True)
 class Match:
     """Which requests a route takes: a segment prefix of the path, methods, exact header values."""
 
@@ -190,10 +224,20 @@ class Route:
     parallel_run: ParallelRun = ParallelRun()
     compare: CompareSpec = CompareSpec()
     retries: int = 0  # more attempts, for idempotent methods, on connect errors and 502/503/504
+    rollout_plan: RolloutPlan | None = None
     line: int = 0
 
     def upstream(self, side: Side) -> Upstream | None:
         return self.legacy if side is Side.LEGACY else self.new
+
+    @property
+    def ceiling(self) -> int:
+        """The most users routes.yaml lets the toggle move: its `rollout`; with a plan and none
+        written, all of them (the plan's step decides below that)."""
+        assert self.toggle is not None
+        if self.toggle.rollout is None and self.rollout_plan is not None:
+            return 100
+        return self.toggle.local_rollout
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,6 +254,13 @@ class UnleashSpec:
     token_env: str | None = None
     refresh_interval: int = 15  # seconds
     cache_directory: str = ""  # where the SDK keeps its last known state (config: var/unleash-cache)
+    admin_token_env: str | None = None  # an admin API token's variable: rollout plans write their step
+    project: str = "default"  # the Unleash project of the toggles a rollout plan writes
+
+    @property
+    def admin_url(self) -> str:
+        """The Admin API next to the client API (`.../api` -> `.../api/admin`)."""
+        return self.url.rstrip("/") + "/admin"
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,6 +310,7 @@ class ToggleCheck:
     name: str
     verdict: Verdict
     sticky: str | None
+    plan: int | None = None  # the rollout plan's percent, when it kept an ON verdict's user on legacy
 
 
 @dataclass(frozen=True, slots=True)
@@ -281,6 +333,8 @@ class Decision:
             return (f"toggle {check.name} is {check.verdict} (the request has no {spec.stickiness}, "
                     f"so it cannot stick to one side)")
         about = f" for {spec.stickiness}={check.sticky!r}" if check.sticky is not None else ""
+        if check.plan is not None:
+            return f"toggle {check.name} is on{about}, but its rollout plan is at {check.plan}% of users, not this one"
         return f"toggle {check.name} is {check.verdict}{about}"
 
 

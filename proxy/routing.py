@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+from dataclasses import replace
 from typing import Mapping
 
 from proxy.model import Decision, RequestFacts, Route, Serve, Side, ToggleCheck, Upstream, Verdict
@@ -18,9 +20,12 @@ def match_route(routes: tuple[Route, ...], method: str, path: str,
     return None
 
 
-def decide(route: Route, facts: RequestFacts, toggles: Toggles) -> Decision:
-    """Who serves this request, who (if anyone) is shadowed, and the toggle's say in it."""
+def decide(route: Route, facts: RequestFacts, toggles: Toggles, cap: int | None = None) -> Decision:
+    """Who serves this request, who (if anyone) is shadowed, and the toggle's say in it. `cap`: the
+    percent of users a rollout plan lets the toggle move (None: no plan, or the toggle server applies it)."""
     check = _ask_toggle(route, facts, toggles) if route.serve is Serve.TOGGLE else None
+    if cap is not None and check is not None and check.verdict is Verdict.ON and not _in_plan(route, check, cap, toggles):
+        check = replace(check, verdict=Verdict.OFF, plan=cap)
     if route.serve is Serve.NEW or (check is not None and check.verdict is Verdict.ON):
         side = Side.NEW
     else:
@@ -34,6 +39,15 @@ def _ask_toggle(route: Route, facts: RequestFacts, toggles: Toggles) -> ToggleCh
     assert route.toggle is not None
     context, sticky = toggle_context(route.toggle.stickiness, facts)
     return ToggleCheck(route.toggle.name, toggles.verdict(route.toggle.name, context), sticky)
+
+
+def _in_plan(route: Route, check: ToggleCheck, cap: int, toggles: Toggles) -> bool:
+    """Whether this user is within the plan's percent: the toggle's own hash, so the users of a
+    5% step are among those of the 25% step after it. Without a sticky value (random stickiness)
+    the toggle already let `ceiling` percent through: of those, cap/ceiling."""
+    if check.sticky is None:
+        return random.random() * route.ceiling < cap
+    return toggles.bucket(check.name, check.sticky) <= cap
 
 
 def _shadow(route: Route, served: Side, method: str) -> Upstream | None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Protocol, Sequence
+from typing import Any, Protocol, Sequence
 
+from proxy.evidence import EvidenceBatch
+from proxy.gates import PlanState, StepEvidence
 from proxy.model import Divergence
 
 
@@ -20,9 +22,37 @@ class DivergenceSink(Protocol):
         """Note paths that differ between two answers of legacy itself."""
         ...
 
+    def evidence(self, batch: EvidenceBatch) -> None:
+        """Add a period's rollout evidence (comparisons, each side's answers) to the shared tallies."""
+        ...
+
     def start(self) -> None:
         ...
 
     def close(self) -> None:
         """Write what is queued, then stop (blocking: run it in a thread)."""
         ...
+
+
+class PlanStore(Protocol):
+    """Where rollout plans keep their state and find their evidence, shared by the processes of an
+    instance. Blocking: called from a thread."""
+
+    def state(self, route: str) -> PlanState | None: ...
+
+    def begin(self, route: str, percent: int, now: float) -> PlanState:
+        """The plan's state, created at `percent` when it has none."""
+        ...
+
+    def move(self, state: PlanState, action: str, to: int, reason: str, by: str, now: float,
+             evidence: dict[str, Any] | None = None, held: bool | None = None) -> PlanState | None:
+        """Move from `state`; None when another process moved it first."""
+        ...
+
+    def evidence(self, route: str, since: float, until: float, accepted: frozenset[str]) -> StepEvidence: ...
+
+    def accepted(self, now: float) -> frozenset[str]:
+        """Signatures accepted as intended differences, not expired."""
+        ...
+
+    def close(self) -> None: ...

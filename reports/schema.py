@@ -5,6 +5,7 @@ signatures   one row per route and set of diverging paths: how often, since when
 divergences  the kept examples, redacted: request, both answers, the differences
 noise        paths learned as noise by probing legacy twice
 meta         the redaction key and the schema version
+rollouts, rollout_events, gate_comparisons, gate_answers: rollout plans (see reports/plans.py)
 """
 
 from __future__ import annotations
@@ -58,6 +59,20 @@ def _set_up(db: sqlite_utils.Database) -> None:
     db.execute("PRAGMA journal_mode = WAL")
     db.execute("PRAGMA synchronous = NORMAL")
     _create(db)
+    _create_plans(db)
+
+
+def _create_plans(db: sqlite_utils.Database) -> None:
+    db["rollouts"].create({"route": str, "percent": int, "since": float, "held": int, "reason": str,
+                           "version": int}, pk="route", if_not_exists=True)
+    db["rollout_events"].create({"id": int, "route": str, "at": float, "action": str, "from_percent": int,
+                                 "to_percent": int, "reason": str, "by": str, "evidence": str},
+                                pk="id", if_not_exists=True)
+    db["rollout_events"].create_index(["route", "at"], if_not_exists=True)
+    db["gate_comparisons"].create({"route": str, "second": int, "signature": str, "count": int},
+                                  pk=("route", "second", "signature"), if_not_exists=True)
+    db["gate_answers"].create({"route": str, "second": int, "side": str, "answers": int, "errors": int,
+                               "bins": str}, pk=("route", "second", "side"), if_not_exists=True)
 
 
 def open_for_reading(path: str) -> sqlite_utils.Database:

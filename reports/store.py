@@ -20,8 +20,10 @@ from typing import Any, Callable, Sequence
 
 import sqlite_utils
 
+from proxy.evidence import EvidenceBatch
 from proxy.model import Divergence, ReportsSpec
 from proxy.paths import generalize
+from reports.plans import prune_evidence, write_evidence
 from reports.redact import Redactor
 from reports.rows import divergence_row
 from reports.schema import open_database, redaction_key, retrying_locks
@@ -52,6 +54,9 @@ class SqliteSink:
 
     def learn_noise(self, route: str, paths: Sequence[str], at: float) -> None:
         self._put(("noise", route, tuple(paths), at))
+
+    def evidence(self, batch: EvidenceBatch) -> None:
+        self._put(("evidence", batch))
 
     def start(self) -> None:
         self._thread.start()
@@ -115,6 +120,8 @@ class SqliteSink:
                     self._divergence(db, redactor, item[1])
                 elif item[0] == "noise":
                     self._noise(db, *item[1:])
+                elif item[0] == "evidence":
+                    write_evidence(db, item[1])
             self._prune(db)
             db.execute("COMMIT")
         except BaseException:
@@ -159,6 +166,7 @@ class SqliteSink:
         db.execute("DELETE FROM signatures WHERE last_seen < ?", [cutoff])
         db.execute("DELETE FROM counts WHERE minute < ?", [int(cutoff // 60)])
         db.execute("DELETE FROM noise WHERE last_seen < ?", [cutoff])
+        prune_evidence(db, cutoff)
 
     def _failed(self, db: sqlite_utils.Database | None, exc: Exception, batch: list[Any]) -> None:
         self.on_problem("write_failed")

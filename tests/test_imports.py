@@ -14,13 +14,13 @@ from tests.helpers import REPO
 PACKAGES = ("proxy", "comparators", "toggles", "reports")
 SEAMS = ("toggles", "comparators", "reports")  # below layer 4, reached only through `<pkg>.base`
 LAYERS = {
-    0: {"proxy", "proxy.model", "proxy.errors", "proxy.paths", "proxy.codings"},
-    1: {"proxy.yamlsource", "proxy.fields", "proxy.config", "proxy.config_routes", "proxy.logs",
+    0: {"proxy", "proxy.model", "proxy.errors", "proxy.paths", "proxy.codings", "proxy.evidence", "proxy.gates"},
+    1: {"proxy.yamlsource", "proxy.fields", "proxy.config", "proxy.config_routes", "proxy.config_plans", "proxy.logs",
         "proxy.metrics", "proxy.buildinfo", "proxy.demo", "proxy.demo.shop", "proxy.demo.monolith",
         "proxy.demo.orders"},
     2: {"proxy.target", "proxy.headers", "proxy.upstream", "proxy.routing", "proxy.forward",
         "proxy.responses", "proxy.live", "proxy.toggling", "proxy.experiment", "proxy.worker",
-        "proxy.resilience", "proxy.body", "proxy.deadline"},
+        "proxy.resilience", "proxy.body", "proxy.deadline", "proxy.rollout"},
     3: {"proxy.handler", "proxy.admin", "proxy.edge", "proxy.explain"},
     4: {"proxy.app", "proxy.cli", "proxy.__main__", "proxy.demo.run", "proxy.report_cli", "proxy.supervisor"},
 }

@@ -10,6 +10,8 @@ from proxy.model import Verdict
 class Toggles(Protocol):
     """A feature-toggle provider. Anything but Verdict.ON sends the request to legacy."""
 
+    shared_rollouts: bool  # True: a rollout written with publish_rollout holds for every instance
+
     def verdict(self, name: str, context: Mapping[str, Any]) -> Verdict:
         """What feature `name` says for this Unleash context; never raises."""
         ...
@@ -19,6 +21,11 @@ class Toggles(Protocol):
 
     def bucket(self, name: str, sticky: str) -> int:
         """Where `sticky` falls (1-100) in feature `name`'s rollout: a rollout of R moves it when bucket <= R."""
+        ...
+
+    def publish_rollout(self, name: str, percent: int) -> None:
+        """Make `percent` feature `name`'s rollout where every instance reads it (blocking; raises
+        when the server refuses). A provider without a server does nothing: the proxy caps it."""
         ...
 
     def status(self) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from UnleashClient.utils import InstanceAllowType, normalized_hash
 from proxy.model import ToggleSpec, UnleashSpec, Verdict
 from toggles.base import Toggles
 from toggles.local import features
+from toggles.unleash_admin import UnleashAdmin
 
 log = logging.getLogger(__name__)
 REQUEST_TIMEOUT = 3  # seconds, for each call to the Unleash server (always off the event loop)
@@ -33,9 +34,11 @@ class UnleashToggles(Toggles):
     """An UnleashClient and what it knows: which features exist, and when the server last answered."""
 
     def __init__(self, client: UnleashClient, cache: _KnowingCache, provider: str, key: Any,
-                 url: str | None = None) -> None:
+                 url: str | None = None, admin: UnleashAdmin | None = None) -> None:
         self._client, self._cache = client, cache
         self.provider, self.key, self.url = provider, key, url
+        self._admin = admin
+        self.shared_rollouts = admin is not None
         self._started = False
 
     @classmethod
@@ -50,7 +53,7 @@ class UnleashToggles(Toggles):
         return cls(client, cache, "local", key=("local", json.dumps(document, sort_keys=True)))
 
     @classmethod
-    def server(cls, spec: UnleashSpec, token: str | None) -> UnleashToggles:
+    def server(cls, spec: UnleashSpec, token: str | None, admin_token: str | None = None) -> UnleashToggles:
         """The unleash provider: a real server, polled every `refresh_interval` seconds."""
         cache = _ServerCache(spec.app_name, spec.cache_directory)
         client = UnleashClient(
@@ -59,7 +62,8 @@ class UnleashToggles(Toggles):
             request_timeout=REQUEST_TIMEOUT, request_retries=1,
             custom_headers={"Authorization": token} if token else {}, cache=cache,
             multiple_instance_mode=InstanceAllowType.SILENTLY_ALLOW)
-        return cls(client, cache, "unleash", key=cls.server_key(spec, token), url=spec.url)
+        admin = UnleashAdmin(spec.admin_url, spec.project, spec.environment, admin_token)
+        return cls(client, cache, "unleash", key=cls.server_key(spec, token), url=spec.url, admin=admin)
 
     @staticmethod
     def server_key(spec: UnleashSpec, token: str | None) -> tuple[Any, ...]:
@@ -77,6 +81,10 @@ class UnleashToggles(Toggles):
         except Exception:  # the SDK's own bug must not become the request's
             log.debug("toggle evaluation raised", exc_info=True, extra={"toggle": name})
             return Verdict.ERROR
+
+    def publish_rollout(self, name: str, percent: int) -> None:
+        if self._admin is not None:
+            self._admin.set_rollout(name, percent)
 
     def bucket(self, name: str, sticky: str) -> int:
         return normalized_hash(sticky, name)  # flexibleRollout's own hash (groupId = the feature name)

@@ -1,0 +1,97 @@
+"""Evidence for rollout plans, tallied in memory by each process and handed to the store each second.
+
+Per route with a plan: comparisons by signature ('' for a match), and each side's answers,
+failures and a latency histogram (bins 20% apart: a p99 read off it is within 20%).
+Request code only adds to counters here.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+
+from proxy.model import Side
+
+FIRST_BOUND, GROWTH, BINS = 0.0005, 1.2, 72  # seconds: 0.5 ms up to about 250 s
+_LOG_GROWTH = math.log(GROWTH)
+
+
+def latency_bin(seconds: float) -> int:
+    """The bin whose upper bound is the first at or above `seconds`."""
+    if seconds <= FIRST_BOUND:
+        return 0
+    return min(BINS - 1, math.ceil(math.log(seconds / FIRST_BOUND) / _LOG_GROWTH - 1e-9))
+
+
+def bin_bound(index: int) -> float:
+    return FIRST_BOUND * GROWTH ** index
+
+
+def quantile(bins: Counter[int], q: float) -> float | None:
+    """The upper bound of the bin holding the q-quantile, or None without answers."""
+    total = sum(bins.values())
+    if not total:
+        return None
+    rank, seen = q * total, 0
+    for index in sorted(bins):
+        seen += bins[index]
+        if seen >= rank:
+            return bin_bound(index)
+    return bin_bound(max(bins))
+
+
+def failed(status: int | None, error: str | None) -> bool:
+    """A failure of the side itself: no answer (timeout, refused, broken) or a 5xx. Our own
+    shedding (`busy`) is not the side's fault."""
+    if error is not None:
+        return error != "busy"
+    return status is None or status >= 500
+
+
+@dataclass
+class Answers:
+    """One side's answers to one route in one period."""
+
+    count: int = 0
+    errors: int = 0
+    bins: Counter[int] = field(default_factory=Counter)
+
+
+@dataclass(frozen=True, slots=True)
+class EvidenceBatch:
+    """What a process gathered in one period, for the store."""
+
+    at: float
+    comparisons: tuple[tuple[str, str, int], ...]  # route, signature ('' matched), count
+    answers: tuple[tuple[str, Side, Answers], ...]
+
+
+class Evidence:
+    """The tallies of the current period."""
+
+    def __init__(self) -> None:
+        self._compared: Counter[tuple[str, str]] = Counter()
+        self._answers: dict[tuple[str, Side], Answers] = {}
+
+    def compared(self, route: str, signature: str) -> None:
+        self._compared[(route, signature)] += 1
+
+    def answered(self, route: str, side: Side, status: int | None, error: str | None, seconds: float) -> None:
+        if error == "busy":
+            return  # never reached the side
+        answers = self._answers.get((route, side))
+        if answers is None:
+            answers = self._answers[(route, side)] = Answers()
+        answers.count += 1
+        answers.errors += failed(status, error)
+        answers.bins[latency_bin(seconds)] += 1
+
+    def take(self, at: float) -> EvidenceBatch | None:
+        """The period's tallies (None when nothing happened); a new period starts."""
+        if not self._compared and not self._answers:
+            return None
+        compared, answers = self._compared, self._answers
+        self._compared, self._answers = Counter(), {}
+        return EvidenceBatch(at, tuple((route, sig, n) for (route, sig), n in compared.items()),
+                             tuple((route, side, a) for (route, side), a in answers.items()))
