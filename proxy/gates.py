@@ -82,9 +82,9 @@ class GateCheck:
     ok: bool
 
     def __str__(self) -> str:
-        value = "n/a" if self.value is None else f"{self.value:.4g}"
+        value = "n/a" if self.value is None else _number(self.value)
         sign = ">=" if self.gate in ("comparisons", "seconds") else "<="
-        return f"{self.gate} {value} (needs {sign} {self.limit:g})"
+        return f"{self.gate} {value} (needs {sign} {_number(self.limit)})"
 
     def as_json(self) -> dict[str, Any]:
         return {"gate": self.gate, "value": self.value, "limit": self.limit, "ok": self.ok}
@@ -158,6 +158,10 @@ def _at_most(gate: str, value: float | None, limit: float, enough: bool, judged:
     if value is None or not enough:
         return GateCheck(gate, value, limit, not judged)
     return GateCheck(gate, round(value, 4), limit, value <= limit)
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else f"{value:.4g}"
 
 
 def _side_json(side: SideEvidence) -> dict[str, Any]:

@@ -73,7 +73,7 @@ def view(store: PlanStore, route: Route, now: float) -> PlanView:
 class Rollouts:
     """One process's part in the rollout plans of its routes."""
 
-    def __init__(self, store: PlanStore, sink: DivergenceSink, metrics: Metrics, config: Callable[[], Config],
+    def __init__(self, store: PlanStore, sink: DivergenceSink | None, metrics: Metrics, config: Callable[[], Config],
                  toggles: Callable[[], Toggles], evidence: Evidence, act: bool = True) -> None:
         self.store, self.sink, self.metrics = store, sink, metrics
         self.config, self.toggles = config, toggles
@@ -95,7 +95,7 @@ class Rollouts:
     async def hand_over(self, now: float | None = None) -> None:
         """Give the store what this process gathered since the last time."""
         batch = self.evidence.take(time.time() if now is None else now)
-        if batch is not None:
+        if batch is not None and self.sink is not None:
             self.sink.evidence(batch)
 
     async def tick(self, now: float | None = None) -> None:

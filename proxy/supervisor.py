@@ -31,10 +31,13 @@ from proxy import logs
 from proxy.admin import Lifecycle, create_admin_app, status
 from proxy.app import Options, admin_token, listen, run_loop, serve, toggles_for
 from proxy.buildinfo import BuildInfo
+from proxy.evidence import Evidence
 from proxy.live import LiveConfig
 from proxy.metrics import Metrics
 from proxy.model import Config
+from proxy.rollout import Rollouts
 from reports import html
+from reports.plans import SqlitePlans
 
 log = logging.getLogger("strangler.supervisor")
 START_TIMEOUT = 60.0
@@ -54,9 +57,17 @@ class Supervisor:
         self.live: LiveConfig | None = None
         self.build = BuildInfo.collect()
         self._admin: web.AppRunner | None = None
+        self.plans = SqlitePlans(config.reports.database)
+        self.rollouts: Rollouts | None = None
+        self._following: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        self.live = LiveConfig(self.options.config_path, self.config, Metrics(__version__), toggles_for)
+        metrics = Metrics(__version__)
+        self.live = live = LiveConfig(self.options.config_path, self.config, metrics, toggles_for)
+        # The workers move the rollout plans; the supervisor follows them, for /status.
+        self.rollouts = Rollouts(self.plans, None, metrics, lambda: live.current.config,
+                                 lambda: live.current.toggles, Evidence(), act=False)
+        self._following = asyncio.create_task(self.rollouts.run())
         for index in range(self.count):
             self._start_worker(index)
         for _ in range(self.count):
@@ -103,6 +114,10 @@ class Supervisor:
         await asyncio.to_thread(self._join, self.options.drain_timeout + 10)
         if self._admin is not None:
             await self._admin.cleanup()
+        if self._following is not None:
+            self._following.cancel()
+            await asyncio.gather(self._following, return_exceptions=True)
+        await asyncio.to_thread(self.plans.close)
         if self.live is not None:
             await self.live.close()
         shutil.rmtree(self.metrics_dir, ignore_errors=True)
@@ -125,6 +140,7 @@ class Supervisor:
         document["workers"] = [{"worker": index, "pid": worker.pid, "alive": worker.is_alive(),
                                 "requests": int(samples.get(("strangler_worker_requests", str(index)), 0))}
                                for index, worker in sorted(self.workers.items())]
+        document["rollouts"] = self.rollouts.status() if self.rollouts is not None else []
         return document
 
     def metrics_text(self) -> bytes:

@@ -85,9 +85,9 @@ class SqlitePlans:
 
     def move(self, state: PlanState, action: str, to: int, reason: str, by: str, now: float,
              evidence: dict[str, Any] | None = None, held: bool | None = None) -> PlanState | None:
-        """Move from `state` (None when another process moved it first). A change of percent starts
-        a new step: its evidence is gathered afresh."""
-        since = now if to != state.percent else state.since
+        """Move from `state` (None when another process moved it first). A change of percent, or a
+        resume, starts a new step: its evidence is gathered afresh."""
+        since = now if to != state.percent or action == "resume" else state.since
         keep = state.held if held is None else held
 
         def step(db: sqlite_utils.Database) -> bool:

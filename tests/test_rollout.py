@@ -4,6 +4,9 @@ keeps its state across a restart. Real upstreams, a real proxy, a real SQLite fi
 from __future__ import annotations
 
 import asyncio
+import json
+import subprocess
+import sys
 import time
 from typing import Any
 
@@ -115,3 +118,80 @@ async def test_a_right_service_advances_step_by_step_then_rolls_back_when_it_div
     planted.diverging = False
     status = await wait_for(again, lambda s: True, 5, "the plan's state after a restart")
     assert (status["percent"], status["held"]) == (0, True)
+
+
+async def strangler(*args: str) -> tuple[int, str, str]:
+    """The command, as a person runs it."""
+    done = await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "proxy", *args], capture_output=True,
+                                   text=True, timeout=60)
+    return done.returncode, done.stdout, done.stderr
+
+
+async def sides_of(url: str) -> dict[str, str]:
+    async with aiohttp.ClientSession() as http:
+        async def one(user: str) -> tuple[str, str]:
+            async with http.get(f"{url}/api/items/1", headers={"X-User-Id": user}) as response:
+                return user, response.headers["X-Upstream"]
+        return dict(await asyncio.gather(*(one(user) for user in USERS)))
+
+
+async def test_the_rollout_commands_steer_a_running_proxy(make_upstream, start_proxy):
+    planted = Planted()
+    legacy, new = await make_upstream("legacy", planted.legacy), await make_upstream("new", planted.new)
+    never = {"advance": {"min_comparisons": 1_000_000}}  # only a person moves this plan
+    proxy = await start_proxy({"legacy": legacy.url, "new": new.url}, [planned([0, 10, 100], **never)])
+    config = ["--config", str(proxy.path)]
+    await wait_for(proxy, lambda s: s["percent"] == 0, 5, "the plan's start")
+    assert set((await sides_of(proxy.url)).values()) == {"legacy"}
+
+    assert await strangler("rollout", "advance", "items", *config) == (0, "items: 0% -> 10%\n", "")
+    await wait_for(proxy, lambda s: s["percent"] == 10, 5, "following the CLI")
+    toggles = proxy.proxy.live.current.toggles
+    expected = {user: "new" if toggles.bucket("items-to-new", user) <= 10 else "legacy" for user in USERS}
+    assert await sides_of(proxy.url) == expected  # the toggle's own hash: these users, no others
+    assert 5 < list(expected.values()).count("new") < 40
+
+    status, out, _ = await strangler("rollout", "hold", "items", "--reason", "waiting for QA", *config)
+    assert (status, out) == (0, "items: 10% -> 10% (held)\n")
+    status, out, _ = await strangler("rollout", "status", "items", *config)
+    assert "items: 10% of users on the new side" in out and "HELD: waiting for QA" in out
+    assert "comparisons" in out and "needs >= 1000000" in out
+    status, out, _ = await strangler("rollout", "status", "--format", "json", *config)
+    shown = json.loads(out)["rollouts"][0]
+    assert (shown["route"], shown["percent"], shown["held"], shown["hold_reason"]) == ("items", 10, True,
+                                                                                      "waiting for QA")
+
+    assert (await strangler("rollout", "rollback", "items", *config))[:2] == (0, "items: 10% -> 0% (held)\n")
+    await wait_for(proxy, lambda s: s["percent"] == 0, 5, "following the rollback")
+    assert set((await sides_of(proxy.url)).values()) == {"legacy"}
+    status, _, err = await strangler("rollout", "rollback", "items", *config)
+    assert status == 1 and "nothing to roll back" in err
+    status, _, err = await strangler("rollout", "advance", "nothing", *config)
+    assert status == 3 and "routes with one: items" in err
+    actions = [(e["action"], e["by"]) for e in proxy.proxy.plans.events("items")[::-1]]
+    assert [a for a, _ in actions] == ["start", "advance", "hold", "rollback"]
+    assert all(by.startswith("manual:") for _, by in actions[1:])
+
+
+async def test_routes_yaml_caps_the_plan_and_an_edit_there_wins(make_upstream, start_proxy):
+    planted = Planted()
+    legacy, new = await make_upstream("legacy", planted.legacy), await make_upstream("new", planted.new)
+    upstreams = {"legacy": legacy.url, "new": new.url}
+    never = {"advance": {"min_comparisons": 1_000_000}}
+    proxy = await start_proxy(upstreams, [planned([0, 100], **never)])
+    await wait_for(proxy, lambda s: True, 5, "the plan's start")
+    await strangler("rollout", "advance", "items", "--config", str(proxy.path))
+    await wait_for(proxy, lambda s: s["percent"] == 100, 5, "all users")
+    assert set((await sides_of(proxy.url)).values()) == {"new"}
+
+    capped = planned([0, 100], **never)
+    capped["toggle"]["rollout"] = 20
+    proxy.rewrite(upstreams, [capped])
+    status = await wait_for(proxy, lambda s: s["percent"] == 20, 5, "the ceiling written in routes.yaml")
+    assert status["step"] == 100 and status["ceiling"] == 20
+    assert 10 < list((await sides_of(proxy.url)).values()).count("new") < 70
+
+    pinned = planned([0, 100], **never) | {"serve": "legacy"}
+    proxy.rewrite(upstreams, [pinned])
+    await wait_for(proxy, lambda s: s["percent"] == 0, 5, "serve: legacy")
+    assert set((await sides_of(proxy.url)).values()) == {"legacy"}

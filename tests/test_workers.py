@@ -12,6 +12,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from reports import query
+from reports.plans import SqlitePlans
 from tests.helpers import ProxyProcess, free_port, route, routes_yaml
 
 
@@ -116,3 +117,37 @@ async def test_sigterm_drains_every_worker_and_exits_zero(workers):
     for pid in pids:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
+
+
+async def test_workers_judge_one_shared_plan_and_move_it_once(make_upstream, tmp_path):
+    """Both workers gather evidence into one file and judge it; the plan advances once, not twice."""
+    legacy, new = await make_upstream("legacy"), await make_upstream("new")
+    path, database = tmp_path / "routes.yaml", tmp_path / "d.db"
+    plan = {"steps": [0, 100], "check_interval": 0.2,
+            "advance": {"min_comparisons": 30, "min_seconds": 0.5, "max_latency_ratio": None}}
+    path.write_text(routes_yaml(
+        {"legacy": legacy.url, "new": new.url},
+        [route("items", "/items", new="new", serve="toggle", parallel_run={"enabled": True}, rollout_plan=plan,
+               toggle={"name": "items-to-new", "stickiness": "header:X-User-Id"}), route("all")],
+        listen=f"127.0.0.1:{free_port()}", admin={"listen": f"127.0.0.1:{free_port()}"},
+        reports={"database": str(database)}))
+    proxy = await asyncio.to_thread(ProxyProcess, path, "--workers", "2", "--drain-timeout", "5")
+    try:
+        deadline = time.monotonic() + 30
+        while not [p for p in (await asyncio.to_thread(status, proxy))["rollouts"] if p["percent"] == 100]:
+            assert time.monotonic() < deadline, (await asyncio.to_thread(status, proxy))["rollouts"]
+            await fresh_connections(f"http://127.0.0.1:{proxy.port}/items/1", 10)
+        answered = [w["requests"] for w in (await asyncio.to_thread(status, proxy))["workers"]]
+    finally:
+        await asyncio.to_thread(proxy.stop, 30)
+    moves = [(e["action"], e["to_percent"]) for e in query_events(database)]
+    assert moves == [("start", 0), ("advance", 100)]
+    assert all(n > 0 for n in answered), answered  # both workers served, both judged
+
+
+def query_events(database) -> list[dict]:
+    plans = SqlitePlans(str(database))
+    try:
+        return plans.events("items")[::-1]
+    finally:
+        plans.close()
