@@ -101,7 +101,8 @@ def _explain(args: argparse.Namespace) -> int:
     toggles = toggles_for(config, None)
     toggles.start()  # with a server: one fetch (falling back on the cached state), then evaluate
     try:
-        result = explain(config, toggles, args.method.upper(), args.path, headers, args.client_ip)
+        caps = {} if toggles.shared_rollouts else rollout_cli.plan_caps(config)
+        result = explain(config, toggles, args.method.upper(), args.path, headers, args.client_ip, caps)
     finally:
         toggles.close()
     print(json.dumps(result.as_json()) if args.format == "json" else result.as_text())

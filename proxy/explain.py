@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Mapping
 
 from multidict import CIMultiDict
 
@@ -55,12 +55,14 @@ class Explanation:
 
 
 def explain(config: Config, toggles: Toggles, method: str, target: str,
-            headers: CIMultiDict[str], client_ip: str) -> Explanation:
+            headers: CIMultiDict[str], client_ip: str, caps: Mapping[str, int] | None = None) -> Explanation:
+    """`caps`: the percent each route's rollout plan stands at (local provider), as the proxy applies it."""
     parsed = parse_target(target)
     if isinstance(parsed, Refusal):
         return Explanation(method, target, None, f"the proxy answers 400: {parsed.detail}")
     route = match_route(config.routes, method, parsed.path, headers)
     if route is None:
         return Explanation(method, target, None, "the proxy answers 404: no route's match takes it")
-    decision = decide(route, RequestFacts(method, parsed.path, headers, client_ip), toggles)
+    cap = (caps or {}).get(route.name)
+    decision = decide(route, RequestFacts(method, parsed.path, headers, client_ip), toggles, cap)
     return Explanation(method, target, decision, "", config.toggles.provider)

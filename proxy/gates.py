@@ -2,7 +2,8 @@
 
 Advance gates look at everything gathered since the step began; rollback gates at the
 step's last `window` seconds, and only once they hold enough evidence to mean something.
-A rollback wins over an advance, a hold stops advancing only, and routes.yaml's ceiling
+A rollback wins over an advance (at 0% there is nothing to roll back: the plan just
+waits), a hold stops advancing only, and routes.yaml's ceiling
 caps how far a plan may go.
 """
 
@@ -108,9 +109,6 @@ def judge(plan: RolloutPlan, state: PlanState, step: StepEvidence, recent: StepE
     if failed and state.percent > 0:
         to = 0 if plan.rollback_to == "legacy" else plan.below(state.percent)
         return Judgement("rollback", to, "rollback gate breached: " + "; ".join(map(str, failed)), advance, breaches)
-    if failed:
-        return Judgement("stay", None, "rollback gate breached with no users on the new side: "
-                         + "; ".join(map(str, failed)), advance, breaches)
     if state.held:
         return Judgement("stay", None, f"held: {state.reason}" if state.reason else "held", advance, breaches)
     up = plan.above(state.percent)

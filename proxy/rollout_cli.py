@@ -13,13 +13,14 @@ import os
 import sys
 import time
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 from proxy import config as config_file
 from proxy.errors import ConfigError
 from proxy.gates import PlanState
 from proxy.model import Config, Route
-from proxy.rollout import PlanView, view
+from proxy.rollout import PlanView, in_force, view
 from reports.plans import SqlitePlans, operator
 from toggles.unleash_admin import UnleashAdmin
 
@@ -72,9 +73,10 @@ def describe(route: Route, seen: PlanView) -> str:
              f"  evidence: {seen.step.compared} compared, {seen.step.diverged} diverged "
              f"({seen.step.accepted} more accepted), new side {seen.step.new.errors} failed of "
              f"{seen.step.new.answers}"]
-    lines += ["  advance gates:"] + [f"    {'ok ' if c.ok else '.. '} {c}" for c in seen.judgement.advance]
-    lines += [f"  rollback gates (last {plan.window:g} s):"]
-    lines += [f"    {'ok ' if c.ok else 'BREACHED '} {c}" for c in seen.judgement.rollback]
+    lines += ["  advance gates (the whole step):"]
+    lines += [f"    {'ok' if c.ok else 'waiting':<9} {c}" for c in seen.judgement.advance]
+    lines += [f"  rollback gates (the last {plan.window:g} s):"]
+    lines += [f"    {'ok' if c.ok else 'BREACHED':<9} {c}" for c in seen.judgement.rollback]
     return "\n".join(lines)
 
 
@@ -145,6 +147,19 @@ def _publish(config: Config, route: Route, percent: int) -> int:
         print(f"strangler rollout: the plan moved, but Unleash was not told: {exc}", file=sys.stderr)
         return EXIT_REFUSED
     return EXIT_OK
+
+
+def plan_caps(config: Config) -> dict[str, int]:
+    """The percent each plan stands at, as running proxies apply it (for `strangler explain`)."""
+    planned = [route for route in config.routes if route.rollout_plan is not None]
+    if not planned or not Path(config.reports.database).exists():
+        return {route.name: in_force(route, route.rollout_plan.steps[0]) for route in planned}
+    store = SqlitePlans(config.reports.database)
+    try:
+        states = {state.route: state.percent for state in store.states()}
+    finally:
+        store.close()
+    return {route.name: in_force(route, states.get(route.name, route.rollout_plan.steps[0])) for route in planned}
 
 
 def _plans(args: argparse.Namespace, name: str | None) -> tuple[Config, list[Route]] | None:

@@ -5,6 +5,7 @@ import json
 import subprocess
 import sys
 import time
+import urllib.error
 import uuid
 
 import aiohttp
@@ -138,3 +139,40 @@ def test_explain_asks_the_real_server(unleash, feature, server_toggles, tmp_path
     assert (result["serve"], result["toggle"]) == ("new", {
         "name": feature, "provider": "unleash", "stickiness": "header:X-User-Id", "sticky_value": "alice",
         "verdict": "on"})
+
+
+def unleash_rollout(unleash, feature: str, environment: str = "development") -> str | None:
+    """The feature's flexibleRollout percent in Unleash (None: no such feature or strategy yet)."""
+    try:
+        strategies = unleash.call("GET", f"/api/admin/projects/default/features/{feature}/environments/"
+                                         f"{environment}/strategies")
+    except urllib.error.HTTPError as exc:
+        if exc.code == 404:
+            return None
+        raise
+    return next((s["parameters"]["rollout"] for s in strategies if s["name"] == "flexibleRollout"), None)
+
+
+async def test_a_rollout_plan_writes_its_step_to_unleash_and_routing_follows_the_server(
+        unleash, feature, server_toggles, make_upstream, start_proxy, monkeypatch):
+    from proxy import rollout
+
+    monkeypatch.setattr(rollout, "TICK", 0.1)
+    legacy, new = await make_upstream("legacy"), await make_upstream("new")
+    plan = {"steps": [0, 50], "check_interval": 0.1,
+            "advance": {"min_comparisons": 20, "min_seconds": 0.3, "max_latency_ratio": None}}
+    planned = [route("orders", "/api/orders", new="new", serve="toggle", parallel_run={"enabled": True},
+                     toggle={"name": feature, "stickiness": "header:X-User-Id"}, rollout_plan=plan), route("all")]
+    proxy = await start_proxy({"legacy": legacy.url, "new": new.url}, planned, toggles=server_toggles)
+    deadline = time.monotonic() + 20
+    while unleash_rollout(unleash, feature) != "0":  # the plan starts by writing where it stands
+        assert time.monotonic() < deadline, "the plan never wrote its first step"
+        await asyncio.sleep(0.1)
+    while unleash_rollout(unleash, feature) != "50":  # evidence comes in; the plan advances and writes it
+        assert time.monotonic() < deadline, "the plan never advanced in Unleash"
+        await sides(proxy.url, USERS[:40])
+    while len([s for s in (await sides(proxy.url, USERS)).values() if s == "new"]) not in range(160, 241):
+        assert time.monotonic() < deadline, "routing never followed the server's rollout"
+        await asyncio.sleep(0.2)
+    events = proxy.proxy.plans.events("orders")
+    assert events[0]["action"] == "advance" and events[0]["to_percent"] == 50
