@@ -14,6 +14,8 @@ from typing import Any
 
 from proxy.model import Gates, RolloutPlan
 
+LATENCY_FLOOR = 0.010  # seconds: p99s below it count as 10 ms in the latency ratio
+
 
 @dataclass(frozen=True, slots=True)
 class SideEvidence:
@@ -52,7 +54,8 @@ class StepEvidence:
     def latency_ratio(self) -> float | None:
         if self.legacy.p99 is None or self.new.p99 is None:
             return None
-        return self.new.p99 / max(self.legacy.p99, 1e-4)  # legacy under 0.1 ms: compare with 0.1 ms
+        # Under LATENCY_FLOOR a difference is noise (a scheduler's hiccup on a fast service), not a regression.
+        return max(self.new.p99, LATENCY_FLOOR) / max(self.legacy.p99, LATENCY_FLOOR)
 
     def as_json(self) -> dict[str, Any]:
         return {"since": self.since, "until": self.until, "compared": self.compared, "diverged": self.diverged,

@@ -1,17 +1,27 @@
-"""`strangler report summary | show ID | html`: the divergence databases, read for people and scripts."""
+"""`strangler report summary | show ID | html | accept SIG | unaccept SIG`: the divergence databases,
+read for people and scripts, and differences marked as intended."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Mapping, TypeVar
 
-from reports import html, query
+import sqlite_utils
 
-EXIT_OK, EXIT_INVALID, EXIT_UNKNOWN = 0, 1, 3
+from reports import accepted, html, query
+from reports.plans import operator
+from reports.schema import open_database, retrying_locks
+from reports.view import replayed_text
+
+EXIT_OK, EXIT_INVALID, EXIT_USAGE, EXIT_UNKNOWN = 0, 1, 2, 3
+MIN_PREFIX = 6  # characters of a signature that may stand for it, as with git's commits
+SIGNATURES_SHOWN = 10  # per route in the text summary
+T = TypeVar("T")
 
 
 def add_commands(commands: Any, common: argparse.ArgumentParser) -> None:
@@ -32,6 +42,15 @@ def add_commands(commands: Any, common: argparse.ArgumentParser) -> None:
     page = which.add_parser("html", parents=[dbs], help="a self-contained HTML report")
     page.add_argument("--out", metavar="FILE", help="write the page to FILE (default: standard output)")
     page.set_defaults(run=_html)
+    accept = which.add_parser("accept", parents=[dbs], help="mark a signature as an intended difference")
+    accept.add_argument("signature", help=f"a signature, or a unique prefix of at least {MIN_PREFIX} characters")
+    accept.add_argument("--reason", required=True, help="why the difference is intended (shown in the reports)")
+    accept.add_argument("--expires", metavar="DATE", help="YYYY-MM-DD (through that day, UTC) or an ISO datetime "
+                                                          "(default: until withdrawn)")
+    accept.set_defaults(run=_accept)
+    unaccept = which.add_parser("unaccept", parents=[dbs], help="withdraw the acceptance of a signature")
+    unaccept.add_argument("signature", help=f"a signature, or a unique prefix of at least {MIN_PREFIX} characters")
+    unaccept.set_defaults(run=_unaccept)
 
 
 def databases(args: argparse.Namespace) -> list[str] | None:
@@ -72,7 +91,29 @@ def _summary_table(routes: list[query.RouteSummary]) -> str:
     for r in routes:
         top = ", ".join(f"{path} ({count})" for path, count in r.top_paths) or "-"
         lines.append(f"{r.route:<{width}}  {r.compared:>9}  {r.diverged:>9}  {r.divergence_rate:>7.1%}  {top}")
+    for r in routes:
+        lines += _signature_lines(r) if r.signatures else []
     return "\n".join(lines)
+
+
+def _signature_lines(route: query.RouteSummary) -> list[str]:
+    """A route's signatures, accepted ones last and marked, with their latest replay."""
+    head = f"{route.route}: {len(route.signatures)} signature{'s' if len(route.signatures) > 1 else ''}"
+    if route.accepted:
+        head += (f", {route.accepted} divergences accepted "
+                 f"(rate without them {route.divergence_rate_unaccepted:.1%})")
+    lines = ["", head]
+    for s in route.signatures[:SIGNATURES_SHOWN]:
+        notes = [_accepted_text(s.accepted_reason, s.accepted_expires)] if s.accepted else []
+        notes += [replayed_text(s.replayed)] if s.replayed else []
+        lines.append(f"  {s.signature}  {s.count:>7}  {', '.join(s.paths)}" + "".join(f"  [{n}]" for n in notes))
+    if len(route.signatures) > SIGNATURES_SHOWN:
+        lines.append(f"  ... {len(route.signatures) - SIGNATURES_SHOWN} more (strangler report html lists all)")
+    return lines
+
+
+def _accepted_text(reason: str | None, expires: float | None) -> str:
+    return f"accepted: {reason}" + ("" if expires is None else f" (until {accepted.until_text(expires)})")
 
 
 def _show(args: argparse.Namespace) -> int:
@@ -107,11 +148,92 @@ def _html(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _accept(args: argparse.Namespace) -> int:
+    now = time.time()
+    if not args.reason.strip():
+        return _usage("--reason must say why the difference is intended")
+    try:
+        expires = accepted.parse_expiry(args.expires, now) if args.expires else None
+    except ValueError as exc:
+        return _usage(str(exc))
+    dbs = _existing(databases(args))
+    if dbs is None:
+        return EXIT_INVALID
+    known = {s.signature: s for r in query.summary(dbs) for s in r.signatures}
+    found = _resolve(args.signature, {k: f"{s.route}: {', '.join(s.paths)}" for k, s in known.items()}, dbs)
+    if isinstance(found, int):
+        return found
+    sig = known[found]
+    _each(dbs, lambda db: accepted.accept(db, found, sig.route, args.reason, expires, operator(), now))
+    print(f"accepted {found} (route {sig.route}: {', '.join(sig.paths)}) "
+          f"{'until ' + accepted.until_text(expires) if expires else 'until withdrawn'}: {args.reason.strip()}")
+    return EXIT_OK
+
+
+def _unaccept(args: argparse.Namespace) -> int:
+    dbs = _existing(databases(args))
+    if dbs is None:
+        return EXIT_INVALID
+    known = {k: f"{a.route}: {a.reason}" for found in _each(dbs, accepted.recorded) for k, a in found.items()}
+    found = _resolve(args.signature, known, dbs, "accepted ")
+    if isinstance(found, int):
+        return found
+    _each(dbs, lambda db: accepted.withdraw(db, found))
+    print(f"withdrew the acceptance of {found} ({known[found]})")
+    return EXIT_OK
+
+
+def _resolve(given: str, known: Mapping[str, str], dbs: list[str], kind: str = "") -> str | int:
+    """The signature `given` names, whole or by a unique prefix; else the exit status, after saying why.
+    `known`: each signature and how to describe it."""
+    if given in known:
+        return given
+    if len(given) < MIN_PREFIX:
+        return _usage(f"{given!r} is too short: give a whole signature or at least {MIN_PREFIX} characters of one")
+    matches = sorted(s for s in known if s.startswith(given.lower()))
+    if not matches:
+        print(f"strangler report: no {kind}signature {given!r} in {', '.join(dbs)}", file=sys.stderr)
+        return EXIT_UNKNOWN
+    if len(matches) > 1:
+        return _usage(f"{given!r} is ambiguous: it starts {len(matches)} signatures"
+                      + "".join(f"\n  {s}  ({known[s]})" for s in matches))
+    return matches[0]
+
+
+def _existing(dbs: list[str] | None) -> list[str] | None:
+    """The databases, when each exists (an acceptance never creates one)."""
+    missing = [db for db in dbs or () if not Path(db).exists()]
+    for db in missing:
+        print(f"strangler report: no divergence database at {db}", file=sys.stderr)
+    return None if dbs is None or missing else dbs
+
+
+def _each(dbs: list[str], step: Callable[[sqlite_utils.Database], T]) -> list[T]:
+    """`step` on each database, opened for writing: an acceptance goes into every file given, where
+    the proxies writing it (their rollout gates) read it."""
+    done = []
+    for path in dbs:
+        db = open_database(path)
+        try:
+            done.append(retrying_locks(lambda: step(db)))  # noqa: B023 - called before the next db
+        finally:
+            db.close()
+    return done
+
+
+def _usage(message: str) -> int:
+    print(f"strangler report: {message}", file=sys.stderr)
+    return EXIT_USAGE
+
+
 def show_text(d: dict[str, Any]) -> str:
     at = datetime.fromtimestamp(d["at"], timezone.utc).isoformat(timespec="seconds")
     lines = [f"divergence {d['id']}  route {d['route']}  signature {d['signature']}",
              f"request    {d['method']} {d['target']}  (id {d['request_id']}, {at}, served by {d['served']})",
-             f"legacy     {_answer(d, 'legacy')}", f"new        {_answer(d, 'new')}", "", "differences:"]
+             f"legacy     {_answer(d, 'legacy')}", f"new        {_answer(d, 'new')}"]
+    if d.get("accepted"):
+        lines.append(_accepted_text(d["accepted"]["reason"], d["accepted"]["expires"]))
+    lines += ["", "differences:"]
     lines += [f"  {x['path']}  {x['kind']}: {_value(x['legacy'])} -> {_value(x['new'])}" for x in d["differences"]]
     if d["noise"]:
         lines += ["", "noise (learned from legacy answering twice; not counted):"]

@@ -23,6 +23,7 @@ import sqlite_utils
 
 from proxy.evidence import EvidenceBatch, quantile
 from proxy.gates import PlanState, SideEvidence, StepEvidence
+from reports.accepted import active
 from reports.schema import open_database, retrying_locks
 
 T = TypeVar("T")
@@ -127,10 +128,6 @@ class SqlitePlans:
         return self._run(read)
 
     def accepted(self, now: float) -> frozenset[str]:
-        try:
-            from reports.accepted import active  # the review workflow's table
-        except ImportError:  # TODO(me): remove once reports/accepted.py lands
-            return frozenset()
         return self._run(lambda db: active(db, now))
 
     def events(self, route: str | None = None, limit: int = 500) -> list[dict[str, Any]]:

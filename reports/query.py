@@ -1,7 +1,8 @@
 """Reading divergence databases: one file or a fleet's several, read as one.
 
 Counts add up across files; signatures with the same id (same route and paths) merge;
-examples are found in whichever file holds them.
+examples are found in whichever file holds them; an acceptance or a replay in any file
+counts for the signature.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any, Iterable, Iterator
 
 import sqlite_utils
 
+from reports.accepted import Acceptance, current
 from reports.schema import open_for_reading
 
 
@@ -26,6 +28,20 @@ class Signature:
     first_seen: float
     last_seen: float
     example: str | None = None  # id of one kept divergence
+    accepted_reason: str | None = None  # accepted as an intended difference, and not expired
+    accepted_expires: float | None = None  # None: accepted until withdrawn (or not accepted)
+    replayed: tuple[float, int, int] | None = None  # the latest replay: (at, matched, total)
+
+    @property
+    def accepted(self) -> bool:
+        return self.accepted_reason is not None
+
+    def as_json(self) -> dict[str, Any]:
+        replayed = None if self.replayed is None else dict(zip(("at", "matched", "total"), self.replayed, strict=True))
+        accepted = None if not self.accepted else {"reason": self.accepted_reason, "expires": self.accepted_expires}
+        return {"signature": self.signature, "paths": self.paths, "count": self.count,
+                "first_seen": self.first_seen, "last_seen": self.last_seen, "accepted": accepted,
+                "replayed": replayed}
 
 
 @dataclass
@@ -41,14 +57,29 @@ class RouteSummary:
     def divergence_rate(self) -> float:
         return round(self.diverged / self.compared, 4) if self.compared else 0.0
 
+    @property
+    def accepted(self) -> int:
+        """Divergences whose signature is accepted (at most all of them: signature counts outlive
+        the per-minute counts by up to a day of retention)."""
+        return min(self.diverged, sum(s.count for s in self.signatures if s.accepted))
+
+    @property
+    def divergence_rate_unaccepted(self) -> float:
+        return round((self.diverged - self.accepted) / self.compared, 4) if self.compared else 0.0
+
     def as_json(self) -> dict[str, Any]:
         return {"route": self.route, "compared": self.compared, "diverged": self.diverged,
                 "divergence_rate": self.divergence_rate,
-                "top_paths": [{"path": p, "count": n} for p, n in self.top_paths]}
+                "top_paths": [{"path": p, "count": n} for p, n in self.top_paths],
+                "accepted": self.accepted, "divergence_rate_unaccepted": self.divergence_rate_unaccepted,
+                "signatures": [s.as_json() for s in self.signatures]}
 
 
-def summary(databases: Iterable[str], route: str | None = None, top: int = 5) -> list[RouteSummary]:
-    """Per route: comparisons, divergences, the most frequent diverging paths, signatures and noise."""
+def summary(databases: Iterable[str], route: str | None = None, top: int = 5,
+            now: float | None = None) -> list[RouteSummary]:
+    """Per route: comparisons, divergences, the most frequent diverging paths, signatures (accepted
+    ones last) and noise."""
+    databases = list(databases)
     routes: dict[str, RouteSummary] = {}
     signatures: dict[str, Signature] = {}
     noise: dict[str, Counter[str]] = defaultdict(Counter)
@@ -62,23 +93,72 @@ def summary(databases: Iterable[str], route: str | None = None, top: int = 5) ->
             _merge(signatures, row)
         for name, path, count in db.execute("SELECT route, path, count FROM noise"):
             noise[name][path] += count
+    _annotate(signatures, acceptances(databases, now), replays(databases))
     for sig in signatures.values():
         routes.setdefault(sig.route, RouteSummary(sig.route)).signatures.append(sig)
     for entry in routes.values():
-        entry.signatures.sort(key=lambda s: (-s.count, s.signature))
+        entry.signatures.sort(key=lambda s: (s.accepted, -s.count, s.signature))
         entry.top_paths = _top_paths(entry.signatures, top)
         entry.noise = noise[entry.route].most_common()
     chosen = [routes[name] for name in sorted(routes)]
     return [r for r in chosen if route is None or r.route == route]
 
 
-def show(databases: Iterable[str], divergence_id: str) -> dict[str, Any] | None:
-    """One kept divergence, its JSON columns parsed; None when no file holds it."""
+def show(databases: Iterable[str], divergence_id: str, now: float | None = None) -> dict[str, Any] | None:
+    """One kept divergence, its JSON columns parsed, with its signature's acceptance under
+    "accepted" (None when not accepted); None when no file holds it."""
+    databases = list(databases)
     for db in _open(databases):
         rows = list(db.query("SELECT * FROM divergences WHERE id = ?", [divergence_id]))
         if rows:
-            return _parsed(rows[0])
-    return None
+            found = _parsed(rows[0])
+            break
+    else:
+        return None
+    acceptance = acceptances(databases, now).get(found["signature"])
+    found["accepted"] = None if acceptance is None else {
+        "reason": acceptance.reason, "expires": acceptance.expires, "by": acceptance.by,
+        "accepted_at": acceptance.accepted_at}
+    return found
+
+
+def acceptances(databases: Iterable[str], now: float | None = None) -> dict[str, Acceptance]:
+    """The acceptances in force at `now` in any of the files (the latest one where several say so)."""
+    now = time.time() if now is None else now
+    found: dict[str, Acceptance] = {}
+    for db in _open(databases):
+        for signature, acceptance in current(db, now).items():
+            if signature not in found or acceptance.accepted_at > found[signature].accepted_at:
+                found[signature] = acceptance
+    return found
+
+
+def replays(databases: Iterable[str]) -> dict[str, tuple[float, int, int]]:
+    """Per signature, its latest replay run: (at, matched, total), a run's rows from every file."""
+    latest: dict[str, tuple[float, int, int]] = {}
+    for db in _open(databases):
+        if not db["replays"].exists():
+            continue
+        for signature, at, matched, total in db.execute(
+                "SELECT signature, at, SUM(matched), COUNT(*) FROM replays r WHERE at = "
+                "(SELECT MAX(at) FROM replays WHERE signature = r.signature) GROUP BY signature"):
+            have = latest.get(signature)
+            if have is None or at > have[0]:
+                latest[signature] = (at, matched, total)
+            elif at == have[0]:
+                latest[signature] = (at, have[1] + matched, have[2] + total)
+    return latest
+
+
+def stored_requests(databases: Iterable[str], route: str, since: float | None = None) -> list[dict[str, Any]]:
+    """The requests of a route's kept divergences, newest first, with the file each is in
+    ("database"); headers parsed, bodies left out."""
+    databases, found = list(databases), []
+    for path, db in zip(databases, _open(databases), strict=True):
+        found += [{**row, "request_headers": json.loads(row["request_headers"] or "[]"), "database": path}
+                  for row in db.query("SELECT id, signature, route, at, request_id, method, target, request_headers "
+                                      "FROM divergences WHERE route = ? AND at >= ?", [route, since or 0.0])]
+    return sorted(found, key=lambda r: (-r["at"], r["id"]))
 
 
 def examples(databases: Iterable[str], signature: str, limit: int = 5) -> list[dict[str, Any]]:
@@ -120,6 +200,15 @@ def _signatures(db: sqlite_utils.Database) -> Iterator[Signature]:
                         "ORDER BY at DESC LIMIT 1) AS example FROM signatures s"):
         yield Signature(row["signature"], row["route"], json.loads(row["paths"]), row["count"],
                         row["first_seen"], row["last_seen"], row["example"])
+
+
+def _annotate(signatures: dict[str, Signature], accepted: dict[str, Acceptance],
+              replayed: dict[str, tuple[float, int, int]]) -> None:
+    for sig in signatures.values():
+        if sig.signature in accepted:
+            sig.accepted_reason = accepted[sig.signature].reason
+            sig.accepted_expires = accepted[sig.signature].expires
+        sig.replayed = replayed.get(sig.signature)
 
 
 def _merge(into: dict[str, Signature], sig: Signature) -> None:

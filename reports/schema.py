@@ -4,6 +4,8 @@ counts       comparisons and divergences per route and minute (every comparison 
 signatures   one row per route and set of diverging paths: how often, since when, examples kept
 divergences  the kept examples, redacted: request, both answers, the differences
 noise        paths learned as noise by probing legacy twice
+accepted     signatures people marked as intended differences (reports/accepted.py)
+replays      each stored request sent again by `strangler replay`: one row per request and run
 meta         the redaction key and the schema version
 rollouts, rollout_events, gate_comparisons, gate_answers: rollout plans (see reports/plans.py)
 """
@@ -104,3 +106,10 @@ def _create(db: sqlite_utils.Database) -> None:
     db["divergences"].create_index(["signature"], if_not_exists=True)
     db["noise"].create({"route": str, "path": str, "count": int, "first_seen": float, "last_seen": float},
                        pk=("route", "path"), if_not_exists=True)
+    db["accepted"].create({"signature": str, "route": str, "reason": str, "accepted_at": float, "expires": float,
+                           "by": str}, pk="signature", not_null={"route", "reason", "accepted_at"},
+                          if_not_exists=True)
+    # `at` is when the run started, the same for every request of one run: a run is read back whole.
+    db["replays"].create({"divergence_id": str, "signature": str, "route": str, "at": float, "matched": int,
+                          "differences": str}, if_not_exists=True)
+    db["replays"].create_index(["signature", "at"], if_not_exists=True)

@@ -166,6 +166,7 @@ class SqliteSink:
         db.execute("DELETE FROM signatures WHERE last_seen < ?", [cutoff])
         db.execute("DELETE FROM counts WHERE minute < ?", [int(cutoff // 60)])
         db.execute("DELETE FROM noise WHERE last_seen < ?", [cutoff])
+        db.execute("DELETE FROM replays WHERE at < ?", [cutoff])
         prune_evidence(db, cutoff)
 
     def _failed(self, db: sqlite_utils.Database | None, exc: Exception, batch: list[Any]) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from reports import query
+from reports.accepted import until_text
 from reports.sidebyside import Row, pretty, side_by_side
 
 TOP_PATHS, TOP_SIGNATURES = 10, 10
@@ -56,6 +57,9 @@ class SignatureRow:
     first_seen: str
     last_seen: str
     example: str | None  # the anchor of its example on this page
+    accepted: str | None = None  # the reason it was accepted as intended; None: not accepted
+    accepted_until: str | None = None  # when the acceptance ends; None: until withdrawn
+    replayed: str | None = None  # the latest replay's outcome, in words
 
 
 @dataclass(frozen=True)
@@ -120,7 +124,7 @@ def route_view(databases: list[str], summary: query.RouteSummary, now: float) ->
         summary.route, "route-" + anchor(summary.route), summary.compared, summary.diverged,
         percent(summary.diverged, summary.compared),
         trend_view(query.trend(databases, summary.route, now=now)), path_counts(summary.top_paths),
-        summary.noise, [signature_row(s, examples.get(s.signature)) for s in summary.signatures],
+        summary.noise, [signature_row(s, examples.get(s.signature), now) for s in summary.signatures],
         list(examples.values()))
 
 
@@ -180,9 +184,26 @@ def path_counts(top_paths: list[tuple[str, int]]) -> list[PathCount]:
     return [PathCount(path, count, round(100 * count / widest, 1) if widest else 0.0) for path, count in top_paths]
 
 
-def signature_row(signature: query.Signature, example: Example | None) -> SignatureRow:
+def signature_row(signature: query.Signature, example: Example | None, now: float | None = None) -> SignatureRow:
+    expires = signature.accepted_expires
     return SignatureRow(signature.signature, signature.paths, signature.count, iso(signature.first_seen),
-                        iso(signature.last_seen), example.anchor if example else None)
+                        iso(signature.last_seen), example.anchor if example else None, signature.accepted_reason,
+                        None if expires is None else until_text(expires),
+                        None if signature.replayed is None else replayed_text(signature.replayed, now))
+
+
+def replayed_text(replayed: tuple[float, int, int], now: float | None = None) -> str:
+    """A replay's outcome in words: "replayed 5 min ago: 3/3 match now"."""
+    at, matched, total = replayed
+    return f"replayed {ago((time.time() if now is None else now) - at)}: {matched}/{total} match now"
+
+
+def ago(seconds: float) -> str:
+    for unit, size in (("day", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            count = int(seconds // size)
+            return f"{count} {unit}{'s' if unit == 'day' and count > 1 else ''} ago"
+    return "just now"
 
 
 def example_view(row: dict[str, Any], signature: query.Signature) -> Example:

@@ -39,6 +39,7 @@ def test_every_advance_gate_holding_moves_one_step_up():
     (evidence(diverged=3), "divergence_rate 0.015 (needs <= 0.01)"),
     (evidence(new=SideEvidence(1000, 20, 0.010)), "error_rate 0.02 (needs <= 0.01)"),
     (evidence(new=SideEvidence(1000, 0, 0.020)), "latency_ratio 2 (needs <= 1.5)"),
+    (evidence(new=SideEvidence(1000, 0, 0.020), legacy=SideEvidence(1000, 0, 0.001)), "latency_ratio 2 (needs"),
     (evidence(new=SideEvidence(0, 0, None)), "error_rate n/a"),
 ])
 def test_a_step_stays_until_each_advance_gate_holds(step, waiting_for):

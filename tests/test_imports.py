@@ -21,9 +21,9 @@ LAYERS = {
     2: {"proxy.target", "proxy.headers", "proxy.upstream", "proxy.routing", "proxy.forward",
         "proxy.responses", "proxy.live", "proxy.toggling", "proxy.experiment", "proxy.worker",
         "proxy.resilience", "proxy.body", "proxy.deadline", "proxy.rollout"},
-    3: {"proxy.handler", "proxy.admin", "proxy.edge", "proxy.explain"},
+    3: {"proxy.handler", "proxy.admin", "proxy.edge", "proxy.explain", "proxy.replay"},
     4: {"proxy.app", "proxy.cli", "proxy.__main__", "proxy.demo.run", "proxy.report_cli", "proxy.supervisor",
-        "proxy.rollout_cli"},
+        "proxy.rollout_cli", "proxy.replay_cli"},
 }
 
 

@@ -96,8 +96,10 @@ async def test_exact_divergence_counts_with_noise_silenced_by_ignore_paths(make_
     await get_all(http, proxy.url, [f"/items/{n}" for n in range(20)])
     await settle(proxy, 20)
     [summary] = query.summary([database])
-    assert summary.as_json() == {"route": "items", "compared": 20, "diverged": 5, "divergence_rate": 0.25,
-                                 "top_paths": [{"path": "$.price", "count": 5}]}
+    shown = summary.as_json()
+    assert {key: shown[key] for key in ("route", "compared", "diverged", "divergence_rate", "top_paths")} == {
+        "route": "items", "compared": 20, "diverged": 5, "divergence_rate": 0.25,
+        "top_paths": [{"path": "$.price", "count": 5}]}
     [signature] = summary.signatures
     example = query.show([database], signature.example)
     assert example["differences"] == [{"path": "$.price", "kind": "changed", "legacy": 10, "new": 11}]

@@ -1,0 +1,157 @@
+"""`strangler report accept | unaccept`: intended differences marked, shown apart in every report, and expiring."""
+
+import getpass
+import json
+import re
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import sqlite_utils
+
+from reports import accepted, query
+from reports.schema import open_database
+from tests.helpers import REPO
+from tests.test_divergence_store import divergence, sink_at
+
+PRICE, TAX = "3f2a9c0d1e2b", "77aa00110022"
+
+
+def strangler(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "proxy", *args], capture_output=True, text=True, timeout=60, cwd=REPO)
+
+
+@pytest.fixture
+def db(tmp_path) -> Path:
+    """Route orders: 10 comparisons, 4 diverged: 3 on the price (one signature), 1 on the tax."""
+    path = tmp_path / "divergence.db"
+    sink = sink_at(path)
+    for n in range(10):
+        sink.count("orders", n < 4, time.time())
+    for _ in range(3):
+        sink.record(divergence(signature=PRICE))
+    sink.record(divergence(path="$.tax", signature=TAX))
+    sink.close()
+    return path
+
+
+def summary_json(db: Path) -> dict:
+    done = strangler("report", "summary", "--format", "json", "--db", str(db))
+    assert done.returncode == 0, done.stderr
+    [route] = json.loads(done.stdout)["routes"]
+    return route
+
+
+def test_an_accepted_signature_shows_apart_in_summary_show_and_html(db):
+    done = strangler("report", "accept", PRICE[:7], "--reason", "prices now include tax", "--expires", "2099-06-30",
+                     "--db", str(db))
+    assert (done.returncode, done.stderr) == (0, "")
+    assert done.stdout == f"accepted {PRICE} (route orders: $.price) until 2099-06-30: prices now include tax\n"
+
+    route = summary_json(db)
+    assert (route["compared"], route["diverged"], route["divergence_rate"]) == (10, 4, 0.4)  # still divergences
+    assert (route["accepted"], route["divergence_rate_unaccepted"]) == (3, 0.1)
+    assert [(s["signature"], s["accepted"]) for s in route["signatures"]] == [
+        (TAX, None), (PRICE, {"reason": "prices now include tax", "expires": 4086547200.0})]  # accepted ones last
+
+    text = strangler("report", "summary", "--db", str(db)).stdout.splitlines()
+    assert text[1].split() == ["orders", "10", "4", "40.0%", "$.price", "(3),", "$.tax", "(1)"]
+    assert text[3:] == ["orders: 2 signatures, 3 divergences accepted (rate without them 10.0%)",
+                        f"  {TAX}        1  $.tax",
+                        f"  {PRICE}        3  $.price  [accepted: prices now include tax (until 2099-06-30)]"]
+
+    example = query.summary([str(db)])[0].signatures[1].example
+    shown = strangler("report", "show", example, "--db", str(db)).stdout.splitlines()
+    assert "accepted: prices now include tax (until 2099-06-30)" in shown
+
+    page = strangler("report", "html", "--db", str(db)).stdout
+    assert re.findall(r'data-signature="(\w+)"', page) == [TAX, PRICE]
+    row = page.split(f'data-signature="{PRICE}"', 1)[1].split("</tr>", 1)[0]
+    assert re.search(r'<span class="badge accepted"[^>]*>accepted</span>\s*'
+                     r'<span class="accepted-reason">prices now include tax \(until 2099-06-30\)</span>', row)
+    assert "badge accepted" not in page.split(f'data-signature="{TAX}"', 1)[1].split("</tr>", 1)[0]
+
+    [(by, reason)] = sqlite3.connect(db).execute("SELECT by, reason FROM accepted").fetchall()
+    assert (by, reason) == (getpass.getuser(), "prices now include tax")
+
+
+def test_unaccept_withdraws_and_says_when_there_is_nothing_to_withdraw(db):
+    assert strangler("report", "accept", PRICE, "--reason", "intended", "--db", str(db)).returncode == 0
+    assert summary_json(db)["accepted"] == 3
+    done = strangler("report", "unaccept", PRICE[:6], "--db", str(db))
+    assert (done.returncode, done.stdout) == (0, f"withdrew the acceptance of {PRICE} (orders: intended)\n")
+    route = summary_json(db)
+    assert (route["accepted"], route["divergence_rate_unaccepted"]) == (0, 0.4)
+    again = strangler("report", "unaccept", PRICE, "--db", str(db))
+    assert (again.returncode, again.stderr) == (3, f"strangler report: no accepted signature {PRICE!r} in {db}\n")
+
+
+def test_a_prefix_names_one_signature_or_is_refused(tmp_path):
+    path = tmp_path / "d.db"
+    sink = sink_at(path)
+    for sig, field in (("abcdef012345", "$.a"), ("abcdef999999", "$.b")):
+        sink.record(divergence(path=field, signature=sig))
+    sink.close()
+    ambiguous = strangler("report", "accept", "abcdef", "--reason", "r", "--db", str(path))
+    assert ambiguous.returncode == 2
+    assert ambiguous.stderr.splitlines() == ["strangler report: 'abcdef' is ambiguous: it starts 2 signatures",
+                                             "  abcdef012345  (orders: $.a)", "  abcdef999999  (orders: $.b)"]
+    short = strangler("report", "accept", "abcde", "--reason", "r", "--db", str(path))
+    assert (short.returncode, "at least 6 characters" in short.stderr) == (2, True)
+    unknown = strangler("report", "accept", "ffffff", "--reason", "r", "--db", str(path))
+    assert (unknown.returncode, unknown.stderr) == (3, f"strangler report: no signature 'ffffff' in {path}\n")
+    assert strangler("report", "accept", "abcdef9", "--reason", "r", "--db", str(path)).returncode == 0
+    database = open_database(str(path))
+    assert accepted.active(database, time.time()) == {"abcdef999999"}
+    database.close()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--reason", "r", "--expires", "2020-01-01"], "--expires 2020-01-01 is in the past"),
+    (["--reason", "r", "--expires", "2020-01-01T10:00:00Z"], "--expires 2020-01-01T10:00:00Z is in the past"),
+    (["--reason", "r", "--expires", "next week"], "--expires wants YYYY-MM-DD or an ISO datetime"),
+    (["--reason", "   "], "--reason must say why the difference is intended"),
+    ([], "the following arguments are required: --reason"),
+])
+def test_a_bad_reason_or_expiry_is_refused_and_nothing_is_accepted(db, args, message):
+    done = strangler("report", "accept", PRICE, *args, "--db", str(db))
+    assert (done.returncode, message in done.stderr) == (2, True), done.stderr
+    assert summary_json(db)["accepted"] == 0
+
+
+def test_an_expired_acceptance_no_longer_counts(db):
+    database = open_database(str(db))
+    now = time.time()
+    accepted.accept(database, PRICE, "orders", "for the demo", now + 60, "ada", now - 10)
+    assert accepted.active(database, now) == {PRICE}
+    assert accepted.active(database, now + 61) == frozenset()
+    database.execute("UPDATE accepted SET expires = ?", [now - 1])  # the minute has passed
+    assert accepted.active(database, time.time()) == frozenset()
+    route = summary_json(db)
+    assert (route["accepted"], route["signatures"][1]["accepted"]) == (0, None)
+    with pytest.raises(ValueError, match="not in the future"):
+        accepted.accept(database, PRICE, "orders", "again", now - 1, "ada", now)
+    database.close()
+
+
+def test_a_database_older_than_the_table_has_no_acceptances(db):
+    old = sqlite3.connect(db)
+    old.executescript("DROP TABLE accepted; DROP TABLE replays;")
+    old.close()
+    database = sqlite_utils.Database(sqlite3.connect(f"file:{db}?mode=ro", uri=True))
+    assert accepted.active(database, 0) == frozenset()
+    database.close()
+    route = summary_json(db)  # the reports read it as it is
+    assert (route["accepted"], route["divergence_rate_unaccepted"]) == (0, 0.4)
+
+
+@pytest.mark.parametrize("text, until", [
+    ("2099-06-30", "2099-06-30"),  # through that day, UTC
+    ("2099-06-30T18:00:00+02:00", "2099-06-30T16:00:00Z"),
+    ("2099-06-30T18:00", "2099-06-30T18:00:00Z"),  # no offset: UTC, as the reports
+])
+def test_an_expiry_reads_back_as_written(text, until):
+    assert accepted.until_text(accepted.parse_expiry(text, time.time())) == until
