@@ -233,3 +233,29 @@ def _parsed(row: dict[str, Any]) -> dict[str, Any]:
     for column in ("differences", "noise", "request_headers", "legacy_headers", "new_headers"):
         row[column] = json.loads(row[column]) if row[column] else []
     return row
+
+
+@dataclass
+class PlanTimeline:
+    """A route's rollout plan as the database tells it: where it stands, and every move (oldest first)."""
+
+    percent: int
+    since: float
+    held: bool
+    reason: str
+    events: list[dict[str, Any]]
+
+
+def plan_timeline(databases: Iterable[str], route: str) -> PlanTimeline | None:
+    """None when the route has no plan in any of the files (or the files predate plans)."""
+    state, events = None, []
+    for db in _open(databases):
+        if not db["rollouts"].exists():
+            continue
+        row = db.execute("SELECT percent, since, held, reason FROM rollouts WHERE route = ?", [route]).fetchone()
+        state = state or row
+        events += [{**e, "evidence": json.loads(e["evidence"]) if e["evidence"] else None}
+                   for e in db.query("SELECT * FROM rollout_events WHERE route = ? ORDER BY at", [route])]
+    if state is None:
+        return None
+    return PlanTimeline(state[0], state[1], bool(state[2]), state[3] or "", sorted(events, key=lambda e: e["at"]))

@@ -87,6 +87,27 @@ class Example:
 
 
 @dataclass(frozen=True)
+class Move:
+    """One move of a rollout plan, with the evidence it was made on."""
+
+    at: str
+    action: str
+    before: int
+    after: int
+    reason: str
+    by: str
+    evidence: str  # the step's evidence in words; "" when the move was not the gates'
+
+
+@dataclass(frozen=True)
+class PlanView:
+    percent: int
+    since: str
+    held: str | None  # why it is held, or None
+    moves: list[Move]
+
+
+@dataclass(frozen=True)
 class RouteView:
     name: str
     anchor: str
@@ -98,6 +119,7 @@ class RouteView:
     noise: list[tuple[str, int]]
     signatures: list[SignatureRow]
     examples: list[Example]
+    plan: PlanView | None = None
 
 
 @dataclass(frozen=True)
@@ -125,7 +147,30 @@ def route_view(databases: list[str], summary: query.RouteSummary, now: float) ->
         percent(summary.diverged, summary.compared),
         trend_view(query.trend(databases, summary.route, now=now)), path_counts(summary.top_paths),
         summary.noise, [signature_row(s, examples.get(s.signature), now) for s in summary.signatures],
-        list(examples.values()))
+        list(examples.values()), plan_view(query.plan_timeline(databases, summary.route)))
+
+
+def plan_view(timeline: query.PlanTimeline | None) -> PlanView | None:
+    if timeline is None:
+        return None
+    moves = [Move(iso(e["at"]), e["action"], e["from_percent"], e["to_percent"], e["reason"], e["by"],
+                  evidence_text(e["evidence"], e["action"])) for e in timeline.events]
+    return PlanView(timeline.percent, iso(timeline.since), timeline.reason or "held" if timeline.held else None,
+                    moves)
+
+
+def evidence_text(evidence: dict[str, Any] | None, action: str) -> str:
+    """What the gates moved a step on (a rollback: the recent window; an advance: the whole step):
+    comparisons, divergences, the new side's health."""
+    if not evidence:
+        return ""
+    step = evidence.get("recent" if action == "rollback" else "step") or {}
+    legacy, new = step.get("legacy", {}), step.get("new", {})
+    ratio = step.get("latency_ratio")
+    return (f"{step.get('compared', 0)} compared, {step.get('diverged', 0)} diverged "
+            f"({step.get('accepted', 0)} accepted); new side {new.get('errors', 0)} failed of "
+            f"{new.get('answers', 0)}; p99 {new.get('p99_ms')} ms vs legacy {legacy.get('p99_ms')} ms"
+            + (f" (x{ratio})" if ratio is not None else ""))
 
 
 def percent(part: int, whole: int) -> str:

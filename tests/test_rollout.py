@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import subprocess
 import sys
 import time
@@ -15,6 +16,7 @@ import pytest
 from aiohttp import web
 
 from proxy import rollout
+from reports import html
 from tests.helpers import route
 
 USERS = [f"user-{n}" for n in range(200)]
@@ -112,6 +114,12 @@ async def test_a_right_service_advances_step_by_step_then_rolls_back_when_it_div
     assert metrics.get_sample_value("strangler_rollout_moves_total", {"route": "items", "action": "advance"}) == 3
     assert metrics.get_sample_value("strangler_rollout_moves_total", {"route": "items", "action": "rollback"}) == 1
     assert metrics.get_sample_value("strangler_rollout_percent", {"route": "items"}) == 0
+
+    page = html.render([proxy.proxy.plans.path])  # the report draws the plan's timeline
+    plan = page[page.index('<section class="plan"'):page.index("</section>", page.index('<section class="plan"'))]
+    assert 'data-plan-percent="0"' in plan and 'class="badge held"' in plan
+    assert re.findall(r'data-action="(\w+)"', plan) == ["start", "advance", "advance", "advance", "rollback"]
+    assert "100% &rarr; 0%" in plan and "diverged (0 accepted)" in plan
 
     await proxy.proxy.stop()  # the state outlives the process: a restart stays rolled back and held
     again = await start_proxy(upstreams, [planted_route])
