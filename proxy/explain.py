@@ -42,8 +42,10 @@ class Explanation:
                  f"upstream: {d.upstream.name} ({d.upstream.url})", f"shadow:   {shadow}"]
         if d.toggle is not None and d.route.toggle is not None:
             value = "(none)" if d.toggle.sticky is None else repr(d.toggle.sticky)
+            verdict = str(d.toggle.verdict) if d.toggle.plan is None else f"on, held back by the rollout plan " \
+                                                                            f"(at {d.toggle.plan}%)"
             lines.append(f"toggle:   {d.toggle.name} ({self.provider} provider), "
-                         f"{d.route.toggle.stickiness} = {value} -> {d.toggle.verdict}")
+                         f"{d.route.toggle.stickiness} = {value} -> {verdict}")
         return "\n".join(lines + [f"why:      {d.reason}"])
 
     def _toggle_json(self) -> dict[str, Any] | None:
@@ -51,7 +53,7 @@ class Explanation:
         if d is None or d.toggle is None or d.route.toggle is None:
             return None
         return {"name": d.toggle.name, "provider": self.provider, "stickiness": str(d.route.toggle.stickiness),
-                "sticky_value": d.toggle.sticky, "verdict": d.toggle.verdict.value}
+                "sticky_value": d.toggle.sticky, "verdict": d.toggle.verdict.value, "plan_percent": d.toggle.plan}
 
 
 def explain(config: Config, toggles: Toggles, method: str, target: str,

@@ -158,6 +158,9 @@ async def test_the_rollout_commands_steer_a_running_proxy(make_upstream, start_p
     expected = {user: "new" if toggles.bucket("items-to-new", user) <= 10 else "legacy" for user in USERS}
     assert await sides_of(proxy.url) == expected  # the toggle's own hash: these users, no others
     assert 5 < list(expected.values()).count("new") < 40
+    outside = next(user for user, side in expected.items() if side == "legacy")
+    status, out, _ = await strangler("explain", "GET", "/api/items/1", "-H", f"X-User-Id: {outside}", *config)
+    assert "serve:    legacy" in out and "held back by the rollout plan (at 10%)" in out  # what the proxy does
 
     status, out, _ = await strangler("rollout", "hold", "items", "--reason", "waiting for QA", *config)
     assert (status, out) == (0, "items: 10% -> 10% (held)\n")

@@ -138,7 +138,7 @@ def test_explain_asks_the_real_server(unleash, feature, server_toggles, tmp_path
     result = json.loads(done.stdout)
     assert (result["serve"], result["toggle"]) == ("new", {
         "name": feature, "provider": "unleash", "stickiness": "header:X-User-Id", "sticky_value": "alice",
-        "verdict": "on"})
+        "verdict": "on", "plan_percent": None})
 
 
 def unleash_rollout(unleash, feature: str, environment: str = "development") -> str | None:
