@@ -98,8 +98,8 @@ class Proxy:
         self.rollouts = rollouts = Rollouts(self.plans, self.sink, self.metrics, lambda: live.current.config,
                                             lambda: live.current.toggles, self.evidence)
         self.handler = handler = EdgeHandler(live, self.metrics, self.experiments,
-                                             Forwarder(self.resilience, self.metrics), self.evidence,
-                                             lambda: rollouts.caps)
+                                             Forwarder(self.resilience, self.metrics), self.evidence, rollouts.cap)
+        await rollouts.checked()  # where the plans stand, before the first request
         edge = EdgeServer(handler, handler_cancellation=True, access_log=None,
                           keepalive_timeout=server.keepalive_timeout, header_timeout=server.header_timeout)
         self._edge = web.ServerRunner(edge, shutdown_timeout=self.options.drain_timeout)
@@ -163,7 +163,7 @@ class Proxy:
             self.handler.access.flush()  # the access lines of the requests that just finished
         await self.experiments.drain(timeout=5.0)
         if self.rollouts is not None:
-            await self.rollouts.hand_over()  # the last evidence gathered
+            self.rollouts.hand_over()  # the last evidence gathered
         await asyncio.to_thread(self.sink.close)
         await asyncio.to_thread(self.plans.close)
         await asyncio.to_thread(self.worker.close)

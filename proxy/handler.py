@@ -6,21 +6,21 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any, Callable
 
 from aiohttp import web
 from aiohttp.http import HttpVersion10, HttpVersion11
 from multidict import CIMultiDict
 
 from proxy.body import RequestBody, read_up_to, streamed
+from proxy.evidence import Evidence
 from proxy.experiment import Experiments, Shadow
 from proxy.forward import Forwarder, Outcome
 from proxy.headers import request_id, upstream_headers
 from proxy.live import Generation, LiveConfig
 from proxy.logs import REQUEST_ID, AccessLog
 from proxy.metrics import Metrics
-from proxy.evidence import Evidence
-from proxy.model import Decision, RequestFacts, RequestRecord, Side
+from proxy.model import Decision, RequestFacts, RequestRecord, Route, Side
 from proxy.responses import error_response
 from proxy.routing import decide, match_route
 from proxy.target import Refusal, Target, parse_target
@@ -47,9 +47,9 @@ class EdgeHandler:
     """The request handler of the edge listener (an aiohttp low-level server handler)."""
 
     def __init__(self, live: LiveConfig, metrics: Metrics, experiments: Experiments, forwarder: Forwarder,
-                 evidence: Evidence, caps: Callable[[], Mapping[str, int]]) -> None:
+                 evidence: Evidence, cap: Callable[[Route], int | None]) -> None:
         self.live, self.metrics = live, metrics
-        self.evidence, self.caps = evidence, caps
+        self.evidence, self.cap = evidence, cap  # cap: the percent a route's rollout plan stands at
         self.experiments, self.forwarder = experiments, forwarder
         self.verdicts = VerdictLog()
         self.access = AccessLog()
@@ -87,7 +87,8 @@ class EdgeHandler:
         if route is None:
             return Served(error_response(404, "no_route", f"no route matches {request.method} {target.path}", rid))
         facts = RequestFacts(request.method, target.path, request.headers, request.remote)
-        decision = decide(route, facts, generation.toggles, self.caps().get(route.name))
+        cap = self.cap(route) if route.rollout_plan is not None else None
+        decision = decide(route, facts, generation.toggles, cap)
         if decision.toggle is not None:
             self._count_verdict(decision)
         headers = upstream_headers(request.headers, peer=request.remote, proto=request.scheme, rid=rid)

@@ -87,12 +87,25 @@ class Rollouts:
         """Until cancelled: every TICK, hand over the evidence and follow (and move) the plans."""
         while True:
             await asyncio.sleep(TICK)
-            try:
-                await self.tick()
-            except Exception:  # the store failing must not stop the plans for good
-                log.warning("rollout plans could not be checked", exc_info=True)
+            await self.checked()
 
-    async def hand_over(self, now: float | None = None) -> None:
+    async def checked(self) -> None:
+        """One tick; the store failing is logged, never raised (plans stay where they were seen)."""
+        try:
+            await self.tick()
+        except Exception:  # noqa: BLE001
+            log.warning("rollout plans could not be checked", exc_info=True)
+
+    def cap(self, route: Route) -> int | None:
+        """The percent routing lets through this plan route's toggle: None when the toggle server
+        applies the plan; the plan's first step until its state has been read (a route just added)."""
+        if self._shared():
+            return None
+        assert route.rollout_plan is not None
+        found = self.caps.get(route.name)
+        return in_force(route, route.rollout_plan.steps[0]) if found is None else found
+
+    def hand_over(self, now: float | None = None) -> None:
         """Give the store what this process gathered since the last time."""
         batch = self.evidence.take(time.time() if now is None else now)
         if batch is not None and self.sink is not None:
@@ -100,13 +113,12 @@ class Rollouts:
 
     async def tick(self, now: float | None = None) -> None:
         now = time.time() if now is None else now
-        await self.hand_over(now)
+        self.hand_over(now)
         config = self.config()
         planned = [route for route in config.routes if route.rollout_plan is not None]
         for route in planned:
             await self._follow(route, now)
-        self.caps = {route.name: self.views[route.name].percent for route in planned
-                     if route.name in self.views and self._capped_here()}
+        self.caps = {route.name: self.views[route.name].percent for route in planned if route.name in self.views}
 
     async def _follow(self, route: Route, now: float) -> None:
         plan = route.rollout_plan
@@ -129,7 +141,7 @@ class Rollouts:
             return
         if seen.judgement.to is not None:
             await self._move(route, seen, now)
-        elif first and self.toggles().shared_rollouts:
+        elif first and self._shared():
             await self.publish(route, seen.percent)  # the toggle server starts where the plan stands
 
     async def _move(self, route: Route, seen: PlanView, now: float) -> None:
@@ -160,8 +172,8 @@ class Rollouts:
             log.error("could not write the rollout to the toggle server",
                       extra={"route": route.name, "toggle": route.toggle.name, "problem": str(exc)})
 
-    def _capped_here(self) -> bool:
-        return not self.toggles().shared_rollouts
+    def _shared(self) -> bool:
+        return self.toggles().shared_rollouts
 
     def status(self) -> list[dict[str, Any]]:
         routes = {route.name: route for route in self.config().routes if route.rollout_plan is not None}
