@@ -15,6 +15,7 @@ from typing import Any
 from proxy.model import Gates, RolloutPlan
 
 LATENCY_FLOOR = 0.010  # seconds: p99s below it count as 10 ms in the latency ratio
+P99_SAMPLES = 100  # answers of each side a rollback needs before it judges their p99s
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +143,9 @@ def _limits(gates: Gates, evidence: StepEvidence, judged: bool) -> list[GateChec
     """The max_ gates. For advancing, a gate without evidence fails; for rolling back, it holds."""
     enough_compared = judged or evidence.compared >= max(1, gates.min_comparisons)
     enough_answers = judged or evidence.new.answers >= max(1, gates.min_comparisons)
+    # A p99 of fewer than P99_SAMPLES answers is their maximum: one slow request would be a verdict.
+    enough_timed = judged or min(evidence.new.answers, evidence.legacy.answers) >= max(P99_SAMPLES,
+                                                                                       gates.min_comparisons)
     found: list[GateCheck] = []
     if gates.max_divergence_rate is not None:
         rate = evidence.divergence_rate if evidence.compared else None
@@ -150,7 +154,7 @@ def _limits(gates: Gates, evidence: StepEvidence, judged: bool) -> list[GateChec
         rate = evidence.new.error_rate if evidence.new.answers else None
         found.append(_at_most("error_rate", rate, gates.max_error_rate, enough_answers, judged))
     if gates.max_latency_ratio is not None:
-        found.append(_at_most("latency_ratio", evidence.latency_ratio, gates.max_latency_ratio, enough_answers,
+        found.append(_at_most("latency_ratio", evidence.latency_ratio, gates.max_latency_ratio, enough_timed,
                               judged))
     return found
 

@@ -72,6 +72,12 @@ def test_too_little_recent_evidence_breaches_nothing():
     assert judged.action != "rollback"
 
 
+def test_a_p99_of_a_few_answers_is_no_verdict():
+    """Fifty answers' p99 is their slowest one: the latency gate waits for a hundred of each side."""
+    recent = evidence(new=SideEvidence(50, 0, 0.5), legacy=SideEvidence(50, 0, 0.01))
+    assert judge(PLAN, at(25), evidence(), recent, ceiling=100).action != "rollback"
+
+
 def test_a_held_plan_does_not_advance_but_still_rolls_back():
     assert judge(PLAN, at(5, held=True), evidence(), evidence(), 100).action == "stay"
     assert judge(PLAN, at(5, held=True), evidence(), evidence(compared=40, diverged=10), 100).to == 0

@@ -160,7 +160,8 @@ async def test_a_rollout_plan_writes_its_step_to_unleash_and_routing_follows_the
     monkeypatch.setattr(rollout, "TICK", 0.1)
     legacy, new = await make_upstream("legacy"), await make_upstream("new")
     plan = {"steps": [0, 50], "check_interval": 0.1,
-            "advance": {"min_comparisons": 20, "min_seconds": 0.3, "max_latency_ratio": None}}
+            "advance": {"min_comparisons": 20, "min_seconds": 0.3, "max_latency_ratio": None},
+            "rollback": {"max_latency_ratio": None}}
     planned = [route("orders", "/api/orders", new="new", serve="toggle", parallel_run={"enabled": True},
                      toggle={"name": feature, "stickiness": "header:X-User-Id"}, rollout_plan=plan), route("all")]
     proxy = await start_proxy({"legacy": legacy.url, "new": new.url}, planned, toggles=server_toggles)

@@ -124,7 +124,8 @@ async def test_workers_judge_one_shared_plan_and_move_it_once(make_upstream, tmp
     legacy, new = await make_upstream("legacy"), await make_upstream("new")
     path, database = tmp_path / "routes.yaml", tmp_path / "d.db"
     plan = {"steps": [0, 100], "check_interval": 0.2,
-            "advance": {"min_comparisons": 30, "min_seconds": 0.5, "max_latency_ratio": None}}
+            "advance": {"min_comparisons": 30, "min_seconds": 0.5, "max_latency_ratio": None},
+            "rollback": {"max_latency_ratio": None}}
     path.write_text(routes_yaml(
         {"legacy": legacy.url, "new": new.url},
         [route("items", "/items", new="new", serve="toggle", parallel_run={"enabled": True}, rollout_plan=plan,
