@@ -70,9 +70,9 @@ class Experiments:
     """Starts the parallel run of eligible requests and carries both answers to comparison and the store."""
 
     def __init__(self, comparator: Comparator, compare_away: CompareCall, sink: DivergenceSink, metrics: Metrics,
-                 resilience: Resilience, evidence: Evidence | None = None, max_pending: int = 64) -> None:
+                 resilience: Resilience, evidence: Evidence, max_pending: int = 64) -> None:
         self.comparator, self.compare_away = comparator, compare_away
-        self.evidence = evidence if evidence is not None else Evidence()  # for routes with a rollout plan
+        self.evidence = evidence  # for routes with a rollout plan
         self.sink, self.metrics, self.resilience = sink, metrics, resilience
         self.max_pending = max_pending
         self.pending = 0  # comparisons handed to the worker and not yet back

@@ -26,7 +26,7 @@ from proxy.replay import Outcome, Replay, Skipped, plan, replay
 from reports import query
 from reports.redact import REDACTED, Redactor
 from reports.rows import MAX_VALUE
-from reports.schema import open_database, redaction_key, retrying_locks
+from reports.schema import open_database, redaction_key, retrying_locks, transaction
 
 EXIT_OK, EXIT_DIFFER, EXIT_USAGE, EXIT_UNKNOWN = 0, 1, 2, 3
 AGE = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
@@ -128,16 +128,11 @@ class Progress:
 
 def _record(db: Any, route: str, at: float, redactor: Redactor, outcomes: list[Outcome]) -> None:
     """Each outcome as a row of `replays`, in one transaction; its differences redacted as the store's."""
-    db.execute("BEGIN IMMEDIATE")
-    try:
+    with transaction(db):
         for o in outcomes:
             db.execute("INSERT INTO replays (divergence_id, signature, route, at, matched, differences) "
                        "VALUES (?, ?, ?, ?, ?, ?)", [o.replay.divergence_id, o.replay.signature, route, at,
                                                      int(o.matched), json.dumps(_differences(o, redactor))])
-        db.execute("COMMIT")
-    except BaseException:
-        db.execute("ROLLBACK")
-        raise
 
 
 def _on(path: str, step: Any) -> Any:

@@ -150,15 +150,16 @@ def _publish(config: Config, route: Route, percent: int) -> int:
 
 
 def plan_caps(config: Config) -> dict[str, int]:
-    """The percent each plan stands at, as running proxies apply it (for `strangler explain`)."""
+    """The percent each plan stands at, as running proxies apply it (for `strangler explain`); a plan
+    with no state yet stands at its first step."""
     planned = [route for route in config.routes if route.rollout_plan is not None]
-    if not planned or not Path(config.reports.database).exists():
-        return {route.name: in_force(route, route.rollout_plan.steps[0]) for route in planned}
-    store = SqlitePlans(config.reports.database)
-    try:
-        states = {state.route: state.percent for state in store.states()}
-    finally:
-        store.close()
+    states: dict[str, int] = {}
+    if planned and Path(config.reports.database).exists():
+        store = SqlitePlans(config.reports.database)
+        try:
+            states = {state.route: state.percent for state in store.states()}
+        finally:
+            store.close()
     return {route.name: in_force(route, states.get(route.name, route.rollout_plan.steps[0])) for route in planned}
 
 

@@ -24,9 +24,10 @@ import sqlite_utils
 from proxy.evidence import EvidenceBatch, quantile
 from proxy.gates import PlanState, SideEvidence, StepEvidence
 from reports.accepted import active
-from reports.schema import open_database, retrying_locks
+from reports.schema import open_database, retrying_locks, transaction
 
 T = TypeVar("T")
+STATE = "route, percent, since, held, reason, version"  # a PlanState's columns, in order
 
 
 def write_evidence(db: sqlite_utils.Database, batch: EvidenceBatch) -> None:
@@ -62,25 +63,21 @@ class SqlitePlans:
         self._lock = threading.Lock()
 
     def state(self, route: str) -> PlanState | None:
-        row = self._run(lambda db: db.execute("SELECT route, percent, since, held, reason, version FROM rollouts "
-                                              "WHERE route = ?", [route]).fetchone())
-        return None if row is None else PlanState(row[0], row[1], row[2], bool(row[3]), row[4] or "", row[5])
+        row = self._run(lambda db: db.execute(f"SELECT {STATE} FROM rollouts WHERE route = ?", [route]).fetchone())
+        return None if row is None else _state(row)
 
     def begin(self, route: str, percent: int, now: float) -> PlanState:
-        """The plan's state, created at `percent` when it has none yet."""
+        """The plan's state, created at `percent` when it has none yet (only then a write)."""
         def step(db: sqlite_utils.Database) -> None:
-            db.execute("BEGIN IMMEDIATE")
-            try:
+            with transaction(db):
                 created = db.execute("INSERT OR IGNORE INTO rollouts (route, percent, since, held, reason, version) "
                                      "VALUES (?, ?, ?, 0, '', 0)", [route, percent, now]).rowcount
                 if created:
                     _event(db, route, now, "start", percent, percent, "the plan begins", "plan", None)
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-        self._run(step)
         state = self.state(route)
+        if state is None:
+            self._run(step)
+            state = self.state(route)
         assert state is not None
         return state
 
@@ -92,19 +89,14 @@ class SqlitePlans:
         keep = state.held if held is None else held
 
         def step(db: sqlite_utils.Database) -> bool:
-            db.execute("BEGIN IMMEDIATE")
-            try:
+            with transaction(db):
                 moved = db.execute("UPDATE rollouts SET percent = ?, since = ?, held = ?, reason = ?, "
                                    "version = version + 1 WHERE route = ? AND version = ?",
                                    [to, since, int(keep), reason if keep else "", state.route,
                                     state.version]).rowcount
                 if moved:
                     _event(db, state.route, now, action, state.percent, to, reason, by, evidence)
-                db.execute("COMMIT")
-                return bool(moved)
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
+            return bool(moved)
         if not self._run(step):
             return None
         return PlanState(state.route, to, since, keep, reason if keep else "", state.version + 1)
@@ -130,18 +122,9 @@ class SqlitePlans:
     def accepted(self, now: float) -> frozenset[str]:
         return self._run(lambda db: active(db, now))
 
-    def events(self, route: str | None = None, limit: int = 500) -> list[dict[str, Any]]:
-        def read(db: sqlite_utils.Database) -> list[dict[str, Any]]:
-            where, args = ("WHERE route = ?", [route]) if route else ("", [])
-            rows = db.query(f"SELECT * FROM rollout_events {where} ORDER BY at DESC, id DESC LIMIT ?",
-                            [*args, limit])
-            return [{**row, "evidence": json.loads(row["evidence"]) if row["evidence"] else None} for row in rows]
-        return self._run(read)
-
     def states(self) -> list[PlanState]:
-        rows = self._run(lambda db: db.execute("SELECT route, percent, since, held, reason, version FROM rollouts "
-                                               "ORDER BY route").fetchall())
-        return [PlanState(r[0], r[1], r[2], bool(r[3]), r[4] or "", r[5]) for r in rows]
+        return [_state(row) for row in self._run(
+            lambda db: db.execute(f"SELECT {STATE} FROM rollouts ORDER BY route").fetchall())]
 
     def close(self) -> None:
         with self._lock:
@@ -154,6 +137,11 @@ class SqlitePlans:
             if self._db is None:
                 self._db = open_database(self.path)
             return retrying_locks(lambda: step(self._db))
+
+
+def _state(row: tuple[Any, ...]) -> PlanState:
+    route, percent, since, held, reason, version = row
+    return PlanState(route, percent, since, bool(held), reason or "", version)
 
 
 def _side(db: sqlite_utils.Database, route: str, side: str, since: float, until: float) -> SideEvidence:

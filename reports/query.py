@@ -255,7 +255,7 @@ def plan_timeline(databases: Iterable[str], route: str) -> PlanTimeline | None:
         row = db.execute("SELECT percent, since, held, reason FROM rollouts WHERE route = ?", [route]).fetchone()
         state = state or row
         events += [{**e, "evidence": json.loads(e["evidence"]) if e["evidence"] else None}
-                   for e in db.query("SELECT * FROM rollout_events WHERE route = ? ORDER BY at", [route])]
+                   for e in db.query("SELECT * FROM rollout_events WHERE route = ? ORDER BY at, id", [route])]
     if state is None:
         return None
     return PlanTimeline(state[0], state[1], bool(state[2]), state[3] or "", sorted(events, key=lambda e: e["at"]))

@@ -17,8 +17,9 @@ import random
 import secrets
 import sqlite3
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, TypeVar
+from typing import Callable, Iterator, TypeVar
 
 import sqlite_utils
 
@@ -40,6 +41,19 @@ def open_database(path: str) -> sqlite_utils.Database:
         conn.close()
         raise
     return db
+
+
+@contextmanager
+def transaction(db: sqlite_utils.Database) -> Iterator[sqlite_utils.Database]:
+    """One write transaction, taken at once (BEGIN IMMEDIATE: no lock upgrade to deadlock on),
+    committed when the block ends, rolled back when it raises."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield db
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
 
 
 def retrying_locks(step: Callable[[], T], attempts: int = 20) -> T:

@@ -26,7 +26,7 @@ from proxy.paths import generalize
 from reports.plans import prune_evidence, write_evidence
 from reports.redact import Redactor
 from reports.rows import divergence_row
-from reports.schema import open_database, redaction_key, retrying_locks
+from reports.schema import open_database, redaction_key, retrying_locks, transaction
 
 log = logging.getLogger("strangler.reports")
 STOP = object()
@@ -112,8 +112,7 @@ class SqliteSink:
         return batch
 
     def _write(self, db: sqlite_utils.Database, redactor: Redactor, batch: list[Any]) -> None:
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        with transaction(db):
             self._counts(db, [item for item in batch if item[0] == "count"])
             for item in batch:
                 if item[0] == "divergence":
@@ -123,10 +122,6 @@ class SqliteSink:
                 elif item[0] == "evidence":
                     write_evidence(db, item[1])
             self._prune(db)
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
 
     def _counts(self, db: sqlite_utils.Database, items: list[Any]) -> None:
         compared, diverged = Tally(), Tally()

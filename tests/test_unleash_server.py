@@ -12,6 +12,7 @@ import aiohttp
 import pytest
 
 from proxy.model import Stickiness, ToggleSpec, Verdict
+from reports import query
 from tests.helpers import REPO, route, routes_yaml
 from tests.servers import Postgres, Unleash, install_unleash
 from toggles.unleash import UnleashToggles
@@ -175,5 +176,5 @@ async def test_a_rollout_plan_writes_its_step_to_unleash_and_routing_follows_the
     while len([s for s in (await sides(proxy.url, USERS)).values() if s == "new"]) not in range(160, 241):
         assert time.monotonic() < deadline, "routing never followed the server's rollout"
         await asyncio.sleep(0.2)
-    events = proxy.proxy.plans.events("orders")
-    assert events[0]["action"] == "advance" and events[0]["to_percent"] == 50
+    events = query.plan_timeline([proxy.proxy.plans.path], "orders").events
+    assert events[-1]["action"] == "advance" and events[-1]["to_percent"] == 50

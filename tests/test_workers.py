@@ -12,7 +12,6 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from reports import query
-from reports.plans import SqlitePlans
 from tests.helpers import ProxyProcess, free_port, route, routes_yaml
 
 
@@ -147,8 +146,4 @@ async def test_workers_judge_one_shared_plan_and_move_it_once(make_upstream, tmp
 
 
 def query_events(database) -> list[dict]:
-    plans = SqlitePlans(str(database))
-    try:
-        return plans.events("items")[::-1]
-    finally:
-        plans.close()
+    return query.plan_timeline([str(database)], "items").events
