@@ -140,9 +140,11 @@ async def test_no_content_type_or_server_header_is_invented(raw_upstream, start_
     assert b"content-length: 5" in head and raw.endswith(b"\r\n\r\nhello")
 
 
+# "abcde" in two chunks: an answer whose framing the proxy must redo, not copy.
+CHUNKED_ABCDE = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"
+
 async def test_framing_is_redone_not_copied(raw_upstream, start_proxy):
-    chunked = await raw_upstream(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
-                                 b"3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n")
+    chunked = await raw_upstream(CHUNKED_ABCDE)
     proxy = await start_proxy({"legacy": chunked.url}, [route("all")])
     raw = await raw_exchange(proxy.port, b"GET / HTTP/1.0\r\nHost: h\r\n\r\n")
     head, _, body = raw.partition(b"\r\n\r\n")
@@ -151,8 +153,7 @@ async def test_framing_is_redone_not_copied(raw_upstream, start_proxy):
 
 
 async def test_a_small_answer_that_arrived_whole_leaves_with_its_length(raw_upstream, start_proxy):
-    chunked = await raw_upstream(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
-                                 b"3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n")
+    chunked = await raw_upstream(CHUNKED_ABCDE)
     proxy = await start_proxy({"legacy": chunked.url}, [route("all")])
     raw = await raw_exchange(proxy.port, b"GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
     head, _, body = raw.partition(b"\r\n\r\n")
