@@ -1,9 +1,14 @@
 """The parallel run: the other side gets the same request at the same time; both answers are compared.
 
-Nothing here changes, slows or fails the client's answer. The shadow is a task of its
-own, on a pool of its own, under its own timeout; when too many are in flight it is
-skipped, not queued, and counted. Comparing runs in a worker process. Every failure on
-this path is caught and counted; the task never raises into the handler.
+Nothing here changes, slows or fails the client's answer. The served exchange has a
+head start of at most HEAD_START: the shadow is sent once the client has its answer, or
+when the head start is over, whichever comes first. With a quick upstream the shadow's
+own work (a request written, an answer parsed) then comes after the client's answer
+instead of in front of it; with a slow one both sides are in flight together. The
+shadow is a task of its own, on a pool of its own, under its own timeout; when too many
+are in flight it is skipped, not queued, and counted. Large answers are compared in a
+worker process. Every failure on this path is caught and counted; the task never raises
+into the handler.
 """
 
 from __future__ import annotations
@@ -37,6 +42,9 @@ CompareCall = Callable[[Observation, Observation, CompareSpec], Awaitable[Compar
 # process hundreds (pickling, pipes, its threads): they are compared here, large ones there.
 INLINE_BYTES = 16 << 10
 SAFE = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
+# Long enough for a quick upstream's answer to reach the client first; short enough that the two
+# sides still see the request at the same moment as far as any comparison can tell.
+HEAD_START = 0.001
 
 
 @dataclass
@@ -105,7 +113,9 @@ class Experiments:
         shadow_headers["X-Strangler-Shadow"] = "1"
         shadow = Shadow(self, decision, record, shadow_headers, body, capture, pools)
         self.in_flight[route.name] = self.in_flight.get(route.name, 0) + 1
-        task = asyncio.get_running_loop().create_task(shadow.run())
+        loop = asyncio.get_running_loop()
+        shadow.head_start = loop.call_later(HEAD_START, shadow.go)
+        task = loop.create_task(shadow.run())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         shadow.task = task
@@ -136,12 +146,22 @@ class Shadow:
     capture: Capture
     pools: Mapping[str, UpstreamPool]
     served: asyncio.Future[Observation | str] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+    started: asyncio.Future[None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+    head_start: asyncio.TimerHandle | None = None
     task: asyncio.Task[None] | None = None
+
+    def go(self) -> None:
+        """The served side has had its head start: send the shadow."""
+        if not self.started.done():
+            self.started.set_result(None)
 
     def deliver(self, observation: Observation | str) -> None:
         """The served side's answer, or why there is none to compare (client_gone, fallback)."""
         if not self.served.done():
             self.served.set_result(observation)
+        if self.head_start is not None:
+            self.head_start.cancel()
+        self.go()
 
     async def run(self) -> None:
         route = self.decision.route
@@ -157,6 +177,7 @@ class Shadow:
             self.runs.in_flight[route.name] -= 1
 
     async def _run(self, route: Route) -> None:
+        await self.started
         served_side = self.decision.side
         other = Side.NEW if served_side is Side.LEGACY else Side.LEGACY
         assert self.decision.shadow is not None

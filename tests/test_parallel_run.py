@@ -10,6 +10,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from proxy import experiment
 from proxy.model import Stickiness, ToggleSpec, Verdict
 from reports import query
 from tests.helpers import route
@@ -154,6 +155,48 @@ async def test_a_slow_or_dead_shadow_leaves_the_client_unaffected(make_upstream,
     example = query.show([database], summary.signatures[0].example)
     assert example["differences"] == [{"path": "status", "kind": "changed", "legacy": 200,
                                        "new": "no answer (timeout)"}]
+
+
+async def test_a_slow_served_side_does_not_hold_the_shadow_back(make_upstream, start_proxy, http, database):
+    """Both sides get the request at the same time: legacy answers only once new has the request too."""
+    shadow_arrived = asyncio.Event()
+
+    async def waits_for_the_shadow(request):
+        async with asyncio.timeout(5):
+            await shadow_arrived.wait()
+        return await legacy_items(request)
+
+    async def new(request):
+        shadow_arrived.set()
+        return await legacy_items(request)
+    legacy, new = await make_upstream("legacy", waits_for_the_shadow), await make_upstream("new", new)
+    proxy = await start_proxy({"legacy": legacy.url, "new": new.url}, items_route(), reports={"database": database})
+    [(status, _, side)] = await get_all(http, proxy.url, ["/items/1"])
+    assert (status, side) == (200, "legacy")
+    await settle(proxy, 1)
+
+
+async def test_a_quick_served_answer_reaches_the_client_before_the_shadow_is_sent(
+        make_upstream, start_proxy, http, database, monkeypatch):
+    """The served side's head start ends when the client has its answer: the shadow's work never sits
+    in front of that answer. (A head start longer than the test shows the answer is what ends it.)"""
+    monkeypatch.setattr(experiment, "HEAD_START", 60.0)
+    legacy_answered, seen_by_new = asyncio.Event(), []
+
+    async def legacy(request):
+        await asyncio.sleep(0.2)
+        legacy_answered.set()
+        return await legacy_items(request)
+
+    async def new(request):
+        seen_by_new.append(legacy_answered.is_set())
+        return await legacy_items(request)
+    legacy, new = await make_upstream("legacy", legacy), await make_upstream("new", new)
+    proxy = await start_proxy({"legacy": legacy.url, "new": new.url}, items_route(), reports={"database": database})
+    started = time.monotonic()
+    [(status, _, side)] = await get_all(http, proxy.url, ["/items/1"])
+    await settle(proxy, 1)
+    assert (status, side, seen_by_new, time.monotonic() - started < 5) == (200, "legacy", [True], True)
 
 
 async def test_shadows_over_the_bound_are_skipped_not_queued(make_upstream, start_proxy, http, database):
