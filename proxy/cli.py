@@ -11,7 +11,7 @@ from typing import Any, Callable, Coroutine
 from multidict import CIMultiDict
 
 from proxy import config as config_file
-from proxy import logs, replay_cli, report_cli, rollout_cli
+from proxy import accept_cli, logs, replay_cli, report_cli, rollout_cli
 from proxy.app import Options, run_loop, serve, toggles_for
 from proxy.errors import ConfigError
 from proxy.explain import explain
@@ -59,7 +59,7 @@ def _parser() -> argparse.ArgumentParser:
     why.add_argument("--format", choices=("text", "json"), default="text")
     why.set_defaults(run=_explain)
 
-    report_cli.add_commands(commands, common)
+    accept_cli.add_commands(*report_cli.add_commands(commands, common))
     replay_cli.add_commands(commands, common)
     rollout_cli.add_commands(commands, common)
 

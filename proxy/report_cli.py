@@ -1,30 +1,24 @@
-"""`strangler report summary | show ID | html | accept SIG | unaccept SIG`: the divergence databases,
-read for people and scripts, and differences marked as intended."""
+"""`strangler report summary | show ID | html`: the divergence databases, read for people and scripts.
+(`report accept | unaccept` are accept_cli's.)"""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
-import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Mapping, TypeVar
-
-import sqlite_utils
+from typing import Any
 
 from reports import accepted, html, query
-from reports.plans import operator
-from reports.schema import open_database, retrying_locks
 from reports.view import replayed_text
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE, EXIT_UNKNOWN = 0, 1, 2, 3
-MIN_PREFIX = 6  # characters of a signature that may stand for it, as with git's commits
 SIGNATURES_SHOWN = 10  # per route in the text summary
-T = TypeVar("T")
 
 
-def add_commands(commands: Any, common: argparse.ArgumentParser) -> None:
+def add_commands(commands: Any, common: argparse.ArgumentParser) -> tuple[Any, argparse.ArgumentParser]:
+    """The report commands; returns the subcommands and the --db parser, for accept_cli's to join."""
     report = commands.add_parser("report", help="read the parallel run's divergence database(s)")
     which = report.add_subparsers(required=True, metavar="REPORT")
     dbs = argparse.ArgumentParser(add_help=False, parents=[common])
@@ -42,15 +36,7 @@ def add_commands(commands: Any, common: argparse.ArgumentParser) -> None:
     page = which.add_parser("html", parents=[dbs], help="a self-contained HTML report")
     page.add_argument("--out", metavar="FILE", help="write the page to FILE (default: standard output)")
     page.set_defaults(run=_html)
-    accept = which.add_parser("accept", parents=[dbs], help="mark a signature as an intended difference")
-    accept.add_argument("signature", help=f"a signature, or a unique prefix of at least {MIN_PREFIX} characters")
-    accept.add_argument("--reason", required=True, help="why the difference is intended (shown in the reports)")
-    accept.add_argument("--expires", metavar="DATE", help="YYYY-MM-DD (through that day, UTC) or an ISO datetime "
-                                                          "(default: until withdrawn)")
-    accept.set_defaults(run=_accept)
-    unaccept = which.add_parser("unaccept", parents=[dbs], help="withdraw the acceptance of a signature")
-    unaccept.add_argument("signature", help=f"a signature, or a unique prefix of at least {MIN_PREFIX} characters")
-    unaccept.set_defaults(run=_unaccept)
+    return which, dbs
 
 
 def databases(args: argparse.Namespace) -> list[str] | None:
@@ -148,80 +134,7 @@ def _html(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _accept(args: argparse.Namespace) -> int:
-    now = time.time()
-    if not args.reason.strip():
-        return _usage("--reason must say why the difference is intended")
-    try:
-        expires = accepted.parse_expiry(args.expires, now) if args.expires else None
-    except ValueError as exc:
-        return _usage(str(exc))
-    dbs = _existing(databases(args))
-    if dbs is None:
-        return EXIT_INVALID
-    known = {s.signature: s for r in query.summary(dbs) for s in r.signatures}
-    found = _resolve(args.signature, {k: f"{s.route}: {', '.join(s.paths)}" for k, s in known.items()}, dbs)
-    if isinstance(found, int):
-        return found
-    sig = known[found]
-    _each(dbs, lambda db: accepted.accept(db, found, sig.route, args.reason, expires, operator(), now))
-    print(f"accepted {found} (route {sig.route}: {', '.join(sig.paths)}) "
-          f"{'until ' + accepted.until_text(expires) if expires else 'until withdrawn'}: {args.reason.strip()}")
-    return EXIT_OK
-
-
-def _unaccept(args: argparse.Namespace) -> int:
-    dbs = _existing(databases(args))
-    if dbs is None:
-        return EXIT_INVALID
-    known = {k: f"{a.route}: {a.reason}" for found in _each(dbs, accepted.recorded) for k, a in found.items()}
-    found = _resolve(args.signature, known, dbs, "accepted ")
-    if isinstance(found, int):
-        return found
-    _each(dbs, lambda db: accepted.withdraw(db, found))
-    print(f"withdrew the acceptance of {found} ({known[found]})")
-    return EXIT_OK
-
-
-def _resolve(given: str, known: Mapping[str, str], dbs: list[str], kind: str = "") -> str | int:
-    """The signature `given` names, whole or by a unique prefix; else the exit status, after saying why.
-    `known`: each signature and how to describe it."""
-    if given in known:
-        return given
-    if len(given) < MIN_PREFIX:
-        return _usage(f"{given!r} is too short: give a whole signature or at least {MIN_PREFIX} characters of one")
-    matches = sorted(s for s in known if s.startswith(given.lower()))
-    if not matches:
-        print(f"strangler report: no {kind}signature {given!r} in {', '.join(dbs)}", file=sys.stderr)
-        return EXIT_UNKNOWN
-    if len(matches) > 1:
-        return _usage(f"{given!r} is ambiguous: it starts {len(matches)} signatures"
-                      + "".join(f"\n  {s}  ({known[s]})" for s in matches))
-    return matches[0]
-
-
-def _existing(dbs: list[str] | None) -> list[str] | None:
-    """The databases, when each exists (an acceptance never creates one)."""
-    missing = [db for db in dbs or () if not Path(db).exists()]
-    for db in missing:
-        print(f"strangler report: no divergence database at {db}", file=sys.stderr)
-    return None if dbs is None or missing else dbs
-
-
-def _each(dbs: list[str], step: Callable[[sqlite_utils.Database], T]) -> list[T]:
-    """`step` on each database, opened for writing: an acceptance goes into every file given, where
-    the proxies writing it (their rollout gates) read it."""
-    done = []
-    for path in dbs:
-        db = open_database(path)
-        try:
-            done.append(retrying_locks(lambda: step(db)))  # noqa: B023 - called before the next db
-        finally:
-            db.close()
-    return done
-
-
-def _usage(message: str) -> int:
+def usage(message: str) -> int:
     print(f"strangler report: {message}", file=sys.stderr)
     return EXIT_USAGE
 

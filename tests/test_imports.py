@@ -22,7 +22,7 @@ LAYERS = {
         "proxy.responses", "proxy.live", "proxy.toggling", "proxy.experiment", "proxy.worker",
         "proxy.resilience", "proxy.body", "proxy.deadline", "proxy.rollout"},
     3: {"proxy.handler", "proxy.admin", "proxy.edge", "proxy.explain", "proxy.replay"},
-    4: {"proxy.app", "proxy.cli", "proxy.__main__", "proxy.demo.run", "proxy.report_cli", "proxy.supervisor",
+    4: {"proxy.app", "proxy.cli", "proxy.__main__", "proxy.demo.run", "proxy.report_cli", "proxy.accept_cli", "proxy.supervisor",
         "proxy.rollout_cli", "proxy.replay_cli"},
 }
 
