@@ -1,9 +1,15 @@
-"""Comparisons in a worker process, so a large diff never holds the event loop (or the GIL) of the proxy."""
+"""Comparisons in a worker process, so a large diff never holds the event loop (or the GIL) of the proxy.
+
+The worker runs at the lowest CPU priority: on a busy machine the proxy's requests come
+first and comparisons get what is left; those that cannot wait are skipped and counted
+(`compare_busy`), never queued.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import os
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
@@ -26,7 +32,7 @@ class ComparisonWorker:
     def _executor(self) -> ProcessPoolExecutor:
         if self._pool is None:
             # spawn, not fork: the proxy has threads (the SDK's, the store's) a fork would copy mid-step
-            self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+            self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"), initializer=_yield_cpu)
         return self._pool
 
     async def __call__(self, legacy: Observation, new: Observation, spec: CompareSpec) -> Comparison:
@@ -42,3 +48,8 @@ class ComparisonWorker:
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
+
+
+def _yield_cpu() -> None:
+    """In the worker: the lowest priority there is (nice 19), below the proxy and its neighbours."""
+    os.nice(19 - os.nice(0))

@@ -2,6 +2,7 @@
 
 import gzip
 import json
+import os
 import zlib
 
 import pytest
@@ -9,8 +10,9 @@ import pytest
 from comparators.bodies import lift
 from comparators.deep import DeepDiffComparator
 from proxy.codings import unpack
-from proxy.model import CompareSpec, Difference, Observation, Side
+from proxy.model import CompareSpec, Comparison, Difference, Observation, Side
 from proxy.paths import covers, format_path, generalize, parse_path
+from proxy.worker import ComparisonWorker
 
 
 @pytest.mark.parametrize("parts, path", [
@@ -124,3 +126,19 @@ def test_the_comparator_survives_a_trip_to_a_worker_process():
 
     comparator = pickle.loads(pickle.dumps(DeepDiffComparator()))
     assert comparator.compare(answer(body(a=1)), answer(body(a=2), side=Side.NEW), CompareSpec()).differences
+
+
+class Niceness:
+    """A comparator that says at what CPU priority it ran."""
+
+    def compare(self, legacy: Observation, new: Observation, spec: CompareSpec) -> Comparison:
+        return Comparison((Difference("nice", 0, os.nice(0)),))
+
+
+async def test_large_comparisons_run_in_a_worker_that_yields_the_cpu_to_the_proxy():
+    worker = ComparisonWorker(Niceness())
+    try:
+        comparison = await worker(answer(body(a=1)), answer(body(a=2), side=Side.NEW), CompareSpec())
+    finally:
+        worker.close()
+    assert comparison.differences[0].new == 19 and os.nice(0) < 19  # the proxy itself keeps its priority
