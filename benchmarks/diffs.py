@@ -8,6 +8,8 @@ import time
 from comparators.deep import DeepDiffComparator
 from proxy.model import CompareSpec, Observation, Side
 
+SMALL, BIG = 33, 3140  # items in a document of 2 KiB, of 200 KiB
+
 
 def document(items: int, price: int) -> bytes:
     return json.dumps({"order": 7, "items": [{"sku": f"SKU-{n}", "name": f"item number {n}", "qty": n % 5,
@@ -30,7 +32,7 @@ def rate(items: int, seconds: float = 2.0) -> tuple[int, float]:
 
 def measure() -> dict[str, float]:
     found = {}
-    for items in (22, 2200):  # about 2 KiB and 200 KiB
+    for items in (SMALL, BIG):
         size, per_second = rate(items)
         found[f"JSON of {size / 1024:.0f} KiB, one difference"] = per_second
     return found

@@ -4,15 +4,19 @@
 
 An nginx upstream answers a small JSON document (and a 200 KiB one); nginx with one
 worker proxies to it as the reference, and so do a naive aiohttp proxy and strangler
-(one process with and without a parallel run, then two workers). wrk drives each in
-turn on this machine; only the ratios printed at the end mean anything, since the
-absolute figures move with the machine and whatever else it is doing.
+(one process with and without a parallel run, then two workers). Two more rows place
+aiohttp itself: its server answering alone, and its server relaying through strangler's
+upstream client with nothing else (the floor under strangler). wrk drives each in turn
+on this machine; only the ratios printed at the end mean anything, since the absolute
+figures move with the machine and whatever else it is doing. CPU per request (the
+process's CPU time over the requests it served) moves less than requests per second.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -30,14 +34,20 @@ from tests.servers import apt_install
 
 SMALL = '{"id":1,"name":"item","price":10,"currency":"EUR","tags":["a","b"]}'
 NAIVE = Path(__file__).with_name("naive_proxy.py")
-HEADER = f"{'':<52} {'req/s':>10} {'p50 ms':>9} {'p99 ms':>9} {'non-2xx':>8}"
+HEADER = f"{'':<52} {'req/s':>10} {'p50 ms':>9} {'p99 ms':>9} {'non-2xx':>8} {'CPU µs/req':>11}"
 # Light load: 4 connections, each pausing a random while between requests (exponential, 10 ms on
 # average: about 400 requests/s, arriving like independent users rather than in step), so the
 # proxy is far from saturated and latency is latency, not the inverse of throughput.
 PACE = "function delay()\n  return math.floor(-10 * math.log(1 - math.random()))\nend\n"
 TARGETS = (("direct to the nginx upstream", "upstream"), ("nginx as proxy, 1 worker", "nginx"),
-         ("naive aiohttp proxy (uvloop)", "naive"), ("strangler, 1 process", "strangler"),
-         ("strangler, 1 process, parallel run on all", "parallel"))
+           ("naive aiohttp proxy (uvloop)", "naive"), ("strangler, 1 process", "strangler"),
+           ("strangler, 1 process, parallel run on all", "parallel"))
+LIGHT = (TARGETS[0], *TARGETS[3:])  # the ratios need direct, and strangler with and without a parallel run
+BIG = [("strangler, 1 process, 200 KiB", "strangler", "/big"),
+       ("  parallel run on all, identical (nothing compared)", "parallel", "/same"),
+       ("  parallel run on all, differing (queue kept full)", "parallel", "/big")]
+AIOHTTP = (("aiohttp server alone, answering itself", "hello"),
+           ("aiohttp server + strangler's upstream client only", "floor"))
 
 
 @dataclass
@@ -49,9 +59,11 @@ class Run:
     p50: float
     p99: float
     non_2xx: int
+    cpu_us: float | None = None  # the proxy's CPU time per request, when it is one of ours
 
     def row(self) -> str:
-        return f"{self.name:<52} {self.rps:>10,.0f} {self.p50:>9.2f} {self.p99:>9.2f} {self.non_2xx:>8}"
+        cpu = "-" if self.cpu_us is None else f"{self.cpu_us:.0f}"
+        return f"{self.name:<52} {self.rps:>10,.0f} {self.p50:>9.2f} {self.p99:>9.2f} {self.non_2xx:>8} {cpu:>11}"
 
 
 def main() -> int:
@@ -74,13 +86,14 @@ class Bench:
 
     def run(self) -> int:
         self.start_nginx()
-        self.ports["naive"] = free_port()
-        self.start(str(NAIVE), str(self.ports["naive"]), str(self.ports["upstream"]))
+        self.start_python("naive", str(NAIVE), upstream=True)
+        self.start_python("hello", "-m", "benchmarks.aiohttp_floor", "server")
+        self.start_python("floor", "-m", "benchmarks.aiohttp_floor", "proxy", upstream=True)
         for name, parallel in (("strangler", None), ("parallel", 1.0), ("memory", 0.2)):
             self.start_strangler(name, parallel)
         print(f"strangler benchmark, {time.strftime('%Y-%m-%d %H:%M %Z')}, {machine()}\n")
         print("under load: wrk -t1 -c50\n" + HEADER, flush=True)
-        loaded = [self.wrk(name, target, 50) for name, target in TARGETS]
+        loaded = [self.wrk(name, target, 50) for name, target in (*TARGETS, *AIOHTTP)]
         self.start_strangler("workers", None, workers=2)
         loaded.append(self.wrk("strangler, 2 workers", "workers", 50))
         print("\n4 connections, no pause: wrk -t1 -c4 (the proxies are busy, latency is mostly their own "
@@ -92,33 +105,36 @@ class Bench:
         Report(loaded, light, burst, memory, diffs.measure()).print()
         return 0
 
-    def light(self, rounds: int = 3) -> list[Run]:
-        """Light load, each target in turn, `rounds` times: latency on a shared machine drifts, and
-        interleaving keeps the drift out of the ratios. A target's row is its median round."""
-        print(f"\nlight load: wrk -t1 -c4, a random pause (10 ms on average) between a connection's "
-              f"requests; {rounds} rounds, median\n" + HEADER, flush=True)
-        runs: dict[str, list[Run]] = {name: [] for name, _ in TARGETS}
-        for _ in range(rounds):
-            for name, target in TARGETS:
-                runs[name].append(self.wrk(name, target, 4, paced=True, quiet=True))
-        medians = [replace(sorted(taken, key=lambda run: run.p50)[len(taken) // 2],
-                           non_2xx=sum(run.non_2xx for run in taken)) for taken in runs.values()]
-        for run in medians:
-            print(run.row(), flush=True)
-        return medians
+    def light(self) -> list[Run]:
+        print("\nlight load: wrk -t1 -c4, a random pause (10 ms on average) between a connection's "
+              "requests; 5 rounds, median\n" + HEADER, flush=True)
+        return self.interleaved([(name, target, "/api/items/1") for name, target in LIGHT], rounds=5)
 
     def burst(self) -> list[Run | dict[str, float]]:
-        """200 KiB JSON answers that differ: a comparison takes milliseconds, far more come in than the
-        worker can compare. The queue must stay bounded (the rest skipped and counted) and the
-        client's latency must not move."""
-        print("\n200 KiB answers that differ, wrk -t1 -c4 (latency paced as above, then a burst)\n" + HEADER)
-        quiet = [self.wrk("strangler, 1 process, 200 KiB, paced", "strangler", 4, "/big", paced=True),
-                 self.wrk("strangler, 1 process, 200 KiB, parallel run on all, paced", "parallel", 4, "/big",
-                          paced=True)]
+        """200 KiB JSON answers: a comparison takes milliseconds, and far more come in than the worker
+        can compare. The queue must stay bounded (the rest skipped and counted), and the client's
+        latency must not move: the same traffic with identical answers (nothing to compare) and with
+        answers that differ (the worker busy, its queue full) must show the same latency."""
+        print("\n200 KiB answers, paced as above (3 rounds, median), then a burst of answers that differ\n"
+              + HEADER)
+        quiet = self.interleaved(BIG, rounds=3)
         before = self.counters("parallel")
         self.wrk("strangler, 200 KiB, parallel run on all, burst: -c50", "parallel", 50, "/big")
         after = self.counters("parallel")
         return [*quiet, {key: after.get(key, 0) - before.get(key, 0) for key in after}]
+
+    def interleaved(self, runs: list[tuple[str, str, str]], rounds: int) -> list[Run]:
+        """Each (name, target, path) at light load in turn, `rounds` times: latency on a shared machine
+        drifts, and interleaving keeps the drift out of the ratios. A row is its median round."""
+        taken: dict[str, list[Run]] = {name: [] for name, _, _ in runs}
+        for _ in range(rounds):
+            for name, target, path in runs:
+                taken[name].append(self.wrk(name, target, 4, path, paced=True, quiet=True))
+        medians = [replace(sorted(each, key=lambda run: run.p50)[len(each) // 2],
+                           non_2xx=sum(run.non_2xx for run in each)) for each in taken.values()]
+        for run in medians:
+            print(run.row(), flush=True)
+        return medians
 
     def memory(self) -> tuple[int, int, int]:
         """RSS (KiB) of one strangler process after 10,000 and after 200,000 requests (a parallel run
@@ -153,11 +169,15 @@ class Bench:
             quiet: bool = False) -> Run:
         url = f"http://127.0.0.1:{self.ports[target]}{path}"
         pace = ["-s", str(self.scratch / "pace.lua")] if paced else []
+        pid = self.pids.get(target)
+        cpu = cpu_seconds(pid) if pid else 0.0
         out = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{self.seconds}s", "--latency", *pace, url],
                              capture_output=True, text=True, check=True).stdout
+        requests = int(re.search(r"(\d+) requests in", out)[1])
+        cpu_us = (cpu_seconds(pid) - cpu) / requests * 1e6 if pid and requests else None
         non_2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
         run = Run(name, float(re.search(r"Requests/sec:\s+([\d.]+)", out)[1]), _ms(out, "50%"), _ms(out, "99%"),
-                  int(non_2xx[1]) if non_2xx else 0)
+                  int(non_2xx[1]) if non_2xx else 0, cpu_us)
         if not quiet:
             print(run.row(), flush=True)
         return run
@@ -167,13 +187,20 @@ class Bench:
         self.running.callback(_stop, process)
         return process
 
+    def start_python(self, name: str, *command: str, upstream: bool = False) -> None:
+        """One of the Python baselines, on a port of its own (relaying to the nginx upstream)."""
+        self.ports[name] = free_port()
+        ports = [str(self.ports[name]), *([str(self.ports["upstream"])] if upstream else [])]
+        self.pids[name] = self.start(*command, *ports).pid
+        _wait_for(f"http://127.0.0.1:{self.ports[name]}/api/items/1")
+
     def start_nginx(self) -> None:
         for name in ("upstream", "shadow", "nginx"):
             self.ports[name] = free_port()
         self.scratch.chmod(0o755)  # nginx's workers (user nobody) read the documents it serves
         (self.scratch / "pace.lua").write_text(PACE)
-        (self.scratch / "big-legacy.json").write_bytes(diffs.document(3000, 10))
-        (self.scratch / "big-new.json").write_bytes(diffs.document(3000, 11))
+        (self.scratch / "big-legacy.json").write_bytes(diffs.document(diffs.BIG, 10))
+        (self.scratch / "big-new.json").write_bytes(diffs.document(diffs.BIG, 11))
         conf = self.scratch / "nginx.conf"
         conf.write_text(NGINX.format(scratch=self.scratch, small=SMALL, **self.ports))
         nginx = subprocess.Popen([shutil.which("nginx") or "/usr/sbin/nginx", "-c", str(conf)],
@@ -215,6 +242,21 @@ class Report:
         print("\nratios, and the targets of the performance issue:")
         for name, value, target, ok in self.checks():
             print(f"  {name:<52} {value:>9.2f}   {target:<28} {'ok' if ok else 'MISSED'}")
+        print("\nwhere strangler's CPU goes, per request (under load):")
+        for name, value in self.costs():
+            print(f"  {name:<60} {value:>7.0f} µs")
+
+    def costs(self) -> list[tuple[str, float]]:
+        """Strangler's CPU per request against aiohttp's floor and the naive proxy: 2x the naive
+        proxy's throughput means half its CPU per request."""
+        load = {r.name: r.cpu_us or 0.0 for r in self.loaded}
+        one, floor = load["strangler, 1 process"], load[AIOHTTP[1][0]]
+        return [("aiohttp's server alone", load[AIOHTTP[0][0]]),
+                ("aiohttp's server + strangler's upstream client (the floor)", floor),
+                ("strangler, 1 process", one),
+                ("  of which strangler's own work (over the floor)", one - floor),
+                ("naive aiohttp proxy", load["naive aiohttp proxy (uvloop)"]),
+                ("  half of it: what 2x the naive proxy's throughput needs", load["naive aiohttp proxy (uvloop)"] / 2)]
 
     def checks(self) -> list[tuple[str, float, str, bool]]:
         load, quiet = {r.name: r for r in self.loaded}, {r.name: r for r in self.light}
@@ -222,17 +264,19 @@ class Report:
         naive, two = load["naive aiohttp proxy (uvloop)"], load["strangler, 2 workers"]
         added = quiet["strangler, 1 process"].p50 - quiet["direct to the nginx upstream"].p50
         shadow = quiet["strangler, 1 process, parallel run on all"].p50 / quiet["strangler, 1 process"].p50
-        big_off, big_on, counts = self.burst
+        big_off, big_same, big_on, counts = self.burst
         early, late, served = self.memory
-        non_2xx = sum(r.non_2xx for r in [*self.loaded, *self.light, big_off, big_on])
+        non_2xx = sum(r.non_2xx for r in [*self.loaded, *self.light, big_off, big_same, big_on])
         return [
             ("strangler / nginx throughput", one.rps / nginx.rps, ">= 0.25 (at minimum 0.15)", one.rps / nginx.rps >= 0.15),
             ("strangler / naive proxy throughput", one.rps / naive.rps, ">= 2", one.rps / naive.rps >= 2),
             ("strangler 2 workers / 1 process", two.rps / one.rps, "> 1: scales", two.rps > one.rps),
             ("p50 added over direct, light load (ms)", added, "< 1", added < 1),
             ("p50 parallel run on / off, light load", shadow, "<= 1.2", shadow <= 1.2),
-            ("p50 parallel run on / off, 200 KiB answers", big_on.p50 / big_off.p50, "<= 1.2: latency unmoved",
-             big_on.p50 / big_off.p50 <= 1.2),
+            ("200 KiB p50: comparing / nothing to compare", big_on.p50 / big_same.p50,
+             "<= 1.2: latency unmoved", big_on.p50 / big_same.p50 <= 1.2),
+            ("200 KiB p50: parallel run on / off", big_on.p50 / big_off.p50, "measured",
+             True),
             ("200 KiB burst: compared", counts.get("compared", 0), "bounded queue:", True),
             ("200 KiB burst: skipped, comparisons queue full", counts.get("skipped: compare_busy", 0),
              "the rest skipped, counted", True),
@@ -253,9 +297,11 @@ http {{
   upstream origin {{ server 127.0.0.1:{upstream}; keepalive 64; }}
   server {{ listen 127.0.0.1:{upstream};
            location /big {{ default_type application/json; alias {scratch}/big-legacy.json; }}
+           location /same {{ default_type application/json; alias {scratch}/big-legacy.json; }}
            location / {{ default_type application/json; return 200 '{small}'; }} }}
   server {{ listen 127.0.0.1:{shadow};
            location /big {{ default_type application/json; alias {scratch}/big-new.json; }}
+           location /same {{ default_type application/json; alias {scratch}/big-legacy.json; }}
            location / {{ default_type application/json; return 200 '{small}'; }} }}
   server {{ listen 127.0.0.1:{nginx};
            location / {{ proxy_pass http://origin; proxy_http_version 1.1; proxy_set_header Connection ""; }} }}
@@ -268,6 +314,16 @@ def machine() -> str:
     cpu = next((line.split(":", 1)[1].strip() for line in info if line.startswith("model name")), "unknown CPU")
     cores = sum(line.startswith("processor") for line in info)
     return f"{cores} cores ({cpu}), Python {sys.version.split()[0]}"
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user and system) of a process and all its descendants (a supervisor's workers)."""
+    stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    total = (int(stat[11]) + int(stat[12])) / os.sysconf("SC_CLK_TCK")
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            total += cpu_seconds(int(child))
+    return total
 
 
 def rss(pid: int) -> int:
