@@ -1,7 +1,7 @@
 """What aiohttp costs before a proxy does anything: the floor under strangler's numbers.
 
-    python benchmarks/aiohttp_floor.py server PORT           # aiohttp's server answering the small JSON
-    python benchmarks/aiohttp_floor.py proxy PORT UPSTREAM   # the same server relaying through strangler's
+    python -m benchmarks.aiohttp_floor server PORT           # aiohttp's server answering the small JSON
+    python -m benchmarks.aiohttp_floor proxy PORT UPSTREAM   # the same server relaying through strangler's
                                                               # upstream client, and nothing else
 
 The first is the issue's "aiohttp hello world" row; the second is a proxy with no routing,
