@@ -230,6 +230,39 @@ async def test_bodies_over_the_cap_are_served_whole_but_not_compared(make_upstre
     assert compared(proxy) == 0
 
 
+async def test_large_comparisons_wait_in_a_short_queue_and_the_rest_are_skipped(make_upstream, start_proxy, http,
+                                                                                database):
+    """Answers too large to compare inline wait for the worker process, at most COMPARE_QUEUE of them;
+    the rest are skipped and counted (compare_busy), and no client waits for any of it."""
+    def catalogue(price: int) -> web.Response:
+        return web.json_response({"items": [{"n": n, "price": price if n == 0 else 1} for n in range(2000)]})
+
+    async def legacy(request):
+        return catalogue(10)
+
+    async def new(request):
+        return catalogue(11)
+    legacy, new = await make_upstream("legacy", legacy), await make_upstream("new", new)
+    proxy = await start_proxy({"legacy": legacy.url, "new": new.url}, items_route(), reports={"database": database})
+    runs, worker_free = proxy.proxy.experiments, asyncio.Event()
+    compare_away = runs.compare_away
+
+    async def busy_worker(legacy, new, spec):
+        await worker_free.wait()
+        return await compare_away(legacy, new, spec)
+    runs.compare_away = busy_worker
+    results = await get_all(http, proxy.url, [f"/items/{n}" for n in range(10)])
+    assert [(status, side) for status, _, side in results] == [(200, "legacy")] * 10
+    deadline = time.monotonic() + 10
+    while runs.pending + skipped(proxy, "compare_busy") < 10:
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.02)
+    assert (runs.pending, skipped(proxy, "compare_busy")) == (experiment.COMPARE_QUEUE, 10 - experiment.COMPARE_QUEUE)
+    worker_free.set()
+    await settle(proxy, experiment.COMPARE_QUEUE)
+    assert [s.count for s in query.summary([database])[0].signatures] == [experiment.COMPARE_QUEUE]
+
+
 async def test_compressed_and_plain_answers_compare_by_content(make_upstream, start_proxy, database):
     document = json.dumps({"id": 1, "price": 10}).encode()
 
