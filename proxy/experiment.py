@@ -107,8 +107,9 @@ class Experiments:
 
     def begin(self, decision: Decision, record: RequestRecord, headers: CIMultiDict[str], body: bytes | None,
               pools: Mapping[str, UpstreamPool]) -> Shadow | None:
-        """Start the shadow call now. The served side fills `shadow.capture` and then calls
-        `shadow.deliver()`, with None when it has no answer to compare (the client left)."""
+        """The shadow of this request, sent after the served side's head start. The served side fills
+        `shadow.capture` and then calls `shadow.deliver()` with its answer, or with why there is none
+        to compare (client_gone, fallback)."""
         route = decision.route
         if self.in_flight.get(route.name, 0) >= route.parallel_run.max_in_flight:
             return self.skip(route, "busy")
