@@ -1,9 +1,12 @@
 """A deadline for the running task: what asyncio.timeout does, at a fraction of its cost.
 
-Every proxied exchange needs one, so it sits on the hot path: one loop timer and a plain
-`with` block, no state machine and no coroutine frames. When the timer fires the task is
-cancelled; leaving the block turns that cancellation into TimeoutError, unless someone
-else also cancelled the task (the client went away), whose cancellation then stands.
+Every proxied exchange needs one, so it sits on the hot path. A loop timer of its own
+for each (what asyncio.timeout sets up) cost more than the rest of the request's
+bookkeeping; here the deadlines that fall due in the same TICK share one timer, and a
+deadline costs a set insertion. It fires up to TICK late, never early. When it fires
+the task is cancelled; leaving the block turns that cancellation into TimeoutError,
+unless someone else also cancelled the task (the client went away), whose cancellation
+then stands.
 """
 
 from __future__ import annotations
@@ -11,9 +14,14 @@ from __future__ import annotations
 import asyncio
 from types import TracebackType
 
+TICK = 0.01  # seconds: how late a deadline may fire
+TICKS_KEPT = 4096  # beyond this many pending ticks, those of loops that closed before they fired go
+
+_due: dict[int, _Tick] = {}  # pending ticks by number (time / TICK)
+
 
 class Deadline:
-    __slots__ = ("_task", "_handle", "_cancelling", "expired")
+    __slots__ = ("_task", "_tick", "_cancelling", "expired")
 
     def __init__(self, seconds: float) -> None:
         task = asyncio.current_task()
@@ -21,7 +29,13 @@ class Deadline:
         self._task = task
         self._cancelling = task.cancelling()
         self.expired = False
-        self._handle = asyncio.get_running_loop().call_later(seconds, self._expire)
+        loop = task.get_loop()
+        number = int((loop.time() + seconds) / TICK) + 1  # the next tick boundary: never early
+        tick = _due.get(number)
+        if tick is None or tick.loop is not loop:
+            tick = _Tick.due(loop, number)
+        tick.add(self)
+        self._tick = tick
 
     def _expire(self) -> None:
         self.expired = True
@@ -32,6 +46,35 @@ class Deadline:
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
-        self._handle.cancel()
+        self._tick.discard(self)
         if self.expired and kind is asyncio.CancelledError and self._task.uncancel() <= self._cancelling:
             raise TimeoutError from exc
+
+
+class _Tick(set[Deadline]):
+    """The deadlines due at one tick, and the one timer that expires those still running then."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, number: int) -> None:
+        super().__init__()
+        self.loop, self.number = loop, number
+        loop.call_at(number * TICK, self._fire)
+
+    @classmethod
+    def due(cls, loop: asyncio.AbstractEventLoop, number: int) -> _Tick:
+        if len(_due) >= TICKS_KEPT:
+            _forget_stale(int(loop.time() / TICK))
+        tick = _due[number] = cls(loop, number)
+        return tick
+
+    def _fire(self) -> None:
+        if _due.get(self.number) is self:
+            del _due[self.number]
+        for deadline in self:
+            deadline._expire()
+        self.clear()
+
+
+def _forget_stale(now: int) -> None:
+    """Ticks whose time has passed have fired, unless their loop closed first: those never will."""
+    for number in [number for number in _due if number < now]:
+        del _due[number]
