@@ -116,9 +116,14 @@ class Proxy:
 
     async def _refresh_gauges(self) -> None:
         while True:
-            self.metrics.refresh(self.live.current.pools, self.live.current.shadow_pools)
-            self.metrics.worker_requests.labels(str(self.options.worker)).set(self.handler.answered)
+            self._publish()
             await asyncio.sleep(1.0)
+
+    def _publish(self) -> None:
+        """A worker's gauges and request tally, for the supervisor to read."""
+        self.metrics.refresh(self.live.current.pools, self.live.current.shadow_pools)
+        self.metrics.worker_requests.labels(str(self.options.worker)).set(self.handler.answered)
+        self.metrics.tally.save(os.environ["PROMETHEUS_MULTIPROC_DIR"], str(os.getpid()))  # a new file per process
 
     def status(self) -> dict[str, Any]:
         """/status: this process, its configuration, toggles and upstreams."""
@@ -161,6 +166,8 @@ class Proxy:
             await self._edge.cleanup()  # admin keeps answering /readyz (503) while the edge drains
         if self.handler is not None:
             self.handler.access.flush()  # the access lines of the requests that just finished
+            if self.options.worker is not None:
+                self._publish()  # the tally of the requests that just finished
         await self.experiments.drain(timeout=5.0)
         if self.rollouts is not None:
             self.rollouts.hand_over()  # the last evidence gathered

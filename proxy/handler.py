@@ -153,7 +153,7 @@ class EdgeHandler:
         self.answered += 1
         status = served.response.status
         elapsed = time.monotonic() - started
-        self.metrics.observe(served.route, served.upstream, request.method, status, elapsed)
+        self.metrics.tally.observe(served.route, served.upstream, request.method, status, elapsed)
         if served.failure is not None:
             self.metrics.upstream_errors.labels(served.upstream, served.failure.kind).inc()
         if served.side is not None:

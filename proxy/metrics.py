@@ -1,12 +1,26 @@
-"""The proxy's Prometheus metrics, in a registry of their own so several proxies can share a process."""
+"""The proxy's Prometheus metrics, in a registry of their own so several proxies can share a process.
+
+The two that every request updates (requests answered, and their latency) are tallied in
+plain Python and turned into Prometheus families when scraped (`RequestTally`):
+prometheus-client's own Counter and Histogram take a lock per update and walk the buckets
+in Python, which cost more than routing a request. Under `--workers` each worker writes
+its tally to the shared metrics folder every second and the supervisor adds them up
+(`TallyFiles`), beside prometheus-client's own multiprocess files for everything else.
+"""
 
 from __future__ import annotations
 
+import json
 import platform
-from typing import Any, Mapping
+from bisect import bisect_left
+from pathlib import Path
+from typing import Any, Iterator, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, generate_latest
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 disable_created_metrics()  # the *_created series double the output and help no dashboard
 
@@ -21,16 +35,11 @@ class Metrics:
 
     def __init__(self, version: str) -> None:
         self.registry = r = CollectorRegistry(auto_describe=True)
-        self._children: dict[tuple[str, str, bool, int], tuple[Any, Any]] = {}
         # a gauge rather than an Info: Info does not work across worker processes
         Gauge("strangler_build_info", "Version of this proxy.", ["version", "python"], registry=r,
               multiprocess_mode="max").labels(version, platform.python_version()).set(1)
-        self.requests = Counter(
-            "strangler_requests", "Client requests answered, by route, upstream, method class and status class.",
-            ["route", "upstream", "method_class", "status_class"], registry=r)
-        self.latency = Histogram(
-            "strangler_request_duration_seconds", "Time from request to the end of the response, by route and "
-            "the upstream that answered.", ["route", "upstream"], buckets=LATENCY_BUCKETS, registry=r)
+        self.tally = RequestTally()
+        r.register(self.tally)
         self.rejected = Counter(
             "strangler_rejected_requests", "Requests refused before routing (bad target, version...).",
             ["reason"], registry=r)
@@ -92,17 +101,6 @@ class Metrics:
             "strangler_rollout_moves", "Rollout plan moves, by route and action (advance, rollback).",
             ["route", "action"], registry=r)
 
-    def observe(self, route: str, upstream: str, method: str, status: int, seconds: float) -> None:
-        """One answered request. The labelled children are kept: labels() costs more than inc()."""
-        key = (route, upstream, method in SAFE_METHODS, status // 100)
-        children = self._children.get(key)
-        if children is None:
-            children = self._children[key] = (
-                self.requests.labels(route, upstream, "safe" if key[2] else "unsafe", f"{key[3]}xx"),
-                self.latency.labels(route, upstream))
-        children[0].inc()
-        children[1].observe(seconds)
-
     def refresh(self, pools: Mapping[str, Any], shadow_pools: Mapping[str, Any]) -> None:
         """Gauges read off the pools (at scrape time, or every second in a worker process)."""
         for name, pool in pools.items():
@@ -116,3 +114,78 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class RequestTally(Collector):
+    """Requests answered, by route, upstream, method class and status class, and their latency by
+    route and upstream: counted here, exported as strangler_requests_total and
+    strangler_request_duration_seconds."""
+
+    def __init__(self) -> None:
+        self.answered: dict[tuple[str, str, bool, int], int] = {}  # (route, upstream, safe, status // 100)
+        self.latency: dict[tuple[str, str], list[float]] = {}  # (route, upstream) -> per-bucket counts, sum
+
+    def observe(self, route: str, upstream: str, method: str, status: int, seconds: float) -> None:
+        """One answered request."""
+        key = (route, upstream, method in SAFE_METHODS, status // 100)
+        self.answered[key] = self.answered.get(key, 0) + 1
+        bins = self.latency.get(key[:2])
+        if bins is None:
+            bins = self.latency[key[:2]] = [0] * (len(LATENCY_BUCKETS) + 1) + [0.0]
+        bins[bisect_left(LATENCY_BUCKETS, seconds)] += 1
+        bins[-1] += seconds
+
+    def collect(self) -> Iterator[Metric]:
+        return _families(self.answered.items(), self.latency.items())
+
+    def save(self, folder: str, name: str) -> None:
+        """The tally as a file of the shared metrics folder (replaced whole, never half-written)."""
+        path = Path(folder, f"tally-{name}.json")
+        temporary = path.with_suffix(".tmp")
+        temporary.write_text(json.dumps({"answered": [[*key, n] for key, n in self.answered.items()],
+                                         "latency": [[*key, bins] for key, bins in self.latency.items()]}))
+        temporary.replace(path)
+
+
+class TallyFiles(Collector):
+    """The tallies the workers saved in the metrics folder, added up (those of workers that died too:
+    their requests were answered)."""
+
+    def __init__(self, folder: str) -> None:
+        self.folder = folder
+
+    def collect(self) -> Iterator[Metric]:
+        answered: dict[tuple[str, str, bool, int], int] = {}
+        latency: dict[tuple[str, str], list[float]] = {}
+        for path in Path(self.folder).glob("tally-*.json"):
+            saved = json.loads(path.read_text())
+            for route, upstream, safe, status_class, n in saved["answered"]:
+                key = (route, upstream, safe, status_class)
+                answered[key] = answered.get(key, 0) + n
+            for route, upstream, bins in saved["latency"]:
+                total = latency.setdefault((route, upstream), [0] * len(bins))
+                latency[(route, upstream)] = [a + b for a, b in zip(total, bins)]
+        return _families(answered.items(), latency.items())
+
+
+def _families(answered: Any, latency: Any) -> Iterator[Metric]:
+    requests = CounterMetricFamily(
+        "strangler_requests", "Client requests answered, by route, upstream, method class and status class.",
+        labels=["route", "upstream", "method_class", "status_class"])
+    for (route, upstream, safe, status_class), n in answered:
+        requests.add_metric([route, upstream, "safe" if safe else "unsafe", f"{status_class}xx"], n)
+    yield requests
+    durations = HistogramMetricFamily(
+        "strangler_request_duration_seconds", "Time from request to the end of the response, by route and "
+        "the upstream that answered.", labels=["route", "upstream"])
+    for (route, upstream), bins in latency:
+        cumulative, buckets = 0, []
+        for bound, n in zip((*map(_bound, LATENCY_BUCKETS), "+Inf"), bins):
+            cumulative += n
+            buckets.append((bound, cumulative))
+        durations.add_metric([route, upstream], buckets, sum_value=bins[-1])
+    yield durations
+
+
+def _bound(seconds: float) -> str:
+    return floatToGoString(seconds)

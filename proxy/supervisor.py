@@ -33,7 +33,7 @@ from proxy.app import Options, admin_token, listen, run_loop, serve, toggles_for
 from proxy.buildinfo import BuildInfo
 from proxy.evidence import Evidence
 from proxy.live import LiveConfig
-from proxy.metrics import Metrics
+from proxy.metrics import Metrics, TallyFiles
 from proxy.model import Config
 from proxy.rollout import Rollouts
 from reports import html
@@ -146,6 +146,7 @@ class Supervisor:
     def metrics_text(self) -> bytes:
         registry = CollectorRegistry()
         MultiProcessCollector(registry, path=self.metrics_dir)
+        registry.register(TallyFiles(self.metrics_dir))
         return generate_latest(registry)
 
     def report(self) -> str:
