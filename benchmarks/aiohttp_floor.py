@@ -14,8 +14,8 @@ import gc
 import sys
 
 from aiohttp import web
-from multidict import CIMultiDict
 
+from proxy.headers import UpstreamHead
 from proxy.model import Upstream
 from proxy.upstream import UpstreamPool
 
@@ -40,7 +40,8 @@ async def proxy(port: int, upstream: int) -> None:
     pool = UpstreamPool(Upstream("upstream", f"http://127.0.0.1:{upstream}", max_connections=200))
 
     async def handle(request: web.BaseRequest) -> web.Response:
-        async with pool.request(request.method, request.raw_path, CIMultiDict(request.headers)) as answer:
+        head = UpstreamHead(None, b"".join(b"%s: %s\r\n" % pair for pair in request.raw_headers))
+        async with pool.request(request.method, request.raw_path, head) as answer:
             body = answer.content.read_nowait() if answer.content.is_eof() else await answer.content.read()
             return web.Response(body=body, status=answer.status,
                                 headers={"Content-Type": answer.headers.get("Content-Type", "")})

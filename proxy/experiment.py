@@ -21,11 +21,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Mapping
 
-from multidict import CIMultiDict
-
 from comparators.base import Comparator
 from proxy.deadline import Deadline
 from proxy.evidence import Evidence
+from proxy.headers import UpstreamHead
 from proxy.metrics import Metrics
 from proxy.model import (CompareSpec, Comparison, Decision, Difference, Divergence, Observation, RequestFacts,
                          RequestRecord, Route, Side)
@@ -46,6 +45,7 @@ INLINE_BYTES = 16 << 10
 # 5 to 12-50 ms in the benchmark), for no more comparisons per second.
 COMPARE_QUEUE = 4
 SAFE = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
+SHADOW_MARK = b"X-Strangler-Shadow: 1\r\n"  # tells the upstream this copy's answer goes nowhere
 # Long enough for a quick upstream's answer to reach the client first; short enough that the two
 # sides still see the request at the same moment as far as any comparison can tell.
 HEAD_START = 0.001
@@ -105,7 +105,7 @@ class Experiments:
             return random.random() < run.sample
         return toggles.bucket(toggle.name, sticky) <= run.sample * 100
 
-    def begin(self, decision: Decision, record: RequestRecord, headers: CIMultiDict[str], body: bytes | None,
+    def begin(self, decision: Decision, record: RequestRecord, head: UpstreamHead, body: bytes | None,
               pools: Mapping[str, UpstreamPool]) -> Shadow | None:
         """The shadow of this request, sent after the served side's head start. The served side fills
         `shadow.capture` and then calls `shadow.deliver()` with its answer, or with why there is none
@@ -114,9 +114,8 @@ class Experiments:
         if self.in_flight.get(route.name, 0) >= route.parallel_run.max_in_flight:
             return self.skip(route, "busy")
         capture = Capture(route.parallel_run.max_body)
-        shadow_headers = CIMultiDict(headers)
-        shadow_headers["X-Strangler-Shadow"] = "1"
-        shadow = Shadow(self, decision, record, shadow_headers, body, capture, pools)
+        shadow_head = head._replace(lines=head.lines + SHADOW_MARK)
+        shadow = Shadow(self, decision, record, shadow_head, body, capture, pools)
         self.in_flight[route.name] = self.in_flight.get(route.name, 0) + 1
         loop = asyncio.get_running_loop()
         shadow.head_start = loop.call_later(HEAD_START, shadow.go)
@@ -146,7 +145,7 @@ class Shadow:
     runs: Experiments
     decision: Decision
     record: RequestRecord
-    headers: CIMultiDict[str]
+    head: UpstreamHead
     body: bytes | None
     capture: Capture
     pools: Mapping[str, UpstreamPool]
@@ -216,7 +215,7 @@ class Shadow:
         started = time.monotonic()
         try:
             with Deadline(run.timeout):
-                async with pool.request(self.record.method, self.record.target, self.headers, self.body) as response:
+                async with pool.request(self.record.method, self.record.target, self.head, self.body) as response:
                     body = await _read_capped(response, run.max_body)
                     headers = tuple(response.headers.items())
             return Observation(side, response.status, headers, body, time.monotonic() - started)

@@ -13,21 +13,20 @@ from __future__ import annotations
 
 import asyncio
 import random
-from dataclasses import dataclass, replace
 from functools import partial
-from typing import Callable
+from typing import Callable, NamedTuple
 
 from aiohttp import web
-from multidict import CIMultiDict
 
 from proxy.body import RequestBody
 from proxy.deadline import Deadline
 from proxy.experiment import Capture
-from proxy.headers import client_headers
+from proxy.headers import UpstreamHead, client_lines
 from proxy.metrics import Metrics
 from proxy.model import Decision, Route, Side, Upstream
+from proxy.relayed import Relayed, StreamedAnswer, WholeAnswer
 from proxy.resilience import Breaker, Resilience
-from proxy.responses import RelayedResponse, RelayedWhole, error_response
+from proxy.responses import error_response
 from proxy.upstream import UPSTREAM_ERRORS, Answer, Failure, UpstreamPool
 
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
@@ -36,12 +35,15 @@ NO_OWN_BODY = frozenset({204, 304})
 BACKOFF_BASE, BACKOFF_CAP = 0.025, 0.25  # Envoy's
 
 
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    response: web.StreamResponse
+class Outcome(NamedTuple):
+    """What became of one request: what the client got, and from whom (for metrics, logs and evidence)."""
+
+    response: web.StreamResponse | Relayed
     failure: Failure | None = None
     upstream: str = ""  # who answered; a fallback changes it
     fell_back: bool = False
+    route: Route | None = None  # None: refused before routing
+    side: Side | None = None  # the side decided on
 
 
 class Forwarder:
@@ -51,10 +53,10 @@ class Forwarder:
         self.resilience, self.metrics = resilience, metrics
 
     async def serve(self, request: web.BaseRequest, decision: Decision, pools: dict[str, UpstreamPool],
-                    target: str, headers: CIMultiDict[str], rid: str, body: RequestBody,
+                    target: str, head: UpstreamHead, rid: str, body: RequestBody,
                     capture: Capture | None = None) -> Outcome:
         route, upstream = decision.route, decision.upstream
-        exchange = _Exchange(request, target, headers, rid, body)
+        exchange = _Exchange(request, decision, target, head, rid, body)
         may_fall_back = route.fallback is Side.LEGACY and decision.side is Side.NEW
         result = await self._attempts(exchange, route, upstream, pools[upstream.name], capture, may_fall_back)
         if isinstance(result, Outcome):
@@ -63,9 +65,9 @@ class Forwarder:
             self.metrics.fallbacks.labels(route.name, result.kind).inc()
             second = await self._attempts(exchange, route, route.legacy, pools[route.legacy.name], capture, False)
             if isinstance(second, Outcome):
-                return replace(second, fell_back=True)
+                return second._replace(fell_back=True)
             result, upstream = second, route.legacy
-        return Outcome(_error(result, rid), result, upstream.name)
+        return Outcome(_error(result, rid), result, upstream.name, False, route, decision.side)
 
     async def _attempts(self, exchange: _Exchange, route: Route, upstream: Upstream, pool: UpstreamPool,
                         capture: Capture | None, may_fall_back: bool) -> Outcome | Failure:
@@ -99,19 +101,23 @@ class Forwarder:
         refused = self._refuse(pool, breaker)
         if refused is not None:
             return refused
-        request, response, failure = exchange.request, None, None
+        request, body = exchange.request, exchange.body
+        response: Relayed | None = None
+        failure = None
         try:
             with Deadline(pool.spec.timeout):  # the whole exchange, body included
-                async with pool.request(request.method, exchange.target, exchange.headers,
-                                        exchange.body.payload()) as upstream:
+                async with pool.request(request.method, exchange.target, exchange.head, body.payload(),
+                                        body.length) as upstream:
                     breaker.record(upstream.status < 500)
                     if upstream.status >= 500 and hold(upstream.status):
                         return Failure("status", upstream.status,
                                        f"upstream {pool.spec.name} answered {upstream.status}")
-                    whole = _whole_body(upstream, request.method, capture)
-                    response = _response_for(upstream, exchange.rid, capture, whole)
-                    await response.prepare(request)
-                    if whole is None:
+                    response = _whole(upstream, request.method, exchange.rid, capture)
+                    if response is not None:
+                        await response.send(request)
+                    else:
+                        response = _streamed(upstream, exchange.rid, capture)
+                        await response.start(request, upstream.content_length)
                         failure = await _relay_body(upstream, response, pool, capture)
         except UPSTREAM_ERRORS as exc:
             if response is None or not response.prepared:
@@ -121,9 +127,9 @@ class Forwarder:
             failure = _timed_out(pool, exc, capture)  # mid-body: the client gets a cut answer
         if failure is not None:
             request.protocol.force_close()
-            return Outcome(response, failure, pool.spec.name)
-        await response.write_eof()
-        return Outcome(response, None, pool.spec.name)
+        elif isinstance(response, StreamedAnswer):
+            await response.finish()
+        return Outcome(response, failure, pool.spec.name, False, exchange.decision.route, exchange.decision.side)
 
     def _refuse(self, pool: UpstreamPool, breaker: Breaker) -> Failure | None:
         """Fail fast, without a connection: too many requests waiting, or an open breaker."""
@@ -150,16 +156,14 @@ class Forwarder:
 
 
 class _Exchange:
-    """What every attempt of one request sends: the same target, headers and body."""
+    """What every attempt of one request sends: the same target, head and body."""
 
-    def __init__(self, request: web.BaseRequest, target: str, headers: CIMultiDict[str], rid: str,
+    __slots__ = ("request", "decision", "target", "head", "rid", "body")
+
+    def __init__(self, request: web.BaseRequest, decision: Decision, target: str, head: UpstreamHead, rid: str,
                  body: RequestBody) -> None:
-        self.request, self.target, self.rid, self.body = request, target, rid, body
-        self.headers = headers
-        if body.data is not None:
-            headers["Content-Length"] = str(len(body.data))
-        elif body.stream is not None and body.length is not None:
-            headers["Content-Length"] = str(body.length)
+        self.request, self.decision, self.target, self.head, self.rid, self.body = (
+            request, decision, target, head, rid, body)
 
 
 def _never(status: int) -> bool:
@@ -204,32 +208,36 @@ def _code(failure: Failure) -> str:
             "breaker_open": "breaker_open"}.get(failure.kind, f"upstream_{failure.kind}")
 
 
-def _whole_body(upstream: Answer, method: str, capture: Capture | None) -> bytes | None:
-    """The body, when all of it has already arrived (most small answers): it then leaves with the
-    headers in one write, framed by its length. None when it is still coming, or when the answer
-    has no body of its own to frame (HEAD, 1xx, 204, 304 keep the upstream's Content-Length)."""
-    if not upstream.content.is_eof() or method == "HEAD" or upstream.status in NO_OWN_BODY or upstream.status < 200:
+def _whole(upstream: Answer, method: str, rid: str, capture: Capture | None) -> WholeAnswer | None:
+    """The answer, when all of it has already arrived (most small answers) or it has no body of its
+    own (to a HEAD; 204, 304, which keep the upstream's Content-Length but for a 204): it then
+    leaves in one write. None while its body is still coming."""
+    content = upstream.content
+    if method == "HEAD" or upstream.status in NO_OWN_BODY or upstream.status < 200:
+        body, length = b"", None if upstream.status == 204 or upstream.status < 200 else upstream.content_length
+    elif content.is_eof():
+        body = content.read_nowait()
+        length = len(body)
+        if capture is not None:
+            capture.add(body)
+    else:
         return None
-    body = upstream.content.read_nowait()
-    if capture is not None:
-        capture.add(body)
-    return body
+    return WholeAnswer(upstream.status, upstream.reason, _lines(upstream, rid, capture), "Date" in upstream.headers,
+                       body, length)
 
 
-def _response_for(upstream: Answer, rid: str, capture: Capture | None,
-                  whole: bytes | None) -> RelayedResponse | RelayedWhole:
-    headers = client_headers(upstream.headers, rid=rid)
+def _streamed(upstream: Answer, rid: str, capture: Capture | None) -> StreamedAnswer:
+    """An answer still arriving: its head goes now, its body as it comes."""
+    return StreamedAnswer(upstream.status, upstream.reason, _lines(upstream, rid, capture), "Date" in upstream.headers)
+
+
+def _lines(upstream: Answer, rid: str, capture: Capture | None) -> bytes:
     if capture is not None:
         capture.status, capture.headers = upstream.status, tuple(upstream.headers.items())
-    if whole is not None:
-        return RelayedWhole(status=upstream.status, reason=upstream.reason or None, headers=headers, body=whole)
-    response = RelayedResponse(status=upstream.status, reason=upstream.reason or None, headers=headers)
-    if upstream.content_length is not None:
-        response.content_length = upstream.content_length
-    return response
+    return client_lines(upstream.raw_headers, rid=rid)
 
 
-async def _relay_body(upstream: Answer, response: web.StreamResponse,
+async def _relay_body(upstream: Answer, response: StreamedAnswer,
                       pool: UpstreamPool, capture: Capture | None) -> Failure | None:
     content = upstream.content
     while True:

@@ -1,10 +1,10 @@
-"""Responses the proxy writes itself: JSON errors, and the relayed response that adds nothing."""
+"""Responses the proxy writes itself: its JSON errors. (Upstreams' answers are relayed by proxy.relayed.)"""
 
 from __future__ import annotations
 
 import json
 
-from aiohttp import hdrs, web
+from aiohttp import web
 
 
 def error_response(status: int, code: str, detail: str, rid: str,
@@ -17,26 +17,3 @@ def error_response(status: int, code: str, detail: str, rid: str,
     if retry_after is not None:
         response.headers["Retry-After"] = str(retry_after)
     return response
-
-
-class _InventsNothing(web.StreamResponse):
-    """aiohttp fills in Content-Type (application/octet-stream) and Server (its own version) when
-    a response lacks them; a proxy must not invent either, so they are removed again unless the
-    upstream sent them."""
-
-    async def _prepare_headers(self) -> None:
-        invented = [name for name in (hdrs.CONTENT_TYPE, hdrs.SERVER) if name not in self.headers]
-        await super()._prepare_headers()
-        for name in invented:
-            self.headers.popall(name, None)
-
-
-class RelayedResponse(_InventsNothing):
-    """An upstream's answer whose body streams through as it arrives. The headers leave with the
-    first piece of the body (or the end of it), one write instead of two for most answers."""
-
-    _send_headers_immediately = False
-
-
-class RelayedWhole(_InventsNothing, web.Response):
-    """An upstream's answer whose body had arrived whole: headers and body leave in one write."""

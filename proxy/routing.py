@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-from dataclasses import replace
 from typing import Mapping
 
 from proxy.model import Decision, RequestFacts, Route, Serve, Side, ToggleCheck, Upstream, Verdict
@@ -25,7 +24,7 @@ def decide(route: Route, facts: RequestFacts, toggles: Toggles, cap: int | None 
     percent of users a rollout plan lets the toggle move (None: no plan, or the toggle server applies it)."""
     check = _ask_toggle(route, facts, toggles) if route.serve is Serve.TOGGLE else None
     if cap is not None and check is not None and check.verdict is Verdict.ON and not _in_plan(route, check, cap, toggles):
-        check = replace(check, verdict=Verdict.OFF, plan=cap)
+        check = check._replace(verdict=Verdict.OFF, plan=cap)
     if route.serve is Serve.NEW or (check is not None and check.verdict is Verdict.ON):
         side = Side.NEW
     else:

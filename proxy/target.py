@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 import string
 from dataclasses import dataclass
+from typing import NamedTuple
 
 UNRESERVED = frozenset(string.ascii_letters + string.digits + "-._~")
 PERCENT = re.compile(r"%([0-9A-Fa-f]{2})")
@@ -19,8 +20,7 @@ BAD_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
 AMBIGUOUS_ESCAPE = re.compile(r"%(?:2[Ff]|5[Cc]|[01][0-9A-Fa-f]|7[Ff])")
 
 
-@dataclass(frozen=True, slots=True)
-class Target:
+class Target(NamedTuple):
     raw: str  # path and query exactly as the client sent them
     path: str  # the path routes are matched on
 

@@ -1,10 +1,12 @@
 """One upstream's connection pool: its own limit and timeouts (a bulkhead), and what failed.
 
-A lean HTTP/1.1 client: aiohttp's C response parser and flow control (its ResponseHandler
-protocol) and its request writer, without ClientSession's per-request machinery, which
-cost this proxy half its throughput. It sends exactly the request given: the target
-byte for byte, only the headers given; it follows no redirect, keeps no cookie, never
-decompresses. `failure_from` is the one place where what went wrong becomes data.
+A lean HTTP/1.1 client: a request leaves in one write (its head serialized by aiohttp's
+C writer, which refuses CR and LF in any name or value), and its answer comes back
+through aiohttp's C parser (proxy.connection), without ClientSession's per-request
+machinery, which cost this proxy half its throughput. It sends exactly the request
+given: the target byte for byte, only the headers given; it follows no redirect, keeps
+no cookie, never decompresses. `failure_from` is the one place where what went wrong
+becomes data.
 """
 
 from __future__ import annotations
@@ -18,16 +20,16 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
-from aiohttp import StreamReader
-from aiohttp.client_proto import ResponseHandler
+from aiohttp import ServerDisconnectedError, StreamReader
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.http_writer import StreamWriter
-from multidict import CIMultiDict, CIMultiDictProxy
+from multidict import CIMultiDictProxy
 
+from proxy.connection import Connection
+from proxy.headers import RawHeaders, UpstreamHead
 from proxy.model import Upstream
 
 IDLE_SECONDS = 15.0  # a pooled connection unused this long is closed rather than reused
-READ_BUFSIZE = 1 << 16
 
 
 class NoConnection(Exception):
@@ -59,18 +61,13 @@ class Answer:
     status: int
     reason: str
     headers: CIMultiDictProxy[str]
+    raw_headers: RawHeaders  # the same, as they arrived (bytes, names in the upstream's case)
     content: StreamReader
 
     @property
     def content_length(self) -> int | None:
         value = self.headers.get("Content-Length")
         return int(value) if value is not None else None
-
-
-class Connection(ResponseHandler):
-    """aiohttp's response protocol, remembering whether its parser was set up for a HEAD."""
-
-    head = False
 
 
 class UpstreamPool:
@@ -81,7 +78,7 @@ class UpstreamPool:
         parts = urlsplit(spec.url)
         self.host, self.port = parts.hostname or "", parts.port or 80
         self.tls = ssl.create_default_context() if parts.scheme == "https" else None
-        self.host_header = parts.netloc
+        self.host_header = parts.netloc.encode()  # Host, when the client sent none
         self.in_flight = 0
         self.open = 0  # connections open or opening (the limit counts these)
         self._idle: deque[tuple[Connection, float]] = deque()
@@ -107,9 +104,12 @@ class UpstreamPool:
         """Too many waiting already: a new request is turned away at once, not queued."""
         return self.in_flight >= self.spec.max_connections + self.spec.max_pending
 
-    def request(self, method: str, target: str, headers: CIMultiDict[str], body: Any = None) -> Exchange:
-        """`async with pool.request(...) as answer`: one exchange (target is path and query, encoded)."""
-        return Exchange(self, method, target, headers, body)
+    def request(self, method: str, target: str, head: UpstreamHead, body: Any = None,
+                length: int | None = None) -> Exchange:
+        """`async with pool.request(...) as answer`: one exchange. `target` is the path and query as the
+        client sent them; `body` is bytes, or an async iterator of bytes sent as it comes (with `length`
+        when it is known, else in chunks)."""
+        return Exchange(self, method, target, head, body, length)
 
     def retire(self) -> None:
         """Close once the requests still using this pool are done (after a reload dropped it)."""
@@ -141,14 +141,23 @@ class UpstreamPool:
             return Failure("broken", 502, f"upstream {name} sent an invalid HTTP response")
         return Failure("broken", 502, f"upstream {name} broke the connection ({type(exc).__name__})")
 
-    async def acquire(self) -> tuple[Connection, bool]:
-        """A connection (and whether it was reused), waiting up to connect_timeout for the pool."""
+    def take(self) -> Connection | None:
+        """A kept connection that is still good, if there is one (the usual case: no waiting)."""
+        if not self._idle:
+            return None
         now = time.monotonic()
         while self._idle:
             conn, since = self._idle.pop()
-            if conn.is_connected() and not conn.should_close and now - since < IDLE_SECONDS:
-                return conn, True
+            if conn.reusable and now - since < IDLE_SECONDS:
+                return conn
             self._drop(conn)
+        return None
+
+    async def acquire(self) -> tuple[Connection, bool]:
+        """A connection (and whether it was reused), waiting up to connect_timeout for the pool."""
+        conn = self.take()
+        if conn is not None:
+            return conn, True
         try:
             async with asyncio.timeout(self.spec.connect_timeout):
                 if self.open >= self.spec.max_connections:
@@ -185,7 +194,7 @@ class UpstreamPool:
 
     def release(self, conn: Connection, reusable: bool) -> None:
         """Back to the pool (handed to whoever waits first) or closed."""
-        if not (reusable and conn.is_connected() and not conn.should_close) or self._closed:
+        if not (reusable and conn.reusable) or self._closed:
             self._drop(conn)
             return
         while self._waiters:
@@ -222,61 +231,66 @@ class Exchange:
     """One request and its answer on one pooled connection; the connection goes back only if both
     were whole and the upstream keeps it alive."""
 
-    __slots__ = ("pool", "method", "target", "headers", "body", "conn", "answer", "sending")
+    __slots__ = ("pool", "method", "target", "head", "body", "length", "conn", "answer", "sending")
 
-    def __init__(self, pool: UpstreamPool, method: str, target: str, headers: CIMultiDict[str], body: Any) -> None:
-        self.pool, self.method, self.target, self.headers, self.body = pool, method, target, headers, body
+    def __init__(self, pool: UpstreamPool, method: str, target: str, head: UpstreamHead, body: Any,
+                 length: int | None) -> None:
+        self.pool, self.method, self.target, self.head, self.body, self.length = pool, method, target, head, body, length
         self.conn: Connection | None = None
         self.answer: Answer | None = None
         self.sending: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> Answer:
-        self.pool.in_flight += 1
+        pool = self.pool
+        pool.in_flight += 1
         try:
-            self.conn, reused = await self.pool.acquire()
-            if not reused or self.method == "HEAD" or self.conn.head:  # a parser for this kind of answer
-                self.conn.head = self.method == "HEAD"
-                self.conn.set_response_params(skip_payload=self.conn.head, auto_decompress=False,
-                                              read_bufsize=READ_BUFSIZE)
-            await self._send()
-            message, payload = await self.conn.read()
+            conn = pool.take()
+            if conn is None:
+                conn, _ = await pool.acquire()
+            self.conn = conn
+            answered = conn.expect(self.method == "HEAD")
+            self._send(conn)
+            message, payload = await answered
         except BaseException:
-            await self._finish(reusable=False)
+            self._finish(reusable=False)
             raise
-        self.answer = Answer(message.code, message.reason, message.headers, payload)
+        self.answer = Answer(message.code, message.reason, message.headers, message.raw_headers, payload)
         return self.answer
 
     async def __aexit__(self, kind: Any, exc: Any, tb: Any) -> None:
-        whole = kind is None and self.answer is not None and self.answer.content.is_eof()
-        await self._finish(reusable=whole)
+        self._finish(reusable=kind is None and self.answer is not None and self.answer.content.is_eof())
 
-    async def _send(self) -> None:
-        assert self.conn is not None
-        writer = StreamWriter(self.conn, asyncio.get_running_loop())
-        headers = self.headers
-        if "Host" not in headers:
-            headers["Host"] = self.pool.host_header
+    def _send(self, conn: Connection) -> None:
+        """The request's head, and its body when it is bytes, in one write; a streamed body follows
+        in a task of its own, while the answer is awaited (an upstream may answer, 413 say, early).
+        Framing is the sender's: the length of what is sent, whatever the client said."""
+        transport = conn.transport
+        if transport is None:
+            raise ServerDisconnectedError()
         body = self.body
-        if body is None or isinstance(body, bytes):
-            if body:  # framing is the sender's: the length of what is sent, whatever was copied
-                headers["Content-Length"] = str(len(body))
-            await writer.write_headers(f"{self.method} {self.target} HTTP/1.1", headers)
-            await writer.write_eof(body or b"")
-            return
-        if "Content-Length" not in headers:
-            headers["Transfer-Encoding"] = "chunked"
-            writer.enable_chunking()
-        await writer.write_headers(f"{self.method} {self.target} HTTP/1.1", headers)
-        # The body streams while the answer is awaited: an upstream may answer (413, say) early.
-        self.sending = asyncio.get_running_loop().create_task(_stream(writer, body))
-        self.sending.add_done_callback(self._sent)
+        head = b"%s %s HTTP/1.1\r\nHost: %s\r\n%s" % (self.method.encode(), self.target.encode("utf-8", "surrogateescape"),
+                                                     self.head.host or self.pool.host_header, self.head.lines)
+        if body is None:
+            transport.write(head + b"\r\n")
+        elif isinstance(body, bytes):
+            transport.write(head + b"Content-Length: %d\r\n\r\n" % len(body) + body)
+        else:
+            loop = asyncio.get_running_loop()
+            writer = StreamWriter(conn, loop)
+            if self.length is None:
+                writer.enable_chunking()
+                transport.write(head + b"Transfer-Encoding: chunked\r\n\r\n")
+            else:
+                transport.write(head + b"Content-Length: %d\r\n\r\n" % self.length)
+            self.sending = loop.create_task(_stream(writer, body))
+            self.sending.add_done_callback(self._sent)
 
     def _sent(self, sending: asyncio.Task[None]) -> None:
         """A body that could not be sent (client too slow, upstream gone) fails the wait for the answer."""
         if not sending.cancelled() and sending.exception() is not None and self.conn is not None:
-            self.conn.set_exception(sending.exception())
+            self.conn.fail(sending.exception())
 
-    async def _finish(self, reusable: bool) -> None:
+    def _finish(self, reusable: bool) -> None:
         sending = self.sending
         if sending is not None and not sending.done():
             sending.cancel()

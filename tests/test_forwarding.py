@@ -161,6 +161,37 @@ async def test_a_small_answer_that_arrived_whole_leaves_with_its_length(raw_upst
     assert body == b"abcde"
 
 
+async def test_header_values_cross_byte_for_byte_both_ways(raw_upstream, start_proxy):
+    """Not decoded and encoded again: a latin-1 file name reaches the client as the upstream sent it."""
+    upstream = await raw_upstream(b'HTTP/1.1 200 OK\r\nContent-Disposition: attachment; filename="caf\xe9.txt"\r\n'
+                                  b"Content-Length: 2\r\n\r\nok")
+    proxy = await start_proxy({"legacy": upstream.url}, [route("all")])
+    raw = await raw_exchange(proxy.port, b"GET /caf%C3%A9 HTTP/1.1\r\nHost: h\r\nX-Name: caf\xc3\xa9\r\n"
+                                         b"Connection: close\r\n\r\n")
+    assert b'filename="caf\xe9.txt"\r\n' in raw and raw.endswith(b"\r\n\r\nok")
+    assert upstream.heads[0].startswith(b"GET /caf%C3%A9 HTTP/1.1\r\nHost: h\r\n")
+    assert b"X-Name: caf\xc3\xa9\r\n" in upstream.heads[0]
+
+
+async def test_an_interim_answer_is_not_taken_for_the_answer(raw_upstream, start_proxy):
+    """The edge answers Expect itself; an upstream's own 100 Continue (or 103) is passed over."""
+    upstream = await raw_upstream(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n"
+                                  b"HTTP/1.1 201 Created\r\nContent-Length: 4\r\n\r\ndone")
+    proxy = await start_proxy({"legacy": upstream.url}, [route("all")])
+    raw = await raw_exchange(proxy.port, b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\n"
+                                         b"Connection: close\r\n\r\nx")
+    assert raw.startswith(b"HTTP/1.1 201 Created\r\n") and raw.endswith(b"\r\n\r\ndone")
+
+
+async def test_a_request_without_host_names_the_upstream(raw_upstream, start_proxy):
+    upstream = await raw_upstream(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+    proxy = await start_proxy({"legacy": upstream.url}, [route("all")])
+    raw = await raw_exchange(proxy.port, b"GET / HTTP/1.0\r\n\r\n")
+    assert raw.startswith(b"HTTP/1.0 200 OK\r\n") and b"keep-alive" not in raw.lower()
+    host = upstream.url.removeprefix("http://").encode()
+    assert upstream.heads[0].startswith(b"GET / HTTP/1.1\r\nHost: " + host + b"\r\n")
+
+
 async def test_request_bodies_arrive_whole_with_their_framing(make_upstream, start_proxy, http):
     legacy = await make_upstream()
     proxy = await start_proxy({"legacy": legacy.url}, [route("all")])

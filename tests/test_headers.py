@@ -2,57 +2,88 @@
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from proxy.headers import client_headers, connection_tokens, request_id, upstream_headers
+from proxy.headers import client_lines, connection_tokens, request_id, upstream_head
 
 
-def headers(*pairs: tuple[str, str]) -> CIMultiDictProxy[str]:
-    return CIMultiDictProxy(CIMultiDict(pairs))
+def raw(*pairs: tuple[str, str]) -> tuple[tuple[bytes, bytes], ...]:
+    """Header lines as aiohttp's parser keeps them."""
+    return tuple((name.encode(), value.encode()) for name, value in pairs)
+
+
+def parsed(lines: bytes) -> CIMultiDict[str]:
+    """A header block as its receiver reads it."""
+    assert lines.endswith(b"\r\n") or not lines
+    return CIMultiDict(line.decode().split(": ", 1) for line in lines.split(b"\r\n") if line)
+
+
+def sent(*pairs: tuple[str, str], peer: str = "127.0.0.1") -> CIMultiDict[str]:
+    """What an upstream receives for a request with these headers: Host first, then the rest."""
+    head = upstream_head(raw(*pairs), peer=peer, proto="http", rid="r1")
+    return parsed((b"Host: " + head.host + b"\r\n" if head.host else b"") + head.lines)
 
 
 def test_hop_by_hop_and_connection_listed_headers_do_not_go_upstream():
-    sent = upstream_headers(headers(
+    got = sent(
         ("Host", "shop.example"), ("Connection", "keep-alive, X-Secret"), ("X-Secret", "s"),
         ("Keep-Alive", "timeout=5"), ("Proxy-Authorization", "Basic eA=="), ("TE", "trailers"),
         ("Transfer-Encoding", "chunked"), ("Content-Length", "3"), ("Expect", "100-continue"),
         ("Upgrade", "h2c"), ("Proxy-Connection", "keep-alive"), ("X_Forwarded_For", "6.6.6.6"),
-        ("Accept", "application/json"), ("Cookie", "a=1")), peer="127.0.0.1", proto="http", rid="r1")
-    assert {k.lower() for k in sent} == {
+        ("Accept", "application/json"), ("Cookie", "a=1"))
+    assert {k.lower() for k in got} == {
         "host", "accept", "cookie", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "via",
         "x-request-id"}
 
 
+def test_a_name_listed_in_connection_is_dropped_whatever_its_case_and_wherever_it_comes():
+    got = sent(("X-Secret", "s"), ("Host", "h"), ("connection", "X-SECRET ,x-other"), ("X-Other", "o"),
+               ("Connection", "close"), ("Accept", "*/*"))
+    assert "X-Secret" not in got and "X-Other" not in got and got["Accept"] == "*/*"
+
+
 def test_forwarding_headers_extend_what_earlier_hops_said():
-    sent = upstream_headers(headers(
+    got = sent(
         ("Host", "shop.example"), ("X-Forwarded-For", "10.0.0.1"), ("X-Forwarded-For", "10.0.0.2"),
-        ("X-Forwarded-Proto", "https"), ("X-Forwarded-Host", "evil.example"), ("Via", "1.1 cdn")),
-        peer="192.0.2.7", proto="http", rid="r1")
-    assert sent["X-Forwarded-For"] == "10.0.0.1, 10.0.0.2, 192.0.2.7"
-    assert sent["X-Forwarded-Proto"] == "http"  # set by the edge, never taken from the client
-    assert sent["X-Forwarded-Host"] == "shop.example"
-    assert sent["Via"] == "1.1 cdn, 1.1 strangler"
-    assert sent.getall("X-Forwarded-For") == ["10.0.0.1, 10.0.0.2, 192.0.2.7"]
+        ("X-Forwarded-Proto", "https"), ("X-Forwarded-Host", "evil.example"), ("Via", "1.1 cdn"),
+        peer="192.0.2.7")
+    assert got["X-Forwarded-For"] == "10.0.0.1, 10.0.0.2, 192.0.2.7"
+    assert got["X-Forwarded-Proto"] == "http"  # set by the edge, never taken from the client
+    assert got["X-Forwarded-Host"] == "shop.example"
+    assert got["Via"] == "1.1 cdn, 1.1 strangler"
+    assert got.getall("X-Forwarded-For") == ["10.0.0.1, 10.0.0.2, 192.0.2.7"]
 
 
 def test_client_cannot_choose_internal_headers():
-    sent = upstream_headers(headers(("Host", "h"), ("X-Strangler-Shadow", "1"), ("X-Request-Id", "r0")),
-                            peer="127.0.0.1", proto="http", rid="r1")
-    assert "X-Strangler-Shadow" not in sent
-    assert sent.getall("X-Request-Id") == ["r1"]
+    got = sent(("Host", "h"), ("X-Strangler-Shadow", "1"), ("X-Request-Id", "r0"))
+    assert "X-Strangler-Shadow" not in got
+    assert got.getall("X-Request-Id") == ["r1"]
+
+
+def test_without_a_host_the_exchange_names_the_upstream():
+    head = upstream_head(raw(("Accept", "*/*")), peer="127.0.0.1", proto="http", rid="r1")
+    assert head.host is None and "X-Forwarded-Host" not in parsed(head.lines)
+
+
+def test_values_cross_byte_for_byte():
+    latin1 = ((b"Content-Disposition", b'attachment; filename="caf\xe9.txt"'),)
+    assert b'filename="caf\xe9.txt"\r\n' in client_lines(latin1, rid="r1")
 
 
 def test_response_keeps_duplicates_and_drops_hop_by_hop():
-    got = client_headers(headers(
+    got = parsed(client_lines(raw(
         ("Set-Cookie", "a=1"), ("Set-Cookie", "b=2"), ("Connection", "foo"), ("Foo", "bar"),
         ("Transfer-Encoding", "chunked"), ("Content-Length", "9"), ("Content-Type", "text/plain"),
-        ("X-Request-Id", "from-upstream")), rid="r1")
+        ("X-Request-Id", "from-upstream")), rid="r1"))
     assert got.getall("Set-Cookie") == ["a=1", "b=2"]
     assert {k.lower() for k in got} == {"set-cookie", "content-type", "via", "x-request-id"}
     assert got["X-Request-Id"] == "r1"
 
 
 def test_connection_tokens_are_case_insensitive_and_split():
-    assert connection_tokens(headers(("Connection", "Keep-Alive, X-A"), ("connection", " x-b ,"))) == {
-        "keep-alive", "x-a", "x-b"}
+    assert connection_tokens([b"Keep-Alive, X-A", b" x-b ,"]) == {b"keep-alive", b"x-a", b"x-b"}
+
+
+def headers(*pairs: tuple[str, str]) -> CIMultiDictProxy[str]:
+    return CIMultiDictProxy(CIMultiDict(pairs))
 
 
 def test_request_id_is_kept_when_sane_and_replaced_when_not():

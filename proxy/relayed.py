@@ -1,0 +1,116 @@
+"""An upstream's answer on its way to the client: its status line and headers written here, its body framed anew.
+
+aiohttp's Response would copy, check and complete the headers once more, which cost as
+much as the rest of the exchange; what it adds that matters for a relayed answer is
+done here: the framing (Content-Length, or chunks for a body of unknown length), Date
+when the upstream sent none, and Connection as the client's keep-alive needs it. Nothing
+else is invented (no Server, no Content-Type). An answer that arrived whole leaves in
+one write; one still arriving sends its head, then its body through aiohttp's writer
+(chunking, back-pressure) as it comes.
+
+aiohttp's server calls `prepare` and `write_eof` on what a handler returns: once an
+answer has been sent, both have nothing left to do.
+"""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+
+from aiohttp import web
+from aiohttp.abc import AbstractStreamWriter
+from aiohttp.helpers import rfc822_formatted_time
+from aiohttp.http import HttpVersion10, HttpVersion11
+
+PHRASES = {status.value: status.phrase.encode() for status in HTTPStatus}
+
+
+class Relayed:
+    """What both kinds of relayed answer share: the head, and how it is written."""
+
+    __slots__ = ("status", "reason", "lines", "dated", "keep_alive", "prepared")
+
+    def __init__(self, status: int, reason: str, lines: bytes, dated: bool) -> None:
+        self.status, self.lines, self.dated = status, lines, dated  # lines: from proxy.headers.client_lines
+        self.reason = reason.encode("utf-8", "surrogateescape") if reason else PHRASES.get(status, b"")
+        self.keep_alive = False
+        self.prepared = False
+
+    def _head(self, request: web.BaseRequest, framing: bytes, delimited: bool = True) -> bytes:
+        """The status line and headers; `delimited`: whether the client can tell where the body ends
+        without the connection closing."""
+        version = request.version
+        self.keep_alive = keep_alive = delimited and request.keep_alive
+        if keep_alive:
+            connection = b"Connection: keep-alive\r\n" if version == HttpVersion10 else b""
+        else:
+            connection = b"Connection: close\r\n" if version == HttpVersion11 else b""
+        date = b"" if self.dated else b"Date: " + rfc822_formatted_time().encode() + b"\r\n"
+        return b"HTTP/%d.%d %d %s\r\n%s%s%s%s\r\n" % (version.major, version.minor, self.status, self.reason,
+                                                       self.lines, framing, date, connection)
+
+    def _write(self, request: web.BaseRequest, data: bytes) -> bool:
+        """Straight to the client's socket; True when that socket is full and the writer must wait."""
+        self.prepared = True  # from here on a failure is the client's, not the upstream's
+        transport = request.transport
+        if transport is None or transport.is_closing():
+            raise ConnectionResetError("the client went away")
+        transport.write(data)
+        request.writer.output_size += len(data)  # aiohttp's sign that an answer has started
+        return request.protocol.writing_paused
+
+    async def prepare(self, request: web.BaseRequest) -> None:
+        return None
+
+    async def write_eof(self, data: bytes = b"") -> None:
+        return None
+
+
+class WholeAnswer(Relayed):
+    """An answer whose body had arrived whole (most small answers), or that has no body of its own
+    (to a HEAD; 204, 304): head and body leave in one write. `length` is what Content-Length says:
+    the body's length, the upstream's for a HEAD or 304, None for a 204."""
+
+    __slots__ = ("body", "length")
+
+    def __init__(self, status: int, reason: str, lines: bytes, dated: bool, body: bytes,
+                 length: int | None) -> None:
+        super().__init__(status, reason, lines, dated)
+        self.body, self.length = body, length
+
+    async def send(self, request: web.BaseRequest) -> None:
+        """Write it all; wait only when the client's socket is full. A client gone raises."""
+        framing = b"" if self.length is None else b"Content-Length: %d\r\n" % self.length
+        if self._write(request, self._head(request, framing) + self.body):
+            await request.writer.drain()
+
+
+class StreamedAnswer(Relayed):
+    """An answer whose body is still arriving: the head now, then the body as it comes, framed by the
+    upstream's length when it gave one, else in chunks (or, to an HTTP/1.0 client, until close)."""
+
+    __slots__ = ("_writer",)
+
+    def __init__(self, status: int, reason: str, lines: bytes, dated: bool) -> None:
+        super().__init__(status, reason, lines, dated)
+        self._writer: AbstractStreamWriter | None = None
+
+    async def start(self, request: web.BaseRequest, length: int | None) -> None:
+        writer = self._writer = request.writer
+        if length is not None:
+            head = self._head(request, b"Content-Length: %d\r\n" % length)
+            writer.length = length  # aiohttp's writer stops at the length declared
+        elif request.version == HttpVersion11:
+            head = self._head(request, b"Transfer-Encoding: chunked\r\n")
+            writer.enable_chunking()
+        else:
+            head = self._head(request, b"", delimited=False)
+        if self._write(request, head):
+            await writer.drain()
+
+    async def write(self, chunk: bytes) -> None:
+        assert self._writer is not None, "start() first"
+        await self._writer.write(chunk)
+
+    async def finish(self) -> None:
+        assert self._writer is not None, "start() first"
+        await self._writer.write_eof()
