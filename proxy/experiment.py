@@ -24,7 +24,6 @@ from typing import Any, Awaitable, Callable, Mapping
 from comparators.base import Comparator
 from proxy.deadline import Deadline
 from proxy.evidence import Evidence
-from proxy.headers import UpstreamHead
 from proxy.metrics import Metrics
 from proxy.model import (CompareSpec, Comparison, Decision, Difference, Divergence, Observation, RequestFacts,
                          RequestRecord, Route, Side)
@@ -92,7 +91,7 @@ class Experiments:
         self.noise: dict[str, set[str]] = {}  # route -> paths learned as noise
         self._tasks: set[asyncio.Task[None]] = set()
 
-    def sampled(self, decision: Decision, facts: RequestFacts, toggles: Toggles) -> bool:
+    def sampled(self, decision: Decision, facts: RequestFacts | None, toggles: Toggles) -> bool:
         """Whether this request is in the run's sample: by the toggle's own hash when the route has a
         toggle (so the users compared are the users a canary moves next), else at random."""
         run, toggle = decision.route.parallel_run, decision.route.toggle
@@ -100,12 +99,13 @@ class Experiments:
             return True
         if toggle is None:
             return random.random() < run.sample
+        assert facts is not None, "a shadowed request's facts are always gathered"
         sticky = decision.toggle.sticky if decision.toggle else sticky_value(toggle.stickiness, facts)
         if sticky is None:
             return random.random() < run.sample
         return toggles.bucket(toggle.name, sticky) <= run.sample * 100
 
-    def begin(self, decision: Decision, record: RequestRecord, head: UpstreamHead, body: bytes | None,
+    def begin(self, decision: Decision, record: RequestRecord, head: bytes, body: bytes | None,
               pools: Mapping[str, UpstreamPool]) -> Shadow | None:
         """The shadow of this request, sent after the served side's head start. The served side fills
         `shadow.capture` and then calls `shadow.deliver()` with its answer, or with why there is none
@@ -114,7 +114,7 @@ class Experiments:
         if self.in_flight.get(route.name, 0) >= route.parallel_run.max_in_flight:
             return self.skip(route, "busy")
         capture = Capture(route.parallel_run.max_body)
-        shadow_head = head._replace(lines=head.lines + SHADOW_MARK)
+        shadow_head = head + SHADOW_MARK
         shadow = Shadow(self, decision, record, shadow_head, body, capture, pools)
         self.in_flight[route.name] = self.in_flight.get(route.name, 0) + 1
         loop = asyncio.get_running_loop()
@@ -145,7 +145,7 @@ class Shadow:
     runs: Experiments
     decision: Decision
     record: RequestRecord
-    head: UpstreamHead
+    head: bytes
     body: bytes | None
     capture: Capture
     pools: Mapping[str, UpstreamPool]

@@ -62,9 +62,9 @@ def explain(config: Config, toggles: Toggles, method: str, target: str,
     parsed = parse_target(target)
     if isinstance(parsed, Refusal):
         return Explanation(method, target, None, f"the proxy answers 400: {parsed.detail}")
-    route = match_route(config.routes, method, parsed.path, headers)
+    route = match_route(config.routes, method, parsed, headers)
     if route is None:
         return Explanation(method, target, None, "the proxy answers 404: no route's match takes it")
     cap = (caps or {}).get(route.name)
-    decision = decide(route, RequestFacts(method, parsed.path, headers, client_ip), toggles, cap)
+    decision = decide(route, RequestFacts(method, parsed, headers, client_ip), toggles, cap)
     return Explanation(method, target, decision, "", config.toggles.provider)

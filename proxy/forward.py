@@ -14,20 +14,21 @@ from __future__ import annotations
 import asyncio
 import random
 from functools import partial
-from typing import Callable, NamedTuple
+from dataclasses import dataclass
+from typing import Callable
 
 from aiohttp import web
 
 from proxy.body import RequestBody
 from proxy.deadline import Deadline
 from proxy.experiment import Capture
-from proxy.headers import UpstreamHead, client_lines
+from proxy.headers import client_lines
 from proxy.metrics import Metrics
 from proxy.model import Decision, Route, Side, Upstream
 from proxy.relayed import Relayed, StreamedAnswer, WholeAnswer
 from proxy.resilience import Breaker, Resilience
 from proxy.responses import error_response
-from proxy.upstream import UPSTREAM_ERRORS, Answer, Failure, UpstreamPool
+from proxy.upstream import UPSTREAM_ERRORS, Exchange, Failure, UpstreamPool
 
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 GATEWAY_STATUSES = frozenset({502, 503, 504})
@@ -35,7 +36,8 @@ NO_OWN_BODY = frozenset({204, 304})
 BACKOFF_BASE, BACKOFF_CAP = 0.025, 0.25  # Envoy's
 
 
-class Outcome(NamedTuple):
+@dataclass(slots=True)
+class Outcome:
     """What became of one request: what the client got, and from whom (for metrics, logs and evidence)."""
 
     response: web.StreamResponse | Relayed
@@ -53,23 +55,24 @@ class Forwarder:
         self.resilience, self.metrics = resilience, metrics
 
     async def serve(self, request: web.BaseRequest, decision: Decision, pools: dict[str, UpstreamPool],
-                    target: str, head: UpstreamHead, rid: str, body: RequestBody,
+                    target: str, head: bytes, rid: str, body: RequestBody,
                     capture: Capture | None = None) -> Outcome:
         route, upstream = decision.route, decision.upstream
-        exchange = _Exchange(request, decision, target, head, rid, body)
+        outgoing = _Outgoing(request, decision, target, head, rid, body)
         may_fall_back = route.fallback is Side.LEGACY and decision.side is Side.NEW
-        result = await self._attempts(exchange, route, upstream, pools[upstream.name], capture, may_fall_back)
+        result = await self._attempts(outgoing, route, upstream, pools[upstream.name], capture, may_fall_back)
         if isinstance(result, Outcome):
             return result
         if may_fall_back and _safe_to_resend(request.method, result, body):
             self.metrics.fallbacks.labels(route.name, result.kind).inc()
-            second = await self._attempts(exchange, route, route.legacy, pools[route.legacy.name], capture, False)
+            second = await self._attempts(outgoing, route, route.legacy, pools[route.legacy.name], capture, False)
             if isinstance(second, Outcome):
-                return second._replace(fell_back=True)
+                second.fell_back = True
+                return second
             result, upstream = second, route.legacy
         return Outcome(_error(result, rid), result, upstream.name, False, route, decision.side)
 
-    async def _attempts(self, exchange: _Exchange, route: Route, upstream: Upstream, pool: UpstreamPool,
+    async def _attempts(self, outgoing: _Outgoing, route: Route, upstream: Upstream, pool: UpstreamPool,
                         capture: Capture | None, may_fall_back: bool) -> Outcome | Failure:
         """The first attempt and its retries at one upstream."""
         breaker = self.resilience.breaker(upstream)
@@ -78,16 +81,16 @@ class Forwarder:
             budget.note_request()
         for attempt in range(route.retries + 2):  # one more for a stale pooled connection
             retry_left = budget is not None and attempt < route.retries and budget.room()
-            hold = partial(_worth_holding, exchange, may_fall_back, retry_left) if may_fall_back or retry_left \
+            hold = partial(_worth_holding, outgoing, may_fall_back, retry_left) if may_fall_back or retry_left \
                 else _never
-            result = await self._attempt(exchange, pool, breaker, capture, hold)
-            if isinstance(result, Outcome) or not self._retry(exchange, route, upstream, result, attempt):
+            result = await self._attempt(outgoing, pool, breaker, capture, hold)
+            if isinstance(result, Outcome) or not self._retry(outgoing, route, upstream, result, attempt):
                 return result
             await asyncio.sleep(random.uniform(0, min(BACKOFF_CAP, BACKOFF_BASE * 2 ** attempt)))
         return result
 
-    def _retry(self, exchange: _Exchange, route: Route, upstream: Upstream, failure: Failure, attempt: int) -> bool:
-        if not _retryable(exchange.request.method, failure, exchange.body):
+    def _retry(self, outgoing: _Outgoing, route: Route, upstream: Upstream, failure: Failure, attempt: int) -> bool:
+        if not _retryable(outgoing.request.method, failure, outgoing.body):
             return False
         stale = attempt == 0 and failure.kind == "broken" and route.retries == 0  # what aiohttp would retry
         if not (attempt < route.retries or stale) or not self.resilience.budget(upstream).spend():
@@ -95,33 +98,34 @@ class Forwarder:
         self.metrics.retries.labels(route.name, upstream.name, "stale_connection" if stale else failure.kind).inc()
         return True
 
-    async def _attempt(self, exchange: _Exchange, pool: UpstreamPool, breaker: Breaker,
+    async def _attempt(self, outgoing: _Outgoing, pool: UpstreamPool, breaker: Breaker,
                        capture: Capture | None, hold: Callable[[int], bool]) -> Outcome | Failure:
         """One exchange with an upstream; a 5xx it is told to `hold` back comes back as a Failure."""
-        refused = self._refuse(pool, breaker)
-        if refused is not None:
-            return refused
-        request, body = exchange.request, exchange.body
+        if pool.in_flight >= pool.capacity or breaker.state != "closed":  # the usual: neither
+            refused = self._refuse(pool, breaker)
+            if refused is not None:
+                return refused
+        request, body = outgoing.request, outgoing.body
         response: Relayed | None = None
         failure = None
         try:
             with Deadline(pool.spec.timeout):  # the whole exchange, body included
-                async with pool.request(request.method, exchange.target, exchange.head, body.payload(),
+                async with pool.request(request.method, outgoing.target, outgoing.head, body.payload(),
                                         body.length) as upstream:
                     breaker.record(upstream.status < 500)
                     if upstream.status >= 500 and hold(upstream.status):
                         return Failure("status", upstream.status,
                                        f"upstream {pool.spec.name} answered {upstream.status}")
-                    response = _whole(upstream, request.method, exchange.rid, capture)
+                    response = _whole(upstream, request.method, outgoing.rid, capture)
                     if response is not None:
                         await response.send(request)
                     else:
-                        response = _streamed(upstream, exchange.rid, capture)
+                        response = _streamed(upstream, outgoing.rid, capture)
                         await response.start(request, upstream.content_length)
                         failure = await _relay_body(upstream, response, pool, capture)
         except UPSTREAM_ERRORS as exc:
             if response is None or not response.prepared:
-                return self._failed(exchange, pool, breaker, exc, capture)
+                return self._failed(outgoing, pool, breaker, exc, capture)
             if not isinstance(exc, TimeoutError):
                 raise  # writing to the client failed: it went away, nothing to answer
             failure = _timed_out(pool, exc, capture)  # mid-body: the client gets a cut answer
@@ -129,7 +133,7 @@ class Forwarder:
             request.protocol.force_close()
         elif isinstance(response, StreamedAnswer):
             await response.finish()
-        return Outcome(response, failure, pool.spec.name, False, exchange.decision.route, exchange.decision.side)
+        return Outcome(response, failure, pool.spec.name, False, outgoing.decision.route, outgoing.decision.side)
 
     def _refuse(self, pool: UpstreamPool, breaker: Breaker) -> Failure | None:
         """Fail fast, without a connection: too many requests waiting, or an open breaker."""
@@ -143,9 +147,9 @@ class Forwarder:
                            sent=False, retry_after=breaker.retry_after())
         return None
 
-    def _failed(self, exchange: _Exchange, pool: UpstreamPool, breaker: Breaker, exc: BaseException,
+    def _failed(self, outgoing: _Outgoing, pool: UpstreamPool, breaker: Breaker, exc: BaseException,
                 capture: Capture | None) -> Failure:
-        if exchange.body.too_slow:
+        if outgoing.body.too_slow:
             breaker.record(None)
             return Failure("client_body_timeout", 408, "the request body stopped arriving")
         failure = pool.failure_from(exc)
@@ -155,12 +159,12 @@ class Forwarder:
         return failure
 
 
-class _Exchange:
+class _Outgoing:
     """What every attempt of one request sends: the same target, head and body."""
 
     __slots__ = ("request", "decision", "target", "head", "rid", "body")
 
-    def __init__(self, request: web.BaseRequest, decision: Decision, target: str, head: UpstreamHead, rid: str,
+    def __init__(self, request: web.BaseRequest, decision: Decision, target: str, head: bytes, rid: str,
                  body: RequestBody) -> None:
         self.request, self.decision, self.target, self.head, self.rid, self.body = (
             request, decision, target, head, rid, body)
@@ -177,9 +181,9 @@ def _timed_out(pool: UpstreamPool, exc: BaseException, capture: Capture | None) 
     return failure
 
 
-def _worth_holding(exchange: _Exchange, may_fall_back: bool, retry_left: bool, status: int) -> bool:
+def _worth_holding(outgoing: _Outgoing, may_fall_back: bool, retry_left: bool, status: int) -> bool:
     """Hold a 5xx back from the client only when something else will be tried instead."""
-    if exchange.request.method not in IDEMPOTENT or not exchange.body.replayable:
+    if outgoing.request.method not in IDEMPOTENT or not outgoing.body.replayable:
         return False
     return may_fall_back or (retry_left and status in GATEWAY_STATUSES)
 
@@ -208,36 +212,39 @@ def _code(failure: Failure) -> str:
             "breaker_open": "breaker_open"}.get(failure.kind, f"upstream_{failure.kind}")
 
 
-def _whole(upstream: Answer, method: str, rid: str, capture: Capture | None) -> WholeAnswer | None:
+def _whole(upstream: Exchange, method: str, rid: str, capture: Capture | None) -> WholeAnswer | None:
     """The answer, when all of it has already arrived (most small answers) or it has no body of its
     own (to a HEAD; 204, 304, which keep the upstream's Content-Length but for a 204): it then
     leaves in one write. None while its body is still coming."""
-    content = upstream.content
-    if method == "HEAD" or upstream.status in NO_OWN_BODY or upstream.status < 200:
-        body, length = b"", None if upstream.status == 204 or upstream.status < 200 else upstream.content_length
+    status, content = upstream.status, upstream.content
+    if method == "HEAD" or status in NO_OWN_BODY or status < 200:
+        body, length = b"", None if status == 204 or status < 200 else upstream.content_length
     elif content.is_eof():
         body = content.read_nowait()
         length = len(body)
-        if capture is not None:
-            capture.add(body)
     else:
         return None
-    return WholeAnswer(upstream.status, upstream.reason, _lines(upstream, rid, capture), "Date" in upstream.headers,
-                       body, length)
-
-
-def _streamed(upstream: Answer, rid: str, capture: Capture | None) -> StreamedAnswer:
-    """An answer still arriving: its head goes now, its body as it comes."""
-    return StreamedAnswer(upstream.status, upstream.reason, _lines(upstream, rid, capture), "Date" in upstream.headers)
-
-
-def _lines(upstream: Answer, rid: str, capture: Capture | None) -> bytes:
     if capture is not None:
-        capture.status, capture.headers = upstream.status, tuple(upstream.headers.items())
-    return client_lines(upstream.raw_headers, rid=rid)
+        _capture(upstream, capture, body)
+    return WholeAnswer(status, upstream.reason, client_lines(upstream.raw_headers, rid=rid),
+                       "Date" in upstream.headers, body, length)
 
 
-async def _relay_body(upstream: Answer, response: StreamedAnswer,
+def _streamed(upstream: Exchange, rid: str, capture: Capture | None) -> StreamedAnswer:
+    """An answer still arriving: its head goes now, its body as it comes."""
+    if capture is not None:
+        _capture(upstream, capture, b"")
+    return StreamedAnswer(upstream.status, upstream.reason, client_lines(upstream.raw_headers, rid=rid),
+                          "Date" in upstream.headers)
+
+
+def _capture(upstream: Exchange, capture: Capture, body: bytes) -> None:
+    capture.status, capture.headers = upstream.status, tuple(upstream.headers.items())
+    if body:
+        capture.add(body)
+
+
+async def _relay_body(upstream: Exchange, response: StreamedAnswer,
                       pool: UpstreamPool, capture: Capture | None) -> Failure | None:
     content = upstream.content
     while True:

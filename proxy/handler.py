@@ -14,15 +14,15 @@ from proxy.body import NO_BODY, RequestBody, read_up_to, streamed
 from proxy.evidence import Evidence
 from proxy.experiment import Experiments, Shadow
 from proxy.forward import Forwarder, Outcome
-from proxy.headers import UpstreamHead, request_id, upstream_head
+from proxy.headers import request_id, upstream_head
 from proxy.live import Generation, LiveConfig
 from proxy.logs import REQUEST_ID, AccessLog
 from proxy.metrics import Metrics
 from proxy.model import Decision, RequestFacts, RequestRecord, Route, Side
 from proxy.relayed import Relayed
 from proxy.responses import error_response
-from proxy.routing import decide, match_route
-from proxy.target import Refusal, Target, parse_target
+from proxy.routing import decide
+from proxy.target import Refusal, parse_target
 from proxy.toggling import VerdictLog
 
 # Failures that say nothing about the side: the proxy's own shedding, the client's slowness.
@@ -63,24 +63,26 @@ class EdgeHandler:
 
     async def _serve(self, request: web.BaseRequest, rid: str, generation: Generation) -> Outcome:
         refusal = _refusal(request)
-        target = parse_target(request.raw_path) if refusal is None else refusal
-        if isinstance(target, Refusal):
+        path = parse_target(request.raw_path) if refusal is None else refusal
+        if isinstance(path, Refusal):
             self.metrics.rejected.labels("bad_request").inc()
-            refused = error_response(400, "bad_request", target.detail, rid)
+            refused = error_response(400, "bad_request", path.detail, rid)
             refused.force_close()  # what follows on this connection cannot be trusted either
             return Outcome(refused)
         method = request.method
-        route = match_route(generation.config.routes, method, target.path, request.headers)
+        route = generation.table.match(method, path, request.headers)
         if route is None:
-            return Outcome(error_response(404, "no_route", f"no route matches {method} {target.path}", rid))
-        facts = RequestFacts(method, target.path, request.headers, request.remote)
-        cap = self.cap(route) if route.rollout_plan is not None else None
-        decision = decide(route, facts, generation.toggles, cap)
-        if decision.toggle is not None:
-            self._count_verdict(decision)
-        head = upstream_head(request.raw_headers, peer=facts.remote, proto=request.scheme, rid=rid)
+            return Outcome(error_response(404, "no_route", f"no route matches {method} {path}", rid))
+        decision, facts = self._decide(request, route, path, generation)
+        head = upstream_head(request.raw_headers, peer=request.remote, proto=request.scheme, rid=rid)
         try:
-            outcome = await self._forward(request, decision, facts, generation, target, head, rid)
+            if decision.shadow is None:
+                body = await streamed(request, generation.config.server.body_timeout) if request.body_exists \
+                    else NO_BODY
+                outcome = await self.forwarder.serve(request, decision, generation.pools, request.raw_path, head, rid,
+                                                     body)
+            else:
+                outcome = await self._forward_shadowed(request, decision, facts, generation, head, rid)
         except TimeoutError:  # the body stopped arriving while it was read for a parallel run
             slow = error_response(408, "request_timeout", "the request body stopped arriving", rid)
             return Outcome(await _send_and_hang_up(request, slow), route=route)
@@ -88,22 +90,36 @@ class EdgeHandler:
             await _send_and_hang_up(request, outcome.response)
         return outcome
 
-    async def _forward(self, request: web.BaseRequest, decision: Decision, facts: RequestFacts,
-                       generation: Generation, target: Target, head: UpstreamHead, rid: str) -> Outcome:
+    def _decide(self, request: web.BaseRequest, route: Route, path: str,
+                generation: Generation) -> tuple[Decision, RequestFacts | None]:
+        """Who serves this request, and the facts a toggle looks at: gathered only when one has a say."""
+        decision = generation.table.fixed(route, request.method)
+        if decision is not None and decision.shadow is None:
+            return decision, None
+        facts = RequestFacts(request.method, path, request.headers, request.remote)
+        if decision is not None:  # the run's sample may hash a toggle's sticky value
+            return decision, facts
+        decision = decide(route, facts, generation.toggles, self.cap(route) if route.rollout_plan is not None else None)
+        if decision.toggle is not None:
+            self._count_verdict(decision)
+        return decision, facts
+
+    async def _forward_shadowed(self, request: web.BaseRequest, decision: Decision, facts: RequestFacts | None,
+                                generation: Generation, head: bytes, rid: str) -> Outcome:
+        """A request whose decision has a shadow: served, and (when it is in the run's sample) shadowed.
+        `facts`: the run's sample may hash a toggle's sticky value."""
         idle = generation.config.server.body_timeout
         shadow = None
-        if decision.shadow is not None and self.experiments.sampled(decision, facts, generation.toggles):
+        if self.experiments.sampled(decision, facts, generation.toggles):
             body, whole = await read_up_to(request, decision.route.parallel_run.max_body, idle)
             if whole:
-                shadow = self._shadow(request, decision, target, head, rid, body, generation)
+                shadow = self._shadow(request, decision, head, rid, body, generation)
             else:
                 self.experiments.skip(decision.route, "request_too_large")
-        elif request.body_exists:
-            body = await streamed(request, idle)
         else:
-            body = NO_BODY
+            body = await streamed(request, idle)
         try:
-            outcome = await self.forwarder.serve(request, decision, generation.pools, target.raw, head, rid,
+            outcome = await self.forwarder.serve(request, decision, generation.pools, request.raw_path, head, rid,
                                                  body, shadow and shadow.capture)
         except BaseException:
             if shadow is not None:
@@ -113,9 +129,9 @@ class EdgeHandler:
             shadow.deliver("fallback" if outcome.fell_back else shadow.capture.observation(decision.side))
         return outcome
 
-    def _shadow(self, request: web.BaseRequest, decision: Decision, target: Target, head: UpstreamHead,
+    def _shadow(self, request: web.BaseRequest, decision: Decision, head: bytes,
                 rid: str, body: RequestBody, generation: Generation) -> Shadow | None:
-        record = RequestRecord(rid, request.method, target.raw, tuple(request.headers.items()), body.data,
+        record = RequestRecord(rid, request.method, request.raw_path, tuple(request.headers.items()), body.data,
                                time.time())
         return self.experiments.begin(decision, record, head, body.data, generation.shadow_pools)
 
@@ -174,7 +190,7 @@ async def _send_and_hang_up(request: web.BaseRequest, response: web.StreamRespon
 def _refusal(request: web.BaseRequest) -> Refusal | None:
     """Request-level checks aiohttp's parser leaves to us (reliability.md HTTP-18)."""
     version = request.version
-    if version == HttpVersion11:
+    if version is HttpVersion11 or version == HttpVersion11:  # the parser's own constant, usually
         return None if "Host" in request.headers else Refusal("an HTTP/1.1 request needs a Host header")
     if version != HttpVersion10:
         return Refusal(f"HTTP/{version.major}.{version.minor} is not supported")

@@ -35,21 +35,8 @@ RESPONSE_DROP = HOP_BY_HOP | {"content-length", "x-request-id"}
 VIA = b"1.1 strangler"
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._:/+=@-]{1,128}$")
 
-# Taken aside rather than copied: the proxy extends what earlier hops said (Via, X-Forwarded-For),
-# sends Host first, and repeats it as X-Forwarded-Host.
-_REQUEST_ASIDE = frozenset({b"host", b"via", b"x-forwarded-for"})
-_RESPONSE_ASIDE = frozenset({b"via"})
-_REQUEST_SKIP = frozenset(name.encode() for name in REQUEST_DROP) | _REQUEST_ASIDE
-_RESPONSE_SKIP = frozenset(name.encode() for name in RESPONSE_DROP) | _RESPONSE_ASIDE
 _PLAIN_CONNECTION = frozenset({b"keep-alive", b"close"})
 _UNDERSCORE = ord("_")
-
-
-class UpstreamHead(NamedTuple):
-    """The head an upstream is sent for one client request, made once for every attempt and the shadow."""
-
-    host: bytes | None  # the client's Host, sent first; None (an HTTP/1.0 client sent none): the upstream's
-    lines: bytes  # every other header line, each ending in CRLF; the request line and framing are the exchange's
 
 
 def request_id(headers: CIMultiDictProxy[str]) -> str:
@@ -57,35 +44,37 @@ def request_id(headers: CIMultiDictProxy[str]) -> str:
     given = headers.get("X-Request-Id")
     if given is not None and REQUEST_ID.match(given):
         return given
-    return f"{_PROCESS}{next(_SERIAL):016x}"
+    return _PROCESS + hex(next(_SERIAL))[2:]
 
 
-# Fresh ids: 64 random bits per process, then a counter. Unique across a fleet like a
-# uuid4, without a system call per request.
+# Fresh ids: 64 random bits per process, then a counter (from 2**60: always 16 hex digits).
+# Unique across a fleet like a uuid4, without a system call per request.
 _PROCESS = os.urandom(8).hex()
-_SERIAL = itertools.count()
+_SERIAL = itertools.count(1 << 60)
 
 
-def upstream_head(raw: RawHeaders, *, peer: str | None, proto: str, rid: str) -> UpstreamHead:
-    """What an upstream is sent for this client request, besides its request line and framing."""
-    lines, aside = _crossing(raw, _REQUEST_SKIP, _REQUEST_ASIDE)
-    forwarded = aside.get(b"x-forwarded-for", [])
+def upstream_head(raw: RawHeaders, *, peer: str | None, proto: str, rid: str) -> bytes:
+    """The header lines an upstream is sent for this client request, each ending in CRLF: Host first
+    (when the client sent none, an HTTP/1.0 client, the exchange names the upstream), the client's
+    other headers, then the proxy's. The request line and the framing are the exchange's."""
+    lines, aside = _crossing(raw, _REQUESTS)
+    host = aside.get(b"host") if aside else None
+    forwarded = aside.get(b"x-forwarded-for", []) if aside else []
     if peer:
         forwarded.append(peer.encode())
     if forwarded:
         lines.append(b"X-Forwarded-For: " + b", ".join(forwarded))
-    lines.append(b"X-Forwarded-Proto: " + proto.encode())
-    host = aside.get(b"host")
     if host:
+        lines.insert(0, b"Host: " + host[0])
         lines.append(b"X-Forwarded-Host: " + host[0])
-    lines += (_via(aside), b"X-Request-Id: " + rid.encode(), b"")
-    return UpstreamHead(host[0] if host else None, b"\r\n".join(lines))
+    lines += (b"X-Forwarded-Proto: " + proto.encode(), _via(aside), b"X-Request-Id: " + rid.encode(), b"")
+    return b"\r\n".join(lines)
 
 
 def client_lines(raw: RawHeaders, *, rid: str) -> bytes:
     """The header lines the client is sent with an upstream's answer (duplicates kept), each ending
     in CRLF; the status line and framing are the answer's."""
-    lines, aside = _crossing(raw, _RESPONSE_SKIP, _RESPONSE_ASIDE)
+    lines, aside = _crossing(raw, _ANSWERS)
     lines += (_via(aside), b"X-Request-Id: " + rid.encode(), b"")
     return b"\r\n".join(lines)
 
@@ -95,27 +84,71 @@ def connection_tokens(values: list[bytes]) -> frozenset[bytes]:
     return frozenset(token.strip() for value in values for token in value.lower().split(b",") if token.strip())
 
 
-def _crossing(raw: RawHeaders, skip: frozenset[bytes], aside: frozenset[bytes],
-              listed: bool = False) -> tuple[list[bytes], dict[bytes, list[bytes]]]:
-    """The lines that cross ("Name: value"), and the values of the `aside` names, by name. `listed`:
-    `skip` already holds the names Connection lists."""
-    lines: list[bytes] = []
-    taken: dict[bytes, list[bytes]] = {}
-    listing = None
-    for name, value in raw:
+# What becomes of a header line, by its name as sent. Names repeat from one request to the next,
+# so each is looked at (lower-cased, checked for '_') once and remembered, up to KINDS_KEPT names
+# a direction; past that, names are looked at every time.
+CROSSES, SKIPPED, ASIDE, CONNECTION = range(4)
+KINDS_KEPT = 1024
+
+
+class Rules(NamedTuple):
+    """One direction's rules: the names dropped, the names taken aside, and the kinds seen so far."""
+
+    skip: frozenset[bytes]
+    aside: frozenset[bytes]
+    kinds: dict[bytes, int]
+
+    def kind(self, name: bytes) -> int:
         lowered = name.lower()
-        if lowered in skip or _UNDERSCORE in name:
-            if lowered in aside:
-                taken.setdefault(lowered, []).append(value)
-            elif lowered == b"connection" and not listed and value.lower() not in _PLAIN_CONNECTION:
-                listing = [*(listing or ()), value]
-            continue
-        lines.append(name + b": " + value)
+        if lowered == b"connection":
+            kind = CONNECTION
+        elif lowered in self.aside:
+            kind = ASIDE
+        elif lowered in self.skip or _UNDERSCORE in name:
+            kind = SKIPPED
+        else:
+            kind = CROSSES
+        if len(self.kinds) < KINDS_KEPT:
+            self.kinds[name] = kind
+        return kind
+
+
+def _crossing(raw: RawHeaders, rules: Rules,
+              listed: frozenset[bytes] = frozenset()) -> tuple[list[bytes], dict[bytes, list[bytes]] | None]:
+    """The lines that cross ("Name: value"), and the values of the names taken aside, by name (None:
+    there were none). `listed`: the names a Connection header listed, found by a first pass."""
+    lines: list[bytes] = []
+    taken: dict[bytes, list[bytes]] | None = None
+    listing = None
+    kinds = rules.kinds
+    for name, value in raw:
+        kind = kinds.get(name)
+        if kind is None:
+            kind = rules.kind(name)
+        if kind == CROSSES:
+            if not listed or name.lower() not in listed:
+                lines.append(name + b": " + value)
+        elif kind == ASIDE:
+            if taken is None:
+                taken = {}
+            taken.setdefault(name.lower(), []).append(value)
+        elif kind == CONNECTION and not listed and value.lower() not in _PLAIN_CONNECTION:
+            listing = [*(listing or ()), value]
     if listing is not None:  # names the sender declared hop-by-hop: they do not cross either
-        return _crossing(raw, skip | connection_tokens(listing), aside, listed=True)
+        return _crossing(raw, rules, connection_tokens(listing))
     return lines, taken
 
 
-def _via(aside: dict[bytes, list[bytes]]) -> bytes:
-    earlier = aside.get(b"via")
-    return b"Via: " + b", ".join([*earlier, VIA]) if earlier else b"Via: " + VIA
+# Taken aside rather than copied: the proxy extends what earlier hops said (Via, X-Forwarded-For),
+# sends Host first, and repeats it as X-Forwarded-Host.
+_REQUESTS = Rules(frozenset(name.encode() for name in REQUEST_DROP),
+                  frozenset({b"host", b"via", b"x-forwarded-for"}), {})
+_ANSWERS = Rules(frozenset(name.encode() for name in RESPONSE_DROP), frozenset({b"via"}), {})
+
+
+def _via(aside: dict[bytes, list[bytes]] | None) -> bytes:
+    earlier = aside.get(b"via") if aside else None
+    return b"Via: " + b", ".join([*earlier, VIA]) if earlier else _OUR_VIA
+
+
+_OUR_VIA = b"Via: " + VIA

@@ -15,6 +15,7 @@ answer has been sent, both have nothing left to do.
 from __future__ import annotations
 
 from http import HTTPStatus
+from typing import Awaitable, Iterator
 
 from aiohttp import web
 from aiohttp.abc import AbstractStreamWriter
@@ -31,9 +32,8 @@ class Relayed:
 
     def __init__(self, status: int, reason: str, lines: bytes, dated: bool) -> None:
         self.status, self.lines, self.dated = status, lines, dated  # lines: from proxy.headers.client_lines
-        self.reason = reason.encode("utf-8", "surrogateescape") if reason else PHRASES.get(status, b"")
-        self.keep_alive = False
-        self.prepared = False
+        self.reason = _phrase(status, reason)
+        self.keep_alive = self.prepared = False
 
     def _head(self, request: web.BaseRequest, framing: bytes, delimited: bool = True) -> bytes:
         """The status line and headers; `delimited`: whether the client can tell where the body ends
@@ -58,11 +58,26 @@ class Relayed:
         request.writer.output_size += len(data)  # aiohttp's sign that an answer has started
         return request.protocol.writing_paused
 
-    async def prepare(self, request: web.BaseRequest) -> None:
-        return None
+    def prepare(self, request: web.BaseRequest) -> Awaitable[None]:
+        return _SENT
 
-    async def write_eof(self, data: bytes = b"") -> None:
-        return None
+    def write_eof(self, data: bytes = b"") -> Awaitable[None]:
+        return _SENT
+
+
+def _phrase(status: int, reason: str) -> bytes:
+    """The upstream's reason phrase as it sent it, or the standard one when it sent none."""
+    return reason.encode("utf-8", "surrogateescape") if reason else PHRASES.get(status, b"")
+
+
+class _Done:
+    """An awaitable with nothing to wait for (a coroutine per call would cost more than the call)."""
+
+    def __await__(self) -> Iterator[None]:
+        return iter(())
+
+
+_SENT = _Done()
 
 
 class WholeAnswer(Relayed):
@@ -74,8 +89,9 @@ class WholeAnswer(Relayed):
 
     def __init__(self, status: int, reason: str, lines: bytes, dated: bool, body: bytes,
                  length: int | None) -> None:
-        super().__init__(status, reason, lines, dated)
-        self.body, self.length = body, length
+        self.status, self.lines, self.dated, self.body, self.length = status, lines, dated, body, length
+        self.reason = _phrase(status, reason)
+        self.keep_alive = self.prepared = False
 
     async def send(self, request: web.BaseRequest) -> None:
         """Write it all; wait only when the client's socket is full. A client gone raises."""

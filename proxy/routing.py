@@ -10,13 +10,42 @@ from proxy.toggling import toggle_context
 from toggles.base import Toggles
 
 
+class RouteTable:
+    """One generation's routes, ready for requests: matched in file order, and for each route no toggle
+    decides, its decision made once (with a shadow for the methods its parallel run takes, and without)."""
+
+    def __init__(self, routes: tuple[Route, ...]) -> None:
+        self.routes = routes
+        self._fixed = {route.name: _fixed(route) for route in routes if route.serve is not Serve.TOGGLE}
+
+    def match(self, method: str, path: str, headers: Mapping[str, str]) -> Route | None:
+        """The first route whose match takes this request, or None."""
+        for route in self.routes:
+            if route.match.matches(method, path, headers):
+                return route
+        return None
+
+    def fixed(self, route: Route, method: str) -> Decision | None:
+        """The decision for this request when it is the same for every user; None: ask `decide`."""
+        both = self._fixed.get(route.name)
+        return None if both is None else both[method in route.parallel_run.methods]
+
+
+def _fixed(route: Route) -> tuple[Decision, Decision]:
+    """Without and with the shadow; the same twice when the route runs no parallel run."""
+    side = Side.NEW if route.serve is Serve.NEW else Side.LEGACY
+    upstream = route.upstream(side)
+    assert upstream is not None  # config guarantees `new` wherever serve can pick it
+    run = route.parallel_run
+    alone = Decision(route, side, upstream, None)
+    shadow = route.upstream(Side.NEW if side is Side.LEGACY else Side.LEGACY)
+    return alone, Decision(route, side, upstream, shadow) if run.enabled and run.sample > 0 else alone
+
+
 def match_route(routes: tuple[Route, ...], method: str, path: str,
                 headers: Mapping[str, str]) -> Route | None:
     """The first route whose match takes this request, or None."""
-    for route in routes:
-        if route.match.matches(method, path, headers):
-            return route
-    return None
+    return RouteTable(routes).match(method, path, headers)
 
 
 def decide(route: Route, facts: RequestFacts, toggles: Toggles, cap: int | None = None) -> Decision:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import re
 import string
 from dataclasses import dataclass
-from typing import NamedTuple
 
 UNRESERVED = frozenset(string.ascii_letters + string.digits + "-._~")
 PERCENT = re.compile(r"%([0-9A-Fa-f]{2})")
@@ -20,29 +19,25 @@ BAD_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
 AMBIGUOUS_ESCAPE = re.compile(r"%(?:2[Ff]|5[Cc]|[01][0-9A-Fa-f]|7[Ff])")
 
 
-class Target(NamedTuple):
-    raw: str  # path and query exactly as the client sent them
-    path: str  # the path routes are matched on
-
-
 @dataclass(frozen=True, slots=True)
 class Refusal:
     detail: str
 
 
-def parse_target(raw: str) -> Target | Refusal:
-    """Check an origin-form request target and derive the path that routing sees."""
+def parse_target(raw: str) -> str | Refusal:
+    """Check an origin-form request target (what the upstream is sent, as it is) and derive the path
+    that routing sees."""
     if not raw.startswith("/"):
         return Refusal("only origin-form request targets (a path) are accepted")
     if "#" in raw:
         return Refusal("a fragment (#) does not belong in a request target")
     path = raw.partition("?")[0]
     if "%" not in path and ";" not in path and "\\" not in path and "/." not in path and "//" not in path:
-        return Target(raw, path)  # the common case: nothing to decode or doubt
-    return _checked(raw, path)
+        return path  # the common case: nothing to decode or doubt
+    return _checked(path)
 
 
-def _checked(raw: str, path: str) -> Target | Refusal:
+def _checked(path: str) -> str | Refusal:
     if "\\" in path:
         return Refusal("a backslash in the path is ambiguous")
     if BAD_PERCENT.search(path):
@@ -54,7 +49,7 @@ def _checked(raw: str, path: str) -> Target | Refusal:
         return Refusal("dot segments (. or ..) in the path are ambiguous")
     if any(not s for s in segments[:-1]):
         return Refusal("empty segments (//) in the path are ambiguous")
-    return Target(raw, "/" + "/".join(segments))
+    return "/" + "/".join(segments)
 
 
 def _decode_unreserved(m: re.Match[str]) -> str:

@@ -23,13 +23,15 @@ import aiohttp
 from aiohttp import ServerDisconnectedError, StreamReader
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.http_writer import StreamWriter
-from multidict import CIMultiDictProxy
+from aiohttp.streams import EMPTY_PAYLOAD
+from multidict import CIMultiDict, CIMultiDictProxy
 
 from proxy.connection import Connection
-from proxy.headers import RawHeaders, UpstreamHead
+from proxy.headers import RawHeaders
 from proxy.model import Upstream
 
 IDLE_SECONDS = 15.0  # a pooled connection unused this long is closed rather than reused
+EMPTY_HEADERS: CIMultiDictProxy[str] = CIMultiDictProxy(CIMultiDict())
 
 
 class NoConnection(Exception):
@@ -54,22 +56,6 @@ class Failure:
     retry_after: int | None = None
 
 
-@dataclass(slots=True)
-class Answer:
-    """An upstream's response as it arrives: status line and headers now, the body as a stream."""
-
-    status: int
-    reason: str
-    headers: CIMultiDictProxy[str]
-    raw_headers: RawHeaders  # the same, as they arrived (bytes, names in the upstream's case)
-    content: StreamReader
-
-    @property
-    def content_length(self) -> int | None:
-        value = self.headers.get("Content-Length")
-        return int(value) if value is not None else None
-
-
 class UpstreamPool:
     """Connections to one upstream, at most `max_connections`, reused while they are good."""
 
@@ -78,7 +64,8 @@ class UpstreamPool:
         parts = urlsplit(spec.url)
         self.host, self.port = parts.hostname or "", parts.port or 80
         self.tls = ssl.create_default_context() if parts.scheme == "https" else None
-        self.host_header = parts.netloc.encode()  # Host, when the client sent none
+        self.host_line = b"Host: %s\r\n" % parts.netloc.encode()  # when the client sent none
+        self.capacity = spec.max_connections + spec.max_pending  # in flight, waiting included
         self.in_flight = 0
         self.open = 0  # connections open or opening (the limit counts these)
         self._idle: deque[tuple[Connection, float]] = deque()
@@ -102,13 +89,13 @@ class UpstreamPool:
     @property
     def overloaded(self) -> bool:
         """Too many waiting already: a new request is turned away at once, not queued."""
-        return self.in_flight >= self.spec.max_connections + self.spec.max_pending
+        return self.in_flight >= self.capacity
 
-    def request(self, method: str, target: str, head: UpstreamHead, body: Any = None,
+    def request(self, method: str, target: str, head: bytes, body: Any = None,
                 length: int | None = None) -> Exchange:
         """`async with pool.request(...) as answer`: one exchange. `target` is the path and query as the
-        client sent them; `body` is bytes, or an async iterator of bytes sent as it comes (with `length`
-        when it is known, else in chunks)."""
+        client sent them; `head` the header lines (proxy.headers.upstream_head); `body` is bytes, or an
+        async iterator of bytes sent as it comes (with `length` when it is known, else in chunks)."""
         return Exchange(self, method, target, head, body, length)
 
     def retire(self) -> None:
@@ -228,19 +215,30 @@ class UpstreamPool:
 
 
 class Exchange:
-    """One request and its answer on one pooled connection; the connection goes back only if both
-    were whole and the upstream keeps it alive."""
+    """One request and its answer on one pooled connection: once entered, the answer's status line and
+    headers, and its body as a stream. The connection goes back only if both were whole and the
+    upstream keeps it alive."""
 
-    __slots__ = ("pool", "method", "target", "head", "body", "length", "conn", "answer", "sending")
+    __slots__ = ("pool", "method", "target", "head", "body", "length", "conn", "sending",
+                 "status", "reason", "headers", "raw_headers", "content")
 
-    def __init__(self, pool: UpstreamPool, method: str, target: str, head: UpstreamHead, body: Any,
+    def __init__(self, pool: UpstreamPool, method: str, target: str, head: bytes, body: Any,
                  length: int | None) -> None:
         self.pool, self.method, self.target, self.head, self.body, self.length = pool, method, target, head, body, length
         self.conn: Connection | None = None
-        self.answer: Answer | None = None
         self.sending: asyncio.Task[None] | None = None
+        self.status = 0
+        self.reason = ""
+        self.headers: CIMultiDictProxy[str] = EMPTY_HEADERS
+        self.raw_headers: RawHeaders = ()  # the headers as they arrived: bytes, names in the upstream's case
+        self.content: StreamReader = EMPTY_PAYLOAD
 
-    async def __aenter__(self) -> Answer:
+    @property
+    def content_length(self) -> int | None:
+        value = self.headers.get("Content-Length")
+        return int(value) if value is not None else None
+
+    async def __aenter__(self) -> Exchange:
         pool = self.pool
         pool.in_flight += 1
         try:
@@ -254,11 +252,13 @@ class Exchange:
         except BaseException:
             self._finish(reusable=False)
             raise
-        self.answer = Answer(message.code, message.reason, message.headers, message.raw_headers, payload)
-        return self.answer
+        self.status, self.reason, self.headers, self.raw_headers = (message.code, message.reason, message.headers,
+                                                                    message.raw_headers)
+        self.content = payload
+        return self
 
     async def __aexit__(self, kind: Any, exc: Any, tb: Any) -> None:
-        self._finish(reusable=kind is None and self.answer is not None and self.answer.content.is_eof())
+        self._finish(reusable=kind is None and self.status != 0 and self.content.is_eof())
 
     def _send(self, conn: Connection) -> None:
         """The request's head, and its body when it is bytes, in one write; a streamed body follows
@@ -268,8 +268,8 @@ class Exchange:
         if transport is None:
             raise ServerDisconnectedError()
         body = self.body
-        head = b"%s %s HTTP/1.1\r\nHost: %s\r\n%s" % (self.method.encode(), self.target.encode("utf-8", "surrogateescape"),
-                                                     self.head.host or self.pool.host_header, self.head.lines)
+        head = b"%s %s HTTP/1.1\r\n%s%s" % (self.method.encode(), self.target.encode("utf-8", "surrogateescape"),
+                                          b"" if self.head.startswith(b"Host: ") else self.pool.host_line, self.head)
         if body is None:
             transport.write(head + b"\r\n")
         elif isinstance(body, bytes):
