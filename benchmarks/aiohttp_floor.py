@@ -39,7 +39,7 @@ async def proxy(port: int, upstream: int) -> None:
     pool = UpstreamPool(Upstream("upstream", f"http://127.0.0.1:{upstream}", max_connections=200))
 
     async def handle(request: web.BaseRequest) -> web.Response:
-        head = b"".join(b"%s: %s\r\n" % pair for pair in request.raw_headers)
+        head = b"".join(b"%s: %s\r\n" % pair for pair in request.raw_headers if pair[0] != b"Host")
         async with pool.request(request.method, request.raw_path, head) as answer:
             body = answer.content.read_nowait() if answer.content.is_eof() else await answer.content.read()
             return web.Response(body=body, status=answer.status,
