@@ -18,13 +18,12 @@ import hashlib
 import logging
 import random
 import time
-from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Mapping
+from typing import Any, Awaitable, Callable, Collection, Mapping
 
 from comparators.base import Comparator
 from proxy.deadline import Deadline
 from proxy.evidence import Evidence
-from proxy.metrics import Metrics
+from proxy.metrics import Children, Metrics
 from proxy.model import (CompareSpec, Comparison, Decision, Difference, Divergence, Observation, RequestFacts,
                          RequestRecord, Route, Side)
 from proxy.paths import covers, generalize
@@ -48,20 +47,22 @@ SHADOW_MARK = b"X-Strangler-Shadow: 1\r\n"  # tells the upstream this copy's ans
 # Long enough for a quick upstream's answer to reach the client first; short enough that the two
 # sides still see the request at the same moment as far as any comparison can tell.
 HEAD_START = 0.001
+MATCHED = Comparison(())
 
 
-@dataclass
 class Capture:
     """The served answer as it streams past: status and headers, and the body up to `limit`."""
 
-    limit: int
-    started: float = field(default_factory=time.monotonic)
-    status: int | None = None
-    headers: tuple[tuple[str, str], ...] = ()
-    chunks: list[bytes] = field(default_factory=list)
-    size: int = 0
-    overflow: bool = False
-    error: str | None = None
+    __slots__ = ("limit", "started", "status", "headers", "chunks", "size", "overflow", "error")
+
+    def __init__(self, limit: int) -> None:
+        self.limit, self.started = limit, time.monotonic()
+        self.status: int | None = None
+        self.headers: tuple[tuple[str, str], ...] = ()
+        self.chunks: list[bytes] = []
+        self.size = 0
+        self.overflow = False
+        self.error: str | None = None
 
     def add(self, chunk: bytes) -> None:
         if self.overflow:
@@ -90,6 +91,7 @@ class Experiments:
         self.in_flight: dict[str, int] = {}
         self.noise: dict[str, set[str]] = {}  # route -> paths learned as noise
         self._tasks: set[asyncio.Task[None]] = set()
+        self.shadow_seconds, self.comparisons = Children(metrics.shadow_seconds), Children(metrics.comparisons)
 
     def sampled(self, decision: Decision, facts: RequestFacts | None, toggles: Toggles) -> bool:
         """Whether this request is in the run's sample: by the toggle's own hash when the route has a
@@ -114,16 +116,16 @@ class Experiments:
         if self.in_flight.get(route.name, 0) >= route.parallel_run.max_in_flight:
             return self.skip(route, "busy")
         capture = Capture(route.parallel_run.max_body)
-        shadow_head = head + SHADOW_MARK
-        shadow = Shadow(self, decision, record, shadow_head, body, capture, pools)
+        shadow = Shadow(self, decision, record, head + SHADOW_MARK, body, capture, pools)
         self.in_flight[route.name] = self.in_flight.get(route.name, 0) + 1
-        loop = asyncio.get_running_loop()
-        shadow.head_start = loop.call_later(HEAD_START, shadow.go)
-        task = loop.create_task(shadow.run())
+        shadow.head_start = asyncio.get_running_loop().call_later(HEAD_START, shadow.go)
+        return shadow
+
+    def start(self, shadow: Shadow) -> None:
+        """Send the shadow now, in a task of its own."""
+        task = asyncio.get_running_loop().create_task(shadow.run())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-        shadow.task = task
-        return shadow
 
     def skip(self, route: Route, reason: str) -> None:
         self.metrics.shadows_skipped.labels(route.name, reason).inc()
@@ -138,26 +140,24 @@ class Experiments:
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
 
-@dataclass
 class Shadow:
-    """One request's parallel run."""
+    """One request's parallel run: waiting for its head start, then sent, compared and recorded."""
 
-    runs: Experiments
-    decision: Decision
-    record: RequestRecord
-    head: bytes
-    body: bytes | None
-    capture: Capture
-    pools: Mapping[str, UpstreamPool]
-    served: asyncio.Future[Observation | str] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
-    started: asyncio.Future[None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
-    head_start: asyncio.TimerHandle | None = None
-    task: asyncio.Task[None] | None = None
+    __slots__ = ("runs", "decision", "record", "head", "body", "capture", "pools", "served", "head_start", "gone")
+
+    def __init__(self, runs: Experiments, decision: Decision, record: RequestRecord, head: bytes,
+                 body: bytes | None, capture: Capture, pools: Mapping[str, UpstreamPool]) -> None:
+        self.runs, self.decision, self.record, self.head, self.body = runs, decision, record, head, body
+        self.capture, self.pools = capture, pools
+        self.served: asyncio.Future[Observation | str] = asyncio.get_running_loop().create_future()
+        self.head_start: asyncio.TimerHandle | None = None
+        self.gone = False
 
     def go(self) -> None:
-        """The served side has had its head start: send the shadow."""
-        if not self.started.done():
-            self.started.set_result(None)
+        """The served side has had its head start: send the shadow (once)."""
+        if not self.gone:
+            self.gone = True
+            self.runs.start(self)
 
     def deliver(self, observation: Observation | str) -> None:
         """The served side's answer, or why there is none to compare (client_gone, fallback)."""
@@ -181,11 +181,11 @@ class Shadow:
             self.runs.in_flight[route.name] -= 1
 
     async def _run(self, route: Route) -> None:
-        await self.started
         served_side = self.decision.side
         other = Side.NEW if served_side is Side.LEGACY else Side.LEGACY
         assert self.decision.shadow is not None
-        if not self.runs.resilience.breaker(self.decision.shadow).admit():
+        breaker = self.runs.resilience.breaker(self.decision.shadow)
+        if not breaker.admit():
             return self.runs.skip(route, "breaker_open")  # evidence already counted; spare the upstream
         probing = route.compare.noise_probe > 0 and self.record.method in SAFE and \
             random.random() < route.compare.noise_probe
@@ -194,9 +194,8 @@ class Shadow:
             shadow, probe = await asyncio.gather(shadow_call, self._call(route.legacy.name, Side.LEGACY))
         else:
             shadow, probe = await shadow_call, None
-        self.runs.resilience.breaker(self.decision.shadow).record(
-            None if shadow.error == "busy" else shadow.error is None and shadow.status < 500)
-        self.runs.metrics.shadow_seconds.labels(route.name).observe(shadow.seconds)
+        breaker.record(None if shadow.error == "busy" else shadow.error is None and shadow.status < 500)
+        self.runs.shadow_seconds[route.name,].observe(shadow.seconds)
         if route.rollout_plan is not None:
             self.runs.evidence.answered(route.name, other, shadow.status, shadow.error, shadow.seconds)
         served = await self.served
@@ -236,10 +235,8 @@ class Shadow:
         comparison = await self._compared(route, legacy, new, route.compare)
         if comparison is None:
             return
-        known = self.runs.noise.get(route.name, ())
-        noise = tuple(d for d in comparison.differences if any(covers(n, d.path) for n in known))
-        real = tuple(d for d in comparison.differences if d not in noise)
-        self.runs.metrics.comparisons.labels(route.name, "diverged" if real else "matched").inc()
+        noise, real = _noise_and_real(comparison.differences, self.runs.noise.get(route.name, ()))
+        self.runs.comparisons[route.name, "diverged" if real else "matched"].inc()
         self.runs.sink.count(route.name, bool(real), self.record.at)
         found = signature(route.name, real) if real else ""
         if route.rollout_plan is not None:
@@ -253,7 +250,7 @@ class Shadow:
         """Identical answers match at once; small ones are compared here; large ones in the worker
         process, as long as fewer than `max_pending` wait there (else skipped and counted)."""
         if _identical(legacy, new, spec):
-            return Comparison(())
+            return MATCHED
         if len(legacy.body or b"") + len(new.body or b"") <= INLINE_BYTES:
             return self.runs.comparator.compare(legacy, new, spec)
         if self.runs.pending >= self.runs.max_pending:
@@ -280,7 +277,20 @@ def signature(route: str, differences: tuple[Difference, ...]) -> str:
     return hashlib.sha256("\n".join([route, *paths]).encode()).hexdigest()[:12]
 
 
+def _noise_and_real(differences: tuple[Difference, ...],
+                    known: Collection[str]) -> tuple[tuple[Difference, ...], tuple[Difference, ...]]:
+    """The differences at paths learned as noise, and the rest."""
+    if not differences:
+        return (), ()
+    noise = tuple(d for d in differences if any(covers(n, d.path) for n in known))
+    return noise, tuple(d for d in differences if d not in noise)
+
+
 async def _read_capped(response: Any, limit: int) -> bytes | None:
+    """The answer's body, or None when it is over `limit` (an answer that arrived whole: at once)."""
+    if response.content.is_eof():
+        body = response.content.read_nowait()
+        return body if len(body) <= limit else None
     chunks, size = [], 0
     async for chunk in response.content.iter_any():
         size += len(chunk)

@@ -1,10 +1,10 @@
 """The values everything else passes around: configuration parsed once, and routing decisions.
 
 All immutable; request code never sees raw YAML. Configuration is frozen dataclasses.
-What is made anew for every request (its facts, the toggle's answer, the decision) is a
-NamedTuple, as aiohttp's own parsed messages are: just as immutable, and a fraction of
-the cost to build, which on the hot path is most of the point. Standard library only
-(layer 0).
+What is made anew for every request (its facts, the toggle's answer, the decision, a
+parallel run's request and both answers) is a NamedTuple, as aiohttp's own parsed
+messages are: just as immutable, and a fraction of the cost to build, which on the hot
+path is most of the point. Standard library only (layer 0).
 """
 
 from __future__ import annotations
@@ -340,9 +340,8 @@ class Decision(NamedTuple):
         return f"toggle {check.name} is {check.verdict}{about}"
 
 
-@dataclass(frozen=True, slots=True)
-class Observation:
-    """What one side answered to one request, or why it did not. Immutable."""
+class Observation(NamedTuple):
+    """What one side answered to one request, or why it did not."""
 
     side: Side
     status: int | None  # None: no answer (see error)
@@ -379,8 +378,7 @@ class Comparison:
         return not self.differences
 
 
-@dataclass(frozen=True, slots=True)
-class RequestRecord:
+class RequestRecord(NamedTuple):
     """The request of a parallel run, as the report shows it."""
 
     request_id: str

@@ -224,7 +224,8 @@ class Exchange:
 
     def __init__(self, pool: UpstreamPool, method: str, target: str, head: bytes, body: Any,
                  length: int | None) -> None:
-        self.pool, self.method, self.target, self.head, self.body, self.length = pool, method, target, head, body, length
+        self.pool, self.method, self.target = pool, method, target
+        self.head, self.body, self.length = head, body, length
         self.conn: Connection | None = None
         self.sending: asyncio.Task[None] | None = None
         self.status = 0
