@@ -28,6 +28,7 @@ import urllib.request
 from contextlib import ExitStack
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Callable
 
 from benchmarks import diffs
 from tests.helpers import free_port
@@ -84,6 +85,7 @@ class Bench:
         self.ports: dict[str, int] = {}
         self.admins: dict[str, int] = {}
         self.pids: dict[str, int] = {}
+        self.rounds: dict[str, list[Run]] = {}  # every round of the interleaved runs, by name
 
     def run(self) -> int:
         self.start_nginx()
@@ -104,7 +106,7 @@ class Bench:
         light = self.light()
         burst = self.burst()
         memory = self.memory()
-        Report(loaded, throughput, light, burst, memory, diffs.measure()).print()
+        Report(loaded, throughput, light, burst, memory, diffs.measure(), self.rounds).print()
         return 0
 
     def throughput(self, rounds: int) -> dict[str, float]:
@@ -140,8 +142,9 @@ class Bench:
 
     def interleaved(self, runs: list[tuple[str, str, str]], rounds: int) -> list[Run]:
         """Each (name, target, path) at light load in turn, `rounds` times: latency on a shared machine
-        drifts, and interleaving keeps the drift out of the ratios. A row is its median round."""
-        taken: dict[str, list[Run]] = {name: [] for name, _, _ in runs}
+        drifts, and interleaving keeps the drift out of the ratios (each taken within a round, see
+        Report.paired). A row is its median round."""
+        taken = {name: self.rounds.setdefault(name, []) for name, _, _ in runs}
         for _ in range(rounds):
             for name, target, path in runs:
                 taken[name].append(self.wrk(name, target, 4, path, paced=True, quiet=True))
@@ -242,6 +245,10 @@ class Bench:
         _wait_for(f"http://127.0.0.1:{self.admins[name]}/readyz")
 
 
+def _p50_ratio(run: Run, base: Run) -> float:
+    return run.p50 / base.p50
+
+
 @dataclass
 class Report:
     loaded: list[Run]
@@ -250,6 +257,13 @@ class Report:
     burst: list
     memory: tuple[int, int, int]
     compare: dict[str, float]
+    rounds: dict[str, list[Run]]
+
+    def paired(self, name: str, baseline: str, measure: Callable[[Run, Run], float] = _p50_ratio) -> float:
+        """`measure` of two interleaved rows, taken round by round (the two runs of a round are
+        seconds apart, so the machine's drift cancels out), and its median over the rounds."""
+        pairs = zip(self.rounds[name], self.rounds[baseline], strict=True)
+        return statistics.median(measure(run, base) for run, base in pairs)
 
     def print(self) -> None:
         print("\ncomparisons per second, one core (the comparison worker's code, in this process):")
@@ -275,11 +289,14 @@ class Report:
                 ("  half of it: what 2x the naive proxy's throughput needs", load["naive aiohttp proxy (uvloop)"] / 2)]
 
     def checks(self) -> list[tuple[str, float, str, bool]]:
-        load, quiet = {r.name: r for r in self.loaded}, {r.name: r for r in self.light}
+        load = {r.name: r for r in self.loaded}
         one, two = load["strangler, 1 process"], load["strangler, 2 workers"]
         over_nginx, over_naive = self.throughput["nginx"], self.throughput["naive"]
-        added = quiet["strangler, 1 process"].p50 - quiet["direct to the nginx upstream"].p50
-        shadow = quiet["strangler, 1 process, parallel run on all"].p50 / quiet["strangler, 1 process"].p50
+        added = self.paired("strangler, 1 process", "direct to the nginx upstream",
+                            lambda run, base: run.p50 - base.p50)
+        shadow = self.paired("strangler, 1 process, parallel run on all", "strangler, 1 process")
+        big = [name for name, _, _ in BIG]
+        comparing, big_shadow = self.paired(big[2], big[1]), self.paired(big[2], big[0])
         big_off, big_same, big_on, counts = self.burst
         early, late, served = self.memory
         non_2xx = sum(r.non_2xx for r in [*self.loaded, *self.light, big_off, big_same, big_on])
@@ -290,10 +307,8 @@ class Report:
             ("strangler 2 workers / 1 process", two.rps / one.rps, "> 1: scales", two.rps > one.rps),
             ("p50 added over direct, light load (ms)", added, "< 1", added < 1),
             ("p50 parallel run on / off, light load", shadow, "<= 1.2", shadow <= 1.2),
-            ("200 KiB p50: comparing / nothing to compare", big_on.p50 / big_same.p50,
-             "<= 1.2: latency unmoved", big_on.p50 / big_same.p50 <= 1.2),
-            ("200 KiB p50: parallel run on / off", big_on.p50 / big_off.p50, "measured",
-             True),
+            ("200 KiB p50: comparing / nothing to compare", comparing, "<= 1.2: latency unmoved", comparing <= 1.2),
+            ("200 KiB p50: parallel run on / off", big_shadow, "measured", True),
             ("200 KiB burst: compared", counts.get("compared", 0), "bounded queue:", True),
             ("200 KiB burst: skipped, comparisons queue full", counts.get("skipped: compare_busy", 0),
              "the rest skipped, counted", True),
