@@ -240,11 +240,8 @@ async def serve(options: Options, config: Config,
     await proxy.start()
     # What start-up built (modules, configuration, pools) lives as long as the process: out of the
     # collector's sight, a full collection scans only what requests made, in a millisecond rather
-    # than 50 (a p99 of 40 ms under load, before). Requests make objects by the hundred and free
-    # nearly all of them at once: collecting the youngest every 10,000 rather than 700 spares the
-    # collector walking the requests in flight over and over (1.5% of the CPU of a request).
+    # than 50 (a p99 of 40 ms under load, before).
     gc.freeze()
-    gc.set_threshold(10_000, *gc.get_threshold()[1:])
     if on_ready is not None:
         on_ready(proxy)
     reloads: set[asyncio.Task[bool]] = set()
