@@ -48,6 +48,9 @@ LIGHT = (TARGETS[0], *TARGETS[3:])  # the ratios need direct, and strangler with
 BIG = [("strangler, 1 process, 200 KiB", "strangler", "/big"),
        ("  parallel run on all, identical (nothing compared)", "parallel", "/same"),
        ("  parallel run on all, differing (queue kept full)", "parallel", "/big")]
+# The latency ratios of the targets: a parallel run on against off at light load; 200 KiB answers
+# compared (the worker busy) against identical ones (nothing to compare); and against no parallel run.
+PAIRED = ((LIGHT[2][0], LIGHT[1][0]), (BIG[2][0], BIG[1][0]), (BIG[2][0], BIG[0][0]))
 AIOHTTP = (("aiohttp server alone, answering itself", "hello"),
            ("aiohttp server + strangler's upstream client only", "floor"))
 
@@ -262,13 +265,19 @@ class Report:
     def paired(self, name: str, baseline: str, measure: Callable[[Run, Run], float] = _p50_ratio) -> float:
         """`measure` of two interleaved rows, taken round by round (the two runs of a round are
         seconds apart, so the machine's drift cancels out), and its median over the rounds."""
-        pairs = zip(self.rounds[name], self.rounds[baseline], strict=True)
-        return statistics.median(measure(run, base) for run, base in pairs)
+        return statistics.median(self.by_round(name, baseline, measure))
+
+    def by_round(self, name: str, baseline: str, measure: Callable[[Run, Run], float] = _p50_ratio) -> list[float]:
+        return [measure(run, base) for run, base in zip(self.rounds[name], self.rounds[baseline], strict=True)]
 
     def print(self) -> None:
         print("\ncomparisons per second, one core (the comparison worker's code, in this process):")
         for name, per_second in self.compare.items():
             print(f"  {name:<50} {per_second:>10,.0f}")
+        print("\nlatency ratios round by round (their median is the ratio below):")
+        for name, baseline in PAIRED:
+            rounds = " ".join(f"{ratio:.2f}" for ratio in self.by_round(name, baseline))
+            print(f"  {name.strip()} / {baseline.strip()}: {rounds}")
         print("\nratios, and the targets of the performance issue:")
         for name, value, target, ok in self.checks():
             print(f"  {name:<52} {value:>9.2f}   {target:<28} {'ok' if ok else 'MISSED'}")
@@ -294,9 +303,7 @@ class Report:
         over_nginx, over_naive = self.throughput["nginx"], self.throughput["naive"]
         added = self.paired("strangler, 1 process", "direct to the nginx upstream",
                             lambda run, base: run.p50 - base.p50)
-        shadow = self.paired("strangler, 1 process, parallel run on all", "strangler, 1 process")
-        big = [name for name, _, _ in BIG]
-        comparing, big_shadow = self.paired(big[2], big[1]), self.paired(big[2], big[0])
+        shadow, comparing, big_shadow = (self.paired(name, baseline) for name, baseline in PAIRED)
         big_off, big_same, big_on, counts = self.burst
         early, late, served = self.memory
         non_2xx = sum(r.non_2xx for r in [*self.loaded, *self.light, big_off, big_same, big_on])
