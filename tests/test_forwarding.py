@@ -132,9 +132,8 @@ async def test_compressed_bodies_pass_through_untouched(make_upstream, start_pro
 
 
 async def test_no_content_type_or_server_header_is_invented(raw_upstream, start_proxy):
-    upstream = await raw_upstream(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello")
-    proxy = await start_proxy({"legacy": upstream.url}, [route("all")])
-    raw = await raw_exchange(proxy.port, b"GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
+    raw, _ = await through_proxy(raw_upstream, start_proxy, b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello",
+                                 b"GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
     head = raw.partition(b"\r\n\r\n")[0].lower()
     assert b"content-type" not in head and b"server:" not in head
     assert b"content-length: 5" in head and raw.endswith(b"\r\n\r\nhello")
@@ -144,18 +143,15 @@ async def test_no_content_type_or_server_header_is_invented(raw_upstream, start_
 CHUNKED_ABCDE = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"
 
 async def test_framing_is_redone_not_copied(raw_upstream, start_proxy):
-    chunked = await raw_upstream(CHUNKED_ABCDE)
-    proxy = await start_proxy({"legacy": chunked.url}, [route("all")])
-    raw = await raw_exchange(proxy.port, b"GET / HTTP/1.0\r\nHost: h\r\n\r\n")
+    raw, _ = await through_proxy(raw_upstream, start_proxy, CHUNKED_ABCDE, b"GET / HTTP/1.0\r\nHost: h\r\n\r\n")
     head, _, body = raw.partition(b"\r\n\r\n")
     assert b"transfer-encoding" not in head.lower()  # HTTP/1.0 clients get a close-delimited body
     assert body == b"abcde"
 
 
 async def test_a_small_answer_that_arrived_whole_leaves_with_its_length(raw_upstream, start_proxy):
-    chunked = await raw_upstream(CHUNKED_ABCDE)
-    proxy = await start_proxy({"legacy": chunked.url}, [route("all")])
-    raw = await raw_exchange(proxy.port, b"GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
+    raw, _ = await through_proxy(raw_upstream, start_proxy, CHUNKED_ABCDE,
+                                 b"GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
     head, _, body = raw.partition(b"\r\n\r\n")
     assert b"transfer-encoding" not in head.lower() and b"content-length: 5" in head.lower()
     assert body == b"abcde"
@@ -163,11 +159,10 @@ async def test_a_small_answer_that_arrived_whole_leaves_with_its_length(raw_upst
 
 async def test_header_values_cross_byte_for_byte_both_ways(raw_upstream, start_proxy):
     """Not decoded and encoded again: a latin-1 file name reaches the client as the upstream sent it."""
-    upstream = await raw_upstream(b'HTTP/1.1 200 OK\r\nContent-Disposition: attachment; filename="caf\xe9.txt"\r\n'
-                                  b"Content-Length: 2\r\n\r\nok")
-    proxy = await start_proxy({"legacy": upstream.url}, [route("all")])
-    raw = await raw_exchange(proxy.port, b"GET /caf%C3%A9 HTTP/1.1\r\nHost: h\r\nX-Name: caf\xc3\xa9\r\n"
-                                         b"Connection: close\r\n\r\n")
+    raw, upstream = await through_proxy(
+        raw_upstream, start_proxy,
+        b'HTTP/1.1 200 OK\r\nContent-Disposition: attachment; filename="caf\xe9.txt"\r\nContent-Length: 2\r\n\r\nok',
+        b"GET /caf%C3%A9 HTTP/1.1\r\nHost: h\r\nX-Name: caf\xc3\xa9\r\nConnection: close\r\n\r\n")
     assert b'filename="caf\xe9.txt"\r\n' in raw and raw.endswith(b"\r\n\r\nok")
     assert upstream.heads[0].startswith(b"GET /caf%C3%A9 HTTP/1.1\r\nHost: h\r\n")
     assert b"X-Name: caf\xc3\xa9\r\n" in upstream.heads[0]
@@ -175,18 +170,17 @@ async def test_header_values_cross_byte_for_byte_both_ways(raw_upstream, start_p
 
 async def test_an_interim_answer_is_not_taken_for_the_answer(raw_upstream, start_proxy):
     """The edge answers Expect itself; an upstream's own 100 Continue (or 103) is passed over."""
-    upstream = await raw_upstream(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n"
-                                  b"HTTP/1.1 201 Created\r\nContent-Length: 4\r\n\r\ndone")
-    proxy = await start_proxy({"legacy": upstream.url}, [route("all")])
-    raw = await raw_exchange(proxy.port, b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\n"
-                                         b"Connection: close\r\n\r\nx")
+    raw, _ = await through_proxy(
+        raw_upstream, start_proxy,
+        b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n"
+        b"HTTP/1.1 201 Created\r\nContent-Length: 4\r\n\r\ndone",
+        b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\nConnection: close\r\n\r\nx")
     assert raw.startswith(b"HTTP/1.1 201 Created\r\n") and raw.endswith(b"\r\n\r\ndone")
 
 
 async def test_a_request_without_host_names_the_upstream(raw_upstream, start_proxy):
-    upstream = await raw_upstream(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-    proxy = await start_proxy({"legacy": upstream.url}, [route("all")])
-    raw = await raw_exchange(proxy.port, b"GET / HTTP/1.0\r\n\r\n")
+    raw, upstream = await through_proxy(raw_upstream, start_proxy, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+                                        b"GET / HTTP/1.0\r\n\r\n")
     assert raw.startswith(b"HTTP/1.0 200 OK\r\n") and b"keep-alive" not in raw.lower()
     host = upstream.url.removeprefix("http://").encode()
     assert upstream.heads[0].startswith(b"GET / HTTP/1.1\r\nHost: " + host + b"\r\n")
@@ -274,3 +268,11 @@ async def test_bad_requests_get_json_400_and_never_reach_an_upstream(make_upstre
     assert status_of(raw) == 400
     assert json_body(raw)["error"] == "bad_request"
     assert legacy.seen == []
+
+
+async def through_proxy(raw_upstream, start_proxy, answer: bytes, request: bytes):
+    """What a client gets, byte for byte, for `request` through a proxy in front of an upstream that
+    always sends `answer`; and that upstream (its `heads`: what it was sent)."""
+    upstream = await raw_upstream(answer)
+    proxy = await start_proxy({"legacy": upstream.url}, [route("all")])
+    return await raw_exchange(proxy.port, request), upstream
