@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import random
-from functools import partial
 from dataclasses import dataclass
+from functools import partial
 from typing import Callable
 
 from aiohttp import web

@@ -76,7 +76,7 @@ class EdgeHandler:
         decision, facts = self._decide(request, route, path, generation)
         head = upstream_head(request.raw_headers, peer=request.remote, proto=request.scheme, rid=rid)
         try:
-            if decision.shadow is None:
+            if decision.shadow is None:  # most requests: no body, and then not even a coroutine to learn it
                 body = await streamed(request, generation.config.server.body_timeout) if request.body_exists \
                     else NO_BODY
                 outcome = await self.forwarder.serve(request, decision, generation.pools, request.raw_path, head, rid,
