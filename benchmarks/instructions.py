@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -22,17 +21,15 @@ import time
 from contextlib import ExitStack
 from pathlib import Path
 
-from benchmarks.run import NAIVE, Bench, _wait_for
+from benchmarks.run import NAIVE, Bench, _wait_for, install_missing
 from tests.helpers import free_port
-from tests.servers import apt_install
 
 WARM_UP, COUNTED, CONNECTIONS = 300, 3000, 50
 BARE = Path(__file__).with_name("bare_server.py")
 
 
 def main() -> int:
-    if not shutil.which("valgrind"):
-        apt_install("valgrind")
+    install_missing("nginx", "valgrind")
     with tempfile.TemporaryDirectory(prefix="strangler-instructions-") as scratch, ExitStack() as running:
         bench = Bench(Path(scratch), running, 5)
         bench.start_nginx()

@@ -15,6 +15,7 @@ process's CPU time over the requests it served) moves less than requests per sec
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import re
@@ -75,11 +76,20 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=5, help="length of each wrk run (default 5)")
     args = parser.parse_args()
-    for tool in ("nginx", "wrk"):
-        if not (shutil.which(tool) or Path(f"/usr/sbin/{tool}").exists()):
-            apt_install(tool)
+    install_missing("nginx", "wrk")
     with tempfile.TemporaryDirectory(prefix="strangler-bench-") as scratch, ExitStack() as running:
         return Bench(Path(scratch), running, args.seconds).run()
+
+
+def install_missing(*tools: str) -> None:
+    """The Debian tools a benchmark drives, and uvloop (the `fast` extra, which the quick start does not
+    install): the Python baselines run on it, and strangler without it would not be itself."""
+    for tool in tools:
+        if not (shutil.which(tool) or Path(f"/usr/sbin/{tool}").exists()):
+            apt_install(tool)
+    if importlib.util.find_spec("uvloop") is None:
+        print("installing uvloop (pip)", flush=True)
+        subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "uvloop>=0.19"], check=True)
 
 
 class Bench:
