@@ -129,20 +129,23 @@ class Rollouts:
             state = await asyncio.to_thread(self.store.state, route.name)
             old = self.views.get(route.name)
             if state is not None and old is not None:
-                self.views[route.name] = PlanView(state, in_force(route, state.percent), old.judgement, old.step,
-                                                  old.recent)
-                self.metrics.rollout_percent.labels(route.name).set(self.views[route.name].percent)
+                self._show(route, PlanView(state, in_force(route, state.percent), old.judgement, old.step, old.recent))
             return
         self._judged[route.name] = now
         first = route.name not in self.views
-        self.views[route.name] = seen
-        self.metrics.rollout_percent.labels(route.name).set(seen.percent)
+        self._show(route, seen)
         if not self.act or route.serve is not Serve.TOGGLE:
             return
         if seen.judgement.to is not None:
             await self._move(route, seen, now)
         elif first and self._shared():
             await self.publish(route, seen.percent)  # the toggle server starts where the plan stands
+
+    def _show(self, route: Route, view: PlanView) -> None:
+        """Where the plan stands: what /status shows and what routing lets through change together."""
+        self.views[route.name] = view
+        self.caps[route.name] = view.percent
+        self.metrics.rollout_percent.labels(route.name).set(view.percent)
 
     async def _move(self, route: Route, seen: PlanView, now: float) -> None:
         judgement = seen.judgement
@@ -155,9 +158,8 @@ class Rollouts:
         if moved is None:
             return  # another process moved it first
         percent = in_force(route, moved.percent)
-        self.views[route.name] = PlanView(moved, percent, judgement, seen.step, seen.recent)
+        self._show(route, PlanView(moved, percent, judgement, seen.step, seen.recent))
         self.metrics.rollout_moves.labels(route.name, judgement.action).inc()
-        self.metrics.rollout_percent.labels(route.name).set(percent)
         level = logging.WARNING if rollback else logging.INFO
         log.log(level, f"rollout plan {judgement.action}: {seen.state.percent}% -> {moved.percent}%",
                 extra={"route": route.name, "reason": judgement.reason})
