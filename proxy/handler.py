@@ -21,7 +21,7 @@ from proxy.metrics import Metrics
 from proxy.model import Decision, RequestFacts, RequestRecord, Route, Side
 from proxy.relayed import Relayed
 from proxy.responses import error_response
-from proxy.routing import decide
+from proxy.routing import decide, match_route
 from proxy.target import Refusal, parse_target
 from proxy.toggling import VerdictLog
 
@@ -70,7 +70,7 @@ class EdgeHandler:
             refused.force_close()  # what follows on this connection cannot be trusted either
             return Outcome(refused)
         method = request.method
-        route = generation.table.match(method, path, request.headers)
+        route = match_route(generation.config.routes, method, path, request.headers)
         if route is None:
             return Outcome(error_response(404, "no_route", f"no route matches {method} {path}", rid))
         decision, facts = self._decide(request, route, path, generation)
@@ -93,7 +93,7 @@ class EdgeHandler:
     def _decide(self, request: web.BaseRequest, route: Route, path: str,
                 generation: Generation) -> tuple[Decision, RequestFacts | None]:
         """Who serves this request, and the facts a toggle looks at: gathered only when one has a say."""
-        decision = generation.table.fixed(route, request.method)
+        decision = generation.fixed.get(route, request.method)
         if decision is not None and decision.shadow is None:
             return decision, None
         facts = RequestFacts(request.method, path, request.headers, request.remote)
@@ -190,7 +190,7 @@ async def _send_and_hang_up(request: web.BaseRequest, response: web.StreamRespon
 def _refusal(request: web.BaseRequest) -> Refusal | None:
     """Request-level checks aiohttp's parser leaves to us (reliability.md HTTP-18)."""
     version = request.version
-    if version is HttpVersion11 or version == HttpVersion11:  # the parser's own constant, usually
+    if version == HttpVersion11:
         return None if "Host" in request.headers else Refusal("an HTTP/1.1 request needs a Host header")
     if version != HttpVersion10:
         return Refusal(f"HTTP/{version.major}.{version.minor} is not supported")

@@ -19,7 +19,7 @@ from proxy import config as config_file
 from proxy.errors import ConfigError
 from proxy.metrics import Metrics
 from proxy.model import Config, Problem, Upstream
-from proxy.routing import RouteTable
+from proxy.routing import FixedDecisions
 from proxy.upstream import UpstreamPool
 from toggles.base import Toggles
 
@@ -37,10 +37,10 @@ class Generation:
     shadow_pools: Mapping[str, UpstreamPool]  # separate: shadows never take a served request's connection
     toggles: Toggles
     loaded_at: float
-    table: RouteTable = field(init=False)
+    fixed: FixedDecisions = field(init=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "table", RouteTable(self.config.routes))
+        object.__setattr__(self, "fixed", FixedDecisions(self.config.routes))
 
     def all_pools(self) -> list[UpstreamPool]:
         return [*self.pools.values(), *self.shadow_pools.values()]

@@ -189,8 +189,7 @@ class Match:
     headers: tuple[tuple[str, str], ...] = ()  # names lower-cased
 
     def matches(self, method: str, path: str, headers: Mapping[str, str]) -> bool:
-        prefix = self.path  # is_segment_prefix, inlined: this runs for every route tried
-        if prefix != "/" and path != prefix and not (path.startswith(prefix) and path[len(prefix)] == "/"):
+        if not is_segment_prefix(self.path, path):
             return False
         if self.methods is not None and method not in self.methods:
             return False

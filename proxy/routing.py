@@ -10,42 +10,31 @@ from proxy.toggling import toggle_context
 from toggles.base import Toggles
 
 
-class RouteTable:
-    """One generation's routes, ready for requests: matched in file order, and for each route no toggle
-    decides, its decision made once (with a shadow for the methods its parallel run takes, and without)."""
+class FixedDecisions:
+    """One generation's decisions for the routes no toggle decides: the same for every user, so each is
+    made once, with the shadow (for the methods the route's parallel run takes) and without."""
 
     def __init__(self, routes: tuple[Route, ...]) -> None:
-        self.routes = routes
-        self._fixed = {route.name: _fixed(route) for route in routes if route.serve is not Serve.TOGGLE}
+        self._both = {route.name: _both(route, _side(route, None))
+                      for route in routes if route.serve is not Serve.TOGGLE}
 
-    def match(self, method: str, path: str, headers: Mapping[str, str]) -> Route | None:
-        """The first route whose match takes this request, or None."""
-        for route in self.routes:
-            if route.match.matches(method, path, headers):
-                return route
-        return None
-
-    def fixed(self, route: Route, method: str) -> Decision | None:
+    def get(self, route: Route, method: str) -> Decision | None:
         """The decision for this request when it is the same for every user; None: ask `decide`."""
-        both = self._fixed.get(route.name)
+        both = self._both.get(route.name)
         return None if both is None else both[method in route.parallel_run.methods]
 
 
-def _fixed(route: Route) -> tuple[Decision, Decision]:
-    """Without and with the shadow; the same twice when the route runs no parallel run."""
-    side = Side.NEW if route.serve is Serve.NEW else Side.LEGACY
-    upstream = route.upstream(side)
-    assert upstream is not None  # config guarantees `new` wherever serve can pick it
-    run = route.parallel_run
-    alone = Decision(route, side, upstream, None)
-    shadow = route.upstream(Side.NEW if side is Side.LEGACY else Side.LEGACY)
-    return alone, Decision(route, side, upstream, shadow) if run.enabled and run.sample > 0 else alone
+def _both(route: Route, side: Side) -> tuple[Decision, Decision]:
+    return _decision(route, side, False), _decision(route, side, True)
 
 
 def match_route(routes: tuple[Route, ...], method: str, path: str,
                 headers: Mapping[str, str]) -> Route | None:
     """The first route whose match takes this request, or None."""
-    return RouteTable(routes).match(method, path, headers)
+    for route in routes:
+        if route.match.matches(method, path, headers):
+            return route
+    return None
 
 
 def decide(route: Route, facts: RequestFacts, toggles: Toggles, cap: int | None = None) -> Decision:
@@ -54,13 +43,20 @@ def decide(route: Route, facts: RequestFacts, toggles: Toggles, cap: int | None 
     check = _ask_toggle(route, facts, toggles) if route.serve is Serve.TOGGLE else None
     if cap is not None and check is not None and check.verdict is Verdict.ON and not _in_plan(route, check, cap, toggles):
         check = check._replace(verdict=Verdict.OFF, plan=cap)
+    return _decision(route, _side(route, check), facts.method in route.parallel_run.methods, check)
+
+
+def _side(route: Route, check: ToggleCheck | None) -> Side:
     if route.serve is Serve.NEW or (check is not None and check.verdict is Verdict.ON):
-        side = Side.NEW
-    else:
-        side = Side.LEGACY
+        return Side.NEW
+    return Side.LEGACY
+
+
+def _decision(route: Route, side: Side, shadowed: bool, check: ToggleCheck | None = None) -> Decision:
+    """`side` serves; the other sees the request too when it is one the parallel run takes (`shadowed`)."""
     upstream = route.upstream(side)
     assert upstream is not None  # config guarantees `new` wherever serve can pick it
-    return Decision(route, side, upstream, _shadow(route, side, facts.method), check)
+    return Decision(route, side, upstream, _shadow(route, side) if shadowed else None, check)
 
 
 def _ask_toggle(route: Route, facts: RequestFacts, toggles: Toggles) -> ToggleCheck:
@@ -78,8 +74,8 @@ def _in_plan(route: Route, check: ToggleCheck, cap: int, toggles: Toggles) -> bo
     return toggles.bucket(check.name, check.sticky) <= cap
 
 
-def _shadow(route: Route, served: Side, method: str) -> Upstream | None:
+def _shadow(route: Route, served: Side) -> Upstream | None:
     run = route.parallel_run
-    if not run.enabled or run.sample <= 0 or method not in run.methods:
+    if not run.enabled or run.sample <= 0:
         return None
     return route.upstream(Side.NEW if served is Side.LEGACY else Side.LEGACY)
