@@ -35,8 +35,7 @@ class EdgeProtocol(web.RequestHandler):
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
         if self._messages or self._request_in_progress:  # a whole head arrived, or this is body
-            if self.header_timer is not None:
-                self._stop_header_timer()
+            self._stop_header_timer()
         elif self.header_timer is None and self.transport is not None:
             self.header_timer = self._loop.call_later(self.header_timeout, self._headers_too_slow)
 

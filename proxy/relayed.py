@@ -32,7 +32,8 @@ class Relayed:
 
     def __init__(self, status: int, reason: str, lines: bytes, dated: bool) -> None:
         self.status, self.lines, self.dated = status, lines, dated  # lines: from proxy.headers.client_lines
-        self.reason = _phrase(status, reason)
+        # the upstream's reason phrase as it sent it, or the standard one when it sent none
+        self.reason = reason.encode("utf-8", "surrogateescape") if reason else PHRASES.get(status, b"")
         self.keep_alive = self.prepared = False
 
     def _head(self, request: web.BaseRequest, framing: bytes, delimited: bool = True) -> bytes:
@@ -65,11 +66,6 @@ class Relayed:
         return _SENT
 
 
-def _phrase(status: int, reason: str) -> bytes:
-    """The upstream's reason phrase as it sent it, or the standard one when it sent none."""
-    return reason.encode("utf-8", "surrogateescape") if reason else PHRASES.get(status, b"")
-
-
 class _Done:
     """An awaitable with nothing to wait for (a coroutine per call would cost more than the call)."""
 
@@ -89,9 +85,8 @@ class WholeAnswer(Relayed):
 
     def __init__(self, status: int, reason: str, lines: bytes, dated: bool, body: bytes,
                  length: int | None) -> None:
-        self.status, self.lines, self.dated, self.body, self.length = status, lines, dated, body, length
-        self.reason = _phrase(status, reason)
-        self.keep_alive = self.prepared = False
+        super().__init__(status, reason, lines, dated)
+        self.body, self.length = body, length
 
     async def send(self, request: web.BaseRequest) -> None:
         """Write it all; wait only when the client's socket is full. A client gone raises."""

@@ -1,12 +1,12 @@
 """One upstream's connection pool: its own limit and timeouts (a bulkhead), and what failed.
 
-A lean HTTP/1.1 client: a request leaves in one write (its head serialized by aiohttp's
-C writer, which refuses CR and LF in any name or value), and its answer comes back
-through aiohttp's C parser (proxy.connection), without ClientSession's per-request
-machinery, which cost this proxy half its throughput. It sends exactly the request
-given: the target byte for byte, only the headers given; it follows no redirect, keeps
-no cookie, never decompresses. `failure_from` is the one place where what went wrong
-becomes data.
+A lean HTTP/1.1 client: a request leaves in one write (its header lines as
+proxy.headers.upstream_head built them from what aiohttp's parser accepted: no CR, LF or
+NUL), and its answer comes back through aiohttp's C parser (proxy.connection), without
+ClientSession's per-request machinery, which cost this proxy half its throughput. It
+sends exactly the request given: the target byte for byte, only the headers given; it
+follows no redirect, keeps no cookie, never decompresses. `failure_from` is the one
+place where what went wrong becomes data.
 """
 
 from __future__ import annotations
