@@ -12,7 +12,6 @@ time (the same two reads and two writes a request for every proxy here) is not c
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 import subprocess
 import sys
@@ -39,7 +38,7 @@ def main() -> int:
             "aiohttp's server alone, answering itself": lambda port: ["-m", "benchmarks.aiohttp_floor", "server", port],
             "aiohttp's server + strangler's upstream client (the floor)":
                 lambda port: ["-m", "benchmarks.aiohttp_floor", "proxy", port, upstream],
-            "strangler, 1 process": lambda port: _strangler(bench, Path(scratch), port),
+            "strangler, 1 process": lambda port: _strangler(bench, port),
             "naive aiohttp proxy (uvloop)": lambda port: [str(NAIVE), port, upstream],
         }
         print(f"instructions per request, callgrind, {COUNTED:,} keep-alive requests on {CONNECTIONS} connections\n")
@@ -52,12 +51,9 @@ def main() -> int:
     return 0
 
 
-def _strangler(bench: Bench, scratch: Path, port: str) -> list[str]:
-    bench.start_strangler("counted", None)  # writes its configuration; run here on a port of our own
-    config = json.loads((scratch / "counted.yaml").read_text())
-    config["listen"], config["admin"]["listen"] = f"127.0.0.1:{port}", f"127.0.0.1:{free_port()}"
-    path = scratch / "callgrind.yaml"
-    path.write_text(json.dumps(config))
+def _strangler(bench: Bench, port: str) -> list[str]:
+    bench.ports["counted"], bench.admins["counted"] = int(port), free_port()
+    path = bench.strangler_config("counted", None)
     return ["-m", "proxy", "serve", "--config", str(path), "--log-level", "WARNING"]
 
 

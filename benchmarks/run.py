@@ -241,6 +241,15 @@ class Bench:
 
     def start_strangler(self, name: str, parallel: float | None, workers: int = 1) -> None:
         self.ports[name], self.admins[name] = free_port(), free_port()
+        path = self.strangler_config(name, parallel)
+        process = self.start("-m", "proxy", "serve", "--config", str(path), "--log-level", "WARNING",
+                             "--workers", str(workers))
+        self.pids[name] = process.pid
+        _wait_for(f"http://127.0.0.1:{self.admins[name]}/readyz")
+
+    def strangler_config(self, name: str, parallel: float | None) -> Path:
+        """routes.yaml for strangler `name` (on its ports) in front of the nginx upstream; `parallel`:
+        the share of requests run in parallel against the shadow upstream (None: no parallel run)."""
         route = {"name": "items", "match": {"path": "/"}, "legacy": "upstream"}
         if parallel is not None:
             route |= {"new": "shadow", "parallel_run": {"enabled": True, "sample": parallel}}
@@ -252,10 +261,7 @@ class Bench:
                   "reports": {"database": str(self.scratch / f"{name}.db")}, "routes": [route]}
         path = self.scratch / f"{name}.yaml"
         path.write_text(json.dumps(config))  # JSON is YAML
-        process = self.start("-m", "proxy", "serve", "--config", str(path), "--log-level", "WARNING",
-                             "--workers", str(workers))
-        self.pids[name] = process.pid
-        _wait_for(f"http://127.0.0.1:{self.admins[name]}/readyz")
+        return path
 
 
 def _p50_ratio(run: Run, base: Run) -> float:
