@@ -100,8 +100,7 @@ class Proxy:
         self.handler = handler = EdgeHandler(live, self.metrics, self.experiments,
                                              Forwarder(self.resilience, self.metrics), self.evidence, rollouts.cap)
         await rollouts.checked()  # where the plans stand, before the first request
-        edge = EdgeServer(handler, handler_cancellation=True, access_log=None,
-                          keepalive_timeout=server.keepalive_timeout, header_timeout=server.header_timeout)
+        edge = EdgeServer(handler, keepalive_timeout=server.keepalive_timeout, header_timeout=server.header_timeout)
         self._edge = web.ServerRunner(edge, shutdown_timeout=self.options.drain_timeout)
         worker = self.options.worker is not None
         self.edge_address = await listen(self._edge, self.options.listen or self.config.listen, reuse_port=worker)

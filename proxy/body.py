@@ -9,8 +9,10 @@ from __future__ import annotations
 import asyncio
 from typing import Any, AsyncIterator
 
-from aiohttp import StreamReader, web
+from aiohttp import StreamReader
 from aiohttp.http import HttpVersion11
+
+from proxy.request import EdgeRequest
 
 
 class RequestBody:
@@ -44,7 +46,7 @@ class RequestBody:
             yield chunk
 
 
-async def streamed(request: web.BaseRequest, idle: float) -> RequestBody:
+async def streamed(request: EdgeRequest, idle: float) -> RequestBody:
     """The client's body, to be streamed (after a 100 Continue if it asked for one)."""
     if not request.body_exists:
         return NO_BODY
@@ -55,7 +57,7 @@ async def streamed(request: web.BaseRequest, idle: float) -> RequestBody:
 NO_BODY = RequestBody()  # shared: nothing to stream, nothing to consume, nothing to time out
 
 
-async def read_up_to(request: web.BaseRequest, limit: int, idle: float) -> tuple[RequestBody, bool]:
+async def read_up_to(request: EdgeRequest, limit: int, idle: float) -> tuple[RequestBody, bool]:
     """The body read whole when it is at most `limit` bytes (True), else what was read and the
     rest as one stream (False). Both sides of a parallel run need the same bytes."""
     if not request.body_exists:
@@ -73,7 +75,7 @@ async def read_up_to(request: web.BaseRequest, limit: int, idle: float) -> tuple
     return RequestBody(data=b"".join(chunks)), True
 
 
-async def continue_if_expected(request: web.BaseRequest) -> None:
+async def continue_if_expected(request: EdgeRequest) -> None:
     """Answer `Expect: 100-continue` here, as nginx and Envoy do; the header is not forwarded."""
     if request.version == HttpVersion11 and request.headers.get("Expect", "").lower() == "100-continue":
         await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")

@@ -1,53 +1,249 @@
-"""The edge listener's HTTP server: aiohttp's low-level server, answering its own errors in JSON.
+"""The edge listener's HTTP/1.1 server: aiohttp's C parser (llhttp), and a connection loop of its own.
 
-aiohttp answers a request its parser refuses (smuggling attempts, oversized headers) with
-a text page that echoes part of the input, and logs a traceback at ERROR. Here such a
-request gets the proxy's JSON error, echoes nothing, and is logged at INFO; an
-unexpected exception in our own handler is the one case logged at ERROR. A client that
-takes longer than `header_timeout` to send a request's headers is disconnected (aiohttp
-alone would wait for its keep-alive timeout).
+aiohttp's server spends, per request, more than the whole proxy does besides: a task, a
+future to wake its connection loop, a request object of forty fields. Here a connection
+parses with the same llhttp parser (its smuggling checks, size limits and pipelining
+bound are kept), and answers its requests in order in one task that lives while there
+are requests to answer. What aiohttp's server did that a proxy needs is done here:
+
+- keep-alive, with an idle timeout; a deadline for a request's headers (`header_timeout`);
+- pipelining, at most MAX_QUEUED requests parsed ahead of the one being answered;
+- a request body the answer did not need is read and dropped (up to LINGER seconds)
+  before the next request is read; the connection closes when it does not arrive;
+- a request the parser refuses gets the proxy's JSON 400 (echoing nothing) and the
+  connection closes; a request asking to switch protocols is answered, and then the
+  connection closes (nothing here switches: what follows is not HTTP this server reads);
+- a client that goes away cancels the handler of its request;
+- on shutdown, idle connections close, and a request in flight has `drain_timeout` to finish.
+
+An unexpected exception in our own handler is a JSON 500, logged at ERROR.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import uuid
-from typing import Any
+from collections import deque
+from typing import Any, Awaitable, Callable
 
 from aiohttp import web
+from aiohttp.base_protocol import BaseProtocol
+from aiohttp.http import HttpVersion11, RawRequestMessage
 from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.http_parser import HttpRequestParser
+from aiohttp.streams import EMPTY_PAYLOAD, StreamReader
+from aiohttp.tcp_helpers import tcp_keepalive
 
 from proxy.logs import REQUEST_ID
+from proxy.relayed import Relayed
+from proxy.request import EdgeRequest
+from proxy.responses import error_response
 
 log = logging.getLogger("strangler.edge")
 
+READ_BUFSIZE = 1 << 16  # a request body is buffered up to this much before the socket is not read
+MAX_QUEUED = 32  # pipelined requests parsed ahead of the one being answered (aiohttp's bound)
+LINGER = 10.0  # seconds to wait for the rest of a body the answer did not need (aiohttp's lingering_time)
 
-class EdgeProtocol(web.RequestHandler):
-    """aiohttp's connection handler, with JSON errors and a deadline for receiving a request's headers."""
 
-    def __init__(self, manager: web.Server, *, header_timeout: float, **kwargs: Any) -> None:
-        super().__init__(manager, **kwargs)
-        self.header_timeout = header_timeout
+Handler = Callable[[EdgeRequest], Awaitable[Relayed]]
+
+
+class EdgeConnection(BaseProtocol):
+    """One client connection: its requests parsed, queued and answered in order."""
+
+    def __init__(self, server: EdgeServer, loop: asyncio.AbstractEventLoop) -> None:
+        parser = HttpRequestParser(self, loop, READ_BUFSIZE, max_line_size=8190, max_field_size=8190,
+                                   max_headers=128, payload_exception=web.RequestPayloadError,
+                                   auto_decompress=False, max_msg_queue_size=MAX_QUEUED)
+        super().__init__(loop, parser)
+        self.loop, self.server = loop, server
+        self.queue: deque[tuple[RawRequestMessage | HttpProcessingError, StreamReader]] = deque()
+        self.serving: asyncio.Task[None] | None = None  # while there are requests to answer
+        self.current: EdgeRequest | None = None
+        self.remote: str | None = None
+        self.closing = False  # no request after the one being answered
+        self.parsing = True  # False after a parse error or a request to switch protocols
+        self.idle_since = 0.0
+        self.idle_timer: asyncio.TimerHandle | None = None
         self.header_timer: asyncio.TimerHandle | None = None
 
+    # -- asyncio's side
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        tcp_keepalive(self.transport)
+        peer = transport.get_extra_info("peername")
+        self.remote = str(peer[0]) if isinstance(peer, (list, tuple)) else peer and str(peer)
+        self.server.connection_made(self, transport)
+        self._idle()
+
     def data_received(self, data: bytes) -> None:
-        super().data_received(data)
-        if self._messages or self._request_in_progress:  # a whole head arrived, or this is body
+        if not self.parsing:
+            return
+        try:
+            messages, upgraded, _ = self._parser.feed_data(data)
+        except HttpProcessingError as exc:
+            self._unparsable(exc)
+            return
+        if messages:
             self._stop_header_timer()
-        elif self.header_timer is None and self.transport is not None:
-            self.header_timer = self._loop.call_later(self.header_timeout, self._headers_too_slow)
+            self.queue.extend(messages)
+            if self.serving is None:
+                self.serving = self.loop.create_task(self._serve())
+            if len(self.queue) >= MAX_QUEUED and not self._buffer_paused:
+                self._pause_reading_for_buffer()  # the parser stopped too; _serve resumes both
+        elif self.serving is None and self.header_timer is None and data:  # the start of a request's head
+            self.header_timer = self.loop.call_later(self.server.header_timeout, self._headers_too_slow)
+        if upgraded:
+            self.parsing = False  # what follows a request to switch protocols is not HTTP/1.1
 
     def connection_lost(self, exc: BaseException | None) -> None:
+        self.server.connection_lost(self, exc)
+        self.closing, self.parsing = True, False
         self._stop_header_timer()
+        if self.idle_timer is not None:
+            self.idle_timer.cancel()
+            self.idle_timer = None
         super().connection_lost(exc)
+        self._parser = None  # the parser holds this connection: let both go without waiting for the cycle collector
+        current = self.current
+        if current is not None and not current.content.is_eof():
+            current.content.set_exception(ConnectionResetError("the client went away"))
+        if self.serving is not None:
+            self.serving.cancel()  # the handler of a request nobody waits for any more
+
+    # -- the server's side (web.Server's manager calls these)
+
+    def force_close(self) -> None:
+        """Close now, whatever is in flight."""
+        self.closing, self.parsing = True, False
+        if self.transport is not None:
+            self.transport.close()
+
+    def close(self) -> None:
+        """Shutting down: close when idle, else after the answer in flight."""
+        self.closing = True
+        if self.serving is None:
+            self.force_close()
+
+    async def shutdown(self, timeout: float | None) -> None:
+        """Let the request in flight finish for up to `timeout` seconds, then cancel it; close."""
+        self.closing = True
+        serving = self.serving
+        if serving is not None:
+            _, pending = await asyncio.wait({serving}, timeout=timeout)
+            if pending:
+                serving.cancel()
+                await asyncio.wait({serving}, timeout=1.0)
+        self.force_close()
+
+    # -- answering
+
+    async def _serve(self) -> None:
+        """Answer the queued requests in order; end when none is left (the next one starts a new task)."""
+        try:
+            while self.queue and not self.closing:
+                message, payload = self.queue.popleft()
+                self._parser.message_consumed()  # not closing: the parser is still there
+                if self._buffer_paused and len(self.queue) <= MAX_QUEUED // 2:
+                    self._read_again()
+                if isinstance(message, HttpProcessingError):
+                    self._refuse(message)
+                    return
+                request = self.current = EdgeRequest(message, payload, self)
+                keep = await self._answer(request)
+                self.current = None
+                if not keep or (not payload.is_eof() and not await _linger(payload)):
+                    self.force_close()
+                    return
+        finally:
+            self.serving = self.current = None
+            if self.closing:
+                self.force_close()
+            else:
+                self._idle()
+
+    async def _answer(self, request: EdgeRequest) -> bool:
+        """The handler's answer, sent; whether the connection may carry another request."""
+        REQUEST_ID.set(None)  # the handler sets this request's own
+        try:
+            answer = await self.server.handler(request)
+            if not answer.prepared:
+                await answer.send(request)
+        except ConnectionError:  # the client went away while it was answered
+            return False
+        except Exception as exc:
+            if request.writer.output_size == 0:  # else the answer is cut short: the connection closes
+                self._internal_error(request, exc)
+            return False
+        return answer.keep_alive and self.transport is not None
+
+    def _internal_error(self, request: EdgeRequest, exc: Exception) -> None:
+        rid = REQUEST_ID.get() or uuid.uuid4().hex
+        REQUEST_ID.set(rid)
+        log.error("unexpected error while serving a request", exc_info=exc,
+                  extra={"path": request.raw_path.partition("?")[0], "status": 500})
+        self._send_closing(error_response(500, "internal_error", "the proxy failed to handle this request", rid))
+
+    def _unparsable(self, exc: HttpProcessingError) -> None:
+        """The parser gave up: on a new request's head, it is refused with a 400; in the middle of a body,
+        that body fails (the upstream sees it cut short) and the connection closes after its answer."""
+        self.parsing = False
+        unfinished = self.current.content if self.current is not None else None
+        if self.queue:
+            unfinished = self.queue[-1][1]
+        if unfinished is not None and not unfinished.is_eof():
+            unfinished.set_exception(web.RequestPayloadError(f"the request body is not valid: {exc.message}"))
+            self.closing = True
+            return
+        self.queue.append((exc, EMPTY_PAYLOAD))
+        if self.serving is None:
+            self.serving = self.loop.create_task(self._serve())
+
+    def _refuse(self, exc: HttpProcessingError) -> None:
+        rid = uuid.uuid4().hex
+        REQUEST_ID.set(rid)
+        kind = type(exc).__name__
+        log.info("refused a malformed request", extra={"client": self.remote, "reason": kind})
+        self._send_closing(error_response(400, "bad_request", f"the request is not valid HTTP/1.1 ({kind})", rid))
+
+    def _send_closing(self, answer: Relayed) -> None:
+        if self.transport is not None:
+            self.transport.write(answer.encoded(HttpVersion11, keep_alive=False))
+        self.force_close()
+
+    # -- flow control and timers
+
+    def _read_again(self) -> None:
+        """The queue drained: parse what the parser held back, and read the socket again if that fits."""
+        self.data_received(b"")
+        if len(self.queue) < MAX_QUEUED:
+            self._resume_reading_for_buffer()
+
+    def _idle(self) -> None:
+        """Nothing to answer: the connection closes if no request starts within the keep-alive timeout.
+        One timer per connection, moved on only when it fires (not re-armed per request)."""
+        self.idle_since = self.loop.time()
+        if self.idle_timer is None and self.transport is not None:
+            self.idle_timer = self.loop.call_at(self.idle_since + self.server.keepalive_timeout, self._idle_check)
+
+    def _idle_check(self) -> None:
+        self.idle_timer = None
+        if self.serving is not None:
+            return  # busy: the end of its answers starts the count again
+        deadline = self.idle_since + self.server.keepalive_timeout
+        if self.loop.time() < deadline:
+            self.idle_timer = self.loop.call_at(deadline, self._idle_check)
+        else:
+            self.force_close()
 
     def _headers_too_slow(self) -> None:
         self.header_timer = None
-        if not self._messages and not self._request_in_progress:
+        if self.serving is None:
             log.info("closed a connection whose request headers did not arrive in time",
-                     extra={"header_timeout": self.header_timeout})
+                     extra={"header_timeout": self.server.header_timeout})
             self.force_close()
 
     def _stop_header_timer(self) -> None:
@@ -55,35 +251,28 @@ class EdgeProtocol(web.RequestHandler):
             self.header_timer.cancel()
             self.header_timer = None
 
-    def handle_error(self, request: web.BaseRequest, status: int = 500,
-                     exc: BaseException | None = None, message: str | None = None) -> web.StreamResponse:
-        if request.writer.output_size > 0:
-            raise ConnectionError("the response had started; the connection is closed instead")
-        rid = REQUEST_ID.get() or uuid.uuid4().hex  # the handler's id, if it got that far
-        REQUEST_ID.set(rid)
-        if status >= 500:
-            log.error("unexpected error while serving a request", exc_info=exc,
-                      extra={"path": request.raw_path.partition("?")[0], "status": status})
-            code, detail = "internal_error", "the proxy failed to handle this request"
-        else:
-            kind = type(exc).__name__ if isinstance(exc, HttpProcessingError) else "malformed request"
-            log.info("refused a malformed request", extra={"client": request.remote, "reason": kind})
-            code, detail = "bad_request", f"the request is not valid HTTP/1.1 ({kind})"
-        response = web.Response(status=status, content_type="application/json",
-                                text=json.dumps({"error": code, "detail": detail, "request_id": rid}),
-                                headers={"X-Request-Id": rid})
-        response.force_close()
-        return response
+
+async def _linger(payload: StreamReader) -> bool:
+    """Read and drop the rest of a body the answer did not need; True when it ended within LINGER seconds."""
+    try:
+        async with asyncio.timeout(LINGER):
+            while not payload.is_eof():
+                await payload.readany()
+    except (TimeoutError, web.RequestPayloadError, ConnectionError):
+        return False
+    return True
 
 
 class EdgeServer(web.Server):
-    """aiohttp's low-level Server, building EdgeProtocol connections."""
+    """The connections' manager, as aiohttp's runners expect one: they stop it with pre_shutdown and shutdown."""
 
-    def __init__(self, handler: Any, header_timeout: float = 10.0, **kwargs: Any) -> None:
-        super().__init__(handler, **kwargs)
-        self._protocol_kwargs = {k: v for k, v in kwargs.items()
-                                 if k not in ("request_factory", "handler_cancellation", "loop")}
-        self._protocol_kwargs["header_timeout"] = header_timeout
+    def __init__(self, handler: Handler | Any, *, keepalive_timeout: float = 75.0, header_timeout: float = 10.0) -> None:
+        super().__init__(handler)
+        self.handler = handler
+        self.keepalive_timeout, self.header_timeout = keepalive_timeout, header_timeout
 
-    def __call__(self) -> EdgeProtocol:
-        return EdgeProtocol(self, loop=asyncio.get_running_loop(), **self._protocol_kwargs)
+    def connection_lost(self, handler: Any, exc: BaseException | None = None) -> None:
+        self._connections.pop(handler, None)
+
+    def __call__(self) -> EdgeConnection:
+        return EdgeConnection(self, asyncio.get_running_loop())

@@ -17,8 +17,6 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Callable
 
-from aiohttp import web
-
 from proxy.body import RequestBody
 from proxy.deadline import Deadline
 from proxy.experiment import Capture
@@ -26,6 +24,7 @@ from proxy.headers import client_lines
 from proxy.metrics import Metrics
 from proxy.model import Decision, Route, Side, Upstream
 from proxy.relayed import Relayed, StreamedAnswer, WholeAnswer
+from proxy.request import EdgeRequest
 from proxy.resilience import Breaker, Resilience
 from proxy.responses import error_response
 from proxy.upstream import UPSTREAM_ERRORS, Exchange, Failure, UpstreamPool
@@ -40,7 +39,7 @@ BACKOFF_BASE, BACKOFF_CAP = 0.025, 0.25  # Envoy's
 class Outcome:
     """What became of one request: what the client got, and from whom (for metrics, logs and evidence)."""
 
-    response: web.StreamResponse | Relayed
+    response: Relayed
     failure: Failure | None = None
     upstream: str = ""  # who answered; a fallback changes it
     fell_back: bool = False
@@ -54,7 +53,7 @@ class Forwarder:
     def __init__(self, resilience: Resilience, metrics: Metrics) -> None:
         self.resilience, self.metrics = resilience, metrics
 
-    async def serve(self, request: web.BaseRequest, decision: Decision, pools: dict[str, UpstreamPool],
+    async def serve(self, request: EdgeRequest, decision: Decision, pools: dict[str, UpstreamPool],
                     target: str, head: bytes, rid: str, body: RequestBody,
                     capture: Capture | None = None) -> Outcome:
         route, upstream = decision.route, decision.upstream
@@ -164,7 +163,7 @@ class _Outgoing:
 
     __slots__ = ("request", "decision", "target", "head", "rid", "body")
 
-    def __init__(self, request: web.BaseRequest, decision: Decision, target: str, head: bytes, rid: str,
+    def __init__(self, request: EdgeRequest, decision: Decision, target: str, head: bytes, rid: str,
                  body: RequestBody) -> None:
         self.request, self.decision, self.target, self.head, self.rid, self.body = (
             request, decision, target, head, rid, body)
@@ -203,7 +202,7 @@ def _retryable(method: str, failure: Failure, body: RequestBody) -> bool:
     return not failure.sent or failure.kind == "broken" or failure.status in GATEWAY_STATUSES
 
 
-def _error(failure: Failure, rid: str) -> web.Response:
+def _error(failure: Failure, rid: str) -> WholeAnswer:
     return error_response(failure.status, _code(failure), failure.detail, rid, failure.retry_after)
 
 

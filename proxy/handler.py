@@ -7,7 +7,6 @@ import logging
 import time
 from typing import Any, Callable
 
-from aiohttp import web
 from aiohttp.http import HttpVersion10, HttpVersion11
 
 from proxy.body import NO_BODY, RequestBody, read_up_to, streamed
@@ -20,6 +19,7 @@ from proxy.logs import REQUEST_ID, AccessLog
 from proxy.metrics import Metrics
 from proxy.model import Decision, RequestFacts, RequestRecord, Route, Side
 from proxy.relayed import Relayed
+from proxy.request import EdgeRequest
 from proxy.responses import error_response
 from proxy.routing import decide, match_route
 from proxy.target import Refusal, parse_target
@@ -30,7 +30,7 @@ NOT_THE_SIDES = frozenset({"busy", "overloaded", "client_body_timeout"})
 
 
 class EdgeHandler:
-    """The request handler of the edge listener (an aiohttp low-level server handler)."""
+    """The request handler of the edge listener (proxy.edge calls it with each request, sends what it returns)."""
 
     def __init__(self, live: LiveConfig, metrics: Metrics, experiments: Experiments, forwarder: Forwarder,
                  evidence: Evidence, cap: Callable[[Route], int | None]) -> None:
@@ -42,9 +42,9 @@ class EdgeHandler:
         self.in_flight = 0
         self.answered = 0
 
-    async def __call__(self, request: web.BaseRequest) -> web.StreamResponse | Relayed:
+    async def __call__(self, request: EdgeRequest) -> Relayed:
         rid = request_id(request.headers)
-        REQUEST_ID.set(rid)  # this handler runs in a task of its own: no reset needed
+        REQUEST_ID.set(rid)  # the edge resets it before the next request on this connection
         started = time.monotonic()
         generation = self.live.current  # one generation for the whole request, whatever a reload does
         if self.in_flight >= generation.config.server.max_in_flight:
@@ -61,7 +61,7 @@ class EdgeHandler:
         self._record(request, outcome, started)
         return outcome.response
 
-    async def _serve(self, request: web.BaseRequest, rid: str, generation: Generation) -> Outcome:
+    async def _serve(self, request: EdgeRequest, rid: str, generation: Generation) -> Outcome:
         refusal = _refusal(request)
         path = parse_target(request.raw_path) if refusal is None else refusal
         if isinstance(path, Refusal):
@@ -90,7 +90,7 @@ class EdgeHandler:
             await _send_and_hang_up(request, outcome.response)
         return outcome
 
-    def _decide(self, request: web.BaseRequest, route: Route, path: str,
+    def _decide(self, request: EdgeRequest, route: Route, path: str,
                 generation: Generation) -> tuple[Decision, RequestFacts | None]:
         """Who serves this request, and the facts a toggle looks at: gathered only when one has a say."""
         decision = generation.fixed.get(route, request.method)
@@ -104,7 +104,7 @@ class EdgeHandler:
             self._count_verdict(decision)
         return decision, facts
 
-    async def _forward_shadowed(self, request: web.BaseRequest, decision: Decision, facts: RequestFacts | None,
+    async def _forward_shadowed(self, request: EdgeRequest, decision: Decision, facts: RequestFacts | None,
                                 generation: Generation, head: bytes, rid: str) -> Outcome:
         """A request whose decision has a shadow: served, and (when it is in the run's sample) shadowed.
         `facts`: the run's sample may hash a toggle's sticky value."""
@@ -129,7 +129,7 @@ class EdgeHandler:
             shadow.deliver("fallback" if outcome.fell_back else shadow.capture.observation(decision.side))
         return outcome
 
-    def _shadow(self, request: web.BaseRequest, decision: Decision, head: bytes,
+    def _shadow(self, request: EdgeRequest, decision: Decision, head: bytes,
                 rid: str, body: RequestBody, generation: Generation) -> Shadow | None:
         record = RequestRecord(rid, request.method, request.raw_path, tuple(request.headers.items()), body.data,
                                time.time())
@@ -153,7 +153,7 @@ class EdgeHandler:
         self.metrics.toggle_verdicts.labels(decision.route.name, check.name, check.verdict).inc()
         self.verdicts.note(decision.route.name, check.name, check.verdict)
 
-    def _record(self, request: web.BaseRequest, outcome: Outcome, started: float) -> None:
+    def _record(self, request: EdgeRequest, outcome: Outcome, started: float) -> None:
         self.answered += 1
         status = outcome.response.status
         elapsed = time.monotonic() - started
@@ -178,16 +178,16 @@ class EdgeHandler:
         self.access.write(level, "upstream failed", fields)
 
 
-async def _send_and_hang_up(request: web.BaseRequest, response: web.StreamResponse) -> web.StreamResponse:
-    """Answer, then close at once: aiohttp would otherwise linger reading the rest of a body that a
+async def _send_and_hang_up(request: EdgeRequest, response: Relayed) -> Relayed:
+    """Answer, then close at once: the edge would otherwise linger reading the rest of a body that a
     client too slow to send it is not sending."""
-    await response.prepare(request)
-    await response.write_eof()
+    if not response.prepared:
+        await response.send(request)
     request.protocol.force_close()
     return response
 
 
-def _refusal(request: web.BaseRequest) -> Refusal | None:
+def _refusal(request: EdgeRequest) -> Refusal | None:
     """Request-level checks aiohttp's parser leaves to us (reliability.md HTTP-18)."""
     version = request.version
     if version == HttpVersion11:
@@ -199,6 +199,6 @@ def _refusal(request: web.BaseRequest) -> Refusal | None:
     return None
 
 
-def _fields(request: web.BaseRequest, status: int, started: float, **more: Any) -> dict:
+def _fields(request: EdgeRequest, status: int, started: float, **more: Any) -> dict:
     return {"method": request.method, "path": request.raw_path.partition("?")[0], "status": status,
             "ms": round((time.monotonic() - started) * 1000, 2), "client": request.remote, **more}

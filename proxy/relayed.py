@@ -8,19 +8,21 @@ else is invented (no Server, no Content-Type). An answer that arrived whole leav
 one write; one still arriving sends its head, then its body through aiohttp's writer
 (chunking, back-pressure) as it comes.
 
-aiohttp's server calls `prepare` and `write_eof` on what a handler returns: once an
-answer has been sent, both have nothing left to do.
+The proxy's own answers (its JSON errors) are WholeAnswers too: the edge sends what a
+handler returns when the handler has not sent it itself (`prepared`).
 """
 
 from __future__ import annotations
 
 from http import HTTPStatus
-from typing import Awaitable, Iterator
+from typing import TYPE_CHECKING
 
-from aiohttp import web
 from aiohttp.abc import AbstractStreamWriter
 from aiohttp.helpers import rfc822_formatted_time
-from aiohttp.http import HttpVersion10, HttpVersion11
+from aiohttp.http import HttpVersion, HttpVersion10, HttpVersion11
+
+if TYPE_CHECKING:
+    from proxy.request import EdgeRequest
 
 PHRASES = {status.value: status.phrase.encode() for status in HTTPStatus}
 
@@ -28,19 +30,25 @@ PHRASES = {status.value: status.phrase.encode() for status in HTTPStatus}
 class Relayed:
     """What both kinds of relayed answer share: the head, and how it is written."""
 
-    __slots__ = ("status", "reason", "lines", "dated", "keep_alive", "prepared")
+    __slots__ = ("status", "reason", "lines", "dated", "keep_alive", "prepared", "closes")
 
     def __init__(self, status: int, reason: str, lines: bytes, dated: bool) -> None:
         self.status, self.lines, self.dated = status, lines, dated  # lines: from proxy.headers.client_lines
         # the upstream's reason phrase as it sent it, or the standard one when it sent none
         self.reason = reason.encode("utf-8", "surrogateescape") if reason else PHRASES.get(status, b"")
-        self.keep_alive = self.prepared = False
+        self.keep_alive = self.prepared = self.closes = False
 
-    def _head(self, request: web.BaseRequest, framing: bytes, delimited: bool = True) -> bytes:
+    def force_close(self) -> None:
+        """Say `Connection: close`: the connection ends with this answer."""
+        self.closes = True
+
+    def _head(self, request: EdgeRequest, framing: bytes, delimited: bool = True) -> bytes:
         """The status line and headers; `delimited`: whether the client can tell where the body ends
         without the connection closing."""
-        version = request.version
-        self.keep_alive = keep_alive = delimited and request.keep_alive
+        self.keep_alive = keep_alive = delimited and not self.closes and request.keep_alive
+        return self._status_and_headers(request.version, keep_alive, framing)
+
+    def _status_and_headers(self, version: HttpVersion, keep_alive: bool, framing: bytes) -> bytes:
         if keep_alive:
             connection = b"Connection: keep-alive\r\n" if version == HttpVersion10 else b""
         else:
@@ -49,31 +57,15 @@ class Relayed:
         return b"HTTP/%d.%d %d %s\r\n%s%s%s%s\r\n" % (version.major, version.minor, self.status, self.reason,
                                                        self.lines, framing, date, connection)
 
-    def _write(self, request: web.BaseRequest, data: bytes) -> bool:
+    def _write(self, request: EdgeRequest, data: bytes) -> bool:
         """Straight to the client's socket; True when that socket is full and the writer must wait."""
         self.prepared = True  # from here on a failure is the client's, not the upstream's
         transport = request.transport
         if transport is None or transport.is_closing():
             raise ConnectionResetError("the client went away")
         transport.write(data)
-        request.writer.output_size += len(data)  # aiohttp's sign that an answer has started
+        request.writer.output_size += len(data)  # the sign that an answer has started
         return request.protocol.writing_paused
-
-    def prepare(self, request: web.BaseRequest) -> Awaitable[None]:
-        return _SENT
-
-    def write_eof(self, data: bytes = b"") -> Awaitable[None]:
-        return _SENT
-
-
-class _Done:
-    """An awaitable with nothing to wait for (a coroutine per call would cost more than the call)."""
-
-    def __await__(self) -> Iterator[None]:
-        return iter(())
-
-
-_SENT = _Done()
 
 
 class WholeAnswer(Relayed):
@@ -88,11 +80,21 @@ class WholeAnswer(Relayed):
         super().__init__(status, reason, lines, dated)
         self.body, self.length = body, length
 
-    async def send(self, request: web.BaseRequest) -> None:
-        """Write it all; wait only when the client's socket is full. A client gone raises."""
-        framing = b"" if self.length is None else b"Content-Length: %d\r\n" % self.length
-        if self._write(request, self._head(request, framing) + self.body):
+    async def send(self, request: EdgeRequest) -> None:
+        """Write it all; wait only when the client's socket is full. A client gone raises.
+        To a HEAD, the body is left out (only the proxy's own answers have one to leave out)."""
+        body = self.body if request.method != "HEAD" else b""
+        if self._write(request, self._head(request, self._framing()) + body):
             await request.writer.drain()
+
+    def encoded(self, version: HttpVersion, keep_alive: bool) -> bytes:
+        """The whole answer as bytes, for the edge to send where there is no request to send it to
+        (one its parser refused)."""
+        self.keep_alive = keep_alive
+        return self._status_and_headers(version, keep_alive, self._framing()) + self.body
+
+    def _framing(self) -> bytes:
+        return b"" if self.length is None else b"Content-Length: %d\r\n" % self.length
 
 
 class StreamedAnswer(Relayed):
@@ -105,7 +107,7 @@ class StreamedAnswer(Relayed):
         super().__init__(status, reason, lines, dated)
         self._writer: AbstractStreamWriter | None = None
 
-    async def start(self, request: web.BaseRequest, length: int | None) -> None:
+    async def start(self, request: EdgeRequest, length: int | None) -> None:
         writer = self._writer = request.writer
         if length is not None:
             head = self._head(request, b"Content-Length: %d\r\n" % length)

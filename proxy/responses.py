@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import json
 
-from aiohttp import web
+from proxy.relayed import WholeAnswer
 
 
 def error_response(status: int, code: str, detail: str, rid: str,
-                   retry_after: int | None = None) -> web.Response:
+                   retry_after: int | None = None) -> WholeAnswer:
     """`{"error": CODE, "detail": TEXT, "request_id": ID}`, as the contract has it."""
-    body = json.dumps({"error": code, "detail": detail, "request_id": rid})
-    response = web.Response(status=status, text=body, content_type="application/json")
-    response.headers["X-Request-Id"] = rid
-    response.headers["Cache-Control"] = "no-store"
+    body = json.dumps({"error": code, "detail": detail, "request_id": rid}).encode()
+    lines = b"Content-Type: application/json\r\nX-Request-Id: %s\r\nCache-Control: no-store\r\n" % rid.encode()
     if retry_after is not None:
-        response.headers["Retry-After"] = str(retry_after)
-    return response
+        lines += b"Retry-After: %d\r\n" % retry_after
+    return WholeAnswer(status, "", lines, False, body, len(body))

@@ -18,7 +18,7 @@ LAYERS = {
     1: {"proxy.yamlsource", "proxy.fields", "proxy.config", "proxy.config_routes", "proxy.config_plans", "proxy.logs",
         "proxy.metrics", "proxy.buildinfo", "proxy.demo", "proxy.demo.shop", "proxy.demo.monolith",
         "proxy.demo.orders"},
-    2: {"proxy.target", "proxy.headers", "proxy.connection", "proxy.upstream", "proxy.relayed", "proxy.routing", "proxy.forward",
+    2: {"proxy.target", "proxy.headers", "proxy.connection", "proxy.upstream", "proxy.relayed", "proxy.routing", "proxy.forward", "proxy.request",
         "proxy.responses", "proxy.live", "proxy.toggling", "proxy.experiment", "proxy.worker",
         "proxy.resilience", "proxy.body", "proxy.deadline", "proxy.rollout"},
     3: {"proxy.handler", "proxy.admin", "proxy.edge", "proxy.explain", "proxy.replay"},

@@ -1,0 +1,56 @@
+"""A client's request as the edge's handler sees it: what the parser read, its body, and the connection it came on."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Protocol
+
+from aiohttp.http import RawRequestMessage, StreamWriter
+from aiohttp.streams import EmptyStreamReader, StreamReader
+from multidict import CIMultiDictProxy
+
+
+class Client(Protocol):
+    """The connection a request came on, as far as answering it goes (proxy.edge.EdgeConnection)."""
+
+    transport: asyncio.Transport | None
+    loop: asyncio.AbstractEventLoop
+    remote: str | None
+    closing: bool
+
+    @property
+    def writing_paused(self) -> bool: ...
+
+    def force_close(self) -> None: ...
+
+
+class EdgeRequest:
+    """One request as the handler sees it: what the parser read, its body, and the connection it came on.
+    (The names are aiohttp's BaseRequest's, for the few fields a proxy reads.)"""
+
+    __slots__ = ("method", "raw_path", "version", "headers", "raw_headers", "content", "body_exists",
+                 "should_close", "protocol", "writer", "remote")
+    scheme = "http"
+
+    def __init__(self, message: RawRequestMessage, payload: StreamReader, protocol: Client) -> None:
+        self.method, self.raw_path, self.version = message.method, message.path, message.version
+        self.headers: CIMultiDictProxy[str] = message.headers
+        self.raw_headers = message.raw_headers
+        self.content, self.body_exists = payload, type(payload) is not EmptyStreamReader
+        self.should_close = message.should_close
+        self.protocol, self.remote = protocol, protocol.remote
+        self.writer = StreamWriter(protocol, protocol.loop)  # the body of an answer still arriving goes through it
+
+    @property
+    def transport(self) -> asyncio.Transport | None:
+        return self.protocol.transport
+
+    @property
+    def keep_alive(self) -> bool:
+        """Whether the answer may leave the connection open: the client wants it, and the edge is not closing."""
+        return not self.should_close and not self.protocol.closing
+
+    @property
+    def content_length(self) -> int | None:
+        length = self.headers.get("Content-Length")  # the parser has checked it is one number
+        return None if length is None else int(length)
