@@ -78,8 +78,7 @@ async def read_up_to(request: EdgeRequest, limit: int, idle: float) -> tuple[Req
 async def continue_if_expected(request: EdgeRequest) -> None:
     """Answer `Expect: 100-continue` here, as nginx and Envoy do; the header is not forwarded."""
     if request.version == HttpVersion11 and request.headers.get("Expect", "").lower() == "100-continue":
-        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-        request.writer.output_size = 0  # the real response has not started yet
+        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")  # not `started`: the answer is still to come
 
 
 async def _chain(first: list[bytes], rest: StreamReader) -> AsyncIterator[bytes]:

@@ -60,7 +60,8 @@ class EdgeConnection(BaseProtocol):
         super().__init__(loop, parser)
         self.loop, self.server = loop, server
         self.queue: deque[tuple[RawRequestMessage | HttpProcessingError, StreamReader]] = deque()
-        self.serving: asyncio.Task[None] | None = None  # while there are requests to answer
+        self.serving: asyncio.Task[None] | None = None  # from the first request to the close
+        self.waiting: asyncio.Future[None] | None = None  # set while `serving` waits for a request
         self.current: EdgeRequest | None = None
         self.remote: str | None = None
         self.closing = False  # no request after the one being answered
@@ -90,11 +91,10 @@ class EdgeConnection(BaseProtocol):
         if messages:
             self._stop_header_timer()
             self.queue.extend(messages)
-            if self.serving is None:
-                self.serving = self.loop.create_task(self._serve())
+            self._wake()
             if len(self.queue) >= MAX_QUEUED and not self._buffer_paused:
                 self._pause_reading_for_buffer()  # the parser stopped too; _serve resumes both
-        elif self.serving is None and self.header_timer is None and data:  # the start of a request's head
+        elif self.idle and self.header_timer is None and data:  # the start of a request's head
             self.header_timer = self.loop.call_later(self.server.header_timeout, self._headers_too_slow)
         if upgraded:
             self.parsing = False  # what follows a request to switch protocols is not HTTP/1.1
@@ -125,7 +125,7 @@ class EdgeConnection(BaseProtocol):
     def close(self) -> None:
         """Shutting down: close when idle, else after the answer in flight."""
         self.closing = True
-        if self.serving is None:
+        if self.idle:
             self.force_close()
 
     async def shutdown(self, timeout: float | None) -> None:
@@ -141,10 +141,27 @@ class EdgeConnection(BaseProtocol):
 
     # -- answering
 
+    @property
+    def idle(self) -> bool:
+        """No request is being answered."""
+        return self.serving is None or self.waiting is not None
+
+    def _wake(self) -> None:
+        """A request to answer: start the connection's task, or wake it."""
+        if self.waiting is not None:
+            if not self.waiting.done():
+                self.waiting.set_result(None)
+        elif self.serving is None:
+            self.serving = self.loop.create_task(self._serve())
+
     async def _serve(self) -> None:
-        """Answer the queued requests in order; end when none is left (the next one starts a new task)."""
+        """Answer the queued requests in order, waiting between them, until the connection closes.
+        (One task for the connection's life: a task per request would cost more than a wait.)"""
         try:
-            while self.queue and not self.closing:
+            while not self.closing:
+                if not self.queue:
+                    await self._next()
+                    continue
                 message, payload = self.queue.popleft()
                 self._parser.message_consumed()  # not closing: the parser is still there
                 if self._buffer_paused and len(self.queue) <= MAX_QUEUED // 2:
@@ -153,34 +170,35 @@ class EdgeConnection(BaseProtocol):
                     self._refuse(message)
                     return
                 request = self.current = EdgeRequest(message, payload, self)
-                keep = await self._answer(request)
+                REQUEST_ID.set(None)  # the handler sets this request's own
+                try:
+                    answer = await self.server.handler(request)
+                    if not answer.prepared and answer.send(request):
+                        await request.writer.drain()
+                except ConnectionError:  # the client went away while it was answered
+                    return self.force_close()
+                except Exception as exc:
+                    return self._internal_error(request, exc)
                 self.current = None
-                if not keep or (not payload.is_eof() and not await _linger(payload)):
-                    self.force_close()
-                    return
+                if not answer.keep_alive or not (payload.is_eof() or await _linger(payload)):
+                    return self.force_close()
         finally:
             self.serving = self.current = None
-            if self.closing:
-                self.force_close()
-            else:
-                self._idle()
+            self.force_close()
 
-    async def _answer(self, request: EdgeRequest) -> bool:
-        """The handler's answer, sent; whether the connection may carry another request."""
-        REQUEST_ID.set(None)  # the handler sets this request's own
+    async def _next(self) -> None:
+        """Wait for the next request, for up to the keep-alive timeout (see _idle)."""
+        self._idle()
+        self.waiting = self.loop.create_future()
         try:
-            answer = await self.server.handler(request)
-            if not answer.prepared:
-                await answer.send(request)
-        except ConnectionError:  # the client went away while it was answered
-            return False
-        except Exception as exc:
-            if request.writer.output_size == 0:  # else the answer is cut short: the connection closes
-                self._internal_error(request, exc)
-            return False
-        return answer.keep_alive and self.transport is not None
+            await self.waiting
+        finally:
+            self.waiting = None
 
     def _internal_error(self, request: EdgeRequest, exc: Exception) -> None:
+        """A bug of ours: a JSON 500 when the answer has not started, else the answer is cut short."""
+        if request.started:
+            return self.force_close()
         rid = REQUEST_ID.get() or uuid.uuid4().hex
         REQUEST_ID.set(rid)
         log.error("unexpected error while serving a request", exc_info=exc,
@@ -199,8 +217,7 @@ class EdgeConnection(BaseProtocol):
             self.closing = True
             return
         self.queue.append((exc, EMPTY_PAYLOAD))
-        if self.serving is None:
-            self.serving = self.loop.create_task(self._serve())
+        self._wake()
 
     def _refuse(self, exc: HttpProcessingError) -> None:
         rid = uuid.uuid4().hex
@@ -231,8 +248,8 @@ class EdgeConnection(BaseProtocol):
 
     def _idle_check(self) -> None:
         self.idle_timer = None
-        if self.serving is not None:
-            return  # busy: the end of its answers starts the count again
+        if not self.idle:
+            return  # busy: the wait for its next request starts the count again
         deadline = self.idle_since + self.server.keepalive_timeout
         if self.loop.time() < deadline:
             self.idle_timer = self.loop.call_at(deadline, self._idle_check)
@@ -241,7 +258,7 @@ class EdgeConnection(BaseProtocol):
 
     def _headers_too_slow(self) -> None:
         self.header_timer = None
-        if self.serving is None:
+        if self.idle:
             log.info("closed a connection whose request headers did not arrive in time",
                      extra={"header_timeout": self.server.header_timeout})
             self.force_close()

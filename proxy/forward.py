@@ -117,7 +117,8 @@ class Forwarder:
                                        f"upstream {pool.spec.name} answered {upstream.status}")
                     response = _whole(upstream, request.method, outgoing.rid, capture)
                     if response is not None:
-                        await response.send(request)
+                        if response.send(request):
+                            await request.writer.drain()
                     else:
                         response = _streamed(upstream, outgoing.rid, capture)
                         await response.start(request, upstream.content_length)

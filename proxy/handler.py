@@ -182,7 +182,7 @@ async def _send_and_hang_up(request: EdgeRequest, response: Relayed) -> Relayed:
     """Answer, then close at once: the edge would otherwise linger reading the rest of a body that a
     client too slow to send it is not sending."""
     if not response.prepared:
-        await response.send(request)
+        response.send(request)  # closing flushes what the socket did not take yet
     request.protocol.force_close()
     return response
 

@@ -60,12 +60,13 @@ class Relayed:
     def _write(self, request: EdgeRequest, data: bytes) -> bool:
         """Straight to the client's socket; True when that socket is full and the writer must wait."""
         self.prepared = True  # from here on a failure is the client's, not the upstream's
-        transport = request.transport
+        protocol = request.protocol
+        transport = protocol.transport
         if transport is None or transport.is_closing():
             raise ConnectionResetError("the client went away")
         transport.write(data)
-        request.writer.output_size += len(data)  # the sign that an answer has started
-        return request.protocol.writing_paused
+        request.started = True
+        return protocol.writing_paused
 
 
 class WholeAnswer(Relayed):
@@ -80,12 +81,12 @@ class WholeAnswer(Relayed):
         super().__init__(status, reason, lines, dated)
         self.body, self.length = body, length
 
-    async def send(self, request: EdgeRequest) -> None:
-        """Write it all; wait only when the client's socket is full. A client gone raises.
-        To a HEAD, the body is left out (only the proxy's own answers have one to leave out)."""
+    def send(self, request: EdgeRequest) -> bool:
+        """Write it all, in one write; True when the client's socket is now full (the caller awaits
+        `request.writer.drain()` before it writes more). A client gone raises. To a HEAD, the body
+        is left out (only the proxy's own answers have one to leave out)."""
         body = self.body if request.method != "HEAD" else b""
-        if self._write(request, self._head(request, self._framing()) + body):
-            await request.writer.drain()
+        return self._write(request, self._head(request, self._framing()) + body)
 
     def encoded(self, version: HttpVersion, keep_alive: bool) -> bytes:
         """The whole answer as bytes, for the edge to send where there is no request to send it to

@@ -29,7 +29,7 @@ class EdgeRequest:
     (The names are aiohttp's BaseRequest's, for the few fields a proxy reads.)"""
 
     __slots__ = ("method", "raw_path", "version", "headers", "raw_headers", "content", "body_exists",
-                 "should_close", "protocol", "writer", "remote")
+                 "should_close", "protocol", "remote", "started", "_writer")
     scheme = "http"
 
     def __init__(self, message: RawRequestMessage, payload: StreamReader, protocol: Client) -> None:
@@ -39,7 +39,16 @@ class EdgeRequest:
         self.content, self.body_exists = payload, type(payload) is not EmptyStreamReader
         self.should_close = message.should_close
         self.protocol, self.remote = protocol, protocol.remote
-        self.writer = StreamWriter(protocol, protocol.loop)  # the body of an answer still arriving goes through it
+        self.started = False  # whether an answer's first bytes have left
+        self._writer: StreamWriter | None = None
+
+    @property
+    def writer(self) -> StreamWriter:
+        """aiohttp's writer, for a body sent as it arrives (framing, back-pressure): made when first needed."""
+        writer = self._writer
+        if writer is None:
+            writer = self._writer = StreamWriter(self.protocol, self.protocol.loop)
+        return writer
 
     @property
     def transport(self) -> asyncio.Transport | None:
