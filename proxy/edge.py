@@ -160,6 +160,8 @@ class EdgeConnection(BaseProtocol):
         try:
             while not self.closing:
                 if not self.queue:
+                    if not self.parsing:
+                        return  # nothing more will be read: the connection closes
                     await self._next()
                     continue
                 message, payload = self.queue.popleft()

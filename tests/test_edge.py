@@ -1,12 +1,116 @@
-"""The edge server's own answers: a bug in a handler is a JSON 500 and one ERROR line, never a traceback."""
+"""The edge's HTTP/1.1 connections: keep-alive, pipelining, bodies left unread, protocol switches,
+clients that leave, and its own answers (a bug in a handler is a JSON 500 and one ERROR line)."""
 
+import asyncio
+import gzip
+import json
 import logging
+import re
 
 from aiohttp import web
 
-from proxy.edge import EdgeServer
+from proxy.edge import MAX_QUEUED, EdgeServer
 from proxy.logs import RequestIdFilter
-from tests.helpers import json_body, raw_exchange, status_of
+from tests.helpers import json_body, raw_exchange, read_for, route, status_of
+
+
+def answers(raw: bytes) -> list[tuple[int, bytes]]:
+    """The (status, body) of each answer in a raw HTTP/1.1 stream framed by Content-Length."""
+    found = []
+    while raw.startswith(b"HTTP/1.1 "):
+        head, _, rest = raw.partition(b"\r\n\r\n")
+        length = int(re.search(rb"(?im)^content-length: *(\d+)", head)[1])
+        found.append((status_of(head), rest[:length]))
+        raw = rest[length:]
+    return found
+
+
+def get(path: str, *more: str) -> bytes:
+    return "\r\n".join([f"GET {path} HTTP/1.1", "Host: h", *more, "", ""]).encode()
+
+
+async def test_pipelined_requests_are_answered_in_order(make_upstream, start_proxy):
+    legacy = await make_upstream()
+    proxy = await start_proxy({"legacy": legacy.url}, [route("all")])
+    raw = await raw_exchange(proxy.port, get("/a") + get("/b") + get("/c", "Connection: close"))
+    assert [json.loads(body)["path"] for _, body in answers(raw)] == ["/a", "/b", "/c"]
+
+
+async def test_a_flood_of_pipelined_requests_is_parsed_a_bounded_batch_at_a_time(make_upstream, start_proxy):
+    legacy = await make_upstream()
+    proxy = await start_proxy({"legacy": legacy.url}, [route("all")])
+    count = MAX_QUEUED * 10 + 3  # the parser pauses at every MAX_QUEUED and resumes as they are answered
+    flood = b"".join(get(f"/{n}") for n in range(count - 1)) + get("/last", "Connection: close")
+    raw = await raw_exchange(proxy.port, flood, timeout=30)
+    paths = [json.loads(body)["path"] for _, body in answers(raw)]
+    assert paths == [f"/{n}" for n in range(count - 1)] + ["/last"]
+
+
+async def test_a_body_the_answer_did_not_need_is_read_past_and_the_connection_kept(make_upstream, start_proxy):
+    legacy = await make_upstream()
+    proxy = await start_proxy({"legacy": legacy.url}, [route("api", path="/api")])
+    reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+    try:
+        writer.write(b"POST /elsewhere HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\n\r\nhalf")
+        refused = await reader.readuntil(b"}")  # the 404 leaves before the body has all arrived
+        writer.write(b"-rest!" + get("/api/x", "Connection: close"))
+        rest, closed = await read_for(reader, 5)
+    finally:
+        writer.close()
+    assert status_of(refused) == 404 and b'"no_route"' in refused
+    assert [(status, json.loads(body)["path"]) for status, body in answers(rest)] == [(200, "/api/x")] and closed
+    assert [seen.target for seen in legacy.seen] == ["/api/x"]
+
+
+async def test_a_request_to_switch_protocols_is_answered_and_then_the_connection_closes(make_upstream, start_proxy):
+    legacy = await make_upstream()
+    proxy = await start_proxy({"legacy": legacy.url}, [route("all")])
+    raw = await raw_exchange(proxy.port, get("/ws", "Connection: Upgrade", "Upgrade: websocket") + get("/after"))
+    assert b"<<timeout" not in raw  # closed: what followed the request is not read as HTTP
+    assert [status for status, _ in answers(raw)] == [200]
+    assert [seen.target for seen in legacy.seen] == ["/ws"]
+    assert "upgrade" not in legacy.seen[0].names()
+
+
+async def test_a_compressed_request_body_reaches_the_upstream_as_sent(raw_upstream, start_proxy, http):
+    packed = gzip.compress(b'{"name": "x"}' * 50)
+    bodies = []
+
+    async def reply(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        bodies.append(await reader.readexactly(len(packed)))
+        writer.write(b"HTTP/1.1 204 No Content\r\n\r\n")
+        await writer.drain()
+
+    upstream = await raw_upstream(reply)
+    proxy = await start_proxy({"legacy": upstream.url}, [route("all")])
+    async with http.post(proxy.url + "/up", data=packed, headers={"Content-Encoding": "gzip"}) as response:
+        assert response.status == 204
+    assert bodies == [packed]
+    assert b"content-encoding: gzip" in upstream.heads[0].lower()
+
+
+async def test_the_proxys_own_answer_to_a_head_has_no_body(make_upstream, start_proxy):
+    legacy = await make_upstream()
+    proxy = await start_proxy({"legacy": legacy.url}, [route("api", path="/api")])
+    raw = await raw_exchange(proxy.port, b"HEAD /elsewhere HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
+    head, _, body = raw.partition(b"\r\n\r\n")
+    assert status_of(head) == 404 and re.search(rb"(?im)^content-length: *[1-9]", head) and body == b""
+
+
+async def test_a_client_that_goes_away_cancels_its_request_upstream(raw_upstream, start_proxy):
+    async def never(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()  # no answer; returns when the proxy hangs up
+
+    upstream = await raw_upstream(never)
+    proxy = await start_proxy({"legacy": upstream.url}, [route("all")])
+    reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+    writer.write(get("/slow"))
+    async with asyncio.timeout(5):
+        while not upstream.heads:
+            await asyncio.sleep(0.01)
+        writer.close()
+        await upstream.hung_up.wait()
+    assert proxy.proxy.handler.in_flight == 0
 
 
 async def test_an_unexpected_exception_is_a_json_500_and_an_error_log(caplog):
