@@ -35,9 +35,10 @@ def main() -> int:
         upstream = str(bench.ports["upstream"])
         servers = {
             "a bare protocol on aiohttp's C parser, answering itself": lambda port: [str(BARE), port],
-            "aiohttp's server alone, answering itself": lambda port: ["-m", "benchmarks.aiohttp_floor", "server", port],
-            "aiohttp's server + strangler's upstream client (the floor)":
-                lambda port: ["-m", "benchmarks.aiohttp_floor", "proxy", port, upstream],
+            "aiohttp's server alone, answering itself": lambda port: ["-m", "benchmarks.floors", "aiohttp", port],
+            "strangler's edge alone, answering itself": lambda port: ["-m", "benchmarks.floors", "edge", port],
+            "strangler's edge + upstream client (the floor)":
+                lambda port: ["-m", "benchmarks.floors", "floor", port, upstream],
             "strangler, 1 process": lambda port: _strangler(bench, port),
             "naive aiohttp proxy (uvloop)": lambda port: [str(NAIVE), port, upstream],
         }

@@ -4,9 +4,10 @@
 
 An nginx upstream answers a small JSON document (and a 200 KiB one); nginx with one
 worker proxies to it as the reference, and so do a naive aiohttp proxy and strangler
-(one process with and without a parallel run, then two workers). Two more rows place
-aiohttp itself: its server answering alone, and its server relaying through strangler's
-upstream client with nothing else (the floor under strangler). wrk drives each in turn
+(one process with and without a parallel run, then two workers). Three more rows place
+the servers under it (benchmarks/floors.py): aiohttp's server answering alone, strangler's
+edge server answering alone, and the edge relaying through strangler's upstream client
+with nothing else (the floor under strangler). wrk drives each in turn
 on this machine; only the ratios printed at the end mean anything, since the absolute
 figures move with the machine and whatever else it is doing. CPU per request (the
 process's CPU time over the requests it served) moves less than requests per second.
@@ -52,8 +53,9 @@ BIG = [("strangler, 1 process, 200 KiB", "strangler", "/big"),
 # The latency ratios of the targets: a parallel run on against off at light load; 200 KiB answers
 # compared (the worker busy) against identical ones (nothing to compare); and against no parallel run.
 PAIRED = ((LIGHT[2][0], LIGHT[1][0]), (BIG[2][0], BIG[1][0]), (BIG[2][0], BIG[0][0]))
-AIOHTTP = (("aiohttp server alone, answering itself", "hello"),
-           ("aiohttp server + strangler's upstream client only", "floor"))
+FLOORS = (("aiohttp server alone, answering itself", "hello"),
+          ("strangler's edge alone, answering itself", "edge"),
+          ("strangler's edge + upstream client only", "floor"))
 
 
 @dataclass
@@ -103,13 +105,14 @@ class Bench:
     def run(self) -> int:
         self.start_nginx()
         self.start_python("naive", str(NAIVE), upstream=True)
-        self.start_python("hello", "-m", "benchmarks.aiohttp_floor", "server")
-        self.start_python("floor", "-m", "benchmarks.aiohttp_floor", "proxy", upstream=True)
+        self.start_python("hello", "-m", "benchmarks.floors", "aiohttp")
+        self.start_python("edge", "-m", "benchmarks.floors", "edge")
+        self.start_python("floor", "-m", "benchmarks.floors", "floor", upstream=True)
         for name, parallel in (("strangler", None), ("parallel", 1.0), ("memory", 0.2)):
             self.start_strangler(name, parallel)
         print(f"strangler benchmark, {time.strftime('%Y-%m-%d %H:%M %Z')}, {machine()}\n")
         print("under load: wrk -t1 -c50\n" + HEADER, flush=True)
-        loaded = [self.wrk(name, target, 50) for name, target in (*TARGETS, *AIOHTTP)]
+        loaded = [self.wrk(name, target, 50) for name, target in (*TARGETS, *FLOORS)]
         self.start_strangler("workers", None, workers=2)
         loaded.append(self.wrk("strangler, 2 workers", "workers", 50))
         print("\n4 connections, no pause: wrk -t1 -c4 (the proxies are busy, latency is mostly their own "
@@ -302,12 +305,13 @@ class Report:
             print(f"  {name:<60} {value:>7.0f} µs")
 
     def costs(self) -> list[tuple[str, float]]:
-        """Strangler's CPU per request against aiohttp's floor and the naive proxy: 2x the naive
+        """Strangler's CPU per request against its floor and the naive proxy: 2x the naive
         proxy's throughput means half its CPU per request."""
         load = {r.name: r.cpu_us or 0.0 for r in self.loaded}
-        one, floor = load["strangler, 1 process"], load[AIOHTTP[1][0]]
-        return [("aiohttp's server alone", load[AIOHTTP[0][0]]),
-                ("aiohttp's server + strangler's upstream client (the floor)", floor),
+        one, floor = load["strangler, 1 process"], load[FLOORS[2][0]]
+        return [("aiohttp's server alone", load[FLOORS[0][0]]),
+                ("strangler's edge alone", load[FLOORS[1][0]]),
+                ("strangler's edge + upstream client (the floor)", floor),
                 ("strangler, 1 process", one),
                 ("  of which strangler's own work (over the floor)", one - floor),
                 ("naive aiohttp proxy", load["naive aiohttp proxy (uvloop)"]),
