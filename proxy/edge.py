@@ -1,20 +1,24 @@
 """The edge listener's HTTP/1.1 server: aiohttp's C parser (llhttp), and a connection loop of its own.
 
-aiohttp's server spends, per request, more than the whole proxy does besides: a task, a
-future to wake its connection loop, a request object of forty fields. Here a connection
-parses with the same llhttp parser (its smuggling checks, size limits and pipelining
-bound are kept), and answers its requests in order in one task that lives while there
-are requests to answer. What aiohttp's server did that a proxy needs is done here:
+aiohttp's server spent, per request, about as many instructions as the rest of the proxy
+together: a task, a future to wake its connection loop, a request object of forty fields
+(see the README's Performance section). Here a connection parses with the same llhttp
+parser (its smuggling checks, size limits and pipelining bound are kept), and answers its
+requests in order, in one task for the connection's life. What aiohttp's server did that
+a proxy needs is done here:
 
 - keep-alive, with an idle timeout; a deadline for a request's headers (`header_timeout`);
 - pipelining, at most MAX_QUEUED requests parsed ahead of the one being answered;
 - a request body the answer did not need is read and dropped (up to LINGER seconds)
   before the next request is read; the connection closes when it does not arrive;
-- a request the parser refuses gets the proxy's JSON 400 (echoing nothing) and the
-  connection closes; a request asking to switch protocols is answered, and then the
+- a request the parser refuses, or whose body breaks its framing, gets the proxy's JSON 400
+  (echoing nothing) and the connection closes; a request asking to switch protocols is
+  answered, and then the
   connection closes (nothing here switches: what follows is not HTTP this server reads);
 - a client that goes away cancels the handler of its request;
-- on shutdown, idle connections close, and a request in flight has `drain_timeout` to finish.
+- request bodies pass as sent (no decompression: `Content-Encoding` is the upstream's business);
+- on shutdown, idle connections close, and a request in flight has `drain_timeout` to finish
+  (an answer that starts then says `Connection: close`).
 
 An unexpected exception in our own handler is a JSON 500, logged at ERROR.
 """
@@ -165,20 +169,21 @@ class EdgeConnection(BaseProtocol):
                     await self._next()
                     continue
                 message, payload = self.queue.popleft()
+                REQUEST_ID.set(None)  # the handler sets this request's own
                 self._parser.message_consumed()  # not closing: the parser is still there
                 if self._buffer_paused and len(self.queue) <= MAX_QUEUED // 2:
                     self._read_again()
                 if isinstance(message, HttpProcessingError):
-                    self._refuse(message)
-                    return
+                    return self._refuse(type(message).__name__)
                 request = self.current = EdgeRequest(message, payload, self)
-                REQUEST_ID.set(None)  # the handler sets this request's own
                 try:
                     answer = await self.server.handler(request)
                     if not answer.prepared and answer.send(request):
                         await request.writer.drain()
                 except ConnectionError:  # the client went away while it was answered
                     return self.force_close()
+                except web.RequestPayloadError as exc:  # the body broke HTTP's framing (see _unparsable)
+                    return self.force_close() if request.started else self._refuse(_kind(exc))
                 except Exception as exc:
                     return self._internal_error(request, exc)
                 self.current = None
@@ -209,22 +214,23 @@ class EdgeConnection(BaseProtocol):
 
     def _unparsable(self, exc: HttpProcessingError) -> None:
         """The parser gave up: on a new request's head, it is refused with a 400; in the middle of a body,
-        that body fails (the upstream sees it cut short) and the connection closes after its answer."""
+        that body fails (its request is refused with a 400, or, when its answer had started, cut
+        short), and the connection closes once the requests before it are answered."""
         self.parsing = False
         unfinished = self.current.content if self.current is not None else None
         if self.queue:
             unfinished = self.queue[-1][1]
         if unfinished is not None and not unfinished.is_eof():
-            unfinished.set_exception(web.RequestPayloadError(f"the request body is not valid: {exc.message}"))
-            self.closing = True
+            unfinished.set_exception(web.RequestPayloadError(type(exc).__name__))
             return
         self.queue.append((exc, EMPTY_PAYLOAD))
         self._wake()
 
-    def _refuse(self, exc: HttpProcessingError) -> None:
-        rid = uuid.uuid4().hex
+    def _refuse(self, kind: str) -> None:
+        """A request that is not valid HTTP/1.1, `kind` the parser's name for what is wrong: a JSON 400
+        that echoes nothing of it, and the connection closes."""
+        rid = REQUEST_ID.get() or uuid.uuid4().hex
         REQUEST_ID.set(rid)
-        kind = type(exc).__name__
         log.info("refused a malformed request", extra={"client": self.remote, "reason": kind})
         self._send_closing(error_response(400, "bad_request", f"the request is not valid HTTP/1.1 ({kind})", rid))
 
@@ -269,6 +275,12 @@ class EdgeConnection(BaseProtocol):
         if self.header_timer is not None:
             self.header_timer.cancel()
             self.header_timer = None
+
+
+def _kind(exc: web.RequestPayloadError) -> str:
+    """The parser's name for what broke a body (set by _unparsable); nothing the client sent."""
+    said = str(exc)
+    return said if said.isidentifier() else type(exc).__name__
 
 
 async def _linger(payload: StreamReader) -> bool:

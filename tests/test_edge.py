@@ -89,6 +89,24 @@ async def test_a_compressed_request_body_reaches_the_upstream_as_sent(raw_upstre
     assert b"content-encoding: gzip" in upstream.heads[0].lower()
 
 
+async def test_a_body_that_breaks_its_chunked_framing_is_a_400_and_the_connection_closes(
+        make_upstream, start_proxy, caplog):
+    legacy = await make_upstream()
+    proxy = await start_proxy({"legacy": legacy.url}, [route("all")])
+    reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+    try:
+        writer.write(b"POST /up HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
+        await writer.drain()
+        await asyncio.sleep(0.2)  # the request is on its way upstream when the bad chunk comes
+        writer.write(b"zz\r\nsmuggled\r\n0\r\n\r\n")
+        raw, closed = await read_for(reader, 5)
+    finally:
+        writer.close()
+    assert status_of(raw) == 400 and json_body(raw)["error"] == "bad_request" and closed
+    assert b"smuggled" not in raw
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR and r.name.startswith("strangler")]
+
+
 async def test_the_proxys_own_answer_to_a_head_has_no_body(make_upstream, start_proxy):
     legacy = await make_upstream()
     proxy = await start_proxy({"legacy": legacy.url}, [route("api", path="/api")])

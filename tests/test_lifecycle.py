@@ -41,6 +41,7 @@ async def test_draining_finishes_in_flight_requests_and_refuses_new_ones(make_up
             socket.create_connection(("127.0.0.1", proxy.port), timeout=1).close()
         for response in await asyncio.gather(*requests):
             assert (response.status, await response.text()) == (200, "finished")
+            assert response.headers["Connection"] == "close"  # the client will not send another here
         await asyncio.wait_for(stopping, 5)
 
 
