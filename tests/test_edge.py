@@ -36,6 +36,16 @@ async def test_pipelined_requests_are_answered_in_order(make_upstream, start_pro
     assert [json.loads(body)["path"] for _, body in answers(raw)] == ["/a", "/b", "/c"]
 
 
+async def test_an_http_1_0_client_keeps_its_connection_only_when_it_asks(make_upstream, start_proxy):
+    legacy = await make_upstream()
+    proxy = await start_proxy({"legacy": legacy.url}, [route("all")])
+    kept = b"GET /a HTTP/1.0\r\nHost: h\r\nConnection: keep-alive\r\n\r\n"
+    raw = await raw_exchange(proxy.port, kept + b"GET /b HTTP/1.0\r\nHost: h\r\n\r\n")
+    first, second = raw.split(b"HTTP/1.0 200 OK\r\n")[1:]
+    assert b"Connection: keep-alive\r\n" in first and b"keep-alive" not in second.lower()
+    assert not raw.endswith(b"<<timeout: connection still open>>")  # closed after the second
+
+
 async def test_a_flood_of_pipelined_requests_is_parsed_a_bounded_batch_at_a_time(make_upstream, start_proxy):
     legacy = await make_upstream()
     proxy = await start_proxy({"legacy": legacy.url}, [route("all")])
