@@ -27,20 +27,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import uuid
 from collections import deque
 from typing import Any, Awaitable, Callable
 
 from aiohttp import web
 from aiohttp.base_protocol import BaseProtocol
-from aiohttp.http import HttpVersion11, RawRequestMessage
+from aiohttp.http import RawRequestMessage
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.http_parser import HttpRequestParser
 from aiohttp.streams import EMPTY_PAYLOAD, StreamReader
 from aiohttp.tcp_helpers import tcp_keepalive
 
+from proxy.headers import fresh_request_id
 from proxy.logs import REQUEST_ID
-from proxy.relayed import Relayed
+from proxy.relayed import Relayed, WholeAnswer
 from proxy.request import EdgeRequest
 from proxy.responses import error_response
 
@@ -206,8 +206,7 @@ class EdgeConnection(BaseProtocol):
         """A bug of ours: a JSON 500 when the answer has not started, else the answer is cut short."""
         if request.started:
             return self.force_close()
-        rid = REQUEST_ID.get() or uuid.uuid4().hex
-        REQUEST_ID.set(rid)
+        rid = _own_request_id()
         log.error("unexpected error while serving a request", exc_info=exc,
                   extra={"path": request.raw_path.partition("?")[0], "status": 500})
         self._send_closing(error_response(500, "internal_error", "the proxy failed to handle this request", rid))
@@ -229,14 +228,13 @@ class EdgeConnection(BaseProtocol):
     def _refuse(self, kind: str) -> None:
         """A request that is not valid HTTP/1.1, `kind` the parser's name for what is wrong: a JSON 400
         that echoes nothing of it, and the connection closes."""
-        rid = REQUEST_ID.get() or uuid.uuid4().hex
-        REQUEST_ID.set(rid)
+        rid = _own_request_id()
         log.info("refused a malformed request", extra={"client": self.remote, "reason": kind})
         self._send_closing(error_response(400, "bad_request", f"the request is not valid HTTP/1.1 ({kind})", rid))
 
-    def _send_closing(self, answer: Relayed) -> None:
+    def _send_closing(self, answer: WholeAnswer) -> None:
         if self.transport is not None:
-            self.transport.write(answer.encoded(HttpVersion11, keep_alive=False))
+            self.transport.write(answer.closing())
         self.force_close()
 
     # -- flow control and timers
@@ -275,6 +273,13 @@ class EdgeConnection(BaseProtocol):
         if self.header_timer is not None:
             self.header_timer.cancel()
             self.header_timer = None
+
+
+def _own_request_id() -> str:
+    """The id of the request the edge answers itself: the handler's, if it got that far; set for the log."""
+    rid = REQUEST_ID.get() or fresh_request_id()
+    REQUEST_ID.set(rid)
+    return rid
 
 
 def _kind(exc: web.RequestPayloadError) -> str:

@@ -85,9 +85,9 @@ class EdgeHandler:
                 outcome = await self._forward_shadowed(request, decision, facts, generation, head, rid)
         except TimeoutError:  # the body stopped arriving while it was read for a parallel run
             slow = error_response(408, "request_timeout", "the request body stopped arriving", rid)
-            return Outcome(await _send_and_hang_up(request, slow), route=route)
+            return Outcome(_send_and_hang_up(request, slow), route=route)
         if outcome.failure is not None and outcome.failure.kind == "client_body_timeout":
-            await _send_and_hang_up(request, outcome.response)
+            _send_and_hang_up(request, outcome.response)
         return outcome
 
     def _decide(self, request: EdgeRequest, route: Route, path: str,
@@ -178,7 +178,7 @@ class EdgeHandler:
         self.access.write(level, "upstream failed", fields)
 
 
-async def _send_and_hang_up(request: EdgeRequest, response: Relayed) -> Relayed:
+def _send_and_hang_up(request: EdgeRequest, response: Relayed) -> Relayed:
     """Answer, then close at once: the edge would otherwise linger reading the rest of a body that a
     client too slow to send it is not sending."""
     if not response.prepared:

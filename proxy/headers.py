@@ -44,7 +44,18 @@ def request_id(headers: CIMultiDictProxy[str]) -> str:
     given = headers.get("X-Request-Id")
     if given is not None and REQUEST_ID.match(given):
         return given
+    return fresh_request_id()
+
+
+def fresh_request_id() -> str:
+    """A new request id: 32 hex digits."""
     return _PROCESS + hex(next(_SERIAL))[2:]
+
+
+def content_length(headers: CIMultiDictProxy[str]) -> int | None:
+    """Content-Length as a number (the parser that read the headers has checked it is one), or None."""
+    value = headers.get("Content-Length")
+    return int(value) if value is not None else None
 
 
 # Fresh ids: 64 random bits per process, then a counter (from 2**60: always 16 hex digits).

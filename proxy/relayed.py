@@ -88,11 +88,10 @@ class WholeAnswer(Relayed):
         body = self.body if request.method != "HEAD" else b""
         return self._write(request, self._head(request, self._framing()) + body)
 
-    def encoded(self, version: HttpVersion, keep_alive: bool) -> bytes:
-        """The whole answer as bytes, for the edge to send where there is no request to send it to
-        (one its parser refused)."""
-        self.keep_alive = keep_alive
-        return self._status_and_headers(version, keep_alive, self._framing()) + self.body
+    def closing(self) -> bytes:
+        """The whole answer as HTTP/1.1 bytes saying `Connection: close`, for the edge to send where it
+        has no request to answer (one its parser refused) or will not use it (a bug of ours)."""
+        return self._status_and_headers(HttpVersion11, False, self._framing()) + self.body
 
     def _framing(self) -> bytes:
         return b"" if self.length is None else b"Content-Length: %d\r\n" % self.length

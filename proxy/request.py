@@ -9,6 +9,8 @@ from aiohttp.http import RawRequestMessage, StreamWriter
 from aiohttp.streams import EmptyStreamReader, StreamReader
 from multidict import CIMultiDictProxy
 
+from proxy.headers import content_length
+
 
 class Client(Protocol):
     """The connection a request came on, as far as answering it goes (proxy.edge.EdgeConnection)."""
@@ -51,15 +53,10 @@ class EdgeRequest:
         return writer
 
     @property
-    def transport(self) -> asyncio.Transport | None:
-        return self.protocol.transport
-
-    @property
     def keep_alive(self) -> bool:
         """Whether the answer may leave the connection open: the client wants it, and the edge is not closing."""
         return not self.should_close and not self.protocol.closing
 
     @property
     def content_length(self) -> int | None:
-        length = self.headers.get("Content-Length")  # the parser has checked it is one number
-        return None if length is None else int(length)
+        return content_length(self.headers)

@@ -27,7 +27,7 @@ from aiohttp.streams import EMPTY_PAYLOAD
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from proxy.connection import Connection
-from proxy.headers import RawHeaders
+from proxy.headers import RawHeaders, content_length
 from proxy.model import Upstream
 
 IDLE_SECONDS = 15.0  # a pooled connection unused this long is closed rather than reused
@@ -236,8 +236,7 @@ class Exchange:
 
     @property
     def content_length(self) -> int | None:
-        value = self.headers.get("Content-Length")
-        return int(value) if value is not None else None
+        return content_length(self.headers)
 
     async def __aenter__(self) -> Exchange:
         pool = self.pool
