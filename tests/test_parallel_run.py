@@ -199,6 +199,23 @@ async def test_a_quick_served_answer_reaches_the_client_before_the_shadow_is_sen
     assert (status, side, seen_by_new, time.monotonic() - started < 5) == (200, "legacy", [True], True)
 
 
+async def test_a_shadow_waiting_to_leave_when_the_proxy_drains_is_still_sent_and_compared(
+        make_upstream, start_proxy, http, database, monkeypatch):
+    """After the answer, the shadow waits for the proxy to go idle (AFTER_ANSWER); a drain sends it
+    at once rather than dropping it. (Waits longer than the test show the drain is what sent it.)"""
+    monkeypatch.setattr(experiment, "HEAD_START", 60.0)
+    monkeypatch.setattr(experiment, "AFTER_ANSWER", 60.0)
+    legacy, new = await make_upstream("legacy", legacy_items), await make_upstream("new", new_items)
+    proxy = await start_proxy({"legacy": legacy.url, "new": new.url}, items_route(), reports={"database": database})
+    [(status, _, side)] = await get_all(http, proxy.url, ["/items/4"])
+    await asyncio.sleep(0.2)
+    waiting = len(new.seen)
+    await proxy.proxy.stop()
+    [summary] = query.summary([database])
+    assert (status, side, waiting, len(new.seen)) == (200, "legacy", 0, 1)
+    assert (summary.compared, summary.diverged) == (1, 1)
+
+
 async def test_shadows_over_the_bound_are_skipped_not_queued(make_upstream, start_proxy, http, database):
     release = asyncio.Event()
 
