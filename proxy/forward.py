@@ -115,9 +115,12 @@ class Forwarder:
                     if upstream.status >= 500 and hold(upstream.status):
                         return Failure("status", upstream.status,
                                        f"upstream {pool.spec.name} answered {upstream.status}")
-                    response = _whole(upstream, request.method, outgoing.rid, capture)
+                    response = _whole(upstream, request.method, outgoing.rid)
                     if response is not None:
-                        if response.send(request):
+                        paused = response.send(request)
+                        if capture is not None:  # once the answer is out: a parallel run never delays it
+                            _capture(upstream, capture, response.body)
+                        if paused:
                             await request.writer.drain()
                     else:
                         response = _streamed(upstream, outgoing.rid, capture)
@@ -212,7 +215,7 @@ def _code(failure: Failure) -> str:
             "breaker_open": "breaker_open"}.get(failure.kind, f"upstream_{failure.kind}")
 
 
-def _whole(upstream: Exchange, method: str, rid: str, capture: Capture | None) -> WholeAnswer | None:
+def _whole(upstream: Exchange, method: str, rid: str) -> WholeAnswer | None:
     """The answer, when all of it has already arrived (most small answers) or it has no body of its
     own (to a HEAD; 204, 304, which keep the upstream's Content-Length but for a 204): it then
     leaves in one write. None while its body is still coming."""
@@ -224,8 +227,6 @@ def _whole(upstream: Exchange, method: str, rid: str, capture: Capture | None) -
         length = len(body)
     else:
         return None
-    if capture is not None:
-        _capture(upstream, capture, body)
     return WholeAnswer(status, upstream.reason, client_lines(upstream.raw_headers, rid=rid),
                        "Date" in upstream.headers, body, length)
 
