@@ -205,6 +205,8 @@ class Shadow:
         served_side = self.decision.side
         other = Side.NEW if served_side is Side.LEGACY else Side.LEGACY
         assert self.decision.shadow is not None
+        if self.served.done() and isinstance(self.served.result(), str):
+            return self.runs.skip(route, self.served.result())  # nothing to compare with: spare the upstream
         breaker = self.runs.resilience.breaker(self.decision.shadow)
         if not breaker.admit():
             return self.runs.skip(route, "breaker_open")  # evidence already counted; spare the upstream

@@ -13,7 +13,7 @@ from aiohttp import web
 from proxy import experiment
 from proxy.model import Stickiness, ToggleSpec, Verdict
 from reports import query
-from tests.helpers import route
+from tests.helpers import free_port, route
 from toggles.unleash import UnleashToggles
 
 STAMP = itertools.count()
@@ -214,6 +214,21 @@ async def test_a_shadow_waiting_to_leave_when_the_proxy_drains_is_still_sent_and
     [summary] = query.summary([database])
     assert (status, side, waiting, len(new.seen)) == (200, "legacy", 0, 1)
     assert (summary.compared, summary.diverged) == (1, 1)
+
+
+async def test_after_a_fallback_the_shadow_is_not_sent(make_upstream, start_proxy, http, database, monkeypatch):
+    """The new service refused, legacy answered as the fallback: there is no new answer to compare,
+    so legacy is not asked a second time as the shadow; the skip is counted."""
+    monkeypatch.setattr(experiment, "HEAD_START", 60.0)  # the shadow leaves only after the answer
+    legacy = await make_upstream("legacy", legacy_items)
+    proxy = await start_proxy({"legacy": legacy.url, "new": f"http://127.0.0.1:{free_port()}"},
+                              items_route(serve="new", fallback="legacy"), reports={"database": database})
+    [(status, _, side)] = await get_all(http, proxy.url, ["/items/1"])
+    deadline = time.monotonic() + 10
+    while skipped(proxy, "fallback") < 1 and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+    await proxy.proxy.stop()
+    assert (status, side, skipped(proxy, "fallback"), len(legacy.seen)) == (200, "legacy", 1, 1)
 
 
 async def test_shadows_over_the_bound_are_skipped_not_queued(make_upstream, start_proxy, http, database):
