@@ -46,6 +46,7 @@ PACE = "function delay()\n  return math.floor(-10 * math.log(1 - math.random()))
 TARGETS = (("direct to the nginx upstream", "upstream"), ("nginx as proxy, 1 worker", "nginx"),
            ("naive aiohttp proxy (uvloop)", "naive"), ("strangler, 1 process", "strangler"),
            ("strangler, 1 process, parallel run on all", "parallel"))
+LIGHT_ROUNDS = 9  # one round's ratio of a parallel run on to off moves by a quarter here
 LIGHT = (TARGETS[0], *TARGETS[3:])  # the ratios need direct, and strangler with and without a parallel run
 BIG = [("strangler, 1 process, 200 KiB", "strangler", "/big"),
        ("  parallel run on all, identical (nothing compared)", "parallel", "/same"),
@@ -140,9 +141,8 @@ class Bench:
 
     def light(self) -> list[Run]:
         print("\nlight load: wrk -t1 -c4, a random pause (10 ms on average) between a connection's "
-              "requests; 9 rounds, median\n" + HEADER, flush=True)
-        # 9 rounds: one round's ratio of a parallel run on to off moves by a quarter here
-        return self.interleaved([(name, target, "/api/items/1") for name, target in LIGHT], rounds=9)
+              f"requests; {LIGHT_ROUNDS} rounds, median\n" + HEADER, flush=True)
+        return self.interleaved([(name, target, "/api/items/1") for name, target in LIGHT], rounds=LIGHT_ROUNDS)
 
     def burst(self) -> list[Run | dict[str, float]]:
         """200 KiB JSON answers: a comparison takes milliseconds, and far more come in than the worker

@@ -302,7 +302,8 @@ async def _linger(payload: StreamReader) -> bool:
 class EdgeServer(web.Server):
     """The connections' manager, as aiohttp's runners expect one: they stop it with pre_shutdown and shutdown."""
 
-    def __init__(self, handler: Handler | Any, *, keepalive_timeout: float = 75.0, header_timeout: float = 10.0) -> None:
+    def __init__(self, handler: Handler | Any, *, keepalive_timeout: float = 75.0,
+                 header_timeout: float = 10.0) -> None:
         super().__init__(handler)
         self.handler = handler
         self.keepalive_timeout, self.header_timeout = keepalive_timeout, header_timeout

@@ -50,9 +50,9 @@ HEAD_START = 0.001
 # Once the client has its answer, the shadow waits this long: the proxy goes idle first, and whoever
 # the answer woke runs before the shadow's work. Sent at once, that work (a task, a request written)
 # ran while the answer's reader waited for a core: on one machine, the client's p50 rose by a fifth
-# to two fifths, and every percentile with it. Two milliseconds, as uvloop's timers count whole milliseconds
-# of a clock read once per loop turn: one might already be over at the next turn, with no sleep.
-# Shadows due by then leave together, on one timer.
+# to two fifths, and every percentile with it. Two milliseconds, as uvloop's timers count whole
+# milliseconds of a clock read once per loop turn: one might already be over at the next turn, with
+# no sleep. Shadows due by then leave together, on one timer.
 AFTER_ANSWER = 0.002
 MATCHED = Comparison(())
 

@@ -45,6 +45,14 @@ def skipped(proxy, reason: str, name: str = "items") -> float:
     return value or 0.0
 
 
+async def skips(proxy, reason: str, expected: int = 1, timeout: float = 10) -> None:
+    """Wait until `expected` shadows have been skipped for `reason`."""
+    deadline = time.monotonic() + timeout
+    while skipped(proxy, reason) < expected:
+        assert time.monotonic() < deadline, f"only {skipped(proxy, reason)} of {expected} skipped ({reason})"
+        await asyncio.sleep(0.02)
+
+
 async def settle(proxy, expected: int, name: str = "items", timeout: float = 20) -> None:
     """Wait until `expected` comparisons are done, then until the store has written them."""
     deadline = time.monotonic() + timeout
@@ -224,9 +232,7 @@ async def test_after_a_fallback_the_shadow_is_not_sent(make_upstream, start_prox
     proxy = await start_proxy({"legacy": legacy.url, "new": f"http://127.0.0.1:{free_port()}"},
                               items_route(serve="new", fallback="legacy"), reports={"database": database})
     [(status, _, side)] = await get_all(http, proxy.url, ["/items/1"])
-    deadline = time.monotonic() + 10
-    while skipped(proxy, "fallback") < 1 and time.monotonic() < deadline:
-        await asyncio.sleep(0.02)
+    await skips(proxy, "fallback")
     await proxy.proxy.stop()
     assert (status, side, skipped(proxy, "fallback"), len(legacy.seen)) == (200, "legacy", 1, 1)
 
@@ -255,10 +261,7 @@ async def test_bodies_over_the_cap_are_served_whole_but_not_compared(make_upstre
                               items_route(parallel_run={"max_body": 1000}), reports={"database": database})
     async with http.get(proxy.url + "/items/1") as response:
         assert await response.read() == b"x" * 5000
-    deadline = time.monotonic() + 5
-    while skipped(proxy, "body_too_large") < 1:
-        assert time.monotonic() < deadline
-        await asyncio.sleep(0.02)
+    await skips(proxy, "body_too_large", timeout=5)
     assert compared(proxy) == 0
 
 
