@@ -40,6 +40,7 @@ from toggles.base import Toggles
 from toggles.unleash import UnleashToggles
 
 log = logging.getLogger("strangler")
+YOUNG_OBJECTS = 10_000  # new objects between two young-generation collections (see serve)
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,6 +242,11 @@ async def serve(options: Options, config: Config,
     # collector's sight, a full collection scans only what requests made, in a millisecond rather
     # than 50 (a p99 of 40 ms under load, before).
     gc.freeze()
+    # A request leaves few objects in cycles, and a young collection scans what is alive then, not
+    # what was made: collecting after every 700 new objects (the default) spent nearly 2% of a
+    # request's instructions (callgrind) on scans that found nothing. Every YOUNG_OBJECTS, it no
+    # longer shows in the count.
+    gc.set_threshold(YOUNG_OBJECTS, *gc.get_threshold()[1:])
     if on_ready is not None:
         on_ready(proxy)
     reloads: set[asyncio.Task[bool]] = set()
