@@ -38,7 +38,7 @@ from aiohttp.http_parser import HttpRequestParser
 from aiohttp.streams import EMPTY_PAYLOAD, StreamReader
 from aiohttp.tcp_helpers import tcp_keepalive
 
-from proxy.headers import fresh_request_id
+from proxy.headers import Repeated, fresh_request_id
 from proxy.logs import REQUEST_ID
 from proxy.relayed import Relayed, WholeAnswer
 from proxy.request import EdgeRequest
@@ -68,6 +68,7 @@ class EdgeConnection(BaseProtocol):
         self.waiting: asyncio.Future[None] | None = None  # set while `serving` waits for a request
         self.current: EdgeRequest | None = None
         self.remote: str | None = None
+        self.last_head = Repeated()  # the upstream head made for this connection's last request
         self.closing = False  # no request after the one being answered
         self.parsing = True  # False after a parse error or a request to switch protocols
         self.idle_since = 0.0

@@ -227,16 +227,16 @@ def _whole(upstream: Exchange, method: str, rid: str) -> WholeAnswer | None:
         length = len(body)
     else:
         return None
-    return WholeAnswer(status, upstream.reason, client_lines(upstream.raw_headers, rid=rid),
-                       "Date" in upstream.headers, body, length)
+    lines = client_lines(upstream.raw_headers, rid=rid, last=upstream.pool.last_answer)
+    return WholeAnswer(status, upstream.reason, lines, "Date" in upstream.headers, body, length)
 
 
 def _streamed(upstream: Exchange, rid: str, capture: Capture | None) -> StreamedAnswer:
     """An answer still arriving: its head goes now, its body as it comes."""
     if capture is not None:
         _capture(upstream, capture, b"")
-    return StreamedAnswer(upstream.status, upstream.reason, client_lines(upstream.raw_headers, rid=rid),
-                          "Date" in upstream.headers)
+    lines = client_lines(upstream.raw_headers, rid=rid, last=upstream.pool.last_answer)
+    return StreamedAnswer(upstream.status, upstream.reason, lines, "Date" in upstream.headers)
 
 
 def _capture(upstream: Exchange, capture: Capture, body: bytes) -> None:

@@ -74,7 +74,8 @@ class EdgeHandler:
         if route is None:
             return Outcome(error_response(404, "no_route", f"no route matches {method} {path}", rid))
         decision, facts = self._decide(request, route, path, generation)
-        head = upstream_head(request.raw_headers, peer=request.remote, proto=request.scheme, rid=rid)
+        head = upstream_head(request.raw_headers, peer=request.remote, proto=request.scheme, rid=rid,
+                             last=request.protocol.last_head)
         try:
             if decision.shadow is None:  # most requests: no body, and then not even a coroutine to learn it
                 body = await streamed(request, generation.config.server.body_timeout) if request.body_exists \

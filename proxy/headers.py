@@ -17,7 +17,7 @@ from __future__ import annotations
 import itertools
 import os
 import re
-from typing import NamedTuple
+from typing import Any, Callable, NamedTuple
 
 from multidict import CIMultiDictProxy
 
@@ -64,10 +64,35 @@ _PROCESS = os.urandom(8).hex()
 _SERIAL = itertools.count(1 << 60)
 
 
-def upstream_head(raw: RawHeaders, *, peer: str | None, proto: str, rid: str) -> bytes:
+class Repeated:
+    """The header block last made from one peer's lines, and those lines. A keep-alive client sends the
+    same headers request after request, an upstream the same answer headers (Date aside, which moves
+    once a second): the block is made again only when the lines change. One entry: nothing to bound."""
+
+    __slots__ = ("raw", "block")
+
+    def __init__(self) -> None:
+        self.raw: RawHeaders | None = None
+        self.block = b""
+
+    def made(self, raw: RawHeaders, make: Callable[..., bytes], *more: Any) -> bytes:
+        """The block `make(raw, *more)` makes (`more` the same for every call on this peer)."""
+        if raw != self.raw:
+            self.block, self.raw = make(raw, *more), raw
+        return self.block
+
+
+def upstream_head(raw: RawHeaders, *, peer: str | None, proto: str, rid: str,
+                  last: Repeated | None = None) -> bytes:
     """The header lines an upstream is sent for this client request, each ending in CRLF: Host first
     (when the client sent none, an HTTP/1.0 client, the exchange names the upstream), the client's
-    other headers, then the proxy's. The request line and the framing are the exchange's."""
+    other headers, then the proxy's. The request line and the framing are the exchange's. `last`: the
+    block made for the connection's previous request (peer and proto are the connection's)."""
+    block = _request_block(raw, peer, proto) if last is None else last.made(raw, _request_block, peer, proto)
+    return block + b"X-Request-Id: " + rid.encode() + b"\r\n"
+
+
+def _request_block(raw: RawHeaders, peer: str | None, proto: str) -> bytes:
     lines, aside = _crossing(raw, _REQUESTS)
     host = aside.get(b"host") if aside else None
     forwarded = aside.get(b"x-forwarded-for", []) if aside else []
@@ -78,15 +103,21 @@ def upstream_head(raw: RawHeaders, *, peer: str | None, proto: str, rid: str) ->
     if host:
         lines.insert(0, b"Host: " + host[0])
         lines.append(b"X-Forwarded-Host: " + host[0])
-    lines += (b"X-Forwarded-Proto: " + proto.encode(), _via(aside), b"X-Request-Id: " + rid.encode(), b"")
+    lines += (b"X-Forwarded-Proto: " + proto.encode(), _via(aside), b"")
     return b"\r\n".join(lines)
 
 
-def client_lines(raw: RawHeaders, *, rid: str) -> bytes:
+def client_lines(raw: RawHeaders, *, rid: str, last: Repeated | None = None) -> bytes:
     """The header lines the client is sent with an upstream's answer (duplicates kept), each ending
-    in CRLF; the status line and framing are the answer's."""
+    in CRLF; the status line and framing are the answer's. `last`: the block made for the upstream's
+    previous answer."""
+    block = _answer_block(raw) if last is None else last.made(raw, _answer_block)
+    return block + b"X-Request-Id: " + rid.encode() + b"\r\n"
+
+
+def _answer_block(raw: RawHeaders) -> bytes:
     lines, aside = _crossing(raw, _ANSWERS)
-    lines += (_via(aside), b"X-Request-Id: " + rid.encode(), b"")
+    lines += (_via(aside), b"")
     return b"\r\n".join(lines)
 
 

@@ -9,7 +9,7 @@ from aiohttp.http import RawRequestMessage, StreamWriter
 from aiohttp.streams import EmptyStreamReader, StreamReader
 from multidict import CIMultiDictProxy
 
-from proxy.headers import content_length
+from proxy.headers import Repeated, content_length
 
 
 class Client(Protocol):
@@ -19,6 +19,7 @@ class Client(Protocol):
     loop: asyncio.AbstractEventLoop
     remote: str | None
     closing: bool
+    last_head: Repeated
 
     @property
     def writing_paused(self) -> bool: ...

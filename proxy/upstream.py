@@ -27,7 +27,7 @@ from aiohttp.streams import EMPTY_PAYLOAD
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from proxy.connection import Connection
-from proxy.headers import RawHeaders, content_length
+from proxy.headers import RawHeaders, Repeated, content_length
 from proxy.model import Upstream
 
 IDLE_SECONDS = 15.0  # a pooled connection unused this long is closed rather than reused
@@ -65,6 +65,7 @@ class UpstreamPool:
         self.host, self.port = parts.hostname or "", parts.port or 80
         self.tls = ssl.create_default_context() if parts.scheme == "https" else None
         self.host_line = b"Host: %s\r\n" % parts.netloc.encode()  # when the client sent none
+        self.last_answer = Repeated()  # the client's header lines made from this upstream's last answer
         self.capacity = spec.max_connections + spec.max_pending  # in flight, waiting included
         self.in_flight = 0
         self.open = 0  # connections open or opening (the limit counts these)

@@ -2,6 +2,7 @@
 
 import asyncio
 import gzip
+import re
 
 import aiohttp
 from aiohttp import web
@@ -62,6 +63,35 @@ async def test_request_id_is_generated_or_kept_and_travels_both_ways(make_upstre
         generated = response.headers["X-Request-Id"]
     assert [s.header("X-Request-Id") for s in legacy.seen] == ["req-42", generated]
     assert len(generated) == 32
+
+
+async def test_each_request_on_a_connection_carries_its_own_headers(make_upstream, start_proxy):
+    """The head made for a connection's previous request is reused only for the same lines."""
+    legacy = await make_upstream()
+    proxy = await start_proxy({"legacy": legacy.url}, [route("all")])
+    reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+    for value in ("one", "one", "two", "one"):
+        writer.write(b"GET / HTTP/1.1\r\nHost: h\r\nX-Pick: %s\r\n\r\n" % value.encode())
+        head = await reader.readuntil(b"\r\n\r\n")
+        await reader.readexactly(int(re.search(rb"Content-Length: (\d+)", head)[1]))
+    writer.close()
+    assert [s.header("X-Pick") for s in legacy.seen] == ["one", "one", "two", "one"]
+    assert len({s.header("X-Request-Id") for s in legacy.seen}) == 4
+
+
+async def test_each_answer_carries_its_own_headers(make_upstream, start_proxy, http):
+    """The client lines made from an upstream's previous answer are reused only for the same lines."""
+    async def numbered(request: web.BaseRequest) -> web.StreamResponse:
+        return web.Response(text="ok", headers={"X-Turn": request.query["turn"]})
+    legacy = await make_upstream(handler=numbered)
+    proxy = await start_proxy({"legacy": legacy.url}, [route("all")])
+    turns, ids = [], set()
+    for turn in ("1", "1", "2", "1"):
+        async with http.get(proxy.url + "/", params={"turn": turn}) as response:
+            turns.append(response.headers["X-Turn"])
+            ids.add(response.headers["X-Request-Id"])
+    assert turns == ["1", "1", "2", "1"]
+    assert len(ids) == 4
 
 
 async def test_forwarded_for_is_appended_to_a_spoofed_value(make_upstream, start_proxy, http):
