@@ -7,9 +7,11 @@ The upstream gets the client's headers plus X-Forwarded-*, Via and X-Request-Id.
 
 Both directions start from the header lines as aiohttp's parser kept them (bytes, as they
 arrived) and end as the block to send: values cross byte for byte, never decoded and
-encoded again, and the parser has already refused CR, LF and NUL in them. This runs twice
-for every request, so it is one plain loop over the lines, and the names to take aside
-are found by one set lookup each.
+encoded again, and the parser has already refused CR, LF and NUL in them. This is on
+every request's path both ways, so it is one plain loop over the lines, and the names to
+take aside are found by one set lookup each; and lines that repeat what the same peer sent
+last (a keep-alive client's headers, an upstream's answer headers) reuse the block made
+then (`Repeated`), the request id added.
 """
 
 from __future__ import annotations
