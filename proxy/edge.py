@@ -13,8 +13,8 @@ a proxy needs is done here:
   before the next request is read; the connection closes when it does not arrive;
 - a request the parser refuses, or whose body breaks its framing, gets the proxy's JSON 400
   (echoing nothing) and the connection closes; a request asking to switch protocols is
-  answered, and then the
-  connection closes (nothing here switches: what follows is not HTTP this server reads);
+  answered, and then the connection closes (nothing here switches: what follows is not
+  HTTP this server reads);
 - a client that goes away cancels the handler of its request;
 - request bodies pass as sent (no decompression: `Content-Encoding` is the upstream's business);
 - on shutdown, idle connections close, and a request in flight has `drain_timeout` to finish
