@@ -29,7 +29,8 @@ from proxy.model import (CompareSpec, Comparison, Decision, Difference, Divergen
 from proxy.paths import covers, generalize
 from proxy.resilience import Resilience
 from proxy.toggling import sticky_value
-from proxy.upstream import UPSTREAM_ERRORS, UpstreamPool
+from proxy.request import EdgeRequest
+from proxy.upstream import EMPTY_HEADERS, UPSTREAM_ERRORS, UpstreamPool
 from reports.base import DivergenceSink
 from toggles.base import Toggles
 
@@ -58,18 +59,21 @@ MATCHED = Comparison(())
 
 
 class Capture:
-    """The served answer as it streams past: status and headers, and the body up to `limit`."""
+    """The served answer as it streams past: status and headers, the body up to `limit`, and how long it
+    took. Only references are kept here, on the client's path; the Observation is made in the shadow's
+    task, after the client has its answer."""
 
-    __slots__ = ("limit", "started", "status", "headers", "chunks", "size", "overflow", "error")
+    __slots__ = ("limit", "started", "status", "headers", "chunks", "size", "overflow", "error", "seconds")
 
     def __init__(self, limit: int) -> None:
         self.limit, self.started = limit, time.monotonic()
         self.status: int | None = None
-        self.headers: tuple[tuple[str, str], ...] = ()
+        self.headers: Mapping[str, str] = EMPTY_HEADERS  # the upstream's, as aiohttp's parser made them
         self.chunks: list[bytes] = []
         self.size = 0
         self.overflow = False
         self.error: str | None = None
+        self.seconds = 0.0
 
     def add(self, chunk: bytes) -> None:
         if self.overflow:
@@ -82,7 +86,7 @@ class Capture:
 
     def observation(self, side: Side) -> Observation:
         body = None if self.overflow else b"".join(self.chunks)
-        return Observation(side, self.status, self.headers, body, time.monotonic() - self.started, self.error)
+        return Observation(side, self.status, tuple(self.headers.items()), body, self.seconds, self.error)
 
 
 class Experiments:
@@ -109,22 +113,22 @@ class Experiments:
             return True
         if toggle is None:
             return random.random() < run.sample
-        assert facts is not None, "a shadowed request's facts are always gathered"
+        assert facts is not None, "the facts are gathered for a sample below 1"
         sticky = decision.toggle.sticky if decision.toggle else sticky_value(toggle.stickiness, facts)
         if sticky is None:
             return random.random() < run.sample
         return toggles.bucket(toggle.name, sticky) <= run.sample * 100
 
-    def begin(self, decision: Decision, record: RequestRecord, head: bytes, body: bytes | None,
+    def begin(self, decision: Decision, request: EdgeRequest, rid: str, head: bytes, body: bytes | None,
               pools: Mapping[str, UpstreamPool]) -> Shadow | None:
         """The shadow of this request, sent after the served side's head start. The served side fills
-        `shadow.capture` and then calls `shadow.deliver()` with its answer, or with why there is none
-        to compare (client_gone, fallback)."""
+        `shadow.capture` and then calls `shadow.deliver()`, with why there is nothing to compare when
+        that is so (client_gone, fallback). Little happens here, on the client's path: the shadow's
+        own objects (its request record, both observations) are made in its task."""
         route = decision.route
         if self.in_flight.get(route.name, 0) >= route.parallel_run.max_in_flight:
             return self.skip(route, "busy")
-        capture = Capture(route.parallel_run.max_body)
-        shadow = Shadow(self, decision, record, head + SHADOW_MARK, body, capture, pools)
+        shadow = Shadow(self, decision, request, rid, head, body, Capture(route.parallel_run.max_body), pools)
         self.in_flight[route.name] = self.in_flight.get(route.name, 0) + 1
         shadow.head_start = asyncio.get_running_loop().call_later(HEAD_START, shadow.go)
         return shadow
@@ -163,15 +167,24 @@ class Experiments:
 class Shadow:
     """One request's parallel run: waiting for its head start, then sent, compared and recorded."""
 
-    __slots__ = ("runs", "decision", "record", "head", "body", "capture", "pools", "served", "head_start", "gone")
+    __slots__ = ("runs", "decision", "request", "rid", "at", "head", "body", "capture", "pools", "head_start",
+                 "gone", "delivered", "why_not", "waiting")
 
-    def __init__(self, runs: Experiments, decision: Decision, record: RequestRecord, head: bytes,
+    def __init__(self, runs: Experiments, decision: Decision, request: EdgeRequest, rid: str, head: bytes,
                  body: bytes | None, capture: Capture, pools: Mapping[str, UpstreamPool]) -> None:
-        self.runs, self.decision, self.record, self.head, self.body = runs, decision, record, head, body
-        self.capture, self.pools = capture, pools
-        self.served: asyncio.Future[Observation | str] = asyncio.get_running_loop().create_future()
+        self.runs, self.decision, self.request, self.rid, self.at = runs, decision, request, rid, time.time()
+        self.head, self.body, self.capture, self.pools = head, body, capture, pools
         self.head_start: asyncio.TimerHandle | None = None
-        self.gone = False
+        self.gone = False  # sent
+        self.delivered = False  # the served side is done: its answer is in `capture`, unless `why_not`
+        self.why_not: str | None = None
+        self.waiting: asyncio.Future[None] | None = None  # made only when the shadow is back first
+
+    def record(self) -> RequestRecord:
+        """The request, as the report shows it."""
+        request = self.request
+        return RequestRecord(self.rid, request.method, request.raw_path, tuple(request.headers.items()), self.body,
+                             self.at)
 
     def go(self) -> None:
         """The served side has had its head start: send the shadow (once)."""
@@ -179,14 +192,26 @@ class Shadow:
             self.gone = True
             self.runs.start(self)
 
-    def deliver(self, observation: Observation | str) -> None:
-        """The served side's answer, or why there is none to compare (client_gone, fallback)."""
-        if not self.served.done():
-            self.served.set_result(observation)
+    def deliver(self, why_not: str | None = None) -> None:
+        """The served side is done: its answer is in `capture`, or `why_not` says why there is none to
+        compare (client_gone, fallback)."""
+        if self.delivered:
+            return
+        self.delivered, self.why_not = True, why_not
+        self.capture.seconds = time.monotonic() - self.capture.started
+        if self.waiting is not None:
+            self.waiting.set_result(None)
         if self.head_start is not None:
             self.head_start.cancel()
         if not self.gone:
             self.runs.after_answer(self)
+
+    async def served(self) -> Observation | str:
+        """The served side's answer, or why there is none to compare, once the served side is done."""
+        if not self.delivered:
+            self.waiting = asyncio.get_running_loop().create_future()
+            await self.waiting
+        return self.why_not or self.capture.observation(self.decision.side)
 
     async def run(self) -> None:
         route = self.decision.route
@@ -197,7 +222,7 @@ class Shadow:
         except Exception:  # a bug here must never reach a client: count it and say it once
             self.runs.skip(route, "internal_error")
             log.exception("the parallel run of a request failed", extra={"route": route.name,
-                                                                          "request_id": self.record.request_id})
+                                                                          "request_id": self.rid})
         finally:
             self.runs.in_flight[route.name] -= 1
 
@@ -205,12 +230,12 @@ class Shadow:
         served_side = self.decision.side
         other = Side.NEW if served_side is Side.LEGACY else Side.LEGACY
         assert self.decision.shadow is not None
-        if self.served.done() and isinstance(self.served.result(), str):
-            return self.runs.skip(route, self.served.result())  # nothing to compare with: spare the upstream
+        if self.why_not is not None:
+            return self.runs.skip(route, self.why_not)  # nothing to compare with: spare the upstream
         breaker = self.runs.resilience.breaker(self.decision.shadow)
         if not breaker.admit():
             return self.runs.skip(route, "breaker_open")  # evidence already counted; spare the upstream
-        probing = route.compare.noise_probe > 0 and self.record.method in SAFE and \
+        probing = route.compare.noise_probe > 0 and self.request.method in SAFE and \
             random.random() < route.compare.noise_probe
         shadow_call = self._call(self.decision.shadow.name, other)
         if probing:
@@ -221,7 +246,7 @@ class Shadow:
         self.runs.shadow_seconds[route.name,].observe(shadow.seconds)
         if route.rollout_plan is not None:
             self.runs.evidence.answered(route.name, other, shadow.status, shadow.error, shadow.seconds)
-        served = await self.served
+        served = await self.served()
         if isinstance(served, str):
             return self.runs.skip(route, served)
         if (served.body is None and served.error is None) or (shadow.body is None and shadow.error is None):
@@ -237,7 +262,8 @@ class Shadow:
         started = time.monotonic()
         try:
             with Deadline(run.timeout):
-                async with pool.request(self.record.method, self.record.target, self.head, self.body) as response:
+                async with pool.request(self.request.method, self.request.raw_path, self.head + SHADOW_MARK,
+                                        self.body) as response:
                     body = await _read_capped(response, run.max_body)
                     headers = tuple(response.headers.items())
             return Observation(side, response.status, headers, body, time.monotonic() - started)
@@ -252,7 +278,7 @@ class Shadow:
             return
         paths = sorted({generalize(d.path) for d in comparison.differences})
         self.runs.noise.setdefault(route.name, set()).update(paths)
-        self.runs.sink.learn_noise(route.name, paths, self.record.at)
+        self.runs.sink.learn_noise(route.name, paths, self.at)
 
     async def _compare(self, route: Route, legacy: Observation, new: Observation) -> None:
         comparison = await self._compared(route, legacy, new, route.compare)
@@ -260,12 +286,12 @@ class Shadow:
             return
         noise, real = _noise_and_real(comparison.differences, self.runs.noise.get(route.name, ()))
         self.runs.comparisons[route.name, "diverged" if real else "matched"].inc()
-        self.runs.sink.count(route.name, bool(real), self.record.at)
+        self.runs.sink.count(route.name, bool(real), self.at)
         found = signature(route.name, real) if real else ""
         if route.rollout_plan is not None:
             self.runs.evidence.compared(route.name, found)
         if real:
-            self.runs.sink.record(Divergence(route.name, self.record, self.decision.side, legacy, new, real, noise,
+            self.runs.sink.record(Divergence(route.name, self.record(), self.decision.side, legacy, new, real, noise,
                                              found))
 
     async def _compared(self, route: Route, legacy: Observation, new: Observation,
@@ -286,12 +312,22 @@ class Shadow:
 
 
 def _identical(legacy: Observation, new: Observation, spec: CompareSpec) -> bool:
-    """The same status, compared headers and bytes: nothing to compare (the common case, when the
-    new service is right)."""
+    """The same status, bytes and compared header lines: nothing to compare (the common case, when the
+    new service is right). Lines that differ only in order are left to the comparator to judge."""
     if legacy.error or new.error or legacy.status != new.status or legacy.body != new.body:
         return False
     names = ("content-encoding", *spec.headers)
-    return all(legacy.header(name) == new.header(name) for name in names)
+    return _lines(legacy, names) == _lines(new, names)
+
+
+def _lines(observation: Observation, names: tuple[str, ...]) -> list[tuple[str, str]]:
+    """The observation's header lines of these (lower-case) names, in order. (A loop: a comprehension
+    with the lowered name bound in it took twice as long.)"""
+    lines = []
+    for name, value in observation.headers:
+        if name.lower() in names:
+            lines.append((name.lower(), value))
+    return lines
 
 
 def signature(route: str, differences: tuple[Difference, ...]) -> str:

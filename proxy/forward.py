@@ -240,7 +240,7 @@ def _streamed(upstream: Exchange, rid: str, capture: Capture | None) -> Streamed
 
 
 def _capture(upstream: Exchange, capture: Capture, body: bytes) -> None:
-    capture.status, capture.headers = upstream.status, tuple(upstream.headers.items())
+    capture.status, capture.headers = upstream.status, upstream.headers
     if body:
         capture.add(body)
 

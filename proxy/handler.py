@@ -9,15 +9,15 @@ from typing import Any, Callable
 
 from aiohttp.http import HttpVersion10, HttpVersion11
 
-from proxy.body import NO_BODY, RequestBody, read_up_to, streamed
+from proxy.body import NO_BODY, read_up_to, streamed
 from proxy.evidence import Evidence
-from proxy.experiment import Experiments, Shadow
+from proxy.experiment import Experiments
 from proxy.forward import Forwarder, Outcome
 from proxy.headers import request_id, upstream_head
 from proxy.live import Generation, LiveConfig
 from proxy.logs import REQUEST_ID, AccessLog
 from proxy.metrics import Metrics
-from proxy.model import Decision, RequestFacts, RequestRecord, Route, Side
+from proxy.model import Decision, RequestFacts, Route, Side
 from proxy.relayed import Relayed
 from proxy.request import EdgeRequest
 from proxy.responses import error_response
@@ -95,8 +95,8 @@ class EdgeHandler:
                 generation: Generation) -> tuple[Decision, RequestFacts | None]:
         """Who serves this request, and the facts a toggle looks at: gathered only when one has a say."""
         decision = generation.fixed.get(route, request.method)
-        if decision is not None and decision.shadow is None:
-            return decision, None
+        if decision is not None and (decision.shadow is None or decision.route.parallel_run.sample >= 1):
+            return decision, None  # nobody looks at the facts
         facts = RequestFacts(request.method, path, request.headers, request.remote)
         if decision is not None:  # the run's sample may hash a toggle's sticky value
             return decision, facts
@@ -112,9 +112,10 @@ class EdgeHandler:
         idle = generation.config.server.body_timeout
         shadow = None
         if self.experiments.sampled(decision, facts, generation.toggles):
-            body, whole = await read_up_to(request, decision.route.parallel_run.max_body, idle)
+            body, whole = await read_up_to(request, decision.route.parallel_run.max_body, idle) \
+                if request.body_exists else (NO_BODY, True)
             if whole:
-                shadow = self._shadow(request, decision, head, rid, body, generation)
+                shadow = self.experiments.begin(decision, request, rid, head, body.data, generation.shadow_pools)
             else:
                 self.experiments.skip(decision.route, "request_too_large")
         else:
@@ -127,14 +128,8 @@ class EdgeHandler:
                 shadow.deliver("client_gone")  # no answer to compare: the client left, or worse
             raise
         if shadow is not None:  # after a fallback the served answer is not the side decided on
-            shadow.deliver("fallback" if outcome.fell_back else shadow.capture.observation(decision.side))
+            shadow.deliver("fallback" if outcome.fell_back else None)
         return outcome
-
-    def _shadow(self, request: EdgeRequest, decision: Decision, head: bytes,
-                rid: str, body: RequestBody, generation: Generation) -> Shadow | None:
-        record = RequestRecord(rid, request.method, request.raw_path, tuple(request.headers.items()), body.data,
-                               time.time())
-        return self.experiments.begin(decision, record, head, body.data, generation.shadow_pools)
 
     def _evidence(self, outcome: Outcome, route: str, status: int, elapsed: float) -> None:
         """A plan route's answer, for its gates: a fallback is the new side failing, then legacy answering."""
