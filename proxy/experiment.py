@@ -23,7 +23,7 @@ from typing import Any, Awaitable, Callable, Collection, Mapping
 from comparators.base import Comparator
 from proxy.deadline import Deadline
 from proxy.evidence import Evidence
-from proxy.metrics import Children, Metrics
+from proxy.metrics import Metrics
 from proxy.model import (CompareSpec, Comparison, Decision, Difference, Divergence, Observation, RequestFacts,
                          RequestRecord, Route, Side)
 from proxy.paths import covers, generalize
@@ -103,7 +103,6 @@ class Experiments:
         self.noise: dict[str, set[str]] = {}  # route -> paths learned as noise
         self._tasks: set[asyncio.Task[None]] = set()
         self._due: list[Shadow] = []  # answered, waiting for AFTER_ANSWER
-        self.shadow_seconds, self.comparisons = Children(metrics.shadow_seconds), Children(metrics.comparisons)
 
     def sampled(self, decision: Decision, facts: RequestFacts | None, toggles: Toggles) -> bool:
         """Whether this request is in the run's sample: by the toggle's own hash when the route has a
@@ -243,7 +242,7 @@ class Shadow:
         else:
             shadow, probe = await shadow_call, None
         breaker.record(None if shadow.error == "busy" else shadow.error is None and shadow.status < 500)
-        self.runs.shadow_seconds[route.name,].observe(shadow.seconds)
+        self.runs.metrics.tally.shadow(route.name, shadow.seconds)
         if route.rollout_plan is not None:
             self.runs.evidence.answered(route.name, other, shadow.status, shadow.error, shadow.seconds)
         served = await self.served()
@@ -285,7 +284,7 @@ class Shadow:
         if comparison is None:
             return
         noise, real = _noise_and_real(comparison.differences, self.runs.noise.get(route.name, ()))
-        self.runs.comparisons[route.name, "diverged" if real else "matched"].inc()
+        self.runs.metrics.tally.comparison(route.name, "diverged" if real else "matched")
         self.runs.sink.count(route.name, bool(real), self.at)
         found = signature(route.name, real) if real else ""
         if route.rollout_plan is not None:

@@ -1,7 +1,8 @@
 """The proxy's Prometheus metrics, in a registry of their own so several proxies can share a process.
 
-The two that every request updates (requests answered, and their latency) are tallied in
-plain Python and turned into Prometheus families when scraped (`RequestTally`):
+The ones that every request and every comparison update (requests answered and their latency,
+comparisons and the shadow exchanges' time) are tallied in plain Python and turned into
+Prometheus families when scraped (`Tally`):
 prometheus-client's own Counter and Histogram take a lock per update and walk the buckets
 in Python, which cost more than routing a request. Under `--workers` each worker writes
 its tally to the shared metrics folder every second and the supervisor adds them up
@@ -16,7 +17,7 @@ from bisect import bisect_left
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, disable_created_metrics, generate_latest
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
@@ -30,19 +31,6 @@ BREAKER_STATES = {"closed": 0, "half_open": 1, "open": 2}
 LATENCY_BUCKETS = (.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60)
 
 
-class Children(dict[tuple[str, ...], Any]):
-    """One metric's children by their label values, each made once: `labels()` checks its arguments
-    and takes a lock on every call, which costs more than the `inc()` that follows it."""
-
-    def __init__(self, metric: Any) -> None:
-        super().__init__()
-        self.metric = metric
-
-    def __missing__(self, values: tuple[str, ...]) -> Any:
-        child = self[values] = self.metric.labels(*values)
-        return child
-
-
 class Metrics:
     """Every metric the proxy exports; `render()` is the /metrics body."""
 
@@ -51,7 +39,7 @@ class Metrics:
         # a gauge rather than an Info: Info does not work across worker processes
         Gauge("strangler_build_info", "Version of this proxy.", ["version", "python"], registry=r,
               multiprocess_mode="max").labels(version, platform.python_version()).set(1)
-        self.tally = RequestTally()
+        self.tally = Tally()
         r.register(self.tally)
         self.rejected = Counter(
             "strangler_rejected_requests", "Requests refused before routing (bad target, version...).",
@@ -69,16 +57,10 @@ class Metrics:
             "strangler_toggle_verdicts", "Toggle evaluations by verdict: on, off, and the ones that fell back "
             "to legacy for want of an answer (unknown, not_synced, error).",
             ["route", "toggle", "verdict"], registry=r)
-        self.comparisons = Counter(
-            "strangler_comparisons", "Parallel-run comparisons, by route and result (matched, diverged).",
-            ["route", "result"], registry=r)
         self.shadows_skipped = Counter(
             "strangler_shadows_skipped", "Eligible requests not compared, by reason: busy (too many in flight), "
             "request_too_large, body_too_large, compare_busy, client_gone, fallback, breaker_open, internal_error.",
             ["route", "reason"], registry=r)
-        self.shadow_seconds = Histogram(
-            "strangler_shadow_duration_seconds", "Time of the shadow exchange, by route.",
-            ["route"], buckets=LATENCY_BUCKETS, registry=r)
         self.report_problems = Counter(
             "strangler_report_problems", "Divergence store trouble, by kind: queue_full (dropped), write_failed.",
             ["kind"], registry=r)
@@ -129,35 +111,46 @@ class Metrics:
         return generate_latest(self.registry)
 
 
-class RequestTally(Collector):
-    """Requests answered, by route, upstream, method class and status class, and their latency by
-    route and upstream: counted here, exported as strangler_requests_total and
-    strangler_request_duration_seconds."""
+class Tally(Collector):
+    """What every request and every comparison updates, counted here and exported when scraped:
+    requests answered (strangler_requests_total, by route, upstream, method class and status class)
+    and their latency (strangler_request_duration_seconds, by route and upstream); parallel-run
+    comparisons (strangler_comparisons_total, by route and result) and the shadow exchanges'
+    time (strangler_shadow_duration_seconds, by route)."""
 
     def __init__(self) -> None:
         self.answered: dict[tuple[str, str, bool, int], int] = {}  # (route, upstream, safe, status // 100)
         self.latency: dict[tuple[str, str], list[float]] = {}  # (route, upstream) -> per-bucket counts, sum
+        self.compared: dict[tuple[str, str], int] = {}  # (route, matched | diverged)
+        self.shadow_latency: dict[tuple[str], list[float]] = {}  # (route,) -> per-bucket counts, sum
 
     def observe(self, route: str, upstream: str, method: str, status: int, seconds: float) -> None:
         """One answered request."""
         key = (route, upstream, method in SAFE_METHODS, status // 100)
         self.answered[key] = self.answered.get(key, 0) + 1
-        bins = self.latency.get(key[:2])
-        if bins is None:
-            bins = self.latency[key[:2]] = [0] * (len(LATENCY_BUCKETS) + 1) + [0.0]
-        bins[bisect_left(LATENCY_BUCKETS, seconds)] += 1
-        bins[-1] += seconds
+        _binned(self.latency, key[:2], seconds)
+
+    def comparison(self, route: str, result: str) -> None:
+        key = (route, result)
+        self.compared[key] = self.compared.get(key, 0) + 1
+
+    def shadow(self, route: str, seconds: float) -> None:
+        """One shadow exchange, and how long it took."""
+        _binned(self.shadow_latency, (route,), seconds)
 
     def collect(self) -> Iterator[Metric]:
-        return _families(self.answered.items(), self.latency.items())
+        return _families({name: getattr(self, name).items() for name in TALLIED})
 
     def save(self, folder: str, name: str) -> None:
         """The tally as a file of the shared metrics folder (replaced whole, never half-written)."""
         path = Path(folder, f"tally-{name}.json")
         temporary = path.with_suffix(".tmp")
-        temporary.write_text(json.dumps({"answered": [[*key, n] for key, n in self.answered.items()],
-                                         "latency": [[*key, bins] for key, bins in self.latency.items()]}))
+        temporary.write_text(json.dumps({name: [[*key, value] for key, value in getattr(self, name).items()]
+                                         for name in TALLIED}))
         temporary.replace(path)
+
+
+TALLIED = ("answered", "latency", "compared", "shadow_latency")  # Tally's dicts: a count, or bins, by labels
 
 
 class TallyFiles(Collector):
@@ -168,36 +161,58 @@ class TallyFiles(Collector):
         self.folder = folder
 
     def collect(self) -> Iterator[Metric]:
-        answered: dict[tuple[str, str, bool, int], int] = {}
-        latency: dict[tuple[str, str], list[float]] = {}
+        added: dict[str, dict[tuple, Any]] = {name: {} for name in TALLIED}
         for path in Path(self.folder).glob("tally-*.json"):
             saved = json.loads(path.read_text())
-            for route, upstream, safe, status_class, n in saved["answered"]:
-                key = (route, upstream, safe, status_class)
-                answered[key] = answered.get(key, 0) + n
-            for route, upstream, bins in saved["latency"]:
-                total = latency.setdefault((route, upstream), [0] * len(bins))
-                latency[(route, upstream)] = [a + b for a, b in zip(total, bins, strict=True)]
-        return _families(answered.items(), latency.items())
+            for name, total in added.items():
+                for *key, value in saved.get(name, ()):
+                    before = total.get(tuple(key))
+                    total[tuple(key)] = value if before is None else _added(before, value)
+        return _families({name: total.items() for name, total in added.items()})
 
 
-def _families(answered: Any, latency: Any) -> Iterator[Metric]:
+def _binned(bins_by_key: dict[Any, list[float]], key: Any, seconds: float) -> None:
+    """One observation into a histogram's buckets (counts, then the sum), by its labels."""
+    bins = bins_by_key.get(key)
+    if bins is None:
+        bins = bins_by_key[key] = [0] * (len(LATENCY_BUCKETS) + 1) + [0.0]
+    bins[bisect_left(LATENCY_BUCKETS, seconds)] += 1
+    bins[-1] += seconds
+
+
+def _added(before: Any, value: Any) -> Any:
+    """Two workers' counts (numbers) or histogram bins (lists), added."""
+    return [a + b for a, b in zip(before, value, strict=True)] if isinstance(value, list) else before + value
+
+
+def _families(tallied: Mapping[str, Any]) -> Iterator[Metric]:
     requests = CounterMetricFamily(
         "strangler_requests", "Client requests answered, by route, upstream, method class and status class.",
         labels=["route", "upstream", "method_class", "status_class"])
-    for (route, upstream, safe, status_class), n in answered:
+    for (route, upstream, safe, status_class), n in tallied["answered"]:
         requests.add_metric([route, upstream, "safe" if safe else "unsafe", f"{status_class}xx"], n)
     yield requests
-    durations = HistogramMetricFamily(
-        "strangler_request_duration_seconds", "Time from request to the end of the response, by route and "
-        "the upstream that answered.", labels=["route", "upstream"])
-    for (route, upstream), bins in latency:
+    yield _histogram("strangler_request_duration_seconds", "Time from request to the end of the response, by "
+                     "route and the upstream that answered.", ["route", "upstream"], tallied["latency"])
+    comparisons = CounterMetricFamily(
+        "strangler_comparisons", "Parallel-run comparisons, by route and result (matched, diverged).",
+        labels=["route", "result"])
+    for labels, n in tallied["compared"]:
+        comparisons.add_metric(list(labels), n)
+    yield comparisons
+    yield _histogram("strangler_shadow_duration_seconds", "Time of the shadow exchange, by route.", ["route"],
+                     tallied["shadow_latency"])
+
+
+def _histogram(name: str, documentation: str, labels: list[str], binned: Any) -> HistogramMetricFamily:
+    family = HistogramMetricFamily(name, documentation, labels=labels)
+    for values, bins in binned:
         cumulative, buckets = 0, []
         for bound, n in zip((*map(_bound, LATENCY_BUCKETS), "+Inf"), bins[:-1], strict=True):
             cumulative += n
             buckets.append((bound, cumulative))
-        durations.add_metric([route, upstream], buckets, sum_value=bins[-1])
-    yield durations
+        family.add_metric(list(values), buckets, sum_value=bins[-1])
+    return family
 
 
 def _bound(seconds: float) -> str:

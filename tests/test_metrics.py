@@ -1,4 +1,4 @@
-"""The request tally: what /metrics shows for answered requests, in one process and added up over workers."""
+"""The tally: what /metrics shows for answered requests and comparisons, in one process and added up over workers."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from proxy.metrics import LATENCY_BUCKETS, RequestTally, TallyFiles
+from proxy.metrics import LATENCY_BUCKETS, Tally, TallyFiles
 
 
 def samples(registry: CollectorRegistry, family: str) -> dict[tuple, float]:
@@ -26,20 +26,25 @@ def tallied(*collectors) -> CollectorRegistry:
 LATENCIES = (0.0004, 0.001, 0.0011, 0.02, 0.02, 3.0, 75.0)
 
 
-def test_latency_reads_exactly_as_prometheus_clients_own_histogram_would():
-    tally, reference = RequestTally(), CollectorRegistry()
-    histogram = Histogram("strangler_request_duration_seconds", "-", ["route", "upstream"],
-                          buckets=LATENCY_BUCKETS, registry=reference)
+def test_latencies_read_exactly_as_prometheus_clients_own_histograms_would():
+    tally, reference = Tally(), CollectorRegistry()
+    requests = Histogram("strangler_request_duration_seconds", "-", ["route", "upstream"],
+                         buckets=LATENCY_BUCKETS, registry=reference)
+    shadows = Histogram("strangler_shadow_duration_seconds", "-", ["route"], buckets=LATENCY_BUCKETS,
+                        registry=reference)
     for seconds in LATENCIES:
         tally.observe("orders", "legacy", "GET", 200, seconds)
-        histogram.labels("orders", "legacy").observe(seconds)
-    family = "strangler_request_duration_seconds"
-    expected = {key: value for key, value in samples(reference, family).items() if not key[0].endswith("_created")}
-    assert samples(tallied(tally), family) == expected
+        requests.labels("orders", "legacy").observe(seconds)
+        tally.shadow("orders", seconds)
+        shadows.labels("orders").observe(seconds)
+    for family in ("strangler_request_duration_seconds", "strangler_shadow_duration_seconds"):
+        expected = {key: value for key, value in samples(reference, family).items()
+                    if not key[0].endswith("_created")}
+        assert samples(tallied(tally), family) == expected
 
 
 def test_requests_are_counted_by_method_class_and_status_class():
-    tally = RequestTally()
+    tally = Tally()
     for method, status in (("GET", 200), ("HEAD", 204), ("POST", 201), ("GET", 502), ("DELETE", 404)):
         tally.observe("orders", "legacy", method, status, 0.01)
     counted = {dict(labels)["method_class"] + " " + dict(labels)["status_class"]: value
@@ -48,12 +53,22 @@ def test_requests_are_counted_by_method_class_and_status_class():
 
 
 def test_the_supervisor_adds_up_what_each_worker_saved(tmp_path: Path):
-    one, two, together = RequestTally(), RequestTally(), RequestTally()
+    one, two, together = Tally(), Tally(), Tally()
     for index, seconds in enumerate(LATENCIES):
         (one if index % 2 else two).observe("orders", "new" if index % 3 else "legacy", "GET", 200, seconds)
         together.observe("orders", "new" if index % 3 else "legacy", "GET", 200, seconds)
+    shadows = (("matched", 0.5), ("matched", 0.25), ("diverged", 1.0), ("matched", 2.0), ("diverged", 0.125))
+    for index, (result, seconds) in enumerate(shadows):  # seconds that add up exactly in any order
+        for tally in ((one if index % 2 else two), together):
+            tally.comparison("orders", result)
+            tally.shadow("orders", seconds)
     one.save(str(tmp_path), "101")
     two.save(str(tmp_path), "102")
     files = tallied(TallyFiles(str(tmp_path)))
-    for family in ("strangler_requests", "strangler_request_duration_seconds"):
+    for family in ("strangler_requests", "strangler_request_duration_seconds", "strangler_comparisons",
+                   "strangler_shadow_duration_seconds"):
         assert samples(files, family) == samples(tallied(together), family)
+    compared = samples(files, "strangler_comparisons")
+    assert compared[("strangler_comparisons_total", (("result", "diverged"), ("route", "orders")))] == 2
+    assert samples(files, "strangler_shadow_duration_seconds")[
+        ("strangler_shadow_duration_seconds_count", (("route", "orders"),))] == 5
