@@ -46,7 +46,9 @@ PACE = "function delay()\n  return math.floor(-10 * math.log(1 - math.random()))
 TARGETS = (("direct to the nginx upstream", "upstream"), ("nginx as proxy, 1 worker", "nginx"),
            ("naive aiohttp proxy (uvloop)", "naive"), ("strangler, 1 process", "strangler"),
            ("strangler, 1 process, parallel run on all", "parallel"))
-LIGHT_ROUNDS = 9  # one round's ratio of a parallel run on to off moves by a quarter here
+# One round's ratio of a parallel run on to off moves by a quarter here, and a round now and then by
+# three times: many short rounds (2 s, some 800 requests each) rather than a few long ones.
+LIGHT_ROUNDS, LIGHT_SECONDS = 21, 2
 LIGHT = (TARGETS[0], *TARGETS[3:])  # the ratios need direct, and strangler with and without a parallel run
 BIG = [("strangler, 1 process, 200 KiB", "strangler", "/big"),
        ("  parallel run on all, identical (nothing compared)", "parallel", "/same"),
@@ -141,8 +143,9 @@ class Bench:
 
     def light(self) -> list[Run]:
         print("\nlight load: wrk -t1 -c4, a random pause (10 ms on average) between a connection's "
-              f"requests; {LIGHT_ROUNDS} rounds, median\n" + HEADER, flush=True)
-        return self.interleaved([(name, target, "/api/items/1") for name, target in LIGHT], rounds=LIGHT_ROUNDS)
+              f"requests; {LIGHT_ROUNDS} rounds of {LIGHT_SECONDS} s, median\n" + HEADER, flush=True)
+        return self.interleaved([(name, target, "/api/items/1") for name, target in LIGHT], LIGHT_ROUNDS,
+                                LIGHT_SECONDS)
 
     def burst(self) -> list[Run | dict[str, float]]:
         """200 KiB JSON answers: a comparison takes milliseconds, and far more come in than the worker
@@ -157,14 +160,14 @@ class Bench:
         after = self.counters("parallel")
         return [*quiet, {key: after.get(key, 0) - before.get(key, 0) for key in after}]
 
-    def interleaved(self, runs: list[tuple[str, str, str]], rounds: int) -> list[Run]:
+    def interleaved(self, runs: list[tuple[str, str, str]], rounds: int, seconds: int | None = None) -> list[Run]:
         """Each (name, target, path) at light load in turn, `rounds` times: latency on a shared machine
         drifts, and interleaving keeps the drift out of the ratios (each taken within a round, see
         Report.paired). A row is its median round."""
         taken = {name: self.rounds.setdefault(name, []) for name, _, _ in runs}
         for _ in range(rounds):
             for name, target, path in runs:
-                taken[name].append(self.wrk(name, target, 4, path, paced=True, quiet=True))
+                taken[name].append(self.wrk(name, target, 4, path, paced=True, quiet=True, seconds=seconds))
         medians = [replace(sorted(each, key=lambda run: run.p50)[len(each) // 2],
                            non_2xx=sum(run.non_2xx for run in each)) for each in taken.values()]
         for run in medians:
@@ -201,12 +204,12 @@ class Bench:
         return found
 
     def wrk(self, name: str, target: str, connections: int, path: str = "/api/items/1", paced: bool = False,
-            quiet: bool = False) -> Run:
+            quiet: bool = False, seconds: int | None = None) -> Run:
         url = f"http://127.0.0.1:{self.ports[target]}{path}"
         pace = ["-s", str(self.scratch / "pace.lua")] if paced else []
         pid = self.pids.get(target)
         cpu = cpu_seconds(pid) if pid else 0.0
-        out = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{self.seconds}s", "--latency", *pace, url],
+        out = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{seconds or self.seconds}s", "--latency", *pace, url],
                              capture_output=True, text=True, check=True).stdout
         requests = int(re.search(r"(\d+) requests in", out)[1])
         cpu_us = (cpu_seconds(pid) - cpu) / requests * 1e6 if pid and requests else None
