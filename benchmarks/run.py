@@ -209,8 +209,8 @@ class Bench:
         pace = ["-s", str(self.scratch / "pace.lua")] if paced else []
         pid = self.pids.get(target)
         cpu = cpu_seconds(pid) if pid else 0.0
-        out = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{seconds or self.seconds}s", "--latency", *pace, url],
-                             capture_output=True, text=True, check=True).stdout
+        out = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{seconds or self.seconds}s", "--latency", *pace,
+                              url], capture_output=True, text=True, check=True).stdout
         requests = int(re.search(r"(\d+) requests in", out)[1])
         cpu_us = (cpu_seconds(pid) - cpu) / requests * 1e6 if pid and requests else None
         non_2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
