@@ -111,6 +111,9 @@ class Metrics:
         return generate_latest(self.registry)
 
 
+TALLIED = ("answered", "latency", "compared", "shadow_latency")  # Tally's dicts: a count, or bins, by labels
+
+
 class Tally(Collector):
     """What every request and every comparison updates, counted here and exported when scraped:
     requests answered (strangler_requests_total, by route, upstream, method class and status class)
@@ -139,18 +142,15 @@ class Tally(Collector):
         _binned(self.shadow_latency, (route,), seconds)
 
     def collect(self) -> Iterator[Metric]:
-        return _families({name: getattr(self, name).items() for name in TALLIED})
+        return _families({kind: getattr(self, kind).items() for kind in TALLIED})
 
     def save(self, folder: str, name: str) -> None:
         """The tally as a file of the shared metrics folder (replaced whole, never half-written)."""
         path = Path(folder, f"tally-{name}.json")
         temporary = path.with_suffix(".tmp")
-        temporary.write_text(json.dumps({name: [[*key, value] for key, value in getattr(self, name).items()]
-                                         for name in TALLIED}))
+        temporary.write_text(json.dumps({kind: [[*key, value] for key, value in getattr(self, kind).items()]
+                                         for kind in TALLIED}))
         temporary.replace(path)
-
-
-TALLIED = ("answered", "latency", "compared", "shadow_latency")  # Tally's dicts: a count, or bins, by labels
 
 
 class TallyFiles(Collector):
