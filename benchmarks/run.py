@@ -49,6 +49,9 @@ TARGETS = (("direct to the nginx upstream", "upstream"), ("nginx as proxy, 1 wor
 # One round's ratio of a parallel run on to off moves by a quarter here, and a round now and then by
 # three times: many short rounds (2 s, some 800 requests each) rather than a few long ones.
 LIGHT_ROUNDS, LIGHT_SECONDS = 21, 2
+# Under load, a proxy's requests per second move by a third within seconds here (its CPU time a request
+# too): the throughput ratios are the median of many short rounds, each taking the three proxies in turn.
+THROUGHPUT_ROUNDS, THROUGHPUT_SECONDS = 9, 2
 LIGHT = (TARGETS[0], *TARGETS[3:])  # the ratios need direct, and strangler with and without a parallel run
 BIG = [("strangler, 1 process, 200 KiB", "strangler", "/big"),
        ("  parallel run on all, identical (nothing compared)", "parallel", "/same"),
@@ -121,20 +124,22 @@ class Bench:
         print("\n4 connections, no pause: wrk -t1 -c4 (the proxies are busy, latency is mostly their own "
               "work)\n" + HEADER, flush=True)
         loaded += [self.wrk(f"{name}, -c4", target, 4) for name, target in TARGETS]
-        throughput = self.throughput(rounds=3)
+        throughput = self.throughput()
         light = self.light()
         burst = self.burst()
         memory = self.memory()
         Report(loaded, throughput, light, burst, memory, diffs.measure(), self.rounds).print()
         return 0
 
-    def throughput(self, rounds: int) -> dict[str, float]:
-        """Strangler's throughput over nginx's and the naive proxy's, each the median of `rounds`
-        rounds under load (-c50) taking the three in turn: one run each drifts by a fifth here."""
-        print(f"\nthroughput ratios: nginx, naive proxy and strangler in turn under load, {rounds} rounds")
+    def throughput(self) -> dict[str, float]:
+        """Strangler's throughput over nginx's and the naive proxy's under load (-c50), each the median
+        of the rounds taking the three in turn."""
+        print(f"\nthroughput ratios: nginx, naive proxy and strangler in turn under load, {THROUGHPUT_ROUNDS} "
+              f"rounds of {THROUGHPUT_SECONDS} s")
         ratios: dict[str, list[float]] = {"nginx": [], "naive": []}
-        for _ in range(rounds):
-            rps = {target: self.wrk(target, target, 50, quiet=True).rps for target in ("nginx", "naive", "strangler")}
+        for _ in range(THROUGHPUT_ROUNDS):
+            rps = {target: self.wrk(target, target, 50, quiet=True, seconds=THROUGHPUT_SECONDS).rps
+                   for target in ("nginx", "naive", "strangler")}
             for peer, each in ratios.items():
                 each.append(rps["strangler"] / rps[peer])
             print(f"  strangler / nginx {ratios['nginx'][-1]:.2f}, strangler / naive {ratios['naive'][-1]:.2f}",
@@ -233,18 +238,23 @@ class Bench:
         _wait_for(f"http://127.0.0.1:{self.ports[name]}/api/items/1")
 
     def start_nginx(self) -> None:
+        """The nginx upstream (its own process, one worker) and nginx as the reference proxy (another
+        process with one worker of its own): the proxy's worker must not also be the upstream, as no
+        proxy under test is."""
         for name in ("upstream", "shadow", "nginx"):
             self.ports[name] = free_port()
         self.scratch.chmod(0o755)  # nginx's workers (user nobody) read the documents it serves
         (self.scratch / "pace.lua").write_text(PACE)
         (self.scratch / "big-legacy.json").write_bytes(diffs.document(diffs.BIG, 10))
         (self.scratch / "big-new.json").write_bytes(diffs.document(diffs.BIG, 11))
-        conf = self.scratch / "nginx.conf"
-        conf.write_text(NGINX.format(scratch=self.scratch, small=SMALL, **self.ports))
-        nginx = subprocess.Popen([shutil.which("nginx") or "/usr/sbin/nginx", "-c", str(conf)],
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        self.running.callback(_stop, nginx)
-        _wait_for(f"http://127.0.0.1:{self.ports['nginx']}/api/items/1")
+        for name, template in (("upstream", UPSTREAM_SERVERS), ("nginx", PROXY_SERVER)):
+            conf = self.scratch / f"{name}.nginx.conf"
+            servers = template.format(scratch=self.scratch, small=SMALL, **self.ports)
+            conf.write_text(NGINX.format(name=name, scratch=self.scratch, servers=servers))
+            nginx = subprocess.Popen([shutil.which("nginx") or "/usr/sbin/nginx", "-c", str(conf)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            self.running.callback(_stop, nginx)
+            _wait_for(f"http://127.0.0.1:{self.ports[name]}/api/items/1")
 
     def start_strangler(self, name: str, parallel: float | None, workers: int = 1) -> None:
         self.ports[name], self.admins[name] = free_port(), free_port()
@@ -303,7 +313,8 @@ class Report:
             print(f"  {name.strip()} / {baseline.strip()}: {rounds}")
         print("\nratios, and the targets of the performance issue:")
         for name, value, target, ok in self.checks():
-            print(f"  {name:<52} {value:>9.2f}   {target:<28} {'ok' if ok else 'MISSED'}")
+            verdict = ok if isinstance(ok, str) else "ok" if ok else "MISSED"
+            print(f"  {name:<52} {value:>9.2f}   {target:<28} {verdict}")
         print("\nwhere strangler's CPU goes, per request (under load):")
         for name, value in self.costs():
             print(f"  {name:<60} {value:>7.0f} µs")
@@ -321,7 +332,7 @@ class Report:
                 ("naive aiohttp proxy", load["naive aiohttp proxy (uvloop)"]),
                 ("  half of it: what 2x the naive proxy's throughput needs", load["naive aiohttp proxy (uvloop)"] / 2)]
 
-    def checks(self) -> list[tuple[str, float, str, bool]]:
+    def checks(self) -> list[tuple[str, float, str, bool | str]]:
         load = {r.name: r for r in self.loaded}
         one, two = load["strangler, 1 process"], load["strangler, 2 workers"]
         over_nginx, over_naive = self.throughput["nginx"], self.throughput["naive"]
@@ -333,7 +344,7 @@ class Report:
         non_2xx = sum(r.non_2xx for r in [*self.loaded, *self.light, big_off, big_same, big_on])
         return [
             ("strangler / nginx throughput (median of rounds)", over_nginx, ">= 0.25 (at minimum 0.15)",
-             over_nginx >= 0.15),
+             over_nginx >= 0.25 or ("the minimum only" if over_nginx >= 0.15 else "MISSED")),
             ("strangler / naive proxy throughput (median of rounds)", over_naive, ">= 2", over_naive >= 2),
             ("strangler 2 workers / 1 process", two.rps / one.rps, "> 1: scales", two.rps > one.rps),
             ("p50 added over direct, light load (ms)", added, "< 1", added < 1),
@@ -352,12 +363,15 @@ class Report:
 NGINX = """
 worker_processes 1;
 daemon off;
-pid {scratch}/nginx.pid;
-error_log {scratch}/nginx.err warn;
+pid {scratch}/{name}.nginx.pid;
+error_log {scratch}/{name}.nginx.err warn;
 events {{ worker_connections 4096; }}
 http {{
   access_log off;
-  upstream origin {{ server 127.0.0.1:{upstream}; keepalive 64; }}
+{servers}
+}}
+"""
+UPSTREAM_SERVERS = """
   server {{ listen 127.0.0.1:{upstream};
            location /big {{ default_type application/json; alias {scratch}/big-legacy.json; }}
            location /same {{ default_type application/json; alias {scratch}/big-legacy.json; }}
@@ -366,9 +380,11 @@ http {{
            location /big {{ default_type application/json; alias {scratch}/big-new.json; }}
            location /same {{ default_type application/json; alias {scratch}/big-legacy.json; }}
            location / {{ default_type application/json; return 200 '{small}'; }} }}
+"""
+PROXY_SERVER = """
+  upstream origin {{ server 127.0.0.1:{upstream}; keepalive 64; }}
   server {{ listen 127.0.0.1:{nginx};
            location / {{ proxy_pass http://origin; proxy_http_version 1.1; proxy_set_header Connection ""; }} }}
-}}
 """
 
 
