@@ -23,8 +23,10 @@ _due: dict[int, _Tick] = {}  # pending ticks by number (time / TICK)
 class Deadline:
     __slots__ = ("_task", "_tick", "_cancelling", "expired")
 
-    def __init__(self, seconds: float) -> None:
-        task = asyncio.current_task()
+    def __init__(self, seconds: float, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        """`loop`: the running loop, when the caller has it at hand (on Python 3.11 asyncio finds it with
+        a system call, getpid, every time)."""
+        task = asyncio.current_task(loop)
         assert task is not None, "a Deadline bounds the running task"
         self._task = task
         self._cancelling = task.cancelling()

@@ -129,12 +129,12 @@ class Experiments:
             return self.skip(route, "busy")
         shadow = Shadow(self, decision, request, rid, head, body, Capture(route.parallel_run.max_body), pools)
         self.in_flight[route.name] = self.in_flight.get(route.name, 0) + 1
-        shadow.head_start = asyncio.get_running_loop().call_later(HEAD_START, shadow.go)
+        shadow.head_start = request.loop.call_later(HEAD_START, shadow.go)
         return shadow
 
     def start(self, shadow: Shadow) -> None:
         """Send the shadow now, in a task of its own."""
-        task = asyncio.get_running_loop().create_task(shadow.run())
+        task = shadow.request.loop.create_task(shadow.run())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -142,7 +142,7 @@ class Experiments:
         """Send the shadow AFTER_ANSWER from now, with any others due by then."""
         self._due.append(shadow)
         if len(self._due) == 1:
-            asyncio.get_running_loop().call_later(AFTER_ANSWER, self._send_due)
+            shadow.request.loop.call_later(AFTER_ANSWER, self._send_due)
 
     def _send_due(self) -> None:
         due, self._due = self._due, []
@@ -208,7 +208,7 @@ class Shadow:
     async def served(self) -> Observation | str:
         """The served side's answer, or why there is none to compare, once the served side is done."""
         if not self.delivered:
-            self.waiting = asyncio.get_running_loop().create_future()
+            self.waiting = self.request.loop.create_future()
             await self.waiting
         return self.why_not or self.capture.observation(self.decision.side)
 
@@ -260,7 +260,7 @@ class Shadow:
         pool, run = self.pools[upstream], self.decision.route.parallel_run
         started = time.monotonic()
         try:
-            with Deadline(run.timeout):
+            with Deadline(run.timeout, self.request.loop):
                 async with pool.request(self.request.method, self.request.raw_path, self.head + SHADOW_MARK,
                                         self.body) as response:
                     body = await _read_capped(response, run.max_body)

@@ -108,7 +108,7 @@ class Forwarder:
         response: Relayed | None = None
         failure = None
         try:
-            with Deadline(pool.spec.timeout):  # the whole exchange, body included
+            with Deadline(pool.spec.timeout, request.loop):  # the whole exchange, body included
                 async with pool.request(request.method, outgoing.target, outgoing.head, body.payload(),
                                         body.length) as upstream:
                     breaker.record(upstream.status < 500)

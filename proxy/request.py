@@ -54,6 +54,11 @@ class EdgeRequest:
         return writer
 
     @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The running loop, the connection's (asyncio.get_running_loop() costs a system call on Python 3.11)."""
+        return self.protocol.loop
+
+    @property
     def keep_alive(self) -> bool:
         """Whether the answer may leave the connection open: the client wants it, and the edge is not closing."""
         return not self.should_close and not self.protocol.closing

@@ -18,6 +18,14 @@ async def test_a_task_past_its_deadline_gets_timeout_error_no_earlier_and_at_mos
     assert 0.05 <= time.monotonic() - started < 0.05 + TICK + 0.05
 
 
+async def test_given_the_running_loop_it_bounds_the_running_task_the_same() -> None:
+    started = time.monotonic()
+    with pytest.raises(TimeoutError):
+        with Deadline(0.05, asyncio.get_running_loop()):
+            await asyncio.sleep(1)
+    assert 0.05 <= time.monotonic() - started < 0.05 + TICK + 0.05
+
+
 async def test_a_block_that_ends_in_time_is_left_alone() -> None:
     with Deadline(0.02):
         await asyncio.sleep(0)
