@@ -38,7 +38,7 @@ from tests.servers import apt_install
 
 SMALL = '{"id":1,"name":"item","price":10,"currency":"EUR","tags":["a","b"]}'
 NAIVE = Path(__file__).with_name("naive_proxy.py")
-HEADER = f"{'':<56} {'req/s':>10} {'p50 ms':>9} {'p99 ms':>9} {'non-2xx':>8} {'CPU µs/req':>11}"
+HEADER = f"{'':<52} {'req/s':>10} {'p50 ms':>9} {'p99 ms':>9} {'non-2xx':>8} {'CPU µs/req':>11}"
 # Light load: 4 connections, each pausing a random while between requests (exponential, 10 ms on
 # average: about 400 requests/s, arriving like independent users rather than in step), so the
 # proxy is far from saturated and latency is latency, not the inverse of throughput.
@@ -53,20 +53,12 @@ LIGHT_ROUNDS, LIGHT_SECONDS = 21, 2
 # too): the throughput ratios are the median of many short rounds, each taking the three proxies in turn.
 THROUGHPUT_ROUNDS, THROUGHPUT_SECONDS = 9, 2
 LIGHT = (TARGETS[0], *TARGETS[3:])  # the ratios need direct, and strangler with and without a parallel run
-# At light load the layout on the two cores moves the latency ratios: the kernel may run a woken process
-# on the core of the one that woke it (wrk, nginx and the proxy trading places), or the proxy may have a
-# core of its own, as at an edge, with wrk and the upstream on the other one. Both are measured; the
-# targets are the issue's, on the first layout (on this VM, waking the other core costs each hop
-# hundreds of microseconds, which the second one pays twice a request).
-OWN_CORE = ", cores split"
-PROXY_CORE, OTHERS_CORE = "1", "0"
 BIG = [("strangler, 1 process, 200 KiB", "strangler", "/big"),
        ("  parallel run on all, identical (nothing compared)", "parallel", "/same"),
        ("  parallel run on all, differing (queue kept full)", "parallel", "/big")]
 # The latency ratios of the targets: a parallel run on against off at light load; 200 KiB answers
 # compared (the worker busy) against identical ones (nothing to compare); and against no parallel run.
-PAIRED = ((LIGHT[2][0], LIGHT[1][0]), (LIGHT[2][0] + OWN_CORE, LIGHT[1][0] + OWN_CORE), (BIG[2][0], BIG[1][0]),
-          (BIG[2][0], BIG[0][0]))
+PAIRED = ((LIGHT[2][0], LIGHT[1][0]), (BIG[2][0], BIG[1][0]), (BIG[2][0], BIG[0][0]))
 FLOORS = (("aiohttp server alone, answering itself", "hello"),
           ("strangler's edge alone, answering itself", "edge"),
           ("strangler's edge + upstream client only", "floor"))
@@ -85,7 +77,7 @@ class Run:
 
     def row(self) -> str:
         cpu = "-" if self.cpu_us is None else f"{self.cpu_us:.0f}"
-        return f"{self.name:<56} {self.rps:>10,.0f} {self.p50:>9.2f} {self.p99:>9.2f} {self.non_2xx:>8} {cpu:>11}"
+        return f"{self.name:<52} {self.rps:>10,.0f} {self.p50:>9.2f} {self.p99:>9.2f} {self.non_2xx:>8} {cpu:>11}"
 
 
 def main() -> int:
@@ -115,8 +107,6 @@ class Bench:
         self.admins: dict[str, int] = {}
         self.pids: dict[str, int] = {}
         self.rounds: dict[str, list[Run]] = {}  # every round of the interleaved runs, by name
-        self.nginx: dict[str, int] = {}  # nginx's master processes, by name
-        self.wrk_core: str | None = None  # where wrk runs (None: where the kernel sees fit)
 
     def run(self) -> int:
         self.start_nginx()
@@ -157,31 +147,10 @@ class Bench:
         return {peer: statistics.median(each) for peer, each in ratios.items()}
 
     def light(self) -> list[Run]:
-        """Light load twice: on cores shared as the kernel sees fit, then with each proxy on a core of
-        its own (wrk and the nginx upstream on the other)."""
         print("\nlight load: wrk -t1 -c4, a random pause (10 ms on average) between a connection's "
               f"requests; {LIGHT_ROUNDS} rounds of {LIGHT_SECONDS} s, median\n" + HEADER, flush=True)
-        shared = self.interleaved([(name, target, "/api/items/1") for name, target in LIGHT], LIGHT_ROUNDS,
-                                  LIGHT_SECONDS)
-        print(f"the same, cores split: the proxy on core {PROXY_CORE}, wrk and the nginx upstream on core "
-              f"{OTHERS_CORE}", flush=True)
-        proxies = [self.pids[target] for _, target in LIGHT[1:]]
-        self.pin(PROXY_CORE, *proxies)
-        self.pin(OTHERS_CORE, *self.nginx.values())
-        self.wrk_core = OTHERS_CORE
-        try:
-            own = self.interleaved([(name + OWN_CORE, target, "/api/items/1") for name, target in LIGHT],
-                                   LIGHT_ROUNDS, LIGHT_SECONDS)
-        finally:
-            self.pin(f"0-{os.cpu_count() - 1}", *proxies, *self.nginx.values())
-            self.wrk_core = None
-        return [*shared, *own]
-
-    def pin(self, cores: str, *pids: int) -> None:
-        """Run these processes, their threads and their children on `cores` (taskset's list)."""
-        for pid in pids:  # (a child that has just ended is passed over)
-            subprocess.run(["taskset", "--all-tasks", "--cpu-list", "--pid", cores, str(pid)], capture_output=True)
-            self.pin(cores, *children(pid))
+        return self.interleaved([(name, target, "/api/items/1") for name, target in LIGHT], LIGHT_ROUNDS,
+                                LIGHT_SECONDS)
 
     def burst(self) -> list[Run | dict[str, float]]:
         """200 KiB JSON answers: a comparison takes milliseconds, and far more come in than the worker
@@ -245,9 +214,8 @@ class Bench:
         pace = ["-s", str(self.scratch / "pace.lua")] if paced else []
         pid = self.pids.get(target)
         cpu = cpu_seconds(pid) if pid else 0.0
-        where = ["taskset", "--cpu-list", self.wrk_core] if self.wrk_core else []
-        command = ["wrk", "-t1", f"-c{connections}", f"-d{seconds or self.seconds}s", "--latency", *pace, url]
-        out = subprocess.run([*where, *command], capture_output=True, text=True, check=True).stdout
+        out = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{seconds or self.seconds}s", "--latency", *pace,
+                              url], capture_output=True, text=True, check=True).stdout
         requests = int(re.search(r"(\d+) requests in", out)[1])
         cpu_us = (cpu_seconds(pid) - cpu) / requests * 1e6 if pid and requests else None
         non_2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
@@ -286,7 +254,6 @@ class Bench:
             nginx = subprocess.Popen([shutil.which("nginx") or "/usr/sbin/nginx", "-c", str(conf)],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             self.running.callback(_stop, nginx)
-            self.nginx[name] = nginx.pid
             _wait_for(f"http://127.0.0.1:{self.ports[name]}/api/items/1")
 
     def start_strangler(self, name: str, parallel: float | None, workers: int = 1) -> None:
@@ -316,10 +283,6 @@ class Bench:
 
 def _p50_ratio(run: Run, base: Run) -> float:
     return run.p50 / base.p50
-
-
-def _p50_added(run: Run, base: Run) -> float:
-    return run.p50 - base.p50
 
 
 @dataclass
@@ -373,9 +336,9 @@ class Report:
         load = {r.name: r for r in self.loaded}
         one, two = load["strangler, 1 process"], load["strangler, 2 workers"]
         over_nginx, over_naive = self.throughput["nginx"], self.throughput["naive"]
-        added, added_own = (self.paired(LIGHT[1][0] + where, LIGHT[0][0] + where, _p50_added)
-                            for where in ("", OWN_CORE))
-        shadow, shadow_own, comparing, big_shadow = (self.paired(name, baseline) for name, baseline in PAIRED)
+        added = self.paired("strangler, 1 process", "direct to the nginx upstream",
+                            lambda run, base: run.p50 - base.p50)
+        shadow, comparing, big_shadow = (self.paired(name, baseline) for name, baseline in PAIRED)
         big_off, big_same, big_on, counts = self.burst
         early, late, served = self.memory
         non_2xx = sum(r.non_2xx for r in [*self.loaded, *self.light, big_off, big_same, big_on])
@@ -385,9 +348,7 @@ class Report:
             ("strangler / naive proxy throughput (median of rounds)", over_naive, ">= 2", over_naive >= 2),
             ("strangler 2 workers / 1 process", two.rps / one.rps, "> 1: scales", two.rps > one.rps),
             ("p50 added over direct, light load (ms)", added, "< 1", added < 1),
-            ("  cores split (each hop wakes the other core)", added_own, "measured", True),
             ("p50 parallel run on / off, light load", shadow, "<= 1.2", shadow <= 1.2),
-            ("  cores split (each hop wakes the other core)", shadow_own, "measured", True),
             ("200 KiB p50: comparing / nothing to compare", comparing, "<= 1.2: latency unmoved", comparing <= 1.2),
             ("200 KiB p50: parallel run on / off", big_shadow, "measured", True),
             ("200 KiB burst: compared", counts.get("compared", 0), "bounded queue:", True),
@@ -438,15 +399,10 @@ def cpu_seconds(pid: int) -> float:
     """CPU time (user and system) of a process and all its descendants (a supervisor's workers)."""
     stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     total = (int(stat[11]) + int(stat[12])) / os.sysconf("SC_CLK_TCK")
-    return total + sum(cpu_seconds(child) for child in children(pid))
-
-
-def children(pid: int) -> list[int]:
-    try:
-        return [int(child) for task in Path(f"/proc/{pid}/task").iterdir()
-                for child in (task / "children").read_text().split()]
-    except FileNotFoundError:  # it has just ended
-        return []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            total += cpu_seconds(int(child))
+    return total
 
 
 def rss(pid: int) -> int:
