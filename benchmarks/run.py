@@ -2,8 +2,8 @@
 
     python -m benchmarks.run
 
-An nginx upstream answers a small JSON document (and a 200 KiB one); nginx with one
-worker proxies to it as the reference, and so do a naive aiohttp proxy and strangler
+An nginx upstream answers a small JSON document (and a 200 KiB one); another nginx, with
+one worker, proxies to it as the reference, and so do a naive aiohttp proxy and strangler
 (one process with and without a parallel run, then two workers). Three more rows place
 the servers under it (benchmarks/floors.py): aiohttp's server answering alone, strangler's
 edge server answering alone, and the edge relaying through strangler's upstream client
