@@ -192,6 +192,7 @@ class RawUpstream:
 
     def __init__(self, reply: Reply) -> None:
         self.reply = reply
+        self.close_after_reply = False  # an answer delimited by the connection's close
         self.heads: list[bytes] = []
         self.hung_up = asyncio.Event()
         self._server: asyncio.Server | None = None
@@ -216,7 +217,7 @@ class RawUpstream:
         try:
             self.heads.append(await reader.readuntil(b"\r\n\r\n"))
             await self.reply(reader, writer)
-            while await reader.read(65536):  # until the proxy hangs up
+            while not self.close_after_reply and await reader.read(65536):  # until the proxy hangs up
                 pass
         except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
             pass  # cancelled: the test is over

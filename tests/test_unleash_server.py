@@ -132,11 +132,16 @@ def test_explain_asks_the_real_server(unleash, feature, server_toggles, tmp_path
     path = tmp_path / "routes.yaml"
     path.write_text(routes_yaml({"legacy": "http://127.0.0.1:9", "new": "http://127.0.0.1:10"}, toggled(feature),
                                 toggles=server_toggles))
-    done = subprocess.run([sys.executable, "-m", "proxy", "explain", "GET", "/api/orders/1", "-H",
-                           "X-User-Id: alice", "--format", "json", "--config", str(path)],
-                          capture_output=True, text=True, timeout=60, cwd=REPO)
-    assert done.returncode == 0, done.stderr
-    result = json.loads(done.stdout)
+    deadline = time.monotonic() + 30
+    while True:  # the server's client API caches its answer for a moment: a new strategy shows up shortly
+        done = subprocess.run([sys.executable, "-m", "proxy", "explain", "GET", "/api/orders/1", "-H",
+                               "X-User-Id: alice", "--format", "json", "--config", str(path)],
+                              capture_output=True, text=True, timeout=60, cwd=REPO)
+        assert done.returncode == 0, done.stderr
+        result = json.loads(done.stdout)
+        if result["serve"] == "new" or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
     assert (result["serve"], result["toggle"]) == ("new", {
         "name": feature, "provider": "unleash", "stickiness": "header:X-User-Id", "sticky_value": "alice",
         "verdict": "on", "plan_percent": None})
