@@ -101,7 +101,8 @@ class Proxy:
         self.handler = handler = EdgeHandler(live, self.metrics, self.experiments,
                                              Forwarder(self.resilience, self.metrics), self.evidence, rollouts.cap)
         await rollouts.checked()  # where the plans stand, before the first request
-        edge = EdgeServer(handler, keepalive_timeout=server.keepalive_timeout, header_timeout=server.header_timeout)
+        edge = EdgeServer(handler, keepalive_timeout=server.keepalive_timeout, header_timeout=server.header_timeout,
+                          max_header_bytes=server.max_header_bytes)
         self._edge = web.ServerRunner(edge, shutdown_timeout=self.options.drain_timeout)
         worker = self.options.worker is not None
         self.edge_address = await listen(self._edge, self.options.listen or self.config.listen, reuse_port=worker)

@@ -1,7 +1,10 @@
 """The request body as attempts and the parallel run need it: streamed once, or read once and sent again.
 
-A client that lets its body go quiet for longer than the idle timeout is given up on
-(408), so a trickling client cannot hold a connection to an upstream open.
+A body up to `server.request_buffer` is read whole before any upstream is called (as nginx's
+proxy_request_buffering): a slow client then holds no upstream connection, and its
+slowness cannot look like the upstream's. A larger body streams; while the stream waits
+for the client, the exchange's deadline is held (proxy.deadline). A client that lets its
+body go quiet for longer than the idle timeout is given up on (408).
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from typing import Any, AsyncIterator
 from aiohttp import StreamReader
 from aiohttp.http import HttpVersion11
 
+from proxy.deadline import Deadline
 from proxy.request import EdgeRequest
 
 
@@ -23,6 +27,7 @@ class RequestBody:
         self.data, self.stream, self.length, self.idle = data, stream, length, idle
         self.consumed = False
         self.too_slow = False
+        self.clock: Deadline | None = None  # the deadline of the exchange the stream is sent in
 
     @property
     def replayable(self) -> bool:
@@ -34,6 +39,9 @@ class RequestBody:
     async def _pump(self) -> AsyncIterator[bytes]:
         chunks = self.stream.iter_any() if isinstance(self.stream, StreamReader) else self.stream
         while True:
+            clock = self.clock
+            if clock is not None:
+                clock.hold()  # waiting on the client: not the upstream's time
             try:
                 async with asyncio.timeout(self.idle):
                     chunk = await anext(chunks)
@@ -42,15 +50,18 @@ class RequestBody:
             except TimeoutError:
                 self.too_slow = True
                 raise
+            finally:
+                if clock is not None:
+                    clock.release()
             self.consumed = True
             yield chunk
 
 
-async def streamed(request: EdgeRequest, idle: float) -> RequestBody:
+def streamed(request: EdgeRequest, idle: float) -> RequestBody:
     """The client's body, to be streamed (after a 100 Continue if it asked for one)."""
     if not request.body_exists:
         return NO_BODY
-    await continue_if_expected(request)
+    continue_if_expected(request)
     return RequestBody(stream=request.content, length=request.content_length, idle=idle)
 
 
@@ -59,12 +70,12 @@ NO_BODY = RequestBody()  # shared: nothing to stream, nothing to consume, nothin
 
 async def read_up_to(request: EdgeRequest, limit: int, idle: float) -> tuple[RequestBody, bool]:
     """The body read whole when it is at most `limit` bytes (True), else what was read and the
-    rest as one stream (False). Both sides of a parallel run need the same bytes."""
+    rest as one stream (False). TimeoutError when it goes quiet for `idle` seconds."""
     if not request.body_exists:
         return NO_BODY, True
     if (request.content_length or 0) > limit:
-        return await streamed(request, idle), False
-    await continue_if_expected(request)
+        return streamed(request, idle), False
+    continue_if_expected(request)
     chunks, size = [], 0
     while chunk := await asyncio.wait_for(request.content.readany(), idle):
         chunks.append(chunk)
@@ -75,10 +86,12 @@ async def read_up_to(request: EdgeRequest, limit: int, idle: float) -> tuple[Req
     return RequestBody(data=b"".join(chunks)), True
 
 
-async def continue_if_expected(request: EdgeRequest) -> None:
+def continue_if_expected(request: EdgeRequest) -> None:
     """Answer `Expect: 100-continue` here, as nginx and Envoy do; the header is not forwarded."""
     if request.version == HttpVersion11 and request.headers.get("Expect", "").lower() == "100-continue":
-        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")  # not `started`: the answer is still to come
+        transport = request.protocol.transport
+        if transport is not None:  # not `started`: the answer is still to come
+            transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
 
 async def _chain(first: list[bytes], rest: StreamReader) -> AsyncIterator[bytes]:

@@ -34,8 +34,10 @@ class Connection(BaseProtocol):
         self._answer: asyncio.Future[tuple[RawResponseMessage, StreamReader]] | None = None
 
     def _new_parser(self) -> HttpResponseParser:
+        # read_until_eof: an answer with neither length nor chunks ends when the upstream closes (HTTP/1.0
+        # servers, Python's http.server); it is relayed framed anew, and the connection is not reused
         return HttpResponseParser(self, self._loop, READ_BUFSIZE, payload_exception=ClientPayloadError,
-                                  response_with_body=not self.head, auto_decompress=False)
+                                  response_with_body=not self.head, read_until_eof=True, auto_decompress=False)
 
     @property
     def reusable(self) -> bool:

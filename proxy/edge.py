@@ -40,7 +40,7 @@ from aiohttp.tcp_helpers import tcp_keepalive
 
 from proxy.headers import Repeated, fresh_request_id
 from proxy.logs import REQUEST_ID
-from proxy.relayed import Relayed, WholeAnswer
+from proxy.relayed import Relayed, WholeAnswer, drained
 from proxy.request import EdgeRequest
 from proxy.responses import error_response
 
@@ -48,6 +48,7 @@ log = logging.getLogger("strangler.edge")
 
 READ_BUFSIZE = 1 << 16  # a request body is buffered up to this much before the socket is not read
 MAX_QUEUED = 32  # pipelined requests parsed ahead of the one being answered (aiohttp's bound)
+MAX_QUEUED_BYTES = 1 << 16  # and the most their heads may hold
 LINGER = 10.0  # seconds to wait for the rest of a body the answer did not need (aiohttp's lingering_time)
 
 
@@ -63,7 +64,10 @@ class EdgeConnection(BaseProtocol):
                                    auto_decompress=False, max_msg_queue_size=MAX_QUEUED)
         super().__init__(loop, parser)
         self.loop, self.server = loop, server
-        self.queue: deque[tuple[RawRequestMessage | HttpProcessingError, StreamReader]] = deque()
+        self.queue: deque[tuple[RawRequestMessage | HttpProcessingError, StreamReader, int]] = deque()
+        self.queued_bytes = 0  # the heads waiting in `queue`
+        self.head_bytes = 0  # of a head still arriving
+        self.body: StreamReader | None = None  # the last parsed request's body, while the parser feeds it
         self.serving: asyncio.Task[None] | None = None  # from the first request to the close
         self.waiting: asyncio.Future[None] | None = None  # set while `serving` waits for a request
         self.current: EdgeRequest | None = None
@@ -86,23 +90,73 @@ class EdgeConnection(BaseProtocol):
         self._idle()
 
     def data_received(self, data: bytes) -> None:
-        if not self.parsing:
-            return
+        """Feed the parser a request head at a time while it is between requests, so that a bad request
+        costs only itself: those before it are answered first (a feed that raises returns nothing)."""
+        while self.parsing:
+            piece, data = self._next_piece(data)
+            if piece is None:
+                return self._head_too_large()
+            self._feed(piece)
+            if not data:
+                return
+
+    def _next_piece(self, data: bytes) -> tuple[bytes | None, bytes]:
+        """What to feed now, and the rest: up to the end of the next head when between requests, else all
+        of it. None when the head being received is already over `max_header_bytes`."""
+        body = self.body
+        if (body is not None and not body.is_eof()) or len(self.queue) >= MAX_QUEUED:
+            return data, b""  # a body, or a parser held back by the queue: it takes what comes
+        end = data.find(b"\r\n\r\n") + 4
+        head = end if end >= 4 else len(data)
+        if self.head_bytes + head > self.server.max_header_bytes:
+            return None, b""
+        if end < 4 or end == len(data):
+            return data, b""
+        return data[:end], data[end:]
+
+    def _feed(self, data: bytes) -> None:
+        body = self.body
+        in_head = body is None or body.is_eof()  # before the feed: the piece may end a body
         try:
             messages, upgraded, _ = self._parser.feed_data(data)
         except HttpProcessingError as exc:
             self._unparsable(exc)
             return
         if messages:
+            self.head_bytes = 0
             self._stop_header_timer()
-            self.queue.extend(messages)
+            for message, payload in messages:
+                if not self.parsing:
+                    break  # after a refusal or a request to switch protocols: nothing more is answered
+                self._queued(message, payload)
             self._wake()
-            if len(self.queue) >= MAX_QUEUED and not self._buffer_paused:
-                self._pause_reading_for_buffer()  # the parser stopped too; _serve resumes both
-        elif self.idle and self.header_timer is None and data:  # the start of a request's head
-            self.header_timer = self.loop.call_later(self.server.header_timeout, self._headers_too_slow)
+            if (len(self.queue) >= MAX_QUEUED or self.queued_bytes >= MAX_QUEUED_BYTES) and not self._buffer_paused:
+                self._pause_reading_for_buffer()  # the parser stops too; _serve resumes both
+        elif in_head:  # part of a head
+            self.head_bytes += len(data)
+            if self.idle and self.header_timer is None and data:  # the start of a request's head
+                self.header_timer = self.loop.call_later(self.server.header_timeout, self._headers_too_slow)
         if upgraded:
             self.parsing = False  # what follows a request to switch protocols is not HTTP/1.1
+
+    def _queued(self, message: RawRequestMessage, payload: StreamReader) -> None:
+        """A parsed request joins the queue, with its head's size; a head over the limit is refused in turn."""
+        size = head_size(message)
+        if size > self.server.max_header_bytes:
+            self.parsing = False
+            self.queue.append((HeadersTooLarge(), EMPTY_PAYLOAD, 0))
+            return
+        if message.upgrade:  # not switched to: answered, and then the connection closes (see _serve)
+            self.parsing = False
+        self.body = payload
+        self.queued_bytes += size
+        self.queue.append((message, payload, size))
+
+    def _head_too_large(self) -> None:
+        """A head that grew past `max_header_bytes` before it ended: refused without parsing the rest."""
+        self.parsing = False
+        self.queue.append((HeadersTooLarge(), EMPTY_PAYLOAD, 0))
+        self._wake()
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self.server.connection_lost(self, exc)
@@ -146,6 +200,10 @@ class EdgeConnection(BaseProtocol):
 
     # -- answering
 
+    async def drained(self) -> None:
+        """Until the client's socket takes what was written (ConnectionResetError if it closed)."""
+        await self._drain_helper()
+
     @property
     def idle(self) -> bool:
         """No request is being answered."""
@@ -169,22 +227,24 @@ class EdgeConnection(BaseProtocol):
                         return  # nothing more will be read: the connection closes
                     await self._next()
                     continue
-                message, payload = self.queue.popleft()
+                message, payload, size = self.queue.popleft()
+                self.queued_bytes -= size
                 REQUEST_ID.set(None)  # the handler sets this request's own
                 self._parser.message_consumed()  # not closing: the parser is still there
-                if self._buffer_paused and len(self.queue) <= MAX_QUEUED // 2:
+                if self._buffer_paused and len(self.queue) <= MAX_QUEUED // 2 and \
+                        self.queued_bytes <= MAX_QUEUED_BYTES // 2:
                     self._read_again()
                 if isinstance(message, HttpProcessingError):
-                    return self._refuse(type(message).__name__)
+                    return self._refuse(message)
                 request = self.current = EdgeRequest(message, payload, self)
                 try:
                     answer = await self.server.handler(request)
                     if not answer.prepared and answer.send(request):
-                        await request.writer.drain()
+                        await drained(request)
                 except ConnectionError:  # the client went away while it was answered
                     return self.force_close()
                 except web.RequestPayloadError as exc:  # the body broke HTTP's framing (see _unparsable)
-                    return self.force_close() if request.started else self._refuse(_kind(exc))
+                    return self.force_close() if request.started else self._refuse(exc)
                 except Exception as exc:
                     return self._internal_error(request, exc)
                 self.current = None
@@ -223,14 +283,18 @@ class EdgeConnection(BaseProtocol):
         if unfinished is not None and not unfinished.is_eof():
             unfinished.set_exception(web.RequestPayloadError(type(exc).__name__))
             return
-        self.queue.append((exc, EMPTY_PAYLOAD))
+        self.queue.append((exc, EMPTY_PAYLOAD, 0))
         self._wake()
 
-    def _refuse(self, kind: str) -> None:
-        """A request that is not valid HTTP/1.1, `kind` the parser's name for what is wrong: a JSON 400
-        that echoes nothing of it, and the connection closes."""
+    def _refuse(self, exc: Exception) -> None:
+        """A request that is not valid HTTP/1.1: a JSON 400 (431 for a head too large) that echoes nothing
+        of it, and the connection closes."""
         rid = _own_request_id()
+        kind = _kind(exc)
         log.info("refused a malformed request", extra={"client": self.remote, "reason": kind})
+        if isinstance(exc, HeadersTooLarge):
+            detail = f"the request's head is over {self.server.max_header_bytes} bytes"
+            return self._send_closing(error_response(431, "headers_too_large", detail, rid))
         self._send_closing(error_response(400, "bad_request", f"the request is not valid HTTP/1.1 ({kind})", rid))
 
     def _send_closing(self, answer: WholeAnswer) -> None:
@@ -283,10 +347,24 @@ def _own_request_id() -> str:
     return rid
 
 
-def _kind(exc: web.RequestPayloadError) -> str:
-    """The parser's name for what broke a body (set by _unparsable); nothing the client sent."""
-    said = str(exc)
+def _kind(exc: Exception) -> str:
+    """The parser's name for what is wrong (for a body, set by _unparsable); nothing the client sent."""
+    said = str(exc) if isinstance(exc, web.RequestPayloadError) else ""
     return said if said.isidentifier() else type(exc).__name__
+
+
+class HeadersTooLarge(HttpProcessingError):
+    """A request head over `server.max_header_bytes`."""
+
+    code = 431
+
+
+def head_size(message: RawRequestMessage) -> int:
+    """The bytes of a parsed request head, near enough: its request line and header lines."""
+    size = len(message.method) + len(message.path) + 14
+    for name, value in message.raw_headers:
+        size += len(name) + len(value) + 4
+    return size
 
 
 async def _linger(payload: StreamReader) -> bool:
@@ -304,10 +382,11 @@ class EdgeServer(web.Server):
     """The connections' manager, as aiohttp's runners expect one: they stop it with pre_shutdown and shutdown."""
 
     def __init__(self, handler: Handler | Any, *, keepalive_timeout: float = 75.0,
-                 header_timeout: float = 10.0) -> None:
+                 header_timeout: float = 10.0, max_header_bytes: int = 32 << 10) -> None:
         super().__init__(handler)
         self.handler = handler
         self.keepalive_timeout, self.header_timeout = keepalive_timeout, header_timeout
+        self.max_header_bytes = max_header_bytes
 
     def connection_lost(self, handler: Any, exc: BaseException | None = None) -> None:
         self._connections.pop(handler, None)

@@ -23,7 +23,7 @@ from proxy.experiment import Capture
 from proxy.headers import client_lines
 from proxy.metrics import Metrics
 from proxy.model import Decision, Route, Side, Upstream
-from proxy.relayed import Relayed, StreamedAnswer, WholeAnswer
+from proxy.relayed import Relayed, StreamedAnswer, WholeAnswer, drained
 from proxy.request import EdgeRequest
 from proxy.resilience import Breaker, Resilience
 from proxy.responses import error_response
@@ -45,6 +45,7 @@ class Outcome:
     fell_back: bool = False
     route: Route | None = None  # None: refused before routing
     side: Side | None = None  # the side decided on
+    waited: float = 0.0  # seconds spent waiting on the client (its body, its reading): not the upstream's
 
 
 class Forwarder:
@@ -69,7 +70,7 @@ class Forwarder:
                 second.fell_back = True
                 return second
             result, upstream = second, route.legacy
-        return Outcome(_error(result, rid), result, upstream.name, False, route, decision.side)
+        return Outcome(_error(result, rid), result, upstream.name, False, route, decision.side, outgoing.waited)
 
     async def _attempts(self, outgoing: _Outgoing, route: Route, upstream: Upstream, pool: UpstreamPool,
                         capture: Capture | None, may_fall_back: bool) -> Outcome | Failure:
@@ -99,7 +100,9 @@ class Forwarder:
 
     async def _attempt(self, outgoing: _Outgoing, pool: UpstreamPool, breaker: Breaker,
                        capture: Capture | None, hold: Callable[[int], bool]) -> Outcome | Failure:
-        """One exchange with an upstream; a 5xx it is told to `hold` back comes back as a Failure."""
+        """One exchange with an upstream; a 5xx it is told to `hold` back comes back as a Failure. The
+        upstream's deadline covers its time only: waits on the client hold it, and once the whole answer
+        has arrived the upstream is let go and the rest is between the proxy and the client."""
         if pool.in_flight >= pool.capacity or breaker.state != "closed":  # the usual: neither
             refused = self._refuse(pool, breaker)
             if refused is not None:
@@ -107,8 +110,12 @@ class Forwarder:
         request, body = outgoing.request, outgoing.body
         response: Relayed | None = None
         failure = None
+        rest = b""  # the end of a streamed answer, arrived whole: written once the upstream is let go
+        paused = False  # a whole answer the client's socket has not taken all of yet
         try:
-            with Deadline(pool.spec.timeout, request.loop):  # the whole exchange, body included
+            with Deadline(pool.spec.timeout, request.loop) as deadline:  # the whole exchange, body included
+                if body.stream is not None:
+                    body.clock = deadline
                 async with pool.request(request.method, outgoing.target, outgoing.head, body.payload(),
                                         body.length) as upstream:
                     breaker.record(upstream.status < 500)
@@ -120,23 +127,35 @@ class Forwarder:
                         paused = response.send(request)
                         if capture is not None:  # once the answer is out: a parallel run never delays it
                             _capture(upstream, capture, response.body)
-                        if paused:
-                            await request.writer.drain()
                     else:
-                        response = _streamed(upstream, outgoing.rid, capture)
+                        response = _streamed(upstream, outgoing.rid, capture, deadline)
                         await response.start(request, upstream.content_length)
-                        failure = await _relay_body(upstream, response, pool, capture)
+                        failure, rest = await _relay_body(upstream, response, pool, capture)
+            outgoing.waited += deadline.client_seconds
         except UPSTREAM_ERRORS as exc:
             if response is None or not response.prepared:
                 return self._failed(outgoing, pool, breaker, exc, capture)
             if not isinstance(exc, TimeoutError):
-                raise  # writing to the client failed: it went away, nothing to answer
+                raise  # writing to the client failed: it went away, or stopped reading
             failure = _timed_out(pool, exc, capture)  # mid-body: the client gets a cut answer
         if failure is not None:
             request.protocol.force_close()
-        elif isinstance(response, StreamedAnswer):
+        elif paused or isinstance(response, StreamedAnswer):
+            await self._finish_answer(outgoing, response, rest)
+        return Outcome(response, failure, pool.spec.name, False, outgoing.decision.route, outgoing.decision.side,
+                       outgoing.waited)
+
+    @staticmethod
+    async def _finish_answer(outgoing: _Outgoing, response: Relayed, rest: bytes) -> None:
+        """The client takes the rest of an answer the upstream has finished sending: its time only."""
+        started = outgoing.request.loop.time()
+        if isinstance(response, StreamedAnswer):
+            response.clock = None
+            await response.write(rest)
             await response.finish()
-        return Outcome(response, failure, pool.spec.name, False, outgoing.decision.route, outgoing.decision.side)
+        else:
+            await drained(outgoing.request)
+        outgoing.waited += outgoing.request.loop.time() - started
 
     def _refuse(self, pool: UpstreamPool, breaker: Breaker) -> Failure | None:
         """Fail fast, without a connection: too many requests waiting, or an open breaker."""
@@ -163,14 +182,16 @@ class Forwarder:
 
 
 class _Outgoing:
-    """What every attempt of one request sends: the same target, head and body."""
+    """What every attempt of one request sends: the same target, head and body; and how long its
+    exchanges waited on the client."""
 
-    __slots__ = ("request", "decision", "target", "head", "rid", "body")
+    __slots__ = ("request", "decision", "target", "head", "rid", "body", "waited")
 
     def __init__(self, request: EdgeRequest, decision: Decision, target: str, head: bytes, rid: str,
                  body: RequestBody) -> None:
         self.request, self.decision, self.target, self.head, self.rid, self.body = (
             request, decision, target, head, rid, body)
+        self.waited = 0.0
 
 
 def _never(status: int) -> bool:
@@ -231,12 +252,14 @@ def _whole(upstream: Exchange, method: str, rid: str) -> WholeAnswer | None:
     return WholeAnswer(status, upstream.reason, lines, "Date" in upstream.headers, body, length)
 
 
-def _streamed(upstream: Exchange, rid: str, capture: Capture | None) -> StreamedAnswer:
+def _streamed(upstream: Exchange, rid: str, capture: Capture | None, clock: Deadline) -> StreamedAnswer:
     """An answer still arriving: its head goes now, its body as it comes."""
     if capture is not None:
         _capture(upstream, capture, b"")
     lines = client_lines(upstream.raw_headers, rid=rid, last=upstream.pool.last_answer)
-    return StreamedAnswer(upstream.status, upstream.reason, lines, "Date" in upstream.headers)
+    answer = StreamedAnswer(upstream.status, upstream.reason, lines, "Date" in upstream.headers)
+    answer.clock = clock
+    return answer
 
 
 def _capture(upstream: Exchange, capture: Capture, body: bytes) -> None:
@@ -245,19 +268,23 @@ def _capture(upstream: Exchange, capture: Capture, body: bytes) -> None:
         capture.add(body)
 
 
-async def _relay_body(upstream: Exchange, response: StreamedAnswer,
-                      pool: UpstreamPool, capture: Capture | None) -> Failure | None:
+async def _relay_body(upstream: Exchange, response: StreamedAnswer, pool: UpstreamPool,
+                      capture: Capture | None) -> tuple[Failure | None, bytes]:
+    """Relay the body as it arrives until all of it has: then what is left (up to the answer buffer,
+    proxy.connection) comes back, to be written once the upstream is let go."""
     content = upstream.content
-    while True:
+    while not content.is_eof():
         try:
             chunk = await content.readany()
         except UPSTREAM_ERRORS as exc:
             failure = pool.failure_from(exc)
             if capture is not None:
                 capture.error = failure.kind
-            return failure
-        if not chunk:
-            return None
+            return failure, b""
         if capture is not None:
             capture.add(chunk)
         await response.write(chunk)  # the client's errors are the client's: they propagate
+    rest = content.read_nowait()
+    if capture is not None and rest:
+        capture.add(rest)
+    return None, rest

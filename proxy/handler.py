@@ -4,29 +4,36 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from typing import Any, Callable
 
 from aiohttp.http import HttpVersion10, HttpVersion11
 
-from proxy.body import NO_BODY, read_up_to, streamed
+from proxy.body import NO_BODY, RequestBody, read_up_to
 from proxy.evidence import Evidence
 from proxy.experiment import Experiments
 from proxy.forward import Forwarder, Outcome
+from proxy.upstream import Failure
 from proxy.headers import request_id, upstream_head
 from proxy.live import Generation, LiveConfig
 from proxy.logs import REQUEST_ID, AccessLog
 from proxy.metrics import Metrics
 from proxy.model import Decision, RequestFacts, Route, Side
-from proxy.relayed import Relayed
+from proxy.relayed import ClientTooSlow, Relayed
 from proxy.request import EdgeRequest
 from proxy.responses import error_response
 from proxy.routing import decide, match_route
 from proxy.target import Refusal, parse_target
 from proxy.toggling import VerdictLog
 
+# RFC 3986 host (a reg-name without userinfo, or an IP literal) with an optional port; nginx refuses
+# the rest with a 400 too.
+VALID_HOST = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~!$&'()*+,;=%-]+)(?::[0-9]{0,5})?\Z")
+# Failures that are the client's, by the kind strangler_client_errors_total counts them as.
+CLIENT_FAILURES = {"client_body_timeout": "body_timeout"}
 # Failures that say nothing about the side: the proxy's own shedding, the client's slowness.
-NOT_THE_SIDES = frozenset({"busy", "overloaded", "client_body_timeout"})
+NOT_THE_SIDES = frozenset({"busy", "overloaded", *CLIENT_FAILURES})
 
 
 class EdgeHandler:
@@ -53,8 +60,8 @@ class EdgeHandler:
         self.in_flight += 1
         try:
             outcome = await self._serve(request, rid, generation)
-        except asyncio.CancelledError:
-            self.access.write(logging.INFO, "client went away", _fields(request, 499, started, request_id=rid))
+        except (asyncio.CancelledError, ConnectionError) as exc:
+            self._client_failed(request, exc, started, rid)
             raise
         finally:
             self.in_flight -= 1
@@ -65,8 +72,8 @@ class EdgeHandler:
         refusal = _refusal(request)
         path = parse_target(request.raw_path) if refusal is None else refusal
         if isinstance(path, Refusal):
-            self.metrics.rejected.labels("bad_request").inc()
-            refused = error_response(400, "bad_request", path.detail, rid)
+            self.metrics.rejected.labels(path.code).inc()
+            refused = error_response(path.status, path.code, path.detail, rid)
             refused.force_close()  # what follows on this connection cannot be trusted either
             return Outcome(refused)
         method = request.method
@@ -76,17 +83,21 @@ class EdgeHandler:
         decision, facts = self._decide(request, route, path, generation)
         head = upstream_head(request.raw_headers, peer=request.remote, proto=request.scheme, rid=rid,
                              last=request.protocol.last_head)
+        server = generation.config.server
+        request.send_timeout = server.send_timeout
         try:
             if decision.shadow is None:  # most requests: no body, and then not even a coroutine to learn it
-                body = await streamed(request, generation.config.server.body_timeout) if request.body_exists \
-                    else NO_BODY
+                body, waited = await _buffered(request, server.request_buffer, server.body_timeout) \
+                    if request.body_exists else (NO_BODY, 0.0)
                 outcome = await self.forwarder.serve(request, decision, generation.pools, request.raw_path, head, rid,
                                                      body)
+                outcome.waited += waited
             else:
                 outcome = await self._forward_shadowed(request, decision, facts, generation, head, rid)
-        except TimeoutError:  # the body stopped arriving while it was read for a parallel run
+        except TimeoutError:  # the body stopped arriving while it was read ahead of the exchange
             slow = error_response(408, "request_timeout", "the request body stopped arriving", rid)
-            return Outcome(_send_and_hang_up(request, slow), route=route)
+            failure = Failure("client_body_timeout", 408, "the request body stopped arriving", sent=False)
+            return Outcome(_send_and_hang_up(request, slow), failure, route=route)
         if outcome.failure is not None and outcome.failure.kind == "client_body_timeout":
             _send_and_hang_up(request, outcome.response)
         return outcome
@@ -109,17 +120,17 @@ class EdgeHandler:
                                 generation: Generation, head: bytes, rid: str) -> Outcome:
         """A request whose decision has a shadow: served, and (when it is in the run's sample) shadowed.
         `facts`: the run's sample may hash a toggle's sticky value."""
-        idle = generation.config.server.body_timeout
+        server, run = generation.config.server, decision.route.parallel_run
         shadow = None
         if self.experiments.sampled(decision, facts, generation.toggles):
-            body, whole = await read_up_to(request, decision.route.parallel_run.max_body, idle) \
-                if request.body_exists else (NO_BODY, True)
-            if whole:
+            body, waited = await _buffered(request, max(run.max_body, server.request_buffer), server.body_timeout) \
+                if request.body_exists else (NO_BODY, 0.0)
+            if body.stream is None and len(body.data or b"") <= run.max_body:
                 shadow = self.experiments.begin(decision, request, rid, head, body.data, generation.shadow_pools)
             else:
                 self.experiments.skip(decision.route, "request_too_large")
         else:
-            body = await streamed(request, idle)
+            body, waited = await _buffered(request, server.request_buffer, server.body_timeout)
         try:
             outcome = await self.forwarder.serve(request, decision, generation.pools, request.raw_path, head, rid,
                                                  body, shadow and shadow.capture)
@@ -129,6 +140,7 @@ class EdgeHandler:
             raise
         if shadow is not None:  # after a fallback the served answer is not the side decided on
             shadow.deliver("fallback" if outcome.fell_back else None)
+        outcome.waited += waited
         return outcome
 
     def _evidence(self, outcome: Outcome, route: str, status: int, elapsed: float) -> None:
@@ -149,14 +161,24 @@ class EdgeHandler:
         self.metrics.toggle_verdicts.labels(decision.route.name, check.name, check.verdict).inc()
         self.verdicts.note(decision.route.name, check.name, check.verdict)
 
+    def _client_failed(self, request: EdgeRequest, exc: BaseException, started: float, rid: str) -> None:
+        """The client went away, or stopped reading its answer: its doing, counted as its own."""
+        kind = "send_timeout" if isinstance(exc, ClientTooSlow) else "gone"
+        self.metrics.client_errors.labels(kind).inc()
+        message = "client stopped reading" if kind == "send_timeout" else "client went away"
+        self.access.write(logging.INFO, message, _fields(request, 499, started, request_id=rid))
+
     def _record(self, request: EdgeRequest, outcome: Outcome, started: float) -> None:
         self.answered += 1
         status = outcome.response.status
-        elapsed = time.monotonic() - started
+        elapsed = time.monotonic() - started - outcome.waited  # the client's own slowness left out
         route = outcome.route.name if outcome.route is not None else ""
-        self.metrics.tally.observe(route, outcome.upstream, request.method, status, elapsed)
         failure = outcome.failure
-        if failure is not None:
+        clients = failure is not None and failure.kind in CLIENT_FAILURES
+        self.metrics.tally.observe(route, "" if clients else outcome.upstream, request.method, status, elapsed)
+        if clients:
+            self.metrics.client_errors.labels(CLIENT_FAILURES[failure.kind]).inc()
+        elif failure is not None:
             self.metrics.upstream_errors.labels(outcome.upstream, failure.kind).inc()
         if outcome.route is not None and outcome.route.rollout_plan is not None and outcome.side is not None:
             self._evidence(outcome, route, status, elapsed)
@@ -171,7 +193,18 @@ class EdgeHandler:
             self.access.write(level, "request", fields)
             return
         fields.update(failure=failure.kind, detail=failure.detail)
-        self.access.write(level, "upstream failed", fields)
+        self.access.write(logging.INFO if clients else level, "client too slow" if clients else "upstream failed",
+                          fields)
+
+
+async def _buffered(request: EdgeRequest, limit: int, idle: float) -> tuple[RequestBody, float]:
+    """The body, read whole ahead of the exchange when it is at most `limit` bytes (else the rest streams),
+    and the seconds that took: the client's time."""
+    if not request.body_exists:
+        return NO_BODY, 0.0
+    started = request.loop.time()
+    body, _ = await read_up_to(request, limit, idle)
+    return body, request.loop.time() - started
 
 
 def _send_and_hang_up(request: EdgeRequest, response: Relayed) -> Relayed:
@@ -184,14 +217,20 @@ def _send_and_hang_up(request: EdgeRequest, response: Relayed) -> Relayed:
 
 
 def _refusal(request: EdgeRequest) -> Refusal | None:
-    """Request-level checks aiohttp's parser leaves to us (reliability.md HTTP-18)."""
-    version = request.version
+    """Request-level checks aiohttp's parser leaves to us (reliability.md HTTP-10, HTTP-18)."""
+    version, headers = request.version, request.headers
     if version == HttpVersion11:
-        return None if "Host" in request.headers else Refusal("an HTTP/1.1 request needs a Host header")
-    if version != HttpVersion10:
+        if "Host" not in headers:
+            return Refusal("an HTTP/1.1 request needs a Host header")
+    elif version != HttpVersion10:
         return Refusal(f"HTTP/{version.major}.{version.minor} is not supported")
-    if "Transfer-Encoding" in request.headers:
+    elif "Transfer-Encoding" in headers:
         return Refusal("Transfer-Encoding is not allowed in an HTTP/1.0 request")
+    host = headers.get("Host")
+    if host is not None and not VALID_HOST.match(host):
+        return Refusal("the Host header is not a valid host name or address (with an optional port)")
+    if request.chunked and headers.get("Transfer-Encoding", "").strip().lower() != "chunked":
+        return Refusal("the only transfer coding this proxy accepts is chunked", 501, "not_implemented")
     return None
 
 

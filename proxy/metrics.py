@@ -47,6 +47,10 @@ class Metrics:
         self.upstream_errors = Counter(
             "strangler_upstream_errors", "Upstream exchanges that failed, by kind.",
             ["upstream", "kind"], registry=r)
+        self.client_errors = Counter(
+            "strangler_client_errors", "Requests that failed on the client's side, by kind: body_timeout (its "
+            "body stopped arriving), send_timeout (it stopped reading its answer), gone (it hung up first).",
+            ["kind"], registry=r)
         self.in_flight = Gauge(
             "strangler_upstream_in_flight", "Requests in flight to each upstream.", ["upstream"], registry=r,
             multiprocess_mode="livesum")

@@ -87,6 +87,9 @@ class ServerSpec:
     header_timeout: float = 10.0  # seconds to receive a request's headers
     body_timeout: float = 30.0  # seconds a request body may go without a byte
     keepalive_timeout: float = 75.0  # seconds an idle keep-alive connection is kept
+    max_header_bytes: int = 32 << 10  # a request's line and headers together; beyond: 431
+    request_buffer: int = 1 << 20  # a request body up to this size is read whole before an upstream is called
+    send_timeout: float = 60.0  # seconds a client may take no byte of its answer
 
 
 @dataclass(frozen=True, slots=True)

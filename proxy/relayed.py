@@ -5,8 +5,8 @@ much as the rest of the exchange; what it adds that matters for a relayed answer
 done here: the framing (Content-Length, or chunks for a body of unknown length), Date
 when the upstream sent none, and Connection as the client's keep-alive needs it. Nothing
 else is invented (no Server, no Content-Type). An answer that arrived whole leaves in
-one write; one still arriving sends its head, then its body through aiohttp's writer
-(chunking, back-pressure) as it comes.
+one write; one still arriving sends its head, then its body as it comes, waiting for the
+client's socket to take each piece (back-pressure) for at most `server.send_timeout`.
 
 The proxy's own answers (its JSON errors) are WholeAnswers too: the edge sends what a
 handler returns when the handler has not sent it itself (`prepared`).
@@ -14,14 +14,15 @@ handler returns when the handler has not sent it itself (`prepared`).
 
 from __future__ import annotations
 
+import asyncio
 from http import HTTPStatus
 from typing import TYPE_CHECKING
 
-from aiohttp.abc import AbstractStreamWriter
 from aiohttp.helpers import rfc822_formatted_time
 from aiohttp.http import HttpVersion, HttpVersion10, HttpVersion11
 
 if TYPE_CHECKING:
+    from proxy.deadline import Deadline
     from proxy.request import EdgeRequest
 
 PHRASES = {status.value: status.phrase.encode() for status in HTTPStatus}
@@ -54,8 +55,9 @@ class Relayed:
         else:
             connection = b"Connection: close\r\n" if version == HttpVersion11 else b""
         date = b"" if self.dated else b"Date: " + rfc822_formatted_time().encode() + b"\r\n"
-        return b"HTTP/%d.%d %d %s\r\n%s%s%s%s\r\n" % (version.major, version.minor, self.status, self.reason,
-                                                       self.lines, framing, date, connection)
+        # HTTP/1.1 whatever the client spoke (as nginx): an HTTP/1.0 client reads it as 1.0 (RFC 9110
+        # 6.2), and a version the edge refused is never echoed back
+        return b"HTTP/1.1 %d %s\r\n%s%s%s%s\r\n" % (self.status, self.reason, self.lines, framing, date, connection)
 
     def _write(self, request: EdgeRequest, data: bytes) -> bool:
         """Straight to the client's socket; True when that socket is full and the writer must wait."""
@@ -99,31 +101,65 @@ class WholeAnswer(Relayed):
 
 class StreamedAnswer(Relayed):
     """An answer whose body is still arriving: the head now, then the body as it comes, framed by the
-    upstream's length when it gave one, else in chunks (or, to an HTTP/1.0 client, until close)."""
+    upstream's length when it gave one, else in chunks (or, to an HTTP/1.0 client, until close). While
+    the client's socket is full, `clock` (the upstream exchange's deadline) is held."""
 
-    __slots__ = ("_writer",)
+    __slots__ = ("_request", "_left", "_chunked", "clock")
 
     def __init__(self, status: int, reason: str, lines: bytes, dated: bool) -> None:
         super().__init__(status, reason, lines, dated)
-        self._writer: AbstractStreamWriter | None = None
+        self._left: int | None = None  # bytes the declared length still allows
+        self._chunked = False
+        self.clock: Deadline | None = None
 
     async def start(self, request: EdgeRequest, length: int | None) -> None:
-        writer = self._writer = request.writer
+        self._request = request
         if length is not None:
             head = self._head(request, b"Content-Length: %d\r\n" % length)
-            writer.length = length  # aiohttp's writer stops at the length declared
+            self._left = length
         elif request.version == HttpVersion11:
             head = self._head(request, b"Transfer-Encoding: chunked\r\n")
-            writer.enable_chunking()
+            self._chunked = True
         else:
             head = self._head(request, b"", delimited=False)
-        if self._write(request, head):
-            await writer.drain()
+        await self._send(head)
 
     async def write(self, chunk: bytes) -> None:
-        assert self._writer is not None, "start() first"
-        await self._writer.write(chunk)
+        if not chunk:
+            return
+        if self._chunked:
+            chunk = b"%x\r\n%s\r\n" % (len(chunk), chunk)
+        elif self._left is not None:  # never past the length declared
+            chunk = chunk[:self._left]
+            self._left -= len(chunk)
+        await self._send(chunk)
 
     async def finish(self) -> None:
-        assert self._writer is not None, "start() first"
-        await self._writer.write_eof()
+        if self._chunked:
+            await self._send(b"0\r\n\r\n")
+
+    async def _send(self, data: bytes) -> None:
+        if self._write(self._request, data):
+            await drained(self._request, self.clock)
+
+
+async def drained(request: EdgeRequest, clock: Deadline | None = None) -> None:
+    """Wait until the client's socket takes what was written, for up to its send timeout (then
+    ClientTooSlow); `clock`, an upstream's deadline, is held meanwhile: the wait is the client's."""
+    protocol = request.protocol
+    if not protocol.writing_paused:
+        return
+    if clock is not None:
+        clock.hold()
+    try:
+        async with asyncio.timeout(request.send_timeout):
+            await protocol.drained()
+    except TimeoutError:
+        raise ClientTooSlow(f"the client took none of its answer for {request.send_timeout:g}s") from None
+    finally:
+        if clock is not None:
+            clock.release()
+
+
+class ClientTooSlow(ConnectionError):
+    """The client stopped reading its answer: the connection is given up on, the client's doing."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Protocol
 
-from aiohttp.http import RawRequestMessage, StreamWriter
+from aiohttp.http import RawRequestMessage
 from aiohttp.streams import EmptyStreamReader, StreamReader
 from multidict import CIMultiDictProxy
 
@@ -24,6 +24,9 @@ class Client(Protocol):
     @property
     def writing_paused(self) -> bool: ...
 
+    async def drained(self) -> None:
+        """Until the socket takes what was written (at once when it is not full)."""
+
     def force_close(self) -> None: ...
 
 
@@ -31,8 +34,8 @@ class EdgeRequest:
     """One request as the handler sees it: what the parser read, its body, and the connection it came on.
     (The names are aiohttp's BaseRequest's, for the few fields a proxy reads.)"""
 
-    __slots__ = ("method", "raw_path", "version", "headers", "raw_headers", "content", "body_exists",
-                 "should_close", "protocol", "remote", "started", "_writer")
+    __slots__ = ("method", "raw_path", "version", "headers", "raw_headers", "content", "body_exists", "chunked",
+                 "should_close", "protocol", "remote", "started", "send_timeout")
     scheme = "http"
 
     def __init__(self, message: RawRequestMessage, payload: StreamReader, protocol: Client) -> None:
@@ -40,18 +43,13 @@ class EdgeRequest:
         self.headers: CIMultiDictProxy[str] = message.headers
         self.raw_headers = message.raw_headers
         self.content, self.body_exists = payload, type(payload) is not EmptyStreamReader
-        self.should_close = message.should_close
+        self.chunked = message.chunked
+        # a request to switch protocols that is not switched to ends its connection: what the client
+        # sends after it may not be HTTP/1.1 (and llhttp drops what followed it in the same read)
+        self.should_close = message.should_close or message.upgrade
         self.protocol, self.remote = protocol, protocol.remote
         self.started = False  # whether an answer's first bytes have left
-        self._writer: StreamWriter | None = None
-
-    @property
-    def writer(self) -> StreamWriter:
-        """aiohttp's writer, for a body sent as it arrives (framing, back-pressure): made when first needed."""
-        writer = self._writer
-        if writer is None:
-            writer = self._writer = StreamWriter(self.protocol, self.protocol.loop)
-        return writer
+        self.send_timeout = 60.0  # seconds the client may take none of its answer (the handler sets it)
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:

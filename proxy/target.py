@@ -21,7 +21,11 @@ AMBIGUOUS_ESCAPE = re.compile(r"%(?:2[Ff]|5[Cc]|[01][0-9A-Fa-f]|7[Ff])")
 
 @dataclass(frozen=True, slots=True)
 class Refusal:
+    """A request the edge answers itself, and closes the connection after."""
+
     detail: str
+    status: int = 400
+    code: str = "bad_request"
 
 
 def parse_target(raw: str) -> str | Refusal:

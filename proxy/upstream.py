@@ -34,6 +34,10 @@ IDLE_SECONDS = 15.0  # a pooled connection unused this long is closed rather tha
 EMPTY_HEADERS: CIMultiDictProxy[str] = CIMultiDictProxy(CIMultiDict())
 
 
+class UnaskedSwitch(HttpProcessingError):
+    """A 101 to a request that did not ask to switch protocols: the answer is not HTTP any more."""
+
+
 class NoConnection(Exception):
     """No connection to the upstream, so nothing was sent: it refused, or none came in time."""
 
@@ -125,6 +129,8 @@ class UpstreamPool:
             return Failure("timeout", 504, f"upstream {name} did not accept a connection in time", sent=False)
         if isinstance(exc, TimeoutError):
             return Failure("timeout", 504, f"upstream {name} did not answer within {self.spec.timeout:g}s")
+        if isinstance(exc, UnaskedSwitch):
+            return Failure("broken", 502, f"upstream {name} switched protocols, which the request did not ask for")
         if isinstance(exc, HttpProcessingError):
             return Failure("broken", 502, f"upstream {name} sent an invalid HTTP response")
         return Failure("broken", 502, f"upstream {name} broke the connection ({type(exc).__name__})")
@@ -250,8 +256,10 @@ class Exchange:
             answered = conn.expect(self.method == "HEAD")
             self._send(conn)
             message, payload = await answered
+            if message.code == 101:
+                raise UnaskedSwitch()
         except BaseException:
-            self._finish(reusable=False)
+            await self._finish(reusable=False)
             raise
         self.status, self.reason, self.headers, self.raw_headers = (message.code, message.reason, message.headers,
                                                                     message.raw_headers)
@@ -259,7 +267,7 @@ class Exchange:
         return self
 
     async def __aexit__(self, kind: Any, exc: Any, tb: Any) -> None:
-        self._finish(reusable=kind is None and self.status != 0 and self.content.is_eof())
+        await self._finish(reusable=kind is None and self.status != 0 and self.content.is_eof())
 
     def _send(self, conn: Connection) -> None:
         """The request's head, and its body when it is bytes, in one write; a streamed body follows
@@ -291,17 +299,22 @@ class Exchange:
         if not sending.cancelled() and sending.exception() is not None and self.conn is not None:
             self.conn.fail(sending.exception())
 
-    def _finish(self, reusable: bool) -> None:
+    async def _finish(self, reusable: bool) -> None:
         sending = self.sending
-        if sending is not None and not sending.done():
-            sending.cancel()
-            reusable = False
-        elif sending is not None and sending.exception() is not None:
-            reusable = False
-        if self.conn is not None:
-            self.pool.release(self.conn, reusable)
-            self.conn = None
-        self.pool.finished()
+        try:
+            if sending is not None and not sending.done():
+                # ended before the body was sent: the sending task stops reading the client's body before
+                # the edge reads the rest of it (two readers of one stream raise)
+                reusable = False
+                sending.cancel()
+                await asyncio.wait({sending})
+            elif sending is not None and (sending.cancelled() or sending.exception() is not None):
+                reusable = False
+        finally:
+            if self.conn is not None:
+                self.pool.release(self.conn, reusable)
+                self.conn = None
+            self.pool.finished()
 
 
 async def _stream(writer: StreamWriter, body: Any) -> None:

@@ -207,7 +207,7 @@ async def test_an_interim_answer_is_not_taken_for_the_answer(raw_upstream, start
 async def test_a_request_without_host_names_the_upstream(raw_upstream, start_proxy):
     raw, upstream = await through_proxy(raw_upstream, start_proxy, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
                                         b"GET / HTTP/1.0\r\n\r\n")
-    assert raw.startswith(b"HTTP/1.0 200 OK\r\n") and b"keep-alive" not in raw.lower()
+    assert raw.startswith(b"HTTP/1.1 200 OK\r\n") and b"keep-alive" not in raw.lower()
     host = upstream.url.removeprefix("http://").encode()
     assert upstream.heads[0].startswith(b"GET / HTTP/1.1\r\nHost: " + host + b"\r\n")
 
@@ -225,7 +225,8 @@ async def test_request_bodies_arrive_whole_with_their_framing(make_upstream, sta
         assert response.status == 200
     sized, chunked = legacy.seen
     assert (sized.body, sized.header("Content-Length")) == (b"x" * 100_000, "100000")
-    assert (chunked.body, chunked.header("Transfer-Encoding")) == (b"abcdef", "chunked")
+    # a small chunked body is read whole first (server.request_buffer), as nginx does: it leaves with its length
+    assert (chunked.body, chunked.header("Content-Length")) == (b"abcdef", "6")
 
 
 async def test_head_204_and_304_carry_no_body(make_upstream, start_proxy):
