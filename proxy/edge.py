@@ -117,6 +117,7 @@ class EdgeConnection(BaseProtocol):
     def _feed(self, data: bytes) -> None:
         body = self.body
         in_head = body is None or body.is_eof()  # before the feed: the piece may end a body
+        head = self.head_bytes + len(data)  # the head's size, when this piece ends one (see _next_piece)
         try:
             messages, upgraded, _ = self._parser.feed_data(data)
         except HttpProcessingError as exc:
@@ -125,23 +126,23 @@ class EdgeConnection(BaseProtocol):
         if messages:
             self.head_bytes = 0
             self._stop_header_timer()
+            measured = in_head and len(messages) == 1  # the usual: one head, the piece
             for message, payload in messages:
                 if not self.parsing:
                     break  # after a refusal or a request to switch protocols: nothing more is answered
-                self._queued(message, payload)
+                self._queued(message, payload, head if measured else head_size(message))
             self._wake()
             if (len(self.queue) >= MAX_QUEUED or self.queued_bytes >= MAX_QUEUED_BYTES) and not self._buffer_paused:
                 self._pause_reading_for_buffer()  # the parser stops too; _serve resumes both
         elif in_head:  # part of a head
-            self.head_bytes += len(data)
+            self.head_bytes = head
             if self.idle and self.header_timer is None and data:  # the start of a request's head
                 self.header_timer = self.loop.call_later(self.server.header_timeout, self._headers_too_slow)
         if upgraded:
             self.parsing = False  # what follows a request to switch protocols is not HTTP/1.1
 
-    def _queued(self, message: RawRequestMessage, payload: StreamReader) -> None:
+    def _queued(self, message: RawRequestMessage, payload: StreamReader, size: int) -> None:
         """A parsed request joins the queue, with its head's size; a head over the limit is refused in turn."""
-        size = head_size(message)
         if size > self.server.max_header_bytes:
             self.parsing = False
             self.queue.append((HeadersTooLarge(), EMPTY_PAYLOAD, 0))
