@@ -23,6 +23,7 @@ from proxy import __version__
 from proxy.admin import Lifecycle, create_admin_app, status
 from proxy.buildinfo import BuildInfo
 from proxy.edge import EdgeServer
+from proxy.environment import checked
 from proxy.evidence import Evidence
 from proxy.experiment import Experiments
 from proxy.forward import Forwarder
@@ -80,6 +81,7 @@ class Proxy:
 
     async def start(self) -> None:
         require_c_parser()
+        checked(self.config)  # an admin token variable named but unset must not leave admin open
         try:
             await self._start()
         except BaseException:
@@ -182,8 +184,9 @@ class Proxy:
 
 
 def admin_token(config: Config) -> str | None:
-    """The admin bearer token, from the environment variable routes.yaml names (if set)."""
-    return (os.environ.get(config.admin.token_env) or None) if config.admin.token_env else None
+    """The admin bearer token, from the environment variable routes.yaml names (proxy.environment has checked
+    that it is set when named)."""
+    return os.environ[config.admin.token_env] if config.admin.token_env else None
 
 
 async def listen(runner: web.BaseRunner, address: Address, reuse_port: bool = False) -> Address:

@@ -6,13 +6,15 @@ import argparse
 import json
 import os
 import sys
+from dataclasses import replace
 from typing import Any, Callable, Coroutine
 
 from multidict import CIMultiDict
 
 from proxy import config as config_file
-from proxy import accept_cli, logs, replay_cli, report_cli, rollout_cli
+from proxy import accept_cli, environment, logs, replay_cli, report_cli, rollout_cli
 from proxy.app import Options, run_loop, serve, toggles_for
+from proxy.environment import checked
 from proxy.errors import ConfigError
 from proxy.explain import explain
 from proxy.model import Address, Config
@@ -68,9 +70,12 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _load(args: argparse.Namespace) -> Config | None:
+def _load(args: argparse.Namespace, to_serve: bool = False) -> Config | None:
+    """routes.yaml, its problems printed; `to_serve`: the variables it names must be set too."""
     try:
         config = config_file.load(args.config)
+        if to_serve:
+            checked(config)
     except ConfigError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
@@ -88,6 +93,9 @@ def _check(args: argparse.Namespace) -> int:
         return EXIT_INVALID
     for warning in config.warnings:
         print(warning)
+    for missing in environment.problems(config):  # here, not where it will run: a warning
+        print(replace(missing, message=f"{missing.message} (`strangler serve` would refuse to start)",
+                      warning=True))
     print(f"ok: {len(config.routes)} routes, {len(config.upstreams)} upstreams")
     return EXIT_OK
 
@@ -118,7 +126,7 @@ def _serve(args: argparse.Namespace) -> int:
     if args.workers < 1:
         print("strangler serve: --workers must be at least 1", file=sys.stderr)
         return EXIT_USAGE
-    config = _load(args)
+    config = _load(args, to_serve=True)
     if config is None:
         return EXIT_INVALID
     listen = Address(args.host or config.listen.host, args.port if args.port is not None else config.listen.port)
@@ -133,7 +141,7 @@ def _serve(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from proxy.demo.run import run_demo
 
-    config = _load(args)
+    config = _load(args, to_serve=True)
     if config is None:
         return EXIT_INVALID
     return _run(lambda: run_demo(Options(args.config), config))
@@ -143,6 +151,9 @@ def _run(start: Callable[[], Coroutine[Any, Any, int]]) -> int:
     """Run until stopped; report start-up failures in one line."""
     try:
         return run_loop(start)
+    except ConfigError as exc:
+        print("\n".join(str(p) for p in exc.problems), file=sys.stderr)
+        return EXIT_INVALID
     except (OSError, RuntimeError) as exc:
         print(f"strangler: {exc}", file=sys.stderr)
         return EXIT_INVALID

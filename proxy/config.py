@@ -10,6 +10,7 @@ import hashlib
 import ipaddress
 import os
 import re
+import stat
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Mapping
@@ -32,13 +33,33 @@ ADDRESS = re.compile(r"^(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[^:\[\]\s]+)):(?P
 
 def load(path: str | os.PathLike[str]) -> Config:
     """Read and validate the file at `path`."""
+    return parse(read_file(path), str(path))
+
+
+def read_file(path: str | os.PathLike[str]) -> bytes:
+    """The bytes of a regular file, at most MAX_BYTES + 1 of them. Opened without blocking and refused
+    unless it is a regular file: a FIFO or a device put in its place would hold the reader forever."""
     source = str(path)
     try:
-        with open(path, "rb") as f:
-            raw = f.read(MAX_BYTES + 1)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except OSError as exc:
         raise ConfigError([Problem(source, 0, f"cannot read the file: {exc.strerror}")]) from exc
-    return parse(raw, source)
+    with open(fd, "rb", closefd=True) as f:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise ConfigError([Problem(source, 0, f"not a regular file ({_file_kind(mode)})")])
+        try:
+            return f.read(MAX_BYTES + 1)
+        except OSError as exc:
+            raise ConfigError([Problem(source, 0, f"cannot read the file: {exc.strerror}")]) from exc
+
+
+def _file_kind(mode: int) -> str:
+    for test, kind in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISDIR, "a directory"), (stat.S_ISSOCK, "a socket"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device")):
+        if test(mode):
+            return kind
+    return "not a file"
 
 
 def parse(raw: bytes, source: str) -> Config:
@@ -74,6 +95,7 @@ def _config(reader: Reader, data: Any, source: str, digest: str) -> Config | Non
     routes = read_routes(top, upstreams, declared)
     toggles = _toggles(top)
     _check_loops(reader, upstreams, (listen, admin.listen))
+    _check_admin(reader, listen, admin)
     _warn_unused(reader, upstreams, data.get("routes"))
     _check_toggles(reader, routes, toggles.provider)
     return Config(source=source, digest=digest, listen=listen, admin=admin,
@@ -109,7 +131,7 @@ def _admin(top: Section) -> AdminSpec:
     for key, name in (("token_env", token_env), ("admin_token_env", admin_token_env)):
         if name is not None and not ENV_NAME.match(name):
             sec.error(key, f"'{key}' names an environment variable, got {name!r}")
-    return AdminSpec(_address(sec, "listen", AdminSpec().listen), token_env)
+    return AdminSpec(_address(sec, "listen", AdminSpec().listen), token_env, top.reader.doc.line(sec.at("token_env")))
 
 
 def _upstreams(top: Section) -> dict[str, Upstream]:
@@ -255,6 +277,19 @@ def _check_loops(reader: Reader, upstreams: Mapping[str, Upstream], own: tuple[A
         parts = urlsplit(upstream.url)
         if any(parts.port == mine.port and _same_host(parts.hostname or "", mine.host) for mine in own):
             reader.error(("upstreams", name), f"upstream '{name}' points at this proxy's own listener")
+
+
+def _check_admin(reader: Reader, edge: Address, admin: AdminSpec) -> None:
+    """The admin listener is never the edge's, and off loopback it wants a token."""
+    wildcard = ("0.0.0.0", "::")
+    if admin.listen.port == edge.port and (admin.listen.host == edge.host or admin.listen.host in wildcard
+                                           or edge.host in wildcard) and edge.port != 0:
+        reader.error(("admin", "listen"), f"admin.listen {admin.listen} is the edge's own address ({edge}); "
+                                          "the admin listener needs an address of its own")
+    elif admin.token_env is None and not _is_loopback(admin.listen.host):
+        reader.warn(("admin", "listen"), f"admin.listen {admin.listen} is reachable from other hosts and no "
+                                         "admin.token_env is set: anyone who reaches it can read /status and "
+                                         "the reports")
 
 
 def _same_host(upstream: str, listener: str) -> bool:

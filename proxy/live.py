@@ -11,11 +11,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Mapping
 
 from proxy import config as config_file
+from proxy.environment import checked
 from proxy.errors import ConfigError
 from proxy.metrics import Metrics
 from proxy.model import Config, Problem, Upstream
@@ -25,6 +27,7 @@ from toggles.base import Toggles
 
 log = logging.getLogger(__name__)
 WATCH_INTERVAL = 0.5
+LOAD_TIMEOUT = 5.0  # seconds a reload may take to read and check the file
 
 
 ToggleFactory = Callable[[Config, "Toggles | None"], Toggles]  # reuses the previous one when it can
@@ -68,12 +71,18 @@ class LiveConfig:
         metrics.config_loaded_at.set(self.current.loaded_at)
 
     async def reload(self, why: str) -> bool:
-        """Load the file again; swap it in if valid. Returns whether the running config is the file's."""
+        """Load the file again; swap it in if valid. Returns whether the running config is the file's.
+        Whatever goes wrong loading it is a reload error, shown in /status and counted: never raised."""
         self._signature = _signature(self.path)
         try:
-            config = await asyncio.to_thread(config_file.load, self.path)
+            config = await _in_daemon_thread(lambda: checked(config_file.load(self.path)), LOAD_TIMEOUT)
         except ConfigError as exc:
             return self._refuse(exc.problems, why)
+        except TimeoutError:
+            return self._refuse((Problem(self.path, 0, f"reading the file took over {LOAD_TIMEOUT:g}s"),), why)
+        except Exception as exc:  # a bug in loading: still only a refused reload
+            log.warning("loading routes.yaml failed unexpectedly", exc_info=exc)
+            return self._refuse((Problem(self.path, 0, f"could not be loaded ({type(exc).__name__})"),), why)
         self.last_failure = None
         if config.digest == self.current.config.digest:
             self.metrics.reloads.labels("unchanged").inc()
@@ -119,7 +128,10 @@ class LiveConfig:
         while True:
             await asyncio.sleep(interval)
             if _signature(self.path) != self._signature:
-                await self.reload("file changed")
+                try:
+                    await self.reload("file changed")
+                except Exception:  # the watcher outlives anything a reload does
+                    log.exception("a reload failed; the watcher goes on")
 
     def _in_thread(self, chore: Callable[[], None]) -> None:
         task = asyncio.get_running_loop().create_task(asyncio.to_thread(_logged, chore))
@@ -149,6 +161,34 @@ def _logged(chore: Callable[[], None]) -> None:
         chore()
     except Exception:
         log.warning("starting or stopping the toggle provider failed", exc_info=True)
+
+
+async def _in_daemon_thread(load: Callable[[], Config], timeout: float) -> Config:
+    """`load()` in a thread of its own, awaited for at most `timeout` seconds. A daemon thread, not the
+    loop's executor: one stuck on a file that never answers must not hold the process at exit."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[Config] = loop.create_future()
+
+    def run() -> None:
+        try:
+            result = load()
+        except BaseException as exc:
+            loop.call_soon_threadsafe(_settle, done, None, exc)
+        else:
+            loop.call_soon_threadsafe(_settle, done, result, None)
+
+    threading.Thread(target=run, name="routes.yaml", daemon=True).start()
+    async with asyncio.timeout(timeout):
+        return await done
+
+
+def _settle(done: asyncio.Future[Config], result: Config | None, exc: BaseException | None) -> None:
+    if done.done():
+        return  # timed out already
+    if exc is not None:
+        done.set_exception(exc)
+    else:
+        done.set_result(result)
 
 
 def _signature(path: str) -> tuple[int, ...] | None:

@@ -250,7 +250,8 @@ class Route:
 @dataclass(frozen=True, slots=True)
 class AdminSpec:
     listen: Address = Address("127.0.0.1", 9901)
-    token_env: str | None = None
+    token_env: str | None = None  # a variable that must hold the admin bearer token (set and not empty)
+    line: int = field(default=0, compare=False)  # where token_env is written
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,6 +31,7 @@ from proxy import logs
 from proxy.admin import Lifecycle, create_admin_app, status
 from proxy.app import Options, admin_token, listen, run_loop, serve, toggles_for
 from proxy.buildinfo import BuildInfo
+from proxy.environment import checked
 from proxy.evidence import Evidence
 from proxy.live import LiveConfig
 from proxy.metrics import Metrics, TallyFiles
@@ -62,6 +63,7 @@ class Supervisor:
         self._following: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
+        checked(self.config)  # the supervisor serves admin: its token variable must be set
         metrics = Metrics(__version__)
         self.live = live = LiveConfig(self.options.config_path, self.config, metrics, toggles_for)
         # The workers move the rollout plans; the supervisor follows them, for /status.

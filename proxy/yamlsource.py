@@ -2,6 +2,10 @@
 
 Values come from `yaml.safe_load`; positions come from composing the same text into
 nodes (composing constructs no objects), so every later message can say FILE:LINE.
+Before either, one pass over the parser's events (a loop, not a recursion) bounds the
+document's shape: nesting deeper than MAX_DEPTH would exhaust the composer's recursion,
+and aliases that expand to more than MAX_NODES nodes are an alias bomb ("billion
+laughs"), which every later walk of the values would pay for.
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ from proxy.errors import ConfigError
 from proxy.model import Problem
 
 Path = tuple[str | int, ...]
+MAX_DEPTH = 64  # nested mappings and lists; routes.yaml needs fewer than ten
+MAX_NODES = 100_000  # nodes, counting each alias as the nodes it stands for
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,8 +45,10 @@ class Document:
 
 
 def read_yaml(text: str, source: str) -> Document:
-    """Parse `text`; YAML syntax errors and duplicate keys raise ConfigError with their line."""
+    """Parse `text`; YAML syntax errors, duplicate keys and a shape too deep or too large raise
+    ConfigError with their line."""
     try:
+        _check_shape(text, source)
         root = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
     except yaml.MarkedYAMLError as exc:
@@ -53,6 +61,39 @@ def read_yaml(text: str, source: str) -> Document:
     if index.duplicates:
         raise ConfigError(index.duplicates)
     return Document(source, data, index.lines, index.texts)
+
+
+def _check_shape(text: str, source: str) -> None:
+    """Refuse nesting deeper than MAX_DEPTH and aliases that expand past MAX_NODES, at the line where
+    that happens, before anything recursive or expanding reads the document."""
+    sizes: dict[str, int] = {}  # anchor -> the nodes it stands for
+    open_: list[list] = [[0, None]]  # for each open collection: nodes within it so far, its anchor
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, (yaml.SequenceStartEvent, yaml.MappingStartEvent)):
+            if len(open_) > MAX_DEPTH:
+                _refuse(source, event, f"YAML is nested more than {MAX_DEPTH} levels deep")
+            open_.append([1, event.anchor])
+        elif isinstance(event, (yaml.SequenceEndEvent, yaml.MappingEndEvent)):
+            size, anchor = open_.pop()
+            _add(open_, size, source, event)
+            if anchor is not None:
+                sizes[anchor] = size
+        elif isinstance(event, yaml.ScalarEvent):
+            if event.anchor is not None:
+                sizes[event.anchor] = 1
+            _add(open_, 1, source, event)
+        elif isinstance(event, yaml.AliasEvent):
+            _add(open_, sizes.get(event.anchor, 1), source, event)
+
+
+def _add(open_: list[list], size: int, source: str, event: yaml.Event) -> None:
+    open_[-1][0] += size
+    if sum(counted for counted, _ in open_) > MAX_NODES:
+        _refuse(source, event, f"YAML aliases expand to more than {MAX_NODES} nodes (an alias bomb?)")
+
+
+def _refuse(source: str, event: yaml.Event, message: str) -> None:
+    raise ConfigError([Problem(source, event.start_mark.line + 1, message)])
 
 
 def _syntax_error(exc: yaml.MarkedYAMLError, text: str) -> tuple[int, str]:

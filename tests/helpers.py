@@ -93,6 +93,26 @@ async def read_for(reader: asyncio.StreamReader, timeout: float) -> tuple[bytes,
     return b"".join(chunks), True
 
 
+async def eventually(check: Callable[[], Any], timeout: float = 10.0, interval: float = 0.05) -> Any:
+    """Poll `check` (a function, or a coroutine function) until it returns something truthy, and return
+    that; after `timeout` seconds, fail with what it returned last."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = check()
+        if asyncio.iscoroutine(found):
+            found = await found
+        if found:
+            return found
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not so within {timeout:g}s; last seen: {found!r}")
+        await asyncio.sleep(interval)
+
+
+def admin_json(port: int, path: str) -> Any:
+    """GET an admin path of a proxy process, as JSON."""
+    return json.loads(_get(port, path).partition(b"\r\n\r\n")[2])
+
+
 def status_of(raw: bytes) -> int:
     return int(raw.split(b" ", 2)[1]) if raw.startswith(b"HTTP/") else 0
 

@@ -7,6 +7,7 @@ import pytest
 from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
+from proxy.errors import ConfigError
 from tests.helpers import route
 
 
@@ -85,9 +86,8 @@ async def test_token_guards_every_admin_path(make_upstream, start_proxy, http, m
                 assert response.headers["WWW-Authenticate"] == "Bearer"
 
 
-async def test_without_the_variable_set_admin_is_open(make_upstream, start_proxy, http, monkeypatch):
-    monkeypatch.delenv("TEST_ADMIN_TOKEN", raising=False)
-    proxy = await start_proxy({"legacy": (await make_upstream()).url}, [route("all")],
-                              admin={"listen": "127.0.0.1:0", "token_env": "TEST_ADMIN_TOKEN"})
-    async with http.get(proxy.admin_url + "/status") as response:
-        assert response.status == 200
+async def test_without_the_variable_set_the_proxy_does_not_start(make_upstream, start_proxy, monkeypatch):
+    monkeypatch.delenv("TEST_ADMIN_TOKEN", raising=False)  # named but unset: never an open admin listener
+    with pytest.raises(ConfigError, match="admin.token_env names TEST_ADMIN_TOKEN, which is not set"):
+        await start_proxy({"legacy": (await make_upstream()).url}, [route("all")],
+                          admin={"listen": "127.0.0.1:0", "token_env": "TEST_ADMIN_TOKEN"})

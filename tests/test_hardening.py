@@ -6,14 +6,18 @@ upstream, and what the proxy must answer. docs/hardening.md lists them beside ng
 
 import asyncio
 import json
+import os
 import socket
+import subprocess
+import sys
 import time
 
 import pytest
 from aiohttp import web
 
 from tests.test_edge import answers
-from tests.helpers import ProxyProcess, free_port, json_body, raw_exchange, read_for, route, routes_yaml, status_of
+from tests.helpers import (REPO, ProxyProcess, admin_json, eventually, free_port, json_body, raw_exchange, read_for,
+                           route, routes_yaml, status_of)
 
 
 def metric(proxy, name: str, labels: dict) -> float:
@@ -356,3 +360,115 @@ async def _send_head(port: int, data: bytes) -> bytes:
         return b""
     finally:
         writer.close()
+
+
+# -- 4, 5, 14. routes.yaml that cannot be read, or read safely: a reload error, never a dead watcher
+
+NESTED = "a: " + "[" * 900 + "]" * 900 + "\n"
+ALIAS_BOMB = "".join(f"{name}: &{name} [{', '.join([f'*{prev}'] * 9 if prev else ['lol'] * 9)}]\n"
+                     for prev, name in zip(["", *"abcdefg"], "abcdefgh"))
+
+
+def orders(serve: str) -> list[dict]:
+    return [route("orders", "/api/orders", new="new", serve=serve), route("all")]
+
+
+async def served_by(http, url: str) -> str:
+    async with http.get(url) as response:
+        return response.headers.get("X-Upstream", "")
+
+
+@pytest.mark.parametrize("bad", [NESTED, ALIAS_BOMB], ids=["nested-900-deep", "alias-bomb"])
+async def test_an_unreadable_edit_is_a_reload_error_and_the_watcher_goes_on(make_upstream, start_proxy, http, bad):
+    legacy, new = await make_upstream("legacy"), await make_upstream("new")
+    ups = {"legacy": legacy.url, "new": new.url}
+    proxy = await start_proxy(ups, orders("legacy"))
+    proxy.path.write_text(bad)
+
+    async def reload_error():
+        async with http.get(proxy.admin_url + "/status") as response:
+            return (await response.json())["config"]["last_reload_error"]
+    problems = (await eventually(reload_error))["problems"]
+    assert len(problems) == 1 and problems[0].startswith(f"{proxy.path}:")
+    assert await served_by(http, proxy.url + "/api/orders/1") == "legacy"  # the last good configuration
+    assert metric(proxy, "strangler_config_reloads_total", {"result": "invalid"}) == 1
+    proxy.rewrite(ups, orders("new"))
+    assert await eventually(lambda: _is(served_by(http, proxy.url + "/api/orders/1"), "new"), timeout=5)
+
+
+async def _is(value, expected) -> bool:
+    return await value == expected
+
+
+@pytest.mark.parametrize(("bad", "message"), [(NESTED, "YAML is nested more than 64 levels deep"),
+                                              (ALIAS_BOMB, "YAML aliases expand to more than 100000 nodes")])
+def test_check_refuses_deep_nesting_and_alias_bombs_with_one_line(tmp_path, bad, message):
+    path = tmp_path / "routes.yaml"
+    path.write_text(bad)
+    done = subprocess.run([sys.executable, "-m", "proxy", "check", "--config", str(path)], capture_output=True,
+                          text=True, timeout=30, cwd=REPO)
+    assert done.returncode == 1 and "Traceback" not in done.stdout + done.stderr
+    [line] = done.stdout.splitlines()
+    assert line.startswith(f"{path}:") and message in line
+
+
+def test_a_fifo_in_place_of_routes_yaml_is_refused_and_sigterm_still_ends_the_proxy(tmp_path):
+    path = tmp_path / "routes.yaml"
+    text = routes_yaml({"legacy": f"http://127.0.0.1:{free_port()}"}, [route("all")],
+                       listen=f"127.0.0.1:{free_port()}", admin={"listen": f"127.0.0.1:{free_port()}"})
+    path.write_text(text)
+    proxy = ProxyProcess(path)
+    try:
+        fifo = tmp_path / "fifo"
+        os.mkfifo(fifo)
+        os.replace(fifo, path)
+        error = asyncio.run(eventually(lambda: admin_json(proxy.admin_port, "/status")["config"]["last_reload_error"]))
+        assert error["problems"] == [f"{path}: not a regular file (a FIFO)"]
+        (tmp_path / "again.yaml").write_text(text.replace("name: all", "name: everything"))
+        os.replace(tmp_path / "again.yaml", path)
+        asyncio.run(eventually(lambda: admin_json(proxy.admin_port, "/status")["config"]["routes"] == ["everything"]))
+    finally:
+        assert proxy.stop(timeout=15) == 0
+
+
+# -- 6. an admin token variable that is named must be set
+
+
+def test_serve_refuses_to_start_when_the_admin_token_variable_is_unset(tmp_path):
+    path = tmp_path / "routes.yaml"
+    path.write_text(routes_yaml({"legacy": "http://127.0.0.1:9"}, [route("all")],
+                                admin={"listen": "127.0.0.1:0", "token_env": "TEST_UNSET_ADMIN_TOKEN"}))
+    env = {k: v for k, v in os.environ.items() if k != "TEST_UNSET_ADMIN_TOKEN"}
+    for value in (None, ""):
+        done = subprocess.run([sys.executable, "-m", "proxy", "serve", "--config", str(path)], capture_output=True,
+                              text=True, timeout=30, cwd=REPO,
+                              env=env if value is None else {**env, "TEST_UNSET_ADMIN_TOKEN": value})
+        assert done.returncode == 1
+        assert "admin.token_env names TEST_UNSET_ADMIN_TOKEN, which is not set or is empty" in done.stderr
+
+
+async def test_a_reload_naming_an_unset_admin_token_variable_keeps_the_last_good_config(
+        make_upstream, start_proxy, http, monkeypatch):
+    monkeypatch.delenv("TEST_UNSET_ADMIN_TOKEN", raising=False)
+    legacy, new = await make_upstream("legacy"), await make_upstream("new")
+    ups = {"legacy": legacy.url, "new": new.url}
+    proxy = await start_proxy(ups, orders("legacy"))
+    proxy.rewrite(ups, orders("new"), admin={"listen": "127.0.0.1:0", "token_env": "TEST_UNSET_ADMIN_TOKEN"})
+    assert await proxy.proxy.reload("test") is False
+    assert await served_by(http, proxy.url + "/api/orders/1") == "legacy"
+    async with http.get(proxy.admin_url + "/status") as response:  # still open: no token was ever in force
+        assert "TEST_UNSET_ADMIN_TOKEN" in (await response.json())["config"]["last_reload_error"]["problems"][0]
+
+
+@pytest.mark.parametrize(("listen", "admin", "expected"), [
+    ("127.0.0.1:8080", {"listen": "127.0.0.1:8080"}, "admin.listen 127.0.0.1:8080 is the edge's own address"),
+    ("0.0.0.0:8080", {"listen": "127.0.0.1:8080"}, "admin.listen 127.0.0.1:8080 is the edge's own address"),
+    ("127.0.0.1:8080", {"listen": "0.0.0.0:9901"}, "warning: admin.listen 0.0.0.0:9901 is reachable from other hosts"),
+])
+def test_check_guards_the_admin_listener(tmp_path, listen, admin, expected):
+    path = tmp_path / "routes.yaml"
+    path.write_text(routes_yaml({"legacy": "http://127.0.0.1:9"}, [route("all")], listen=listen, admin=admin))
+    done = subprocess.run([sys.executable, "-m", "proxy", "check", "--config", str(path)], capture_output=True,
+                          text=True, timeout=30, cwd=REPO)
+    assert expected in done.stdout
+    assert done.returncode == (0 if "warning" in expected else 1)

@@ -15,7 +15,7 @@ PACKAGES = ("proxy", "comparators", "toggles", "reports")
 SEAMS = ("toggles", "comparators", "reports")  # below layer 4, reached only through `<pkg>.base`
 LAYERS = {
     0: {"proxy", "proxy.model", "proxy.errors", "proxy.paths", "proxy.codings", "proxy.evidence", "proxy.gates"},
-    1: {"proxy.yamlsource", "proxy.fields", "proxy.config", "proxy.config_routes", "proxy.config_plans", "proxy.logs",
+    1: {"proxy.yamlsource", "proxy.fields", "proxy.config", "proxy.environment", "proxy.config_routes", "proxy.config_plans", "proxy.logs",
         "proxy.metrics", "proxy.buildinfo", "proxy.demo", "proxy.demo.shop", "proxy.demo.monolith",
         "proxy.demo.orders"},
     2: {"proxy.target", "proxy.headers", "proxy.connection", "proxy.upstream", "proxy.relayed", "proxy.routing", "proxy.forward", "proxy.request",
