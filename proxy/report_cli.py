@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
 from reports import accepted, html, query
@@ -125,13 +125,22 @@ def _html(args: argparse.Namespace) -> int:
     try:
         page = html.render(dbs)
         if args.out:
-            Path(args.out).write_text(page, encoding="utf-8")
+            _write_private(args.out, page)
     except OSError as exc:  # FileNotFoundError: a database; anything else: --out
         print(f"strangler report: {exc}", file=sys.stderr)
         return EXIT_INVALID
     if not args.out:
         sys.stdout.write(page)
     return EXIT_OK
+
+
+def _write_private(path: str, text: str) -> None:
+    """Write `text` to a file only its owner can read, as the database it comes from (a file already
+    there is made so too)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with open(fd, "w", encoding="utf-8", closefd=True) as out:
+        os.fchmod(fd, 0o600)
+        out.write(text)
 
 
 def usage(message: str) -> int:

@@ -31,7 +31,11 @@ CREDENTIAL = re.compile(r"\b(bearer|basic)(\s+)([A-Za-z0-9._~+/-]+=*)", re.I)
 JWT = re.compile(r"(?<![A-Za-z0-9_-])eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]*)?")
 JSON_PAIR = re.compile(r'"(?P<key>[^"\\]{1,100})"(?P<sep>\s*:\s*)'
                        r'(?P<value>"(?:[^"\\]|\\.)*(?:"|\\?$)|-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?|true|false)')
-ASSIGNED = re.compile(r"(?<![\w.\[\]-])(?P<key>[\w.\[\]-]+)[ \t]*=[ \t]*")
+# key=value and key: value (a header line, YAML, a log line), the separator's spaces included
+ASSIGNED = re.compile(r"(?<![\w.\[\]-])(?P<key>[\w.\[\]-]+)[ \t]*[=:][ \t]*")
+# ["Name", "value"]: echo services list request headers as pairs
+HEADER_PAIR = re.compile(r'\[\s*"(?P<name>[!#$%&\'*+.^_`|~0-9A-Za-z-]{1,100})"\s*,\s*'
+                         r'(?P<value>"(?:[^"\\]|\\.)*(?:"|\\?$))')
 VALUE = re.compile(r"\"[^\"]*(?:\"|$)|'[^']*(?:'|$)|[^\s&;,\"'<>]+")
 
 
@@ -80,6 +84,9 @@ class Redactor:
         if isinstance(value, dict):
             return {k: self._redact(v) if _sensitive_field(str(k)) else self.json_value(v) for k, v in value.items()}
         if isinstance(value, list):
+            if len(value) == 2 and isinstance(value[0], str) and _sensitive_header(value[0]):
+                return [value[0], self._header(value[0], value[1]) if isinstance(value[1], str)
+                        else self._redact(value[1])]
             return [self.json_value(item) for item in value]
         return self.text(value) if isinstance(value, str) else value
 
@@ -97,10 +104,12 @@ class Redactor:
         return self.json_value(value)
 
     def text(self, text: str) -> str:
-        """Free text with Bearer/Basic credentials, JWTs and sensitive key=value or "key": value pairs redacted."""
+        """Free text with Bearer/Basic credentials, JWTs, sensitive key=value, key: value and "key": value
+        pairs, and ["Header-Name", "value"] pairs redacted."""
         text = CREDENTIAL.sub(lambda m: m[1] + m[2] + self._redact(m[3]), text)
         text = JWT.sub(lambda m: self._redact(m[0]), text)
         text = JSON_PAIR.sub(self._json_pair, text)
+        text = HEADER_PAIR.sub(self._header_pair, text)
         return self._assignments(text)
 
     def _redact(self, value: Any) -> Any:
@@ -156,6 +165,12 @@ class Redactor:
         opening, secret, _ = _quoted(m["value"])
         return f'"{m["key"]}"{m["sep"]}"{self._redact(_json_string(secret) if opening else secret)}"'
 
+    def _header_pair(self, m: re.Match[str]) -> str:
+        if not _sensitive_header(m["name"]):
+            return m[0]
+        opening, secret, _ = _quoted(m["value"])
+        return m[0][:m.start("value") - m.start()] + f'"{self._redact(_json_string(secret))}"'
+
     def _assignments(self, text: str) -> str:
         # Not re.sub: an innocent key's value is scanned too (href="/cb?code=..."), and only a
         # sensitive key's value is consumed.
@@ -163,6 +178,8 @@ class Redactor:
         for m in ASSIGNED.finditer(text):
             if m.start() < at or not _sensitive_field(m["key"]) or not (value := VALUE.match(text, m.end())):
                 continue
+            if text[value.end():value.end() + 12].lstrip(" \t").startswith("[redacted:"):
+                continue  # a scheme whose credential is redacted already (Authorization: Bearer ...)
             opening, secret, closing = _quoted(value[0])
             out += [text[at:m.end()], opening, self._redact(secret), closing]
             at = value.end()

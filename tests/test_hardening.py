@@ -472,3 +472,41 @@ def test_check_guards_the_admin_listener(tmp_path, listen, admin, expected):
                           text=True, timeout=30, cwd=REPO)
     assert expected in done.stdout
     assert done.returncode == (0 if "warning" in expected else 1)
+
+
+# -- 13. credentials echoed by an upstream never reach the report store
+
+
+async def test_echoed_credentials_never_reach_the_database_or_the_html_file(make_upstream, start_proxy, http,
+                                                                           tmp_path):
+    secrets = {name: f"secret-{n}-for-{name.lower()}" for n, name in enumerate(
+        ["X-Api-Key", "X-Auth-Token", "X-Session-Id", "X-Csrf-Token", "X-Amz-Security-Token", "Api-Key",
+         "X-Access-Token", "X-Client-Secret"])}
+
+    def echo_service(answer: str):
+        async def handle(request: web.BaseRequest) -> web.StreamResponse:
+            pairs = [[name, value] for name, value in request.headers.items() if name in secrets]
+            if answer == "text":
+                return web.Response(text="\n".join(f"{name}: {value}" for name, value in pairs) +
+                                    f"\ntoken: {secrets['X-Api-Key']}-text\nside: legacy")
+            return web.json_response({"headers": pairs, "side": answer})
+        return handle
+    database = tmp_path / "divergence.db"
+    legacy = await make_upstream("legacy", echo_service("legacy"))
+    new = await make_upstream("new", echo_service("text"))
+    proxy = await start_proxy({"legacy": legacy.url, "new": new.url},
+                              [route("echo", "/", new="new", parallel_run={"enabled": True})],
+                              reports={"database": str(database)})
+    async with http.get(proxy.url + "/echo", headers=secrets) as response:
+        assert response.status == 200
+    await eventually(lambda: metric(proxy, "strangler_comparisons_total", {"route": "echo", "result": "diverged"}))
+    await asyncio.to_thread(proxy.proxy.sink.flush)
+    page = tmp_path / "report.html"
+    done = await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "proxy", "report", "html", "--db",
+                                                    str(database), "--out", str(page)],
+                                   capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    stored = b"".join(p.read_bytes() for p in tmp_path.glob("divergence.db*")) + page.read_bytes()
+    assert [name for name, value in secrets.items() if value.encode() in stored] == []
+    assert b"side" in stored  # what is not a secret is kept
+    assert page.stat().st_mode & 0o077 == 0  # as private as the database it shows

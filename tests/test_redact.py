@@ -251,3 +251,41 @@ def test_no_raw_secret_survives_a_whole_divergence():
     assert leaked == []
     assert "31337" not in stored.decode()
     assert all(m.encode() in stored for m in markers)
+
+
+ECHOED_HEADERS = ["X-Api-Key", "X-Auth-Token", "X-Session-Id", "X-Csrf-Token", "X-Amz-Security-Token", "Api-Key",
+                  "X-Access-Token", "X-Client-Secret"]
+
+
+@pytest.mark.parametrize("name", ECHOED_HEADERS)
+def test_headers_echoed_as_name_value_pairs_are_redacted(name):
+    echoed = {"headers": [["Accept", "*/*"], [name, SECRET]]}  # how echo services list request headers
+    assert R.json_value(echoed) == {"headers": [["Accept", "*/*"], [name, T(SECRET)]]}
+    stored = R.body(json.dumps(echoed).encode(), "application/json")
+    assert SECRET.encode() not in stored and b'["Accept","*/*"]' in stored
+    cut = R.text(json.dumps(echoed)[:-3])  # an excerpt cut short is no JSON: redacted as text
+    assert SECRET not in cut
+
+
+@pytest.mark.parametrize("name", ECHOED_HEADERS)
+def test_headers_echoed_as_fields_and_as_headers_are_redacted(name):
+    assert R.json_value({name: SECRET}) == {name: T(SECRET)}
+    assert R.headers([(name, SECRET)]) == [(name, T(SECRET))]
+
+
+@pytest.mark.parametrize("text, expected", [
+    (f"token: {SECRET}", f"token: {T(SECRET)}"),
+    (f"password:{SECRET} rest", f"password:{T(SECRET)} rest"),
+    (f"X-Api-Key: {SECRET}\nAccept: */*", f"X-Api-Key: {T(SECRET)}\nAccept: */*"),
+    (f"session_id :  '{SECRET}'", f"session_id :  '{T(SECRET)}'"),
+    ("at 10:30 the monkey: fine, see http://host/path", "at 10:30 the monkey: fine, see http://host/path"),
+])
+def test_colon_assignments_in_text_are_redacted(text, expected):
+    assert R.text(text) == expected
+
+
+@pytest.mark.parametrize("hostile", ["token:" * 40_000, "a:" * 100_000, '["X-Api-Key", "' * 20_000])
+def test_new_text_patterns_stay_linear(hostile):
+    started = time.perf_counter()
+    R.body(hostile.encode(), "text/plain")
+    assert time.perf_counter() - started < 2
