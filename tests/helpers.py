@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -81,6 +82,24 @@ async def raw_exchange(port: int, data: bytes, timeout: float = 5.0) -> bytes:
     return received if closed else received + b"<<timeout: connection still open>>"
 
 
+async def sent_regardless(port: int, data: bytes, timeout: float = 5.0) -> bytes:
+    """Send `data` to 127.0.0.1:port as a hostile client would, going on when the proxy hangs up mid-way,
+    and what came back within `timeout` (b"" when the connection was reset)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(data)
+        try:
+            await writer.drain()
+        except ConnectionError:
+            pass
+        received, _ = await read_for(reader, timeout)
+        return received
+    except ConnectionError:
+        return b""
+    finally:
+        writer.close()
+
+
 async def read_for(reader: asyncio.StreamReader, timeout: float) -> tuple[bytes, bool]:
     """What arrives within `timeout`, and whether the server closed the connection by then."""
     chunks = []
@@ -111,6 +130,17 @@ async def eventually(check: Callable[[], Any], timeout: float = 10.0, interval: 
 def admin_json(port: int, path: str) -> Any:
     """GET an admin path of a proxy process, as JSON."""
     return json.loads(_get(port, path).partition(b"\r\n\r\n")[2])
+
+
+def answers(raw: bytes) -> list[tuple[int, bytes]]:
+    """The (status, body) of each answer in a raw HTTP/1.1 stream framed by Content-Length."""
+    found = []
+    while raw.startswith(b"HTTP/1.1 "):
+        head, _, rest = raw.partition(b"\r\n\r\n")
+        length = int(re.search(rb"(?im)^content-length: *(\d+)", head)[1])
+        found.append((status_of(head), rest[:length]))
+        raw = rest[length:]
+    return found
 
 
 def status_of(raw: bytes) -> int:

@@ -11,18 +11,7 @@ from aiohttp import web
 
 from proxy.edge import MAX_QUEUED, EdgeServer
 from proxy.logs import RequestIdFilter
-from tests.helpers import json_body, raw_exchange, read_for, route, status_of
-
-
-def answers(raw: bytes) -> list[tuple[int, bytes]]:
-    """The (status, body) of each answer in a raw HTTP/1.1 stream framed by Content-Length."""
-    found = []
-    while raw.startswith(b"HTTP/1.1 "):
-        head, _, rest = raw.partition(b"\r\n\r\n")
-        length = int(re.search(rb"(?im)^content-length: *(\d+)", head)[1])
-        found.append((status_of(head), rest[:length]))
-        raw = rest[length:]
-    return found
+from tests.helpers import answers, json_body, raw_exchange, read_for, route, status_of
 
 
 def get(path: str, *more: str) -> bytes:

@@ -15,9 +15,8 @@ import time
 import pytest
 from aiohttp import web
 
-from tests.test_edge import answers
-from tests.helpers import (REPO, ProxyProcess, admin_json, eventually, free_port, json_body, raw_exchange, read_for,
-                           route, routes_yaml, status_of)
+from tests.helpers import (REPO, ProxyProcess, admin_json, answers, eventually, free_port, json_body, raw_exchange,
+                           read_for, route, routes_yaml, sent_regardless, status_of)
 
 
 def metric(proxy, name: str, labels: dict) -> float:
@@ -337,7 +336,7 @@ async def test_thirty_connections_with_1_mb_heads_leave_memory_bounded(tmp_path,
         baseline = proxy.rss_kib()
         head = b"GET / HTTP/1.1\r\nHost: h\r\n" + b"".join(b"X-Big-%d: %s\r\n" % (n, b"v" * 8000) for n in range(120))
         head += b"\r\n"  # about 1 MB, under the parser's own limits (8190 bytes a line, 128 lines)
-        answers = await asyncio.gather(*(_send_head(proxy.port, head * 8) for _ in range(30)))  # pipelined
+        answers = await asyncio.gather(*(sent_regardless(proxy.port, head * 8) for _ in range(30)))  # pipelined
         peak = proxy.peak_rss_kib()
     finally:
         proxy.stop(10)
@@ -345,28 +344,11 @@ async def test_thirty_connections_with_1_mb_heads_leave_memory_bounded(tmp_path,
     assert (peak - baseline) < 50 * 1024, f"RSS grew {(peak - baseline) / 1024:.1f} MiB"
 
 
-async def _send_head(port: int, data: bytes) -> bytes:
-    """Send `data` (sending stops when the proxy hangs up) and what came back."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    try:
-        writer.write(data)
-        try:
-            await writer.drain()
-        except ConnectionError:
-            pass
-        received, _ = await read_for(reader, 5)
-        return received
-    except ConnectionError:
-        return b""
-    finally:
-        writer.close()
-
-
 # -- 4, 5, 14. routes.yaml that cannot be read, or read safely: a reload error, never a dead watcher
 
 NESTED = "a: " + "[" * 900 + "]" * 900 + "\n"
 ALIAS_BOMB = "".join(f"{name}: &{name} [{', '.join([f'*{prev}'] * 9 if prev else ['lol'] * 9)}]\n"
-                     for prev, name in zip(["", *"abcdefg"], "abcdefgh"))
+                     for prev, name in zip(["", *"abcdefg"], "abcdefgh", strict=True))
 
 
 def orders(serve: str) -> list[dict]:

@@ -23,10 +23,7 @@ import asyncio
 import json
 from typing import Iterator
 
-import pytest
-from aiohttp import web
-
-from tests.helpers import Seen, read_for, route
+from tests.helpers import Seen, route, sent_regardless
 
 TE = b"Transfer-Encoding"
 BYTES = [*range(0x01, 0x20), *range(0x7F, 0x100)]  # the bytes smuggler.py's exhaustive run tries
@@ -104,21 +101,6 @@ def request(n: int, gadget: bytes, shape: str) -> bytes:
 CASES = [(name, gadget, shape) for name, gadget in gadgets() for shape in ("cl.te", "te.cl")]
 
 
-async def exchange(port: int, data: bytes) -> bytes:
-    try:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    except OSError as exc:
-        return f"<connect failed: {exc}>".encode()
-    try:
-        writer.write(data)
-        received, _ = await read_for(reader, 5)
-        return received
-    except ConnectionError:
-        return b"<reset>"
-    finally:
-        writer.close()
-
-
 def answered_by(raw: bytes) -> str:
     """`upstream` (it carries the upstream's mark), `proxy` (the proxy's own JSON refusal), or what it was."""
     head, _, body = raw.partition(b"\r\n\r\n")
@@ -140,14 +122,14 @@ async def test_no_mutation_smuggles_a_request_or_leaks_a_refused_one(make_upstre
     proxy = await start_proxy({"legacy": upstream.url}, [route("all")])
     answers: list[bytes] = []
     for batch in range(0, len(CASES), 64):  # concurrent, a bounded batch at a time
-        answers += await asyncio.gather(*(exchange(proxy.port, request(n, gadget, shape))
+        answers += await asyncio.gather(*(sent_regardless(proxy.port, request(n, gadget, shape))
                                           for n, (_, gadget, shape) in enumerate(CASES[batch:batch + 64], batch)))
     seen: dict[int, list[Seen]] = {}
     for one in upstream.seen:
         assert not one.target.startswith("/smuggled/"), f"a hidden request reached the upstream: {one.target}"
         seen.setdefault(int(one.target.rsplit("/", 1)[1]), []).append(one)
     wrong = []
-    for n, ((name, _, shape), raw) in enumerate(zip(CASES, answers)):
+    for n, ((name, _, shape), raw) in enumerate(zip(CASES, answers, strict=True)):
         by, arrived = answered_by(raw), seen.get(n, [])
         if (by, len(arrived)) not in (("proxy", 0), ("upstream", 1)):
             wrong.append(f"{name} {shape}: answered by {by}, {len(arrived)} request(s) upstream")
