@@ -10,7 +10,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from proxy.codings import unpack
+from proxy.model.codings import unpack
 from proxy.model import Observation
 
 TEXT_TYPES = ("text/", "application/xml", "application/javascript", "application/x-www-form-urlencoded")

@@ -17,7 +17,7 @@ from typing import Any
 from comparators import walk
 from comparators.bodies import Lifted, lift
 from proxy.model import CompareSpec, Comparison, Difference, Observation
-from proxy.paths import covers
+from proxy.model.jsonpath import covers
 
 EXCERPT = 200  # characters of a differing text line kept in a difference
 

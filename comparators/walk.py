@@ -19,7 +19,7 @@ from typing import Any, Callable
 from deepdiff import DeepDiff
 
 from proxy.model import CompareSpec, Difference
-from proxy.paths import covers, format_path
+from proxy.model.jsonpath import covers, format_path
 
 Path = list[str | int]
 KINDS = {"values_changed": "changed", "type_changes": "type", "dictionary_item_added": "added",

@@ -20,20 +20,21 @@ from aiohttp import web
 
 from comparators.deep import DeepDiffComparator
 from proxy import __version__
-from proxy.admin import Lifecycle, create_admin_app, status
-from proxy.buildinfo import BuildInfo
-from proxy.edge import EdgeServer
-from proxy.environment import checked
-from proxy.evidence import Evidence
-from proxy.experiment import Experiments
-from proxy.forward import Forwarder
-from proxy.handler import EdgeHandler
-from proxy.live import WATCH_INTERVAL, LiveConfig
-from proxy.metrics import Metrics
+from proxy.admin.status import Lifecycle, status
+from proxy.admin.app import create_admin_app
+from proxy.observe.buildinfo import BuildInfo
+from proxy.wire.server import EdgeServer
+from proxy.config.environment import checked
+from proxy.rollout.evidence import Evidence
+from proxy.shadow.run import Experiments
+from proxy.serve.forward import Forwarder
+from proxy.serve.handler import EdgeHandler
+from proxy.serve.live import WATCH_INTERVAL, LiveConfig
+from proxy.observe.metrics import Metrics
 from proxy.model import Address, Config
-from proxy.resilience import Resilience
-from proxy.rollout import Rollouts
-from proxy.worker import ComparisonWorker
+from proxy.serve.resilience import Resilience
+from proxy.rollout.plans import Rollouts
+from proxy.shadow.process import ComparisonWorker
 from reports import html
 from reports.plans import SqlitePlans
 from reports.store import SqliteSink
@@ -184,7 +185,7 @@ class Proxy:
 
 
 def admin_token(config: Config) -> str | None:
-    """The admin bearer token, from the environment variable routes.yaml names (proxy.environment has checked
+    """The admin bearer token, from the environment variable routes.yaml names (proxy.config.environment has checked
     that it is set when named)."""
     return os.environ[config.admin.token_env] if config.admin.token_env else None
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any, Protocol, Sequence
 
-from proxy.evidence import EvidenceBatch
-from proxy.gates import PlanState, StepEvidence
+from proxy.model.evidence import EvidenceBatch
+from proxy.model.evidence import PlanState, StepEvidence
 from proxy.model import Divergence
 
 

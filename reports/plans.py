@@ -21,8 +21,8 @@ from typing import Any, Callable, TypeVar
 
 import sqlite_utils
 
-from proxy.evidence import EvidenceBatch, quantile
-from proxy.gates import PlanState, SideEvidence, StepEvidence
+from proxy.model.evidence import EvidenceBatch, quantile
+from proxy.model.evidence import PlanState, SideEvidence, StepEvidence
 from reports.accepted import active
 from reports.schema import open_database, retrying_locks, transaction
 

@@ -7,7 +7,7 @@ import json
 import uuid
 from typing import Any, Iterable
 
-from proxy.codings import unpack
+from proxy.model.codings import unpack
 from proxy.model import Difference, Divergence, Observation
 from reports.redact import Redactor
 

@@ -20,9 +20,9 @@ from typing import Any, Callable, Sequence
 
 import sqlite_utils
 
-from proxy.evidence import EvidenceBatch
+from proxy.model.evidence import EvidenceBatch
 from proxy.model import Divergence, ReportsSpec
-from proxy.paths import generalize
+from proxy.model.jsonpath import generalize
 from reports.plans import prune_evidence, write_evidence
 from reports.redact import Redactor
 from reports.rows import divergence_row

@@ -7,7 +7,7 @@ import pytest
 from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
-from proxy.errors import ConfigError
+from proxy.model.errors import ConfigError
 from tests.helpers import route
 
 

@@ -9,10 +9,10 @@ import pytest
 
 from comparators.bodies import lift
 from comparators.deep import DeepDiffComparator
-from proxy.codings import unpack
+from proxy.model.codings import unpack
 from proxy.model import CompareSpec, Comparison, Difference, Observation, Side
-from proxy.paths import covers, format_path, generalize, parse_path
-from proxy.worker import ComparisonWorker
+from proxy.model.jsonpath import covers, format_path, generalize, parse_path
+from proxy.shadow.process import ComparisonWorker
 
 
 @pytest.mark.parametrize("parts, path", [

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from proxy.deadline import TICK, Deadline
+from proxy.wire.deadline import TICK, Deadline
 
 
 async def test_a_task_past_its_deadline_gets_timeout_error_no_earlier_and_at_most_a_tick_late() -> None:

@@ -5,9 +5,11 @@ from __future__ import annotations
 import pytest
 
 from proxy.config import parse
-from proxy.errors import ConfigError
-from proxy.evidence import Evidence, latency_bin, quantile
-from proxy.gates import PlanState, SideEvidence, StepEvidence, judge
+from proxy.model.errors import ConfigError
+from proxy.rollout.evidence import Evidence
+from proxy.model.evidence import latency_bin, quantile
+from proxy.model.evidence import PlanState, SideEvidence, StepEvidence
+from proxy.rollout.gates import judge
 from proxy.model import Gates, RolloutPlan, Side
 
 PLAN = RolloutPlan(steps=(0, 5, 25, 100),

@@ -2,7 +2,7 @@
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from proxy.headers import client_lines, connection_tokens, request_id, upstream_head
+from proxy.wire.headers import client_lines, connection_tokens, request_id, upstream_head
 
 
 def raw(*pairs: tuple[str, str]) -> tuple[tuple[bytes, bytes], ...]:

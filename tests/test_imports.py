@@ -1,4 +1,5 @@
-"""DESIGN.md's layers, enforced: imports flow one way, with no cycles, and every module imports alone."""
+"""The packages' order (docs/architecture.md), enforced: imports flow one way between packages, with no
+cycles, and every module imports alone."""
 
 from __future__ import annotations
 
@@ -12,19 +13,22 @@ import pytest
 from tests.helpers import REPO
 
 PACKAGES = ("proxy", "comparators", "toggles", "reports")
-SEAMS = ("toggles", "comparators", "reports")  # below layer 4, reached only through `<pkg>.base`
-LAYERS = {
-    0: {"proxy", "proxy.model", "proxy.errors", "proxy.paths", "proxy.codings", "proxy.evidence", "proxy.gates"},
-    1: {"proxy.yamlsource", "proxy.fields", "proxy.config", "proxy.environment", "proxy.config_routes", "proxy.config_plans", "proxy.logs",
-        "proxy.metrics", "proxy.buildinfo", "proxy.demo", "proxy.demo.shop", "proxy.demo.monolith",
-        "proxy.demo.orders"},
-    2: {"proxy.target", "proxy.headers", "proxy.connection", "proxy.upstream", "proxy.relayed", "proxy.routing", "proxy.forward", "proxy.request",
-        "proxy.responses", "proxy.live", "proxy.toggling", "proxy.experiment", "proxy.worker",
-        "proxy.resilience", "proxy.body", "proxy.deadline", "proxy.rollout"},
-    3: {"proxy.handler", "proxy.admin", "proxy.edge", "proxy.explain", "proxy.replay"},
-    4: {"proxy.app", "proxy.cli", "proxy.__main__", "proxy.demo.run", "proxy.report_cli", "proxy.accept_cli", "proxy.supervisor",
-        "proxy.rollout_cli", "proxy.replay_cli"},
-}
+SEAMS = ("toggles", "comparators", "reports")  # below the wiring, reached only through `<pkg>.base`
+# proxy/'s packages, lowest first (DESIGN.md): a module may import its own package's modules and
+# those of packages on lower rungs, never another package on its own rung or above.
+RUNGS = (
+    {"proxy", "proxy.model"},
+    {"proxy.config", "proxy.observe", *SEAMS},
+    {"proxy.wire", "proxy.routing", "proxy.rollout"},
+    {"proxy.shadow"},
+    {"proxy.serve"},
+    {"proxy.admin"},
+    {"proxy.app"},  # the wiring: proxy/app.py, and proxy/workers.py for --workers
+    {"proxy.demo"},
+    {"proxy.cli"},
+)
+WIRING = RUNGS.index({"proxy.app"})
+GROUPS = {"proxy.workers": "proxy.app", "proxy.__main__": "proxy.cli"}
 
 
 def modules() -> dict[str, Path]:
@@ -39,10 +43,16 @@ def modules() -> dict[str, Path]:
 MODULES = modules()
 
 
+def package(module: str) -> str:
+    """The package a module belongs to: `proxy.wire` for proxy.wire.server, `reports` for reports.store."""
+    parts = module.split(".")
+    if parts[0] != "proxy" or len(parts) == 1:
+        return parts[0] if parts[0] != "proxy" else "proxy"
+    return GROUPS.get(module, ".".join(parts[:2]))
+
+
 def layer(module: str) -> int:
-    if module.split(".")[0] in SEAMS:
-        return 1
-    return next((n for n, members in LAYERS.items() if module in members), 99)  # 99: unplaced
+    return next((n for n, rung in enumerate(RUNGS) if package(module) in rung), 99)  # 99: unplaced
 
 
 def project_imports(module: str, path: Path) -> set[str]:
@@ -72,15 +82,16 @@ GRAPH = {m: project_imports(m, p) for m, p in MODULES.items()}
 
 
 def layer_breaks(graph: dict[str, set[str]]) -> list[str]:
-    """Every import that goes up a layer, across packages within a layer, or around a seam."""
+    """Every import that goes up a rung, across packages on one rung, or around a seam's Protocol."""
     breaks = []
     for module, imported_set in sorted(graph.items()):
         for imported in sorted(imported_set):
             mine, theirs = layer(module), layer(imported)
-            same_package = module.split(".")[0] == imported.split(".")[0]
-            if theirs > mine or (theirs == mine and not same_package):
-                breaks.append(f"{module} (layer {mine}) imports {imported} (layer {theirs})")
-            elif imported.split(".")[0] in SEAMS and mine < 4 and not same_package \
+            same_package = package(module) == package(imported)
+            if not same_package and theirs >= mine:
+                breaks.append(f"{module} ({package(module)}, rung {mine}) imports {imported} "
+                              f"({package(imported)}, rung {theirs})")
+            elif package(imported) in SEAMS and mine < WIRING and not same_package \
                     and not imported.endswith(".base"):
                 breaks.append(f"{module} reaches {imported} instead of its Protocol module")
     return breaks
@@ -105,9 +116,9 @@ def cycles(graph: dict[str, set[str]]) -> list[str]:
     return found
 
 
-def test_every_module_has_a_layer():
-    unplaced = [m for m in MODULES if m.split(".")[0] not in SEAMS and not any(m in s for s in LAYERS.values())]
-    assert unplaced == [], "give each new module a layer in tests/test_imports.py (see DESIGN.md)"
+def test_every_package_has_a_rung():
+    unplaced = sorted({package(m) for m in MODULES if layer(m) == 99})
+    assert unplaced == [], "give each new package a rung in tests/test_imports.py (see docs/architecture.md)"
 
 
 def test_imports_flow_down_the_layers():
@@ -119,12 +130,14 @@ def test_there_is_no_import_cycle():
 
 
 def test_the_rules_catch_what_they_forbid():
-    planted = {**GRAPH, "proxy.model": {"proxy.handler"}, "toggles.base": {"reports.base"},
-               "proxy.routing": GRAPH["proxy.routing"] | {"toggles.unleash"}}
+    planted = {**GRAPH, "proxy.model.route": {"proxy.serve.handler"}, "toggles.base": {"reports.base"},
+               "proxy.routing.decide": GRAPH["proxy.routing.decide"] | {"toggles.unleash"},
+               "proxy.wire.server": GRAPH["proxy.wire.server"] | {"proxy.rollout.gates"}}
     assert layer_breaks(planted) == [
-        "proxy.model (layer 0) imports proxy.handler (layer 3)",
-        "proxy.routing reaches toggles.unleash instead of its Protocol module",
-        "toggles.base (layer 1) imports reports.base (layer 1)",
+        "proxy.model.route (proxy.model, rung 0) imports proxy.serve.handler (proxy.serve, rung 4)",
+        "proxy.routing.decide reaches toggles.unleash instead of its Protocol module",
+        "proxy.wire.server (proxy.wire, rung 2) imports proxy.rollout.gates (proxy.rollout, rung 2)",
+        "toggles.base (toggles, rung 1) imports reports.base (reports, rung 1)",
     ]
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a -> b -> c -> a"]
 

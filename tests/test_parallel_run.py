@@ -10,7 +10,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from proxy import experiment
+from proxy.shadow import run as experiment
 from proxy.model import Stickiness, ToggleSpec, Verdict
 from reports import query
 from tests.helpers import free_port, route

@@ -10,8 +10,8 @@ from datetime import datetime, timezone
 import pytest
 
 from proxy.model import Difference, Divergence, Observation, ReportsSpec, RequestRecord, Side
-from proxy.replay import Outcome, Replay, plan
-from proxy.replay_cli import Progress, parse_since
+from proxy.shadow.replay import Outcome, Replay, plan
+from proxy.cli.replay import Progress, parse_since
 from reports.redact import REDACTED
 from reports.store import SqliteSink
 from tests.helpers import REPO, route, routes_yaml

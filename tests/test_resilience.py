@@ -3,7 +3,7 @@
 import logging
 
 from proxy.model import BreakerSpec, Upstream
-from proxy.resilience import Breaker, Resilience, RetryBudget
+from proxy.serve.resilience import Breaker, Resilience, RetryBudget
 
 
 class Clock:

@@ -15,7 +15,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from proxy import rollout
+from proxy.rollout import plans as rollout
 from reports import html, query
 from tests.helpers import route
 

@@ -5,7 +5,7 @@ from multidict import CIMultiDict
 
 from proxy.model import (Match, ParallelRun, RequestFacts, Route, Serve, Side, Stickiness, ToggleSpec, Upstream,
                          Verdict)
-from proxy.routing import decide, match_route
+from proxy.routing.decide import decide, match_route
 
 MONOLITH = Upstream("monolith", "http://127.0.0.1:9001")
 ORDERS = Upstream("orders", "http://127.0.0.1:9002")

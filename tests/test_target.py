@@ -2,7 +2,7 @@
 
 import pytest
 
-from proxy.target import Refusal, parse_target
+from proxy.wire.target import Refusal, parse_target
 
 
 @pytest.mark.parametrize("raw, path", [

@@ -7,7 +7,8 @@ import pytest
 from multidict import CIMultiDict
 
 from proxy.model import RequestFacts, Stickiness, ToggleSpec, UnleashSpec, Verdict
-from proxy.toggling import VerdictLog, toggle_context
+from proxy.observe.verdicts import VerdictLog
+from proxy.routing.stickiness import toggle_context
 from tests.helpers import free_port
 from toggles.local import features
 from toggles.unleash import UnleashToggles

@@ -161,7 +161,7 @@ def unleash_rollout(unleash, feature: str, environment: str = "development") -> 
 
 async def test_a_rollout_plan_writes_its_step_to_unleash_and_routing_follows_the_server(
         unleash, feature, server_toggles, make_upstream, start_proxy, monkeypatch):
-    from proxy import rollout
+    from proxy.rollout import plans as rollout
 
     monkeypatch.setattr(rollout, "TICK", 0.1)
     legacy, new = await make_upstream("legacy"), await make_upstream("new")

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from comparators.walk import differences
 from proxy.model import CompareSpec, Difference
-from proxy.paths import format_path
+from proxy.model.jsonpath import format_path
 
 # floats as exact binary fractions: DeepDiff rounds numbers to 12 significant decimals, the walk does not
 scalars = st.one_of(st.none(), st.integers(-5, 5), st.integers(-20, 20).map(lambda n: n / 4), st.text(max_size=3))

@@ -1,0 +1,1 @@
+"""The admin listener: health, readiness, status, metrics and reports on an address of its own."""

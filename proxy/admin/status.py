@@ -1,0 +1,59 @@
+"""What /status says, and where the process is in its life (starting, ready, draining)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from proxy.model import Config
+from proxy.observe.buildinfo import BuildInfo
+from proxy.serve.live import LiveConfig
+
+
+class Lifecycle:
+    """Where the process is in its life: starting, ready, or draining before exit."""
+
+    def __init__(self) -> None:
+        self.state = "starting"
+
+    @property
+    def ready(self) -> bool:
+        return self.state == "ready"
+
+
+def status(live: LiveConfig, lifecycle: Lifecycle, build: BuildInfo, breakers: dict[str, str]) -> dict[str, Any]:
+    generation = live.current
+    config = generation.config
+    failure = live.last_failure
+    return {
+        "version": build.version, "git_commit": build.git_commit, "python": build.python,
+        "host": build.host, "pid": build.pid, "started_at": _iso(build.started_at),
+        "state": lifecycle.state,
+        "config": {
+            "path": live.path, "sha256": config.digest, "loaded_at": _iso(generation.loaded_at),
+            "routes": [route.name for route in config.routes],
+            "warnings": [str(w) for w in config.warnings],
+            "last_reload_error": None if failure is None else {
+                "at": _iso(failure.at), "problems": [str(p) for p in failure.problems]},
+        },
+        "toggles": _toggles(generation.toggles.status(), config),
+        "upstreams": {name: {"url": pool.spec.url, "in_flight": pool.in_flight,
+                             "max_connections": pool.spec.max_connections, "max_pending": pool.spec.max_pending,
+                             "connect_timeout": pool.spec.connect_timeout, "timeout": pool.spec.timeout,
+                             "breaker": breakers.get(name, "closed")}
+                      for name, pool in generation.pools.items()},
+    }
+
+
+def _toggles(state: dict[str, Any], config: Config) -> dict[str, Any]:
+    """The provider's state, and for each toggle route the definition it is evaluated by."""
+    definitions = state.pop("definitions", {})
+    last_sync = state.get("last_sync")
+    return {**state, "last_sync": _iso(last_sync) if last_sync else None, "routes": [
+        {"route": route.name, "toggle": route.toggle.name, "serve": str(route.serve),
+         "stickiness": str(route.toggle.stickiness), "definition": definitions.get(route.toggle.name)}
+        for route in config.routes if route.toggle is not None]}
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="seconds")

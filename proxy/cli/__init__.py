@@ -1,0 +1,1 @@
+"""The `strangler` command, one module per command group."""

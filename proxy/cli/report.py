@@ -1,0 +1,185 @@
+"""`strangler report summary | show ID | html`: the divergence databases, read for people and scripts.
+(`report accept | unaccept` are proxy.cli.accept's.)"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from datetime import datetime, timezone
+from typing import Any
+
+from reports import accepted, html, query
+from reports.view import replayed_text
+
+EXIT_OK, EXIT_INVALID, EXIT_USAGE, EXIT_UNKNOWN = 0, 1, 2, 3
+SIGNATURES_SHOWN = 10  # per route in the text summary
+
+
+def add_commands(commands: Any, common: argparse.ArgumentParser) -> tuple[Any, argparse.ArgumentParser]:
+    """The report commands; returns the subcommands and the --db parser, for proxy.cli.accept's to join."""
+    report = commands.add_parser("report", help="read the parallel run's divergence database(s)")
+    which = report.add_subparsers(required=True, metavar="REPORT")
+    dbs = argparse.ArgumentParser(add_help=False, parents=[common])
+    dbs.add_argument("--db", action="append", default=[], metavar="PATH",
+                     help="a divergence database; repeat to read a fleet's files as one "
+                          "(default: reports.database of routes.yaml)")
+    summary = which.add_parser("summary", parents=[dbs], help="per-route comparison and divergence statistics")
+    summary.add_argument("--route")
+    summary.add_argument("--format", choices=("text", "json"), default="text")
+    summary.set_defaults(run=_summary)
+    show = which.add_parser("show", parents=[dbs], help="one recorded divergence")
+    show.add_argument("id")
+    show.add_argument("--format", choices=("text", "json"), default="text")
+    show.set_defaults(run=_show)
+    page = which.add_parser("html", parents=[dbs], help="a self-contained HTML report")
+    page.add_argument("--out", metavar="FILE", help="write the page to FILE (default: standard output)")
+    page.set_defaults(run=_html)
+    return which, dbs
+
+
+def databases(args: argparse.Namespace) -> list[str] | None:
+    """--db paths, or the database of routes.yaml."""
+    if args.db:
+        return args.db
+    from proxy import config as config_file
+    from proxy.model.errors import ConfigError
+
+    try:
+        return [config_file.load(args.config).reports.database]
+    except ConfigError as exc:
+        print("\n".join(str(p) for p in exc.problems), file=sys.stderr)
+        return None
+
+
+def _summary(args: argparse.Namespace) -> int:
+    dbs = databases(args)
+    try:
+        routes = query.summary(dbs, args.route) if dbs else None
+    except FileNotFoundError as exc:
+        print(f"strangler report: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    if routes is None:
+        return EXIT_INVALID
+    if args.format == "json":
+        print(json.dumps({"routes": [r.as_json() for r in routes]}))
+    else:
+        print(_summary_table(routes))
+    return EXIT_OK
+
+
+def _summary_table(routes: list[query.RouteSummary]) -> str:
+    if not routes:
+        return "no comparisons recorded yet"
+    width = max(5, *(len(r.route) for r in routes))
+    lines = [f"{'route':<{width}}  {'compared':>9}  {'diverged':>9}  {'rate':>7}  top diverging paths"]
+    for r in routes:
+        top = ", ".join(f"{path} ({count})" for path, count in r.top_paths) or "-"
+        lines.append(f"{r.route:<{width}}  {r.compared:>9}  {r.diverged:>9}  {r.divergence_rate:>7.1%}  {top}")
+    for r in routes:
+        lines += _signature_lines(r) if r.signatures else []
+    return "\n".join(lines)
+
+
+def _signature_lines(route: query.RouteSummary) -> list[str]:
+    """A route's signatures, accepted ones last and marked, with their latest replay."""
+    head = f"{route.route}: {len(route.signatures)} signature{'s' if len(route.signatures) > 1 else ''}"
+    if route.accepted:
+        head += (f", {route.accepted} divergences accepted "
+                 f"(rate without them {route.divergence_rate_unaccepted:.1%})")
+    lines = ["", head]
+    for s in route.signatures[:SIGNATURES_SHOWN]:
+        notes = [_accepted_text(s.accepted_reason, s.accepted_expires)] if s.accepted else []
+        notes += [replayed_text(s.replayed)] if s.replayed else []
+        lines.append(f"  {s.signature}  {s.count:>7}  {', '.join(s.paths)}" + "".join(f"  [{n}]" for n in notes))
+    if len(route.signatures) > SIGNATURES_SHOWN:
+        lines.append(f"  ... {len(route.signatures) - SIGNATURES_SHOWN} more (strangler report html lists all)")
+    return lines
+
+
+def _accepted_text(reason: str | None, expires: float | None) -> str:
+    return f"accepted: {reason}" + ("" if expires is None else f" (until {accepted.until_text(expires)})")
+
+
+def _show(args: argparse.Namespace) -> int:
+    dbs = databases(args)
+    if dbs is None:
+        return EXIT_INVALID
+    try:
+        found = query.show(dbs, args.id)
+    except FileNotFoundError as exc:
+        print(f"strangler report: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    if found is None:
+        print(f"strangler report: no divergence {args.id!r} in {', '.join(dbs)}", file=sys.stderr)
+        return EXIT_UNKNOWN
+    print(json.dumps(found, ensure_ascii=False) if args.format == "json" else show_text(found))
+    return EXIT_OK
+
+
+def _html(args: argparse.Namespace) -> int:
+    dbs = databases(args)
+    if dbs is None:
+        return EXIT_INVALID
+    try:
+        page = html.render(dbs)
+        if args.out:
+            _write_private(args.out, page)
+    except OSError as exc:  # FileNotFoundError: a database; anything else: --out
+        print(f"strangler report: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    if not args.out:
+        sys.stdout.write(page)
+    return EXIT_OK
+
+
+def _write_private(path: str, text: str) -> None:
+    """Write `text` to a file only its owner can read, as the database it comes from (a file already
+    there is made so too)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with open(fd, "w", encoding="utf-8", closefd=True) as out:
+        os.fchmod(fd, 0o600)
+        out.write(text)
+
+
+def usage(message: str) -> int:
+    print(f"strangler report: {message}", file=sys.stderr)
+    return EXIT_USAGE
+
+
+def show_text(d: dict[str, Any]) -> str:
+    at = datetime.fromtimestamp(d["at"], timezone.utc).isoformat(timespec="seconds")
+    lines = [f"divergence {d['id']}  route {d['route']}  signature {d['signature']}",
+             f"request    {d['method']} {d['target']}  (id {d['request_id']}, {at}, served by {d['served']})",
+             f"legacy     {_answer(d, 'legacy')}", f"new        {_answer(d, 'new')}"]
+    if d.get("accepted"):
+        lines.append(_accepted_text(d["accepted"]["reason"], d["accepted"]["expires"]))
+    lines += ["", "differences:"]
+    lines += [f"  {x['path']}  {x['kind']}: {_value(x['legacy'])} -> {_value(x['new'])}" for x in d["differences"]]
+    if d["noise"]:
+        lines += ["", "noise (learned from legacy answering twice; not counted):"]
+        lines += [f"  {x['path']}: {_value(x['legacy'])} -> {_value(x['new'])}" for x in d["noise"]]
+    lines += ["", "request headers:"] + [f"  {k}: {v}" for k, v in d["request_headers"]]
+    for side in ("legacy", "new"):
+        lines += ["", f"{side} body:", _indented(d[f"{side}_body"])]
+    return "\n".join(lines)
+
+
+def _answer(d: dict[str, Any], side: str) -> str:
+    status = d[f"{side}_status"] if d[f"{side}_error"] is None else f"no answer ({d[f'{side}_error']})"
+    return f"{status} in {d[f'{side}_ms']} ms"
+
+
+def _value(value: Any) -> str:
+    return "(absent)" if value is None else json.dumps(value, ensure_ascii=False)
+
+
+def _indented(body: str | None) -> str:
+    if body is None:
+        return "  (not kept)"
+    try:
+        body = json.dumps(json.loads(body), indent=2, ensure_ascii=False)
+    except ValueError:
+        pass
+    return "\n".join("  " + line for line in body.splitlines()) or "  (empty)"

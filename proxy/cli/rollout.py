@@ -1,0 +1,190 @@
+"""`strangler rollout status | advance | hold | resume | rollback ROUTE`: rollout plans, by hand.
+
+The commands read and move the plan's state in the divergence database, where running
+proxies (every worker) pick it up within a second; with the unleash provider a move is
+also written to Unleash as the toggle's rollout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from proxy import config as config_file
+from proxy.model.errors import ConfigError
+from proxy.model.evidence import PlanState
+from proxy.model import Config, Route
+from proxy.rollout.plans import PlanView, in_force, view
+from reports.plans import SqlitePlans, operator
+from toggles.unleash_admin import UnleashAdmin
+
+EXIT_OK, EXIT_REFUSED, EXIT_UNKNOWN = 0, 1, 3
+
+
+def add_commands(commands: Any, common: argparse.ArgumentParser) -> None:
+    rollout = commands.add_parser("rollout", help="see and steer the routes' rollout plans")
+    which = rollout.add_subparsers(required=True, metavar="ACTION")
+    status = which.add_parser("status", parents=[common], help="each plan: step, evidence, gates, what comes next")
+    status.add_argument("route", nargs="?")
+    status.add_argument("--format", choices=("text", "json"), default="text")
+    status.set_defaults(run=_status)
+    for name, run, text in (("advance", _advance, "move up one step now, whatever the gates say"),
+                            ("hold", _hold, "stop advancing (rollback gates still watch)"),
+                            ("resume", _resume, "advance on evidence again, gathered afresh"),
+                            ("rollback", _rollback, "move back one step (or --to legacy) and hold")):
+        action = which.add_parser(name, parents=[common], help=text)
+        action.add_argument("route")
+        action.add_argument("--reason", default="", help="why, for the plan's timeline")
+        if name == "rollback":
+            action.add_argument("--to", choices=("previous", "legacy"), default="previous")
+        action.set_defaults(run=run)
+
+
+def _status(args: argparse.Namespace) -> int:
+    found = _plans(args, args.route)
+    if found is None:
+        return EXIT_UNKNOWN
+    config, routes = found
+    store = SqlitePlans(config.reports.database)
+    try:
+        seen = [(route, view(store, route, time.time())) for route in routes]
+    finally:
+        store.close()
+    if args.format == "json":
+        print(json.dumps({"rollouts": [v.as_json(route) for route, v in seen]}))
+    else:
+        print("\n\n".join(describe(route, v) for route, v in seen) or "no route has a rollout_plan")
+    return EXIT_OK
+
+
+def describe(route: Route, seen: PlanView) -> str:
+    plan, state = route.rollout_plan, seen.state
+    assert plan is not None
+    steps = " ".join(f"[{s}%]" if s == state.percent else f"{s}%" for s in plan.steps)
+    lines = [f"{route.name}: {seen.percent}% of users on the new side   steps {steps}",
+             f"  since {_when(state.since)}" + (f", HELD: {state.reason}" if state.held else ""),
+             f"  next: {seen.judgement.action} - {seen.judgement.reason}",
+             f"  evidence: {seen.step.compared} compared, {seen.step.diverged} diverged "
+             f"({seen.step.accepted} more accepted), new side {seen.step.new.errors} failed of "
+             f"{seen.step.new.answers}"]
+    lines += ["  advance gates (the whole step):"]
+    lines += [f"    {'ok' if c.ok else 'waiting':<9} {c}" for c in seen.judgement.advance]
+    lines += [f"  rollback gates (the last {plan.window:g} s):"]
+    lines += [f"    {'ok' if c.ok else 'BREACHED':<9} {c}" for c in seen.judgement.rollback]
+    return "\n".join(lines)
+
+
+def _advance(args: argparse.Namespace) -> int:
+    def up(route: Route, state: PlanState) -> tuple[int, bool] | str:
+        plan = route.rollout_plan
+        assert plan is not None
+        to = plan.above(state.percent)
+        if to is None:
+            return "already at the last step"
+        if to > route.ceiling:
+            return f"the next step ({to}%) is above routes.yaml's rollout ({route.ceiling}%): raise it there first"
+        return to, state.held
+    return _move(args, "advance", up)
+
+
+def _hold(args: argparse.Namespace) -> int:
+    return _move(args, "hold", lambda route, state: (state.percent, True))
+
+
+def _resume(args: argparse.Namespace) -> int:
+    return _move(args, "resume", lambda route, state: (state.percent, False))
+
+
+def _rollback(args: argparse.Namespace) -> int:
+    def down(route: Route, state: PlanState) -> tuple[int, bool] | str:
+        plan = route.rollout_plan
+        assert plan is not None
+        if state.percent == 0:
+            return "no users are on the new side: nothing to roll back"
+        return (0 if args.to == "legacy" else plan.below(state.percent)), True
+    return _move(args, "rollback", down)
+
+
+def _move(args: argparse.Namespace, action: str, where: Any) -> int:
+    found = _plans(args, args.route)
+    if found is None:
+        return EXIT_UNKNOWN
+    config, (route,) = found
+    store = SqlitePlans(config.reports.database)
+    try:
+        state = store.begin(route.name, route.rollout_plan.steps[0], time.time())
+        target = where(route, state)
+        if isinstance(target, str):
+            print(f"strangler rollout: {route.name}: {target}", file=sys.stderr)
+            return EXIT_REFUSED
+        to, held = target
+        reason = args.reason or f"{action} by hand"
+        moved = store.move(state, action, to, reason, f"manual:{operator()}", time.time(), held=held)
+    finally:
+        store.close()
+    if moved is None:
+        print(f"strangler rollout: {route.name}: the plan moved meanwhile; look again", file=sys.stderr)
+        return EXIT_REFUSED
+    print(f"{route.name}: {state.percent}% -> {moved.percent}%" + (" (held)" if moved.held else ""))
+    return _publish(config, route, moved.percent)
+
+
+def _publish(config: Config, route: Route, percent: int) -> int:
+    """With the unleash provider, the toggle's rollout follows the plan."""
+    spec = config.toggles.unleash
+    if config.toggles.provider != "unleash" or spec is None or route.toggle is None:
+        return EXIT_OK
+    token = os.environ.get(spec.admin_token_env) if spec.admin_token_env else None
+    try:
+        UnleashAdmin(spec.admin_url, spec.project, spec.environment, token).set_rollout(route.toggle.name, percent)
+    except (OSError, RuntimeError) as exc:
+        print(f"strangler rollout: the plan moved, but Unleash was not told: {exc}", file=sys.stderr)
+        return EXIT_REFUSED
+    return EXIT_OK
+
+
+def plan_caps(config: Config) -> dict[str, int]:
+    """The percent each plan stands at, as running proxies apply it (for `strangler explain`); a plan
+    with no state yet stands at its first step."""
+    planned = [route for route in config.routes if route.rollout_plan is not None]
+    states: dict[str, int] = {}
+    if planned and Path(config.reports.database).exists():
+        store = SqlitePlans(config.reports.database)
+        try:
+            states = {state.route: state.percent for state in store.states()}
+        finally:
+            store.close()
+    return {route.name: in_force(route, states.get(route.name, route.rollout_plan.steps[0])) for route in planned}
+
+
+def _plans(args: argparse.Namespace, name: str | None) -> tuple[Config, list[Route]] | None:
+    try:
+        config = config_file.load(args.config)
+    except ConfigError as exc:
+        print("\n".join(str(p) for p in exc.problems), file=sys.stderr)
+        return None
+    routes = [r for r in config.routes if r.rollout_plan is not None and (name is None or r.name == name)]
+    if name is not None and not routes:
+        planned = ", ".join(r.name for r in config.routes if r.rollout_plan is not None) or "none"
+        print(f"strangler rollout: no route {name!r} with a rollout_plan (routes with one: {planned})",
+              file=sys.stderr)
+        return None
+    return config, routes
+
+
+def _when(ts: float) -> str:
+    at = datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="seconds")
+    return f"{at} ({_age(time.time() - ts)} ago)"
+
+
+def _age(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.0f} {unit}"
+    return f"{seconds:.0f} s"

@@ -1,0 +1,31 @@
+"""What routes.yaml names that the process environment must supply, checked at start-up and on every reload.
+
+routes.yaml holds only the names of variables that hold secrets; a named variable that is
+unset or empty must stop the proxy, not quietly turn a protection off (an admin listener
+with no token would answer anyone).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Mapping
+
+from proxy.model.errors import ConfigError
+from proxy.model import Config, Problem
+
+
+def problems(config: Config, environ: Mapping[str, str] = os.environ) -> list[Problem]:
+    """What the environment lacks: an admin token variable that is unset or empty."""
+    name = config.admin.token_env
+    if name is not None and not environ.get(name):
+        return [Problem(config.source, config.admin.line, f"admin.token_env names {name}, which is not set or is "
+                                                          "empty; set it to the admin bearer token")]
+    return []
+
+
+def checked(config: Config) -> Config:
+    """`config`, when the environment supplies everything it names; else ConfigError."""
+    found = problems(config)
+    if found:
+        raise ConfigError(found)
+    return config

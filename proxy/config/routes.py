@@ -1,0 +1,219 @@
+"""The `routes:` list of routes.yaml -> Route values, with the checks that span routes.
+
+Each entry is read field by field (problems collected, never the first one only); then
+duplicate names are errors and routes shadowed by an earlier one are warnings.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Mapping
+
+from proxy.config.plans import check_plan, read_plan
+from proxy.config.fields import TOKEN, Reader, Section
+from proxy.model.jsonpath import parse_path
+from proxy.model import CompareSpec, Match, ParallelRun, Route, Serve, Side, Stickiness, ToggleSpec, Upstream
+
+ROUTE_KEYS = {"name", "match", "legacy", "new", "serve", "toggle", "fallback", "parallel_run", "compare", "retries",
+              "rollout_plan"}
+ROUTE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+# A segment may hold RFC 3986 pchar except '%' and ';' (written decoded, no parameters).
+PATH_SEGMENT = re.compile(r"^[A-Za-z0-9\-._~!$&'()*+,=:@]*$")
+
+
+def read_routes(top: Section, upstreams: Mapping[str, Upstream], declared: set[str]) -> tuple[Route, ...]:
+    """The routes; `declared` holds every upstream name written, valid or not (so a broken
+    upstream is reported once, where it is defined, not again as unknown in each route)."""
+    items = top.get("routes", "a list of routes", lambda v: isinstance(v, list))
+    if not isinstance(items, list):
+        return ()
+    if not items:
+        top.reader.warn(("routes",), "no routes: every request will get 404")
+    _check_names(top.reader, items)
+    indexed = [(i, _route(top.reader, i, item, upstreams, declared)) for i, item in enumerate(items)]
+    found = [(i, route) for i, route in indexed if route is not None]
+    _warn_unreachable(top.reader, found)
+    return tuple(route for _, route in found)
+
+
+def _route(reader: Reader, index: int, data: Any, upstreams: Mapping[str, Upstream],
+           declared: set[str]) -> Route | None:
+    written = data.get("name") if isinstance(data, dict) else None
+    where = f"route '{written}'" if isinstance(written, str) else f"route #{index + 1}"
+    sec = reader.section(("routes", index), data, where, ROUTE_KEYS)
+    if sec is None:
+        return None
+    name = sec.text("name")
+    if isinstance(name, str) and not ROUTE_NAME.match(name):
+        sec.error("name", f"route name {name!r} may hold only letters, digits, '.', '_' and '-'")
+    match = _match(sec)
+    legacy = _upstream_ref(sec, "legacy", upstreams, declared, required=True)
+    new = _upstream_ref(sec, "new", upstreams, declared, required=False)
+    serve = _choice(sec, "serve", Serve, Serve.LEGACY)
+    fallback = _choice(sec, "fallback", Side, None, only=(Side.LEGACY,))
+    route = Route(name=name, match=match, legacy=legacy, new=new, serve=serve,
+                  toggle=_toggle(sec), fallback=fallback, parallel_run=_parallel_run(sec),
+                  compare=_compare(sec), retries=sec.integer("retries", 0, 0, 10), rollout_plan=read_plan(sec),
+                  line=reader.doc.line(sec.path))
+    _check_sides(sec, route)
+    check_plan(sec, route)
+    return route if isinstance(name, str) and match and legacy else None
+
+
+def _check_sides(sec: Section, route: Route) -> None:
+    needs_new = [why for why, needed in (
+        (f"serve: {route.serve}", route.serve is not Serve.LEGACY),
+        ("fallback", route.fallback is not None),
+        ("parallel_run", route.parallel_run.enabled)) if needed]
+    if route.new is None and needs_new and not sec.has("new"):
+        sec.error("serve", f"'new' (the extracted service's upstream) is required with {needs_new[0]}")
+    if route.serve is Serve.TOGGLE and route.toggle is None and not sec.has("toggle"):
+        sec.error("serve", "serve: toggle needs a 'toggle:' block (name, rollout, stickiness)")
+
+
+def _match(route: Section) -> Match | None:
+    sec = route.section("match", {"path", "methods", "headers"})
+    if sec is None:
+        route.get("match", "a mapping", lambda v: isinstance(v, dict))
+        return None
+    path = _prefix(sec)
+    methods = _methods(sec, "methods", None)
+    headers = _header_values(sec)
+    return Match(path, methods, headers) if path else None
+
+
+def _prefix(sec: Section) -> str | None:
+    path = sec.text("path")
+    if not isinstance(path, str):
+        return None
+    if not path.startswith("/"):
+        sec.error("path", f"'path' must start with '/', got {path!r}")
+        return None
+    segments = path[1:].rstrip("/").split("/")
+    if path != "/" and not all(s and s not in (".", "..") and PATH_SEGMENT.match(s) for s in segments):
+        sec.error("path", f"'path' {path!r} must be plain segments: no '//', '.', '..', '%', ';', '?' or '#'")
+        return None
+    return "/" + "/".join(segments) if path != "/" else "/"
+
+
+def _methods(sec: Section, key: str, default: frozenset[str] | None) -> frozenset[str] | None:
+    if not sec.has(key):
+        return default
+    methods = sec.texts(key)
+    for method in methods:
+        if not TOKEN.match(method) or method != method.upper():
+            sec.error(key, f"method {method!r} must be an upper-case HTTP method (methods are case-sensitive)")
+    return frozenset(methods) if methods else default
+
+
+def _header_values(sec: Section) -> tuple[tuple[str, str], ...]:
+    data = sec.get("headers", "a mapping of header names to exact values",
+                   lambda v: isinstance(v, dict), {})
+    found = []
+    for name, value in data.items():
+        if not isinstance(name, str) or not TOKEN.match(name):
+            sec.error("headers", f"{name!r} is not a valid header name")
+        elif not isinstance(value, str):
+            written = sec.reader.doc.text(sec.at("headers") + (name,)) or value
+            sec.error("headers", f"the value of {name} must be a string (quote it: {name}: \"{written}\")")
+        else:
+            found.append((name.lower(), value))
+    return tuple(sorted(found))
+
+
+def _upstream_ref(sec: Section, key: str, upstreams: Mapping[str, Upstream], declared: set[str],
+                  required: bool) -> Upstream | None:
+    name = sec.text(key) if required else sec.text(key, None)
+    if not isinstance(name, str):
+        return None
+    if name not in upstreams and name not in declared:
+        known = ", ".join(sorted(upstreams)) or "none defined"
+        sec.error(key, f"unknown upstream '{name}' (known: {known})")
+    return upstreams.get(name)
+
+
+def _choice(sec: Section, key: str, kind: Any, default: Any, only: tuple = ()) -> Any:
+    value = sec.text(key, None)
+    allowed = only or tuple(kind)
+    if value is None:
+        return default
+    if value not in {str(a) for a in allowed}:
+        sec.error(key, f"'{key}' must be {' or '.join(str(a) for a in allowed)}, got {value!r}")
+        return default
+    return kind(value)
+
+
+def _toggle(route: Section) -> ToggleSpec | None:
+    sec = route.section("toggle", {"name", "rollout", "stickiness"})
+    if sec is None:
+        return None
+    name = sec.text("name")
+    rollout = sec.integer("rollout", None, 0, 100)
+    stickiness = _stickiness(sec)
+    if not isinstance(name, str) or stickiness is None:
+        return None
+    return ToggleSpec(name, rollout, stickiness)
+
+
+def _stickiness(sec: Section) -> Stickiness | None:
+    text = sec.text("stickiness")
+    if not isinstance(text, str):
+        return None
+    kind, _, name = text.partition(":")
+    if (kind in ("ip", "random") and not name) or (kind in ("header", "cookie") and TOKEN.match(name)):
+        return Stickiness(kind, name)
+    sec.error("stickiness", f"'stickiness' must be header:NAME, cookie:NAME, ip or random, got {text!r}")
+    return None
+
+
+def _parallel_run(route: Section) -> ParallelRun:
+    sec = route.section("parallel_run", {"enabled", "sample", "methods", "timeout", "max_in_flight", "max_body"})
+    if sec is None:
+        return ParallelRun()
+    default = ParallelRun()
+    return ParallelRun(enabled=sec.flag("enabled", True),
+                       sample=sec.number("sample", 1.0, low=0, high=1),
+                       methods=_methods(sec, "methods", default.methods) or default.methods,
+                       timeout=sec.number("timeout", default.timeout, positive=True),
+                       max_in_flight=sec.integer("max_in_flight", default.max_in_flight, 1, 100_000),
+                       max_body=sec.integer("max_body", default.max_body, 0, 1 << 30))
+
+
+def _compare(route: Section) -> CompareSpec:
+    sec = route.section("compare", {"ignore_paths", "ignore_order", "float_tolerance", "headers", "noise_probe"})
+    if sec is None:
+        return CompareSpec()
+    ignore_paths = sec.texts("ignore_paths")
+    for path in ignore_paths:
+        if not parse_path(path):  # also refuses `$` alone: that would ignore the whole body
+            sec.error("ignore_paths", f"{path!r} is not a body path like $.updated_at, $.items[*].etag "
+                                      "or $['a.b']")
+    headers = sec.texts("headers")
+    for name in headers:
+        if not TOKEN.match(name):
+            sec.error("headers", f"{name!r} is not a valid header name")
+    return CompareSpec(ignore_paths=ignore_paths,
+                       ignore_order=sec.flag("ignore_order", False),
+                       float_tolerance=sec.number("float_tolerance", 0.0, low=0),
+                       headers=tuple(h.lower() for h in headers),
+                       noise_probe=sec.number("noise_probe", 0.0, low=0, high=1))
+
+
+def _check_names(reader: Reader, items: list[Any]) -> None:
+    first: dict[str, int] = {}
+    for i, item in enumerate(items):
+        name = item.get("name") if isinstance(item, dict) else None
+        if not isinstance(name, str):
+            continue
+        line = reader.doc.line(("routes", i, "name"))
+        if name in first:
+            reader.error(("routes", i, "name"), f"duplicate route name '{name}' (first at line {first[name]})")
+        first.setdefault(name, line)
+
+
+def _warn_unreachable(reader: Reader, routes: list[tuple[int, Route]]) -> None:
+    for n, (i, route) in enumerate(routes):
+        earlier = next((r for _, r in routes[:n] if r.match.covers(route.match)), None)
+        if earlier is not None:
+            reader.warn(("routes", i), f"route '{route.name}' is unreachable: route '{earlier.name}' "
+                                       f"(line {earlier.line}) matches every request it would")

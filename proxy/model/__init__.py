@@ -1,0 +1,19 @@
+"""The values everything else passes around: configuration parsed once, and what each request makes.
+
+All immutable: configuration is frozen dataclasses (route, config), what is made anew for
+every request is NamedTuples (exchange), and the kinds are enums (kinds). Standard library
+only: every package of the proxy, and comparators/, toggles/ and reports/, import from here.
+"""
+
+from proxy.model.config import (AdminSpec, Address, Config, Problem, ReportsSpec, ServerSpec, TogglesSpec,
+                                UnleashSpec)
+from proxy.model.exchange import (Comparison, Decision, Difference, Divergence, Observation, RequestFacts,
+                                  RequestRecord, ToggleCheck)
+from proxy.model.kinds import Serve, Side, Verdict
+from proxy.model.route import (BreakerSpec, CompareSpec, Gates, Match, ParallelRun, RolloutPlan, Route, Stickiness,
+                               ToggleSpec, Upstream, is_segment_prefix)
+
+__all__ = ["AdminSpec", "Address", "BreakerSpec", "CompareSpec", "Comparison", "Config", "Decision", "Difference",
+           "Divergence", "Gates", "Match", "Observation", "ParallelRun", "Problem", "ReportsSpec", "RequestFacts",
+           "RequestRecord", "RolloutPlan", "Route", "Serve", "ServerSpec", "Side", "Stickiness", "ToggleCheck",
+           "ToggleSpec", "TogglesSpec", "UnleashSpec", "Upstream", "Verdict", "is_segment_prefix"]

@@ -1,0 +1,1 @@
+"""Rollout plans: evidence gathered per step, gates that judge it, and plans that move on it."""

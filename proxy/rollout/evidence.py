@@ -1,0 +1,51 @@
+"""Evidence for rollout plans, tallied in memory by each process and handed to the store each second.
+
+Per route with a plan: comparisons by signature ('' for a match), and each side's answers,
+failures and a latency histogram (bins 20% apart: a p99 read off it is within 20%).
+Request code only adds to counters here.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from proxy.model import Side
+from proxy.model.evidence import Answers, EvidenceBatch, latency_bin
+
+
+def failed(status: int | None, error: str | None) -> bool:
+    """A failure of the side itself: no answer (timeout, refused, broken) or a 5xx. Our own
+    shedding (`busy`) is not the side's fault."""
+    if error is not None:
+        return error != "busy"
+    return status is None or status >= 500
+
+
+class Evidence:
+    """The tallies of the current period."""
+
+    def __init__(self) -> None:
+        self._compared: Counter[tuple[str, str]] = Counter()
+        self._answers: dict[tuple[str, Side], Answers] = {}
+
+    def compared(self, route: str, signature: str) -> None:
+        self._compared[(route, signature)] += 1
+
+    def answered(self, route: str, side: Side, status: int | None, error: str | None, seconds: float) -> None:
+        if error == "busy":
+            return  # never reached the side
+        answers = self._answers.get((route, side))
+        if answers is None:
+            answers = self._answers[(route, side)] = Answers()
+        answers.count += 1
+        answers.errors += failed(status, error)
+        answers.bins[latency_bin(seconds)] += 1
+
+    def take(self, at: float) -> EvidenceBatch | None:
+        """The period's tallies (None when nothing happened); a new period starts."""
+        if not self._compared and not self._answers:
+            return None
+        compared, answers = self._compared, self._answers
+        self._compared, self._answers = Counter(), {}
+        return EvidenceBatch(at, tuple((route, sig, n) for (route, sig), n in compared.items()),
+                             tuple((route, side, a) for (route, side), a in answers.items()))

@@ -1,0 +1,1 @@
+"""Pure decisions: which route takes a request, and which side serves it."""

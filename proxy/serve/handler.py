@@ -1,0 +1,239 @@
+"""The edge: each client request is checked, routed, forwarded, measured and logged here."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from typing import Any, Callable
+
+from aiohttp.http import HttpVersion10, HttpVersion11
+
+from proxy.wire.body import NO_BODY, RequestBody, read_up_to
+from proxy.rollout.evidence import Evidence
+from proxy.shadow.run import Experiments
+from proxy.serve.forward import Forwarder, Outcome
+from proxy.wire.pool import Failure
+from proxy.wire.headers import request_id, upstream_head
+from proxy.serve.live import Generation, LiveConfig
+from proxy.observe.logs import REQUEST_ID, AccessLog
+from proxy.observe.metrics import Metrics
+from proxy.model import Decision, RequestFacts, Route, Side
+from proxy.wire.answers import ClientTooSlow, Relayed
+from proxy.wire.request import EdgeRequest
+from proxy.wire.answers import error_response
+from proxy.routing.decide import decide, match_route
+from proxy.wire.target import Refusal, parse_target
+from proxy.observe.verdicts import VerdictLog
+
+# RFC 3986 host (a reg-name without userinfo, or an IP literal) with an optional port; nginx refuses
+# the rest with a 400 too.
+VALID_HOST = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~!$&'()*+,;=%-]+)(?::[0-9]{0,5})?\Z")
+# Failures that are the client's, by the kind strangler_client_errors_total counts them as.
+CLIENT_FAILURES = {"client_body_timeout": "body_timeout"}
+# Failures that say nothing about the side: the proxy's own shedding, the client's slowness.
+NOT_THE_SIDES = frozenset({"busy", "overloaded", *CLIENT_FAILURES})
+
+
+class EdgeHandler:
+    """The request handler of the edge listener (proxy.wire.server calls it with each request, sends what it returns)."""
+
+    def __init__(self, live: LiveConfig, metrics: Metrics, experiments: Experiments, forwarder: Forwarder,
+                 evidence: Evidence, cap: Callable[[Route], int | None]) -> None:
+        self.live, self.metrics = live, metrics
+        self.evidence, self.cap = evidence, cap  # cap: the percent a route's rollout plan stands at
+        self.experiments, self.forwarder = experiments, forwarder
+        self.verdicts = VerdictLog()
+        self.access = AccessLog()
+        self.in_flight = 0
+        self.answered = 0
+
+    async def __call__(self, request: EdgeRequest) -> Relayed:
+        rid = request_id(request.headers)
+        REQUEST_ID.set(rid)  # the edge resets it before the next request on this connection
+        started = time.monotonic()
+        generation = self.live.current  # one generation for the whole request, whatever a reload does
+        if self.in_flight >= generation.config.server.max_in_flight:
+            self.metrics.shed.labels("listener").inc()  # shed at once: a queue that grows helps nobody
+            return error_response(503, "overloaded", "the proxy is at its limit of requests in flight", rid, 1)
+        self.in_flight += 1
+        try:
+            outcome = await self._serve(request, rid, generation)
+        except (asyncio.CancelledError, ConnectionError) as exc:
+            self._client_failed(request, exc, started, rid)
+            raise
+        finally:
+            self.in_flight -= 1
+        self._record(request, outcome, started)
+        return outcome.response
+
+    async def _serve(self, request: EdgeRequest, rid: str, generation: Generation) -> Outcome:
+        refusal = _refusal(request)
+        path = parse_target(request.raw_path) if refusal is None else refusal
+        if isinstance(path, Refusal):
+            self.metrics.rejected.labels(path.code).inc()
+            refused = error_response(path.status, path.code, path.detail, rid)
+            refused.force_close()  # what follows on this connection cannot be trusted either
+            return Outcome(refused)
+        method = request.method
+        route = match_route(generation.config.routes, method, path, request.headers)
+        if route is None:
+            return Outcome(error_response(404, "no_route", f"no route matches {method} {path}", rid))
+        decision, facts = self._decide(request, route, path, generation)
+        head = upstream_head(request.raw_headers, peer=request.remote, proto=request.scheme, rid=rid,
+                             last=request.protocol.last_head)
+        server = generation.config.server
+        request.send_timeout = server.send_timeout
+        try:
+            if decision.shadow is None:  # most requests: no body, and then not even a coroutine to learn it
+                body, waited = await _buffered(request, server.request_buffer, server.body_timeout) \
+                    if request.body_exists else (NO_BODY, 0.0)
+                outcome = await self.forwarder.serve(request, decision, generation.pools, request.raw_path, head, rid,
+                                                     body)
+                outcome.waited += waited
+            else:
+                outcome = await self._forward_shadowed(request, decision, facts, generation, head, rid)
+        except TimeoutError:  # the body stopped arriving while it was read ahead of the exchange
+            slow = error_response(408, "request_timeout", "the request body stopped arriving", rid)
+            failure = Failure("client_body_timeout", 408, "the request body stopped arriving", sent=False)
+            return Outcome(_send_and_hang_up(request, slow), failure, route=route)
+        if outcome.failure is not None and outcome.failure.kind == "client_body_timeout":
+            _send_and_hang_up(request, outcome.response)
+        return outcome
+
+    def _decide(self, request: EdgeRequest, route: Route, path: str,
+                generation: Generation) -> tuple[Decision, RequestFacts | None]:
+        """Who serves this request, and the facts a toggle looks at: gathered only when one has a say."""
+        decision = generation.fixed.get(route, request.method)
+        if decision is not None and (decision.shadow is None or decision.route.parallel_run.sample >= 1):
+            return decision, None  # nobody looks at the facts
+        facts = RequestFacts(request.method, path, request.headers, request.remote)
+        if decision is not None:  # the run's sample may hash a toggle's sticky value
+            return decision, facts
+        decision = decide(route, facts, generation.toggles, self.cap(route) if route.rollout_plan is not None else None)
+        if decision.toggle is not None:
+            self._count_verdict(decision)
+        return decision, facts
+
+    async def _forward_shadowed(self, request: EdgeRequest, decision: Decision, facts: RequestFacts | None,
+                                generation: Generation, head: bytes, rid: str) -> Outcome:
+        """A request whose decision has a shadow: served, and (when it is in the run's sample) shadowed.
+        `facts`: the run's sample may hash a toggle's sticky value."""
+        server, run = generation.config.server, decision.route.parallel_run
+        shadow = None
+        if self.experiments.sampled(decision, facts, generation.toggles):
+            body, waited = await _buffered(request, max(run.max_body, server.request_buffer), server.body_timeout) \
+                if request.body_exists else (NO_BODY, 0.0)
+            if body.stream is None and len(body.data or b"") <= run.max_body:
+                shadow = self.experiments.begin(decision, request, rid, head, body.data, generation.shadow_pools)
+            else:
+                self.experiments.skip(decision.route, "request_too_large")
+        else:
+            body, waited = await _buffered(request, server.request_buffer, server.body_timeout)
+        try:
+            outcome = await self.forwarder.serve(request, decision, generation.pools, request.raw_path, head, rid,
+                                                 body, shadow and shadow.capture)
+        except BaseException:
+            if shadow is not None:
+                shadow.deliver("client_gone")  # no answer to compare: the client left, or worse
+            raise
+        if shadow is not None:  # after a fallback the served answer is not the side decided on
+            shadow.deliver("fallback" if outcome.fell_back else None)
+        outcome.waited += waited
+        return outcome
+
+    def _evidence(self, outcome: Outcome, route: str, status: int, elapsed: float) -> None:
+        """A plan route's answer, for its gates: a fallback is the new side failing, then legacy answering."""
+        kind = outcome.failure.kind if outcome.failure is not None else None
+        if kind in NOT_THE_SIDES:
+            return
+        if outcome.fell_back:
+            self.evidence.answered(route, Side.NEW, None, "fallback", elapsed)
+            self.evidence.answered(route, Side.LEGACY, status, None, elapsed)
+        else:
+            assert outcome.side is not None
+            self.evidence.answered(route, outcome.side, status, kind, elapsed)
+
+    def _count_verdict(self, decision: Decision) -> None:
+        check = decision.toggle
+        assert check is not None
+        self.metrics.toggle_verdicts.labels(decision.route.name, check.name, check.verdict).inc()
+        self.verdicts.note(decision.route.name, check.name, check.verdict)
+
+    def _client_failed(self, request: EdgeRequest, exc: BaseException, started: float, rid: str) -> None:
+        """The client went away, or stopped reading its answer: its doing, counted as its own."""
+        kind = "send_timeout" if isinstance(exc, ClientTooSlow) else "gone"
+        self.metrics.client_errors.labels(kind).inc()
+        message = "client stopped reading" if kind == "send_timeout" else "client went away"
+        self.access.write(logging.INFO, message, _fields(request, 499, started, request_id=rid))
+
+    def _record(self, request: EdgeRequest, outcome: Outcome, started: float) -> None:
+        self.answered += 1
+        status = outcome.response.status
+        elapsed = time.monotonic() - started - outcome.waited  # the client's own slowness left out
+        route = outcome.route.name if outcome.route is not None else ""
+        failure = outcome.failure
+        clients = failure is not None and failure.kind in CLIENT_FAILURES
+        self.metrics.tally.observe(route, "" if clients else outcome.upstream, request.method, status, elapsed)
+        if clients:
+            self.metrics.client_errors.labels(CLIENT_FAILURES[failure.kind]).inc()
+        elif failure is not None:
+            self.metrics.upstream_errors.labels(outcome.upstream, failure.kind).inc()
+        if outcome.route is not None and outcome.route.rollout_plan is not None and outcome.side is not None:
+            self._evidence(outcome, route, status, elapsed)
+        level = logging.INFO if failure is None else logging.WARNING
+        if not self.access.enabled(level):
+            return  # the access line is off: do not build it
+        fields = _fields(request, status, started, route=route, upstream=outcome.upstream,
+                         request_id=REQUEST_ID.get())
+        if outcome.fell_back:
+            fields["fell_back"] = True
+        if failure is None:
+            self.access.write(level, "request", fields)
+            return
+        fields.update(failure=failure.kind, detail=failure.detail)
+        self.access.write(logging.INFO if clients else level, "client too slow" if clients else "upstream failed",
+                          fields)
+
+
+async def _buffered(request: EdgeRequest, limit: int, idle: float) -> tuple[RequestBody, float]:
+    """The body, read whole ahead of the exchange when it is at most `limit` bytes (else the rest streams),
+    and the seconds that took: the client's time."""
+    if not request.body_exists:
+        return NO_BODY, 0.0
+    started = request.loop.time()
+    body, _ = await read_up_to(request, limit, idle)
+    return body, request.loop.time() - started
+
+
+def _send_and_hang_up(request: EdgeRequest, response: Relayed) -> Relayed:
+    """Answer, then close at once: the edge would otherwise linger reading the rest of a body that a
+    client too slow to send it is not sending."""
+    if not response.prepared:
+        response.send(request)  # closing flushes what the socket did not take yet
+    request.protocol.force_close()
+    return response
+
+
+def _refusal(request: EdgeRequest) -> Refusal | None:
+    """Request-level checks aiohttp's parser leaves to us (reliability.md HTTP-10, HTTP-18)."""
+    version, headers = request.version, request.headers
+    if version == HttpVersion11:
+        if "Host" not in headers:
+            return Refusal("an HTTP/1.1 request needs a Host header")
+    elif version != HttpVersion10:
+        return Refusal(f"HTTP/{version.major}.{version.minor} is not supported")
+    elif "Transfer-Encoding" in headers:
+        return Refusal("Transfer-Encoding is not allowed in an HTTP/1.0 request")
+    host = headers.get("Host")
+    if host is not None and not VALID_HOST.match(host):
+        return Refusal("the Host header is not a valid host name or address (with an optional port)")
+    if request.chunked and headers.get("Transfer-Encoding", "").strip().lower() != "chunked":
+        return Refusal("the only transfer coding this proxy accepts is chunked", 501, "not_implemented")
+    return None
+
+
+def _fields(request: EdgeRequest, status: int, started: float, **more: Any) -> dict:
+    return {"method": request.method, "path": request.raw_path.partition("?")[0], "status": status,
+            "ms": round((time.monotonic() - started) * 1000, 2), "client": request.remote, **more}

@@ -1,0 +1,323 @@
+"""One upstream's connection pool: its own limit and timeouts (a bulkhead), and what failed.
+
+A lean HTTP/1.1 client: a request leaves in one write (its header lines as
+proxy.wire.headers.upstream_head built them from what aiohttp's parser accepted: no CR, LF or
+NUL), and its answer comes back through aiohttp's C parser (proxy.wire.connection), without
+ClientSession's per-request machinery, which cost this proxy half its throughput. It
+sends exactly the request given: the target byte for byte, only the headers given; it
+follows no redirect, keeps no cookie, never decompresses. `failure_from` is the one
+place where what went wrong becomes data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiohttp
+from aiohttp import ServerDisconnectedError, StreamReader
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.http_writer import StreamWriter
+from aiohttp.streams import EMPTY_PAYLOAD
+from multidict import CIMultiDict, CIMultiDictProxy
+
+from proxy.wire.connection import Connection
+from proxy.wire.headers import RawHeaders, Repeated, content_length
+from proxy.model import Upstream
+
+IDLE_SECONDS = 15.0  # a pooled connection unused this long is closed rather than reused
+EMPTY_HEADERS: CIMultiDictProxy[str] = CIMultiDictProxy(CIMultiDict())
+
+
+class UnaskedSwitch(HttpProcessingError):
+    """A 101 to a request that did not ask to switch protocols: the answer is not HTTP any more."""
+
+
+class NoConnection(Exception):
+    """No connection to the upstream, so nothing was sent: it refused, or none came in time."""
+
+    def __init__(self, kind: str) -> None:
+        super().__init__(kind)
+        self.kind = kind  # refused | timeout
+
+
+UPSTREAM_ERRORS = (NoConnection, TimeoutError, aiohttp.ClientError, HttpProcessingError, OSError)
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """Why an upstream gave no (complete) answer, and what the client is told."""
+
+    kind: str  # refused | timeout | busy | broken | status | breaker_open | overloaded | client_body_timeout
+    status: int
+    detail: str
+    sent: bool = True  # whether the request may have reached the upstream (False: safe to send again)
+    retry_after: int | None = None
+
+
+class UpstreamPool:
+    """Connections to one upstream, at most `max_connections`, reused while they are good."""
+
+    def __init__(self, spec: Upstream) -> None:
+        self.spec = spec
+        parts = urlsplit(spec.url)
+        self.host, self.port = parts.hostname or "", parts.port or 80
+        self.tls = ssl.create_default_context() if parts.scheme == "https" else None
+        self.host_line = b"Host: %s\r\n" % parts.netloc.encode()  # when the client sent none
+        self.last_answer = Repeated()  # the client's header lines made from this upstream's last answer
+        self.capacity = spec.max_connections + spec.max_pending  # in flight, waiting included
+        self.in_flight = 0
+        self.open = 0  # connections open or opening (the limit counts these)
+        self._idle: deque[tuple[Connection, float]] = deque()
+        self._waiters: deque[asyncio.Future[Connection | None]] = deque()
+        self._retired = self._closed = False
+        self._closing: asyncio.Task[None] | None = None
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def idle(self) -> int:
+        """Connections kept for reuse, not in use."""
+        return len(self._idle)
+
+    @property
+    def saturated(self) -> bool:
+        return self.in_flight >= self.spec.max_connections
+
+    @property
+    def overloaded(self) -> bool:
+        """Too many waiting already: a new request is turned away at once, not queued."""
+        return self.in_flight >= self.capacity
+
+    def request(self, method: str, target: str, head: bytes, body: Any = None,
+                length: int | None = None) -> Exchange:
+        """`async with pool.request(...) as answer`: one exchange. `target` is the path and query as the
+        client sent them; `head` the header lines (proxy.wire.headers.upstream_head); `body` is bytes, or an
+        async iterator of bytes sent as it comes (with `length` when it is known, else in chunks)."""
+        return Exchange(self, method, target, head, body, length)
+
+    def retire(self) -> None:
+        """Close once the requests still using this pool are done (after a reload dropped it)."""
+        self._retired = True
+        if self.in_flight == 0:
+            self._close_soon()
+
+    async def close(self) -> None:
+        self._closed = True
+        while self._idle:
+            self._idle.popleft()[0].close()
+        for waiter in self._waiters:
+            if not waiter.done():
+                waiter.cancel()
+
+    def failure_from(self, exc: BaseException) -> Failure:
+        """Map what went wrong to what happened: refused, timed out, busy or broken."""
+        name = self.spec.name
+        if isinstance(exc, NoConnection) and exc.kind == "refused":
+            return Failure("refused", 502, f"upstream {name} refused the connection", sent=False)
+        if isinstance(exc, NoConnection) and self.saturated:
+            return Failure("busy", 503, f"upstream {name} has all {self.spec.max_connections} connections busy",
+                           sent=False, retry_after=1)
+        if isinstance(exc, NoConnection):
+            return Failure("timeout", 504, f"upstream {name} did not accept a connection in time", sent=False)
+        if isinstance(exc, TimeoutError):
+            return Failure("timeout", 504, f"upstream {name} did not answer within {self.spec.timeout:g}s")
+        if isinstance(exc, UnaskedSwitch):
+            return Failure("broken", 502, f"upstream {name} switched protocols, which the request did not ask for")
+        if isinstance(exc, HttpProcessingError):
+            return Failure("broken", 502, f"upstream {name} sent an invalid HTTP response")
+        return Failure("broken", 502, f"upstream {name} broke the connection ({type(exc).__name__})")
+
+    def take(self) -> Connection | None:
+        """A kept connection that is still good, if there is one (the usual case: no waiting)."""
+        if not self._idle:
+            return None
+        now = time.monotonic()
+        while self._idle:
+            conn, since = self._idle.pop()
+            if conn.reusable and now - since < IDLE_SECONDS:
+                return conn
+            self._drop(conn)
+        return None
+
+    async def acquire(self) -> tuple[Connection, bool]:
+        """A connection (and whether it was reused), waiting up to connect_timeout for the pool."""
+        conn = self.take()
+        if conn is not None:
+            return conn, True
+        try:
+            async with asyncio.timeout(self.spec.connect_timeout):
+                if self.open >= self.spec.max_connections:
+                    handed = await self._wait_turn()
+                    if handed is not None:
+                        return handed, True
+                return await self._connect(), False
+        except TimeoutError:
+            raise NoConnection("timeout") from None
+
+    async def _wait_turn(self) -> Connection | None:
+        """Wait for a released connection (or for room to open one: None)."""
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            return await waiter
+        finally:
+            if waiter in self._waiters:
+                self._waiters.remove(waiter)
+
+    async def _connect(self) -> Connection:
+        self.open += 1
+        loop = asyncio.get_running_loop()
+        try:
+            _, conn = await loop.create_connection(lambda: Connection(loop), self.host, self.port, ssl=self.tls,
+                                                   server_hostname=self.host if self.tls else None)
+        except OSError as exc:
+            self._forget()
+            raise NoConnection("refused") from exc
+        except BaseException:
+            self._forget()
+            raise
+        return conn
+
+    def release(self, conn: Connection, reusable: bool) -> None:
+        """Back to the pool (handed to whoever waits first) or closed."""
+        if not (reusable and conn.reusable) or self._closed:
+            self._drop(conn)
+            return
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(conn)
+                return
+        self._idle.append((conn, time.monotonic()))
+
+    def _drop(self, conn: Connection) -> None:
+        conn.close()
+        self._forget()
+
+    def _forget(self) -> None:
+        """One connection fewer: someone waiting may open one."""
+        self.open -= 1
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+
+    def finished(self) -> None:
+        self.in_flight -= 1
+        if self._retired and self.in_flight == 0:
+            self._close_soon()
+
+    def _close_soon(self) -> None:
+        if self._closing is None:
+            self._closing = asyncio.get_running_loop().create_task(self.close())
+
+
+class Exchange:
+    """One request and its answer on one pooled connection: once entered, the answer's status line and
+    headers, and its body as a stream. The connection goes back only if both were whole and the
+    upstream keeps it alive."""
+
+    __slots__ = ("pool", "method", "target", "head", "body", "length", "conn", "sending",
+                 "status", "reason", "headers", "raw_headers", "content")
+
+    def __init__(self, pool: UpstreamPool, method: str, target: str, head: bytes, body: Any,
+                 length: int | None) -> None:
+        self.pool, self.method, self.target = pool, method, target
+        self.head, self.body, self.length = head, body, length
+        self.conn: Connection | None = None
+        self.sending: asyncio.Task[None] | None = None
+        self.status = 0
+        self.reason = ""
+        self.headers: CIMultiDictProxy[str] = EMPTY_HEADERS
+        self.raw_headers: RawHeaders = ()  # the headers as they arrived: bytes, names in the upstream's case
+        self.content: StreamReader = EMPTY_PAYLOAD
+
+    @property
+    def content_length(self) -> int | None:
+        return content_length(self.headers)
+
+    async def __aenter__(self) -> Exchange:
+        pool = self.pool
+        pool.in_flight += 1
+        try:
+            conn = pool.take()
+            if conn is None:
+                conn, _ = await pool.acquire()
+            self.conn = conn
+            answered = conn.expect(self.method == "HEAD")
+            self._send(conn)
+            message, payload = await answered
+            if message.code == 101:
+                raise UnaskedSwitch()
+        except BaseException:
+            await self._finish(reusable=False)
+            raise
+        self.status, self.reason, self.headers, self.raw_headers = (message.code, message.reason, message.headers,
+                                                                    message.raw_headers)
+        self.content = payload
+        return self
+
+    async def __aexit__(self, kind: Any, exc: Any, tb: Any) -> None:
+        await self._finish(reusable=kind is None and self.status != 0 and self.content.is_eof())
+
+    def _send(self, conn: Connection) -> None:
+        """The request's head, and its body when it is bytes, in one write; a streamed body follows
+        in a task of its own, while the answer is awaited (an upstream may answer, 413 say, early).
+        Framing is the sender's: the length of what is sent, whatever the client said."""
+        transport = conn.transport
+        if transport is None:
+            raise ServerDisconnectedError()
+        body = self.body
+        head = b"%s %s HTTP/1.1\r\n%s%s" % (self.method.encode(), self.target.encode("utf-8", "surrogateescape"),
+                                          b"" if self.head.startswith(b"Host: ") else self.pool.host_line, self.head)
+        if body is None:
+            transport.write(head + b"\r\n")
+        elif isinstance(body, bytes):
+            transport.write(head + b"Content-Length: %d\r\n\r\n" % len(body) + body)
+        else:
+            loop = asyncio.get_running_loop()
+            writer = StreamWriter(conn, loop)
+            if self.length is None:
+                writer.enable_chunking()
+                transport.write(head + b"Transfer-Encoding: chunked\r\n\r\n")
+            else:
+                transport.write(head + b"Content-Length: %d\r\n\r\n" % self.length)
+            self.sending = loop.create_task(_stream(writer, body))
+            self.sending.add_done_callback(self._sent)
+
+    def _sent(self, sending: asyncio.Task[None]) -> None:
+        """A body that could not be sent (client too slow, upstream gone) fails the wait for the answer."""
+        if not sending.cancelled() and sending.exception() is not None and self.conn is not None:
+            self.conn.fail(sending.exception())
+
+    async def _finish(self, reusable: bool) -> None:
+        sending = self.sending
+        try:
+            if sending is not None and not sending.done():
+                # ended before the body was sent: the sending task stops reading the client's body before
+                # the edge reads the rest of it (two readers of one stream raise)
+                reusable = False
+                sending.cancel()
+                await asyncio.wait({sending})
+            elif sending is not None and (sending.cancelled() or sending.exception() is not None):
+                reusable = False
+        finally:
+            if self.conn is not None:
+                self.pool.release(self.conn, reusable)
+                self.conn = None
+            self.pool.finished()
+
+
+async def _stream(writer: StreamWriter, body: Any) -> None:
+    async for chunk in body:
+        await writer.write(chunk)
+    await writer.write_eof()

@@ -1,0 +1,396 @@
+"""The edge listener's HTTP/1.1 server: aiohttp's C parser (llhttp), and a connection loop of its own.
+
+aiohttp's server spent, per request, about as many instructions as the rest of the proxy
+together: a task, a future to wake its connection loop, a request object of forty fields
+(see the README's Performance section). Here a connection parses with the same llhttp
+parser (its smuggling checks, size limits and pipelining bound are kept), and answers its
+requests in order, in one task for the connection's life. What aiohttp's server did that
+a proxy needs is done here:
+
+- keep-alive, with an idle timeout; a deadline for a request's headers (`header_timeout`);
+- pipelining, at most MAX_QUEUED requests parsed ahead of the one being answered;
+- a request body the answer did not need is read and dropped (up to LINGER seconds)
+  before the next request is read; the connection closes when it does not arrive;
+- a request the parser refuses, or whose body breaks its framing, gets the proxy's JSON 400
+  (echoing nothing) and the connection closes; a request asking to switch protocols is
+  answered, and then the connection closes (nothing here switches: what follows is not
+  HTTP this server reads);
+- a client that goes away cancels the handler of its request;
+- request bodies pass as sent (no decompression: `Content-Encoding` is the upstream's business);
+- on shutdown, idle connections close, and a request in flight has `drain_timeout` to finish
+  (an answer that starts then says `Connection: close`).
+
+An unexpected exception in our own handler is a JSON 500, logged at ERROR.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from typing import Any, Awaitable, Callable
+
+from aiohttp import web
+from aiohttp.base_protocol import BaseProtocol
+from aiohttp.http import RawRequestMessage
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.http_parser import HttpRequestParser
+from aiohttp.streams import EMPTY_PAYLOAD, StreamReader
+from aiohttp.tcp_helpers import tcp_keepalive
+
+from proxy.wire.headers import Repeated, fresh_request_id
+from proxy.observe.logs import REQUEST_ID
+from proxy.wire.answers import Relayed, WholeAnswer, drained
+from proxy.wire.request import EdgeRequest
+from proxy.wire.answers import error_response
+
+log = logging.getLogger("strangler.edge")
+
+READ_BUFSIZE = 1 << 16  # a request body is buffered up to this much before the socket is not read
+MAX_QUEUED = 32  # pipelined requests parsed ahead of the one being answered (aiohttp's bound)
+MAX_QUEUED_BYTES = 1 << 16  # and the most their heads may hold
+LINGER = 10.0  # seconds to wait for the rest of a body the answer did not need (aiohttp's lingering_time)
+
+
+Handler = Callable[[EdgeRequest], Awaitable[Relayed]]
+
+
+class EdgeConnection(BaseProtocol):
+    """One client connection: its requests parsed, queued and answered in order."""
+
+    def __init__(self, server: EdgeServer, loop: asyncio.AbstractEventLoop) -> None:
+        parser = HttpRequestParser(self, loop, READ_BUFSIZE, max_line_size=8190, max_field_size=8190,
+                                   max_headers=128, payload_exception=web.RequestPayloadError,
+                                   auto_decompress=False, max_msg_queue_size=MAX_QUEUED)
+        super().__init__(loop, parser)
+        self.loop, self.server = loop, server
+        self.queue: deque[tuple[RawRequestMessage | HttpProcessingError, StreamReader, int]] = deque()
+        self.queued_bytes = 0  # the heads waiting in `queue`
+        self.head_bytes = 0  # of a head still arriving
+        self.body: StreamReader | None = None  # the last parsed request's body, while the parser feeds it
+        self.serving: asyncio.Task[None] | None = None  # from the first request to the close
+        self.waiting: asyncio.Future[None] | None = None  # set while `serving` waits for a request
+        self.current: EdgeRequest | None = None
+        self.remote: str | None = None
+        self.last_head = Repeated()  # the upstream head made for this connection's last request
+        self.closing = False  # no request after the one being answered
+        self.parsing = True  # False after a parse error or a request to switch protocols
+        self.idle_since = 0.0
+        self.idle_timer: asyncio.TimerHandle | None = None
+        self.header_timer: asyncio.TimerHandle | None = None
+
+    # -- asyncio's side
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        tcp_keepalive(self.transport)
+        peer = transport.get_extra_info("peername")
+        self.remote = str(peer[0]) if isinstance(peer, (list, tuple)) else peer and str(peer)
+        self.server.connection_made(self, transport)
+        self._idle()
+
+    def data_received(self, data: bytes) -> None:
+        """Feed the parser a request head at a time while it is between requests, so that a bad request
+        costs only itself: those before it are answered first (a feed that raises returns nothing)."""
+        while self.parsing:
+            piece, data = self._next_piece(data)
+            if piece is None:
+                return self._head_too_large()
+            self._feed(piece)
+            if not data:
+                return
+
+    def _next_piece(self, data: bytes) -> tuple[bytes | None, bytes]:
+        """What to feed now, and the rest: up to the end of the next head when between requests, else all
+        of it. None when the head being received is already over `max_header_bytes`."""
+        body = self.body
+        if (body is not None and not body.is_eof()) or len(self.queue) >= MAX_QUEUED:
+            return data, b""  # a body, or a parser held back by the queue: it takes what comes
+        end = data.find(b"\r\n\r\n") + 4
+        head = end if end >= 4 else len(data)
+        if self.head_bytes + head > self.server.max_header_bytes:
+            return None, b""
+        if end < 4 or end == len(data):
+            return data, b""
+        return data[:end], data[end:]
+
+    def _feed(self, data: bytes) -> None:
+        body = self.body
+        in_head = body is None or body.is_eof()  # before the feed: the piece may end a body
+        head = self.head_bytes + len(data)  # the head's size, when this piece ends one (see _next_piece)
+        try:
+            messages, upgraded, _ = self._parser.feed_data(data)
+        except HttpProcessingError as exc:
+            self._unparsable(exc)
+            return
+        if messages:
+            self.head_bytes = 0
+            self._stop_header_timer()
+            measured = in_head and len(messages) == 1  # the usual: one head, the piece
+            for message, payload in messages:
+                if not self.parsing:
+                    break  # after a refusal or a request to switch protocols: nothing more is answered
+                self._queued(message, payload, head if measured else head_size(message))
+            self._wake()
+            if (len(self.queue) >= MAX_QUEUED or self.queued_bytes >= MAX_QUEUED_BYTES) and not self._buffer_paused:
+                self._pause_reading_for_buffer()  # the parser stops too; _serve resumes both
+        elif in_head:  # part of a head
+            self.head_bytes = head
+            if self.idle and self.header_timer is None and data:  # the start of a request's head
+                self.header_timer = self.loop.call_later(self.server.header_timeout, self._headers_too_slow)
+        if upgraded:
+            self.parsing = False  # what follows a request to switch protocols is not HTTP/1.1
+
+    def _queued(self, message: RawRequestMessage, payload: StreamReader, size: int) -> None:
+        """A parsed request joins the queue, with its head's size; a head over the limit is refused in turn."""
+        if size > self.server.max_header_bytes:
+            self.parsing = False
+            self.queue.append((HeadersTooLarge(), EMPTY_PAYLOAD, 0))
+            return
+        if message.upgrade:  # not switched to: answered, and then the connection closes (see _serve)
+            self.parsing = False
+        self.body = payload
+        self.queued_bytes += size
+        self.queue.append((message, payload, size))
+
+    def _head_too_large(self) -> None:
+        """A head that grew past `max_header_bytes` before it ended: refused without parsing the rest."""
+        self.parsing = False
+        self.queue.append((HeadersTooLarge(), EMPTY_PAYLOAD, 0))
+        self._wake()
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self.server.connection_lost(self, exc)
+        self.closing, self.parsing = True, False
+        self._stop_header_timer()
+        if self.idle_timer is not None:
+            self.idle_timer.cancel()
+            self.idle_timer = None
+        super().connection_lost(exc)
+        self._parser = None  # the parser holds this connection: let both go without waiting for the cycle collector
+        current = self.current
+        if current is not None and not current.content.is_eof():
+            current.content.set_exception(ConnectionResetError("the client went away"))
+        if self.serving is not None:
+            self.serving.cancel()  # the handler of a request nobody waits for any more
+
+    # -- the server's side (web.Server's manager calls these)
+
+    def force_close(self) -> None:
+        """Close now, whatever is in flight."""
+        self.closing, self.parsing = True, False
+        if self.transport is not None:
+            self.transport.close()
+
+    def close(self) -> None:
+        """Shutting down: close when idle, else after the answer in flight."""
+        self.closing = True
+        if self.idle:
+            self.force_close()
+
+    async def shutdown(self, timeout: float | None) -> None:
+        """Let the request in flight finish for up to `timeout` seconds, then cancel it; close."""
+        self.closing = True
+        serving = self.serving
+        if serving is not None:
+            _, pending = await asyncio.wait({serving}, timeout=timeout)
+            if pending:
+                serving.cancel()
+                await asyncio.wait({serving}, timeout=1.0)
+        self.force_close()
+
+    # -- answering
+
+    async def drained(self) -> None:
+        """Until the client's socket takes what was written (ConnectionResetError if it closed)."""
+        await self._drain_helper()
+
+    @property
+    def idle(self) -> bool:
+        """No request is being answered."""
+        return self.serving is None or self.waiting is not None
+
+    def _wake(self) -> None:
+        """A request to answer: start the connection's task, or wake it."""
+        if self.waiting is not None:
+            if not self.waiting.done():
+                self.waiting.set_result(None)
+        elif self.serving is None:
+            self.serving = self.loop.create_task(self._serve())
+
+    async def _serve(self) -> None:
+        """Answer the queued requests in order, waiting between them, until the connection closes.
+        (One task for the connection's life: a task per request would cost more than a wait.)"""
+        try:
+            while not self.closing:
+                if not self.queue:
+                    if not self.parsing:
+                        return  # nothing more will be read: the connection closes
+                    await self._next()
+                    continue
+                message, payload, size = self.queue.popleft()
+                self.queued_bytes -= size
+                REQUEST_ID.set(None)  # the handler sets this request's own
+                self._parser.message_consumed()  # not closing: the parser is still there
+                if self._buffer_paused and len(self.queue) <= MAX_QUEUED // 2 and \
+                        self.queued_bytes <= MAX_QUEUED_BYTES // 2:
+                    self._read_again()
+                if isinstance(message, HttpProcessingError):
+                    return self._refuse(message)
+                request = self.current = EdgeRequest(message, payload, self)
+                try:
+                    answer = await self.server.handler(request)
+                    if not answer.prepared and answer.send(request):
+                        await drained(request)
+                except ConnectionError:  # the client went away while it was answered
+                    return self.force_close()
+                except web.RequestPayloadError as exc:  # the body broke HTTP's framing (see _unparsable)
+                    return self.force_close() if request.started else self._refuse(exc)
+                except Exception as exc:
+                    return self._internal_error(request, exc)
+                self.current = None
+                if not answer.keep_alive or not (payload.is_eof() or await _linger(payload)):
+                    return self.force_close()
+        finally:
+            self.serving = self.current = None
+            self.force_close()
+
+    async def _next(self) -> None:
+        """Wait for the next request, for up to the keep-alive timeout (see _idle)."""
+        self._idle()
+        self.waiting = self.loop.create_future()
+        try:
+            await self.waiting
+        finally:
+            self.waiting = None
+
+    def _internal_error(self, request: EdgeRequest, exc: Exception) -> None:
+        """A bug of ours: a JSON 500 when the answer has not started, else the answer is cut short."""
+        if request.started:
+            return self.force_close()
+        rid = _own_request_id()
+        log.error("unexpected error while serving a request", exc_info=exc,
+                  extra={"path": request.raw_path.partition("?")[0], "status": 500})
+        self._send_closing(error_response(500, "internal_error", "the proxy failed to handle this request", rid))
+
+    def _unparsable(self, exc: HttpProcessingError) -> None:
+        """The parser gave up: on a new request's head, it is refused with a 400; in the middle of a body,
+        that body fails (its request is refused with a 400, or, when its answer had started, cut
+        short), and the connection closes once the requests before it are answered."""
+        self.parsing = False
+        unfinished = self.current.content if self.current is not None else None
+        if self.queue:
+            unfinished = self.queue[-1][1]
+        if unfinished is not None and not unfinished.is_eof():
+            unfinished.set_exception(web.RequestPayloadError(type(exc).__name__))
+            return
+        self.queue.append((exc, EMPTY_PAYLOAD, 0))
+        self._wake()
+
+    def _refuse(self, exc: Exception) -> None:
+        """A request that is not valid HTTP/1.1: a JSON 400 (431 for a head too large) that echoes nothing
+        of it, and the connection closes."""
+        rid = _own_request_id()
+        kind = _kind(exc)
+        log.info("refused a malformed request", extra={"client": self.remote, "reason": kind})
+        if isinstance(exc, HeadersTooLarge):
+            detail = f"the request's head is over {self.server.max_header_bytes} bytes"
+            return self._send_closing(error_response(431, "headers_too_large", detail, rid))
+        self._send_closing(error_response(400, "bad_request", f"the request is not valid HTTP/1.1 ({kind})", rid))
+
+    def _send_closing(self, answer: WholeAnswer) -> None:
+        if self.transport is not None:
+            self.transport.write(answer.closing())
+        self.force_close()
+
+    # -- flow control and timers
+
+    def _read_again(self) -> None:
+        """The queue drained: parse what the parser held back, and read the socket again if that fits."""
+        self.data_received(b"")
+        if len(self.queue) < MAX_QUEUED:
+            self._resume_reading_for_buffer()
+
+    def _idle(self) -> None:
+        """Nothing to answer: the connection closes if no request starts within the keep-alive timeout.
+        One timer per connection, moved on only when it fires (not re-armed per request)."""
+        self.idle_since = self.loop.time()
+        if self.idle_timer is None and self.transport is not None:
+            self.idle_timer = self.loop.call_at(self.idle_since + self.server.keepalive_timeout, self._idle_check)
+
+    def _idle_check(self) -> None:
+        self.idle_timer = None
+        if not self.idle:
+            return  # busy: the wait for its next request starts the count again
+        deadline = self.idle_since + self.server.keepalive_timeout
+        if self.loop.time() < deadline:
+            self.idle_timer = self.loop.call_at(deadline, self._idle_check)
+        else:
+            self.force_close()
+
+    def _headers_too_slow(self) -> None:
+        self.header_timer = None
+        if self.idle:
+            log.info("closed a connection whose request headers did not arrive in time",
+                     extra={"header_timeout": self.server.header_timeout})
+            self.force_close()
+
+    def _stop_header_timer(self) -> None:
+        if self.header_timer is not None:
+            self.header_timer.cancel()
+            self.header_timer = None
+
+
+def _own_request_id() -> str:
+    """The id of the request the edge answers itself: the handler's, if it got that far; set for the log."""
+    rid = REQUEST_ID.get() or fresh_request_id()
+    REQUEST_ID.set(rid)
+    return rid
+
+
+def _kind(exc: Exception) -> str:
+    """The parser's name for what is wrong (for a body, set by _unparsable); nothing the client sent."""
+    said = str(exc) if isinstance(exc, web.RequestPayloadError) else ""
+    return said if said.isidentifier() else type(exc).__name__
+
+
+class HeadersTooLarge(HttpProcessingError):
+    """A request head over `server.max_header_bytes`."""
+
+    code = 431
+
+
+def head_size(message: RawRequestMessage) -> int:
+    """The bytes of a parsed request head, near enough: its request line and header lines."""
+    size = len(message.method) + len(message.path) + 14
+    for name, value in message.raw_headers:
+        size += len(name) + len(value) + 4
+    return size
+
+
+async def _linger(payload: StreamReader) -> bool:
+    """Read and drop the rest of a body the answer did not need; True when it ended within LINGER seconds."""
+    try:
+        async with asyncio.timeout(LINGER):
+            while not payload.is_eof():
+                await payload.readany()
+    except (TimeoutError, web.RequestPayloadError, ConnectionError):
+        return False
+    return True
+
+
+class EdgeServer(web.Server):
+    """The connections' manager, as aiohttp's runners expect one: they stop it with pre_shutdown and shutdown."""
+
+    def __init__(self, handler: Handler | Any, *, keepalive_timeout: float = 75.0,
+                 header_timeout: float = 10.0, max_header_bytes: int = 32 << 10) -> None:
+        super().__init__(handler)
+        self.handler = handler
+        self.keepalive_timeout, self.header_timeout = keepalive_timeout, header_timeout
+        self.max_header_bytes = max_header_bytes
+
+    def connection_lost(self, handler: Any, exc: BaseException | None = None) -> None:
+        self._connections.pop(handler, None)
+
+    def __call__(self) -> EdgeConnection:
+        return EdgeConnection(self, asyncio.get_running_loop())

@@ -1,0 +1,197 @@
+"""`strangler serve --workers N`: N proxy processes on one port, one admin listener speaking for all.
+
+Each worker is a whole proxy without an admin listener: it binds the edge port with
+SO_REUSEPORT (the kernel spreads connections), reloads routes.yaml itself, and writes
+divergences to the shared SQLite file (WAL) and metrics to a shared folder. The
+supervisor serves admin: /metrics merges the workers' files (prometheus-client's
+multiprocess mode), /status adds each worker. It forwards SIGHUP, drains the workers on
+SIGTERM/SIGINT, and starts a worker again when one dies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import os
+import shutil
+import signal
+import tempfile
+from dataclasses import replace
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
+from prometheus_client.parser import text_string_to_metric_families
+
+from proxy import __version__
+from proxy import config as config_file
+from proxy.observe import logs
+from proxy.admin.status import Lifecycle, status
+from proxy.admin.app import create_admin_app
+from proxy.app import Options, admin_token, listen, run_loop, serve, toggles_for
+from proxy.observe.buildinfo import BuildInfo
+from proxy.config.environment import checked
+from proxy.rollout.evidence import Evidence
+from proxy.serve.live import LiveConfig
+from proxy.observe.metrics import Metrics, TallyFiles
+from proxy.model import Config
+from proxy.rollout.plans import Rollouts
+from reports import html
+from reports.plans import SqlitePlans
+
+log = logging.getLogger("strangler.supervisor")
+START_TIMEOUT = 60.0
+
+
+class Supervisor:
+    """The parent of `serve --workers N`."""
+
+    def __init__(self, options: Options, config: Config, count: int, log_level: str) -> None:
+        self.options, self.config, self.count, self.log_level = options, config, count, log_level
+        self.lifecycle = Lifecycle()
+        self.metrics_dir = tempfile.mkdtemp(prefix="strangler-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = self.metrics_dir  # before any worker starts
+        self._spawn = multiprocessing.get_context("spawn")
+        self._reports: Any = self._spawn.Queue()
+        self.workers: dict[int, Any] = {}
+        self.live: LiveConfig | None = None
+        self.build = BuildInfo.collect()
+        self._admin: web.AppRunner | None = None
+        self.plans = SqlitePlans(config.reports.database)
+        self.rollouts: Rollouts | None = None
+        self._following: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        checked(self.config)  # the supervisor serves admin: its token variable must be set
+        metrics = Metrics(__version__)
+        self.live = live = LiveConfig(self.options.config_path, self.config, metrics, toggles_for)
+        # The workers move the rollout plans; the supervisor follows them, for /status.
+        self.rollouts = Rollouts(self.plans, None, metrics, lambda: live.current.config,
+                                 lambda: live.current.toggles, Evidence(), act=False)
+        self._following = asyncio.create_task(self.rollouts.run())
+        for index in range(self.count):
+            self._start_worker(index)
+        for _ in range(self.count):
+            await self._wait_ready()
+        self._admin = web.AppRunner(create_admin_app(self, admin_token(self.config)), access_log=None)
+        await listen(self._admin, self.config.admin.listen)
+        self.lifecycle.state = "ready"
+        log.info("strangler is ready", extra={"workers": self.count, "edge": str(self.config.listen)})
+
+    def _start_worker(self, index: int) -> None:
+        worker = self._spawn.Process(target=worker_main, name=f"strangler-worker-{index}",
+                                     args=(replace(self.options, worker=index), self.log_level, self._reports))
+        worker.start()
+        self.workers[index] = worker
+
+    async def _wait_ready(self) -> None:
+        kind, index, detail = await asyncio.to_thread(self._reports.get, True, START_TIMEOUT)
+        if kind != "ready":
+            raise RuntimeError(f"worker {index} could not start: {detail}")
+
+    async def watch(self, stop: asyncio.Event) -> None:
+        """Start again any worker that dies while the supervisor is not stopping."""
+        while not stop.is_set():
+            for index, worker in list(self.workers.items()):
+                if worker.exitcode is not None and not stop.is_set():
+                    log.error("a worker died; starting it again", extra={"worker": index, "pid": worker.pid,
+                                                                           "exitcode": worker.exitcode})
+                    mark_process_dead(worker.pid, self.metrics_dir)
+                    self._start_worker(index)
+                    await self._wait_ready()
+            await asyncio.sleep(0.5)
+
+    async def reload(self, why: str) -> None:
+        for worker in self.workers.values():
+            os.kill(worker.pid, signal.SIGHUP)  # each worker reloads itself
+        assert self.live is not None
+        await self.live.reload(why)  # the supervisor's own view, for /status
+
+    async def stop(self) -> None:
+        self.lifecycle.state = "draining"
+        log.info("draining", extra={"drain_timeout": self.options.drain_timeout})
+        for worker in self.workers.values():
+            worker.terminate()  # SIGTERM: each drains its own in-flight requests
+        await asyncio.to_thread(self._join, self.options.drain_timeout + 10)
+        if self._admin is not None:
+            await self._admin.cleanup()
+        if self._following is not None:
+            self._following.cancel()
+            await asyncio.gather(self._following, return_exceptions=True)
+        await asyncio.to_thread(self.plans.close)
+        if self.live is not None:
+            await self.live.close()
+        shutil.rmtree(self.metrics_dir, ignore_errors=True)
+        log.info("stopped")
+
+    def _join(self, timeout: float) -> None:
+        for worker in self.workers.values():
+            worker.join(timeout)
+            if worker.exitcode is None:
+                worker.kill()
+                worker.join(5)
+
+    def status(self) -> dict[str, Any]:
+        assert self.live is not None
+        samples = _samples(self.metrics_text())
+        document = status(self.live, self.lifecycle, self.build, {})
+        for name, upstream in document["upstreams"].items():
+            upstream["in_flight"] = int(samples.get(("strangler_upstream_in_flight", name), 0))
+            upstream["breaker"] = ("closed", "half_open", "open")[int(samples.get(("strangler_breaker_state", name), 0))]
+        document["workers"] = [{"worker": index, "pid": worker.pid, "alive": worker.is_alive(),
+                                "requests": int(samples.get(("strangler_worker_requests", str(index)), 0))}
+                               for index, worker in sorted(self.workers.items())]
+        document["rollouts"] = self.rollouts.status() if self.rollouts is not None else []
+        return document
+
+    def metrics_text(self) -> bytes:
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry, path=self.metrics_dir)
+        registry.register(TallyFiles(self.metrics_dir))
+        return generate_latest(registry)
+
+    def report(self) -> str:
+        return html.render([self.config.reports.database], missing_ok=True)
+
+
+def _samples(text: bytes) -> dict[tuple[str, str], float]:
+    """(metric name, its one label's value) -> value, for the gauges /status shows."""
+    found = {}
+    for family in text_string_to_metric_families(text.decode()):
+        for sample in family.samples:
+            labels = [v for k, v in sample.labels.items() if k != "pid"]
+            if len(labels) == 1:
+                found[(sample.name, labels[0])] = sample.value
+    return found
+
+
+def worker_main(options: Options, log_level: str, reports: Any) -> None:
+    """A worker process: a whole proxy without admin, on the shared edge port."""
+    logs.setup(log_level)
+    try:
+        config = config_file.load(options.config_path)  # the file as it is now, not as it was
+        run_loop(lambda: serve(options, config, on_ready=lambda _: reports.put(("ready", options.worker, ""))))
+    except BaseException as exc:
+        reports.put(("failed", options.worker, str(exc)))
+        raise
+
+
+async def supervise(options: Options, config: Config, count: int, log_level: str) -> int:
+    supervisor = Supervisor(options, config, count, log_level)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    try:
+        await supervisor.start()
+    except BaseException:
+        await supervisor.stop()
+        raise
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(supervisor.reload("SIGHUP")))
+    watching = loop.create_task(supervisor.watch(stop))
+    await stop.wait()
+    watching.cancel()
+    await supervisor.stop()
+    return 0 if all(w.exitcode == 0 for w in supervisor.workers.values()) else 1
