@@ -23,6 +23,7 @@ from proxy import __version__
 from proxy.admin.status import Lifecycle, status
 from proxy.admin.app import create_admin_app
 from proxy.observe.buildinfo import BuildInfo
+from proxy.wire import internals
 from proxy.wire.server import EdgeServer
 from proxy.config.environment import checked
 from proxy.rollout.evidence import Evidence
@@ -81,7 +82,7 @@ class Proxy:
         self.build: BuildInfo | None = None
 
     async def start(self) -> None:
-        require_c_parser()
+        await internals.require()  # aiohttp's C parser, and the shapes the wire layer needs
         checked(self.config)  # an admin token variable named but unset must not leave admin open
         try:
             await self._start()
@@ -225,15 +226,6 @@ def toggles_for(config: Config, previous: Toggles | None) -> Toggles:
         log.warning(f"{unleash.token_env} is not set: the Unleash server will answer for its default "
                     "environment only")
     return UnleashToggles.server(unleash, token, admin_token)
-
-
-def require_c_parser() -> None:
-    """Refuse to run on aiohttp's pure-Python HTTP parser, which most of its smuggling CVEs hit."""
-    from aiohttp.http_parser import HttpRequestParser
-
-    if HttpRequestParser.__module__ != "aiohttp._http_parser":
-        raise RuntimeError("aiohttp is running without its C HTTP parser (llhttp); "
-                           "unset AIOHTTP_NO_EXTENSIONS or reinstall aiohttp with its binary wheel")
 
 
 async def serve(options: Options, config: Config,
