@@ -27,15 +27,16 @@ from proxy.wire import internals
 from proxy.wire.server import EdgeServer
 from proxy.config.environment import checked
 from proxy.rollout.evidence import Evidence
-from proxy.shadow.run import Experiments
+from proxy.shadow.compare import Comparer
+from proxy.shadow.run import ParallelRun
 from proxy.serve.forward import Forwarder
 from proxy.serve.handler import EdgeHandler
 from proxy.serve.live import WATCH_INTERVAL, LiveConfig
 from proxy.observe.metrics import Metrics
-from proxy.model import Address, Config
+from proxy.model import Address, Config, Phase
 from proxy.serve.resilience import Resilience
 from proxy.rollout.plans import Rollouts
-from proxy.shadow.process import ComparisonWorker
+from proxy.shadow.process import ComparisonProcess
 from reports import html
 from reports.plans import SqlitePlans
 from reports.store import SqliteSink
@@ -68,13 +69,13 @@ class Proxy:
         self.admin_address: Address | None = None
         self.sink = SqliteSink(config.reports, on_problem=lambda kind: self.metrics.report_problems.labels(kind).inc())
         comparator = DeepDiffComparator()
-        self.worker = ComparisonWorker(comparator)
+        self.comparisons = ComparisonProcess(comparator)
         self.resilience = Resilience(on_change=self.metrics.breaker_changed)
         self.plans = SqlitePlans(config.reports.database)
         self.rollouts: Rollouts | None = None
         self.evidence = Evidence()
-        self.experiments = Experiments(comparator, self.worker, self.sink, self.metrics, self.resilience,
-                                       self.evidence)
+        comparer = Comparer(comparator, self.comparisons, self.sink, self.metrics, self.evidence)
+        self.parallel_run = ParallelRun(comparer, self.metrics, self.resilience, self.evidence)
         self.handler: EdgeHandler | None = None
         self._edge: web.BaseRunner | None = None
         self._admin: web.BaseRunner | None = None
@@ -89,20 +90,20 @@ class Proxy:
         except BaseException:
             await self._close()
             raise
-        self.lifecycle.state = "ready"
+        self.lifecycle.state = Phase.READY
         log.info("strangler is ready", extra={"edge": str(self.edge_address), "admin": str(self.admin_address),
                                               "routes": len(self.config.routes)})
 
     async def _start(self) -> None:
         self.sink.start()
         if any(route.parallel_run.enabled for route in self.config.routes):
-            self.worker.start()
+            self.comparisons.start()
         self.live = live = LiveConfig(self.options.config_path, self.config, self.metrics, toggles_for)
         live.start()
         server = self.config.server
         self.rollouts = rollouts = Rollouts(self.plans, self.sink, self.metrics, lambda: live.current.config,
                                             lambda: live.current.toggles, self.evidence)
-        self.handler = handler = EdgeHandler(live, self.metrics, self.experiments,
+        self.handler = handler = EdgeHandler(live, self.metrics, self.parallel_run,
                                              Forwarder(self.resilience, self.metrics), self.evidence, rollouts.cap)
         await rollouts.checked()  # where the plans stand, before the first request
         edge = EdgeServer(handler, keepalive_timeout=server.keepalive_timeout, header_timeout=server.header_timeout,
@@ -156,7 +157,7 @@ class Proxy:
     async def stop(self) -> None:
         """Drain: /readyz turns 503, the edge stops accepting, in-flight requests finish (up to
         the drain timeout), then everything closes."""
-        self.lifecycle.state = "draining"
+        self.lifecycle.state = Phase.DRAINING
         log.info("draining", extra={"drain_timeout": self.options.drain_timeout})
         await self._close()
         log.info("stopped")
@@ -173,12 +174,12 @@ class Proxy:
             self.handler.access.flush()  # the access lines of the requests that just finished
             if self.options.worker is not None:
                 self._publish()  # the tally of the requests that just finished
-        await self.experiments.drain(timeout=5.0)
+        await self.parallel_run.drain(timeout=5.0)
         if self.rollouts is not None:
             self.rollouts.hand_over()  # the last evidence gathered
         await asyncio.to_thread(self.sink.close)
         await asyncio.to_thread(self.plans.close)
-        await asyncio.to_thread(self.worker.close)
+        await asyncio.to_thread(self.comparisons.close)
         if self._admin is not None:
             await self._admin.cleanup()
         if self.live is not None:

@@ -36,7 +36,7 @@ from proxy.config.environment import checked
 from proxy.rollout.evidence import Evidence
 from proxy.serve.live import LiveConfig
 from proxy.observe.metrics import Metrics, TallyFiles
-from proxy.model import Config
+from proxy.model import Config, Phase
 from proxy.rollout.plans import Rollouts
 from reports import html
 from reports.plans import SqlitePlans
@@ -77,7 +77,7 @@ class Supervisor:
             await self._wait_ready()
         self._admin = web.AppRunner(create_admin_app(self, admin_token(self.config)), access_log=None)
         await listen(self._admin, self.config.admin.listen)
-        self.lifecycle.state = "ready"
+        self.lifecycle.state = Phase.READY
         log.info("strangler is ready", extra={"workers": self.count, "edge": str(self.config.listen)})
 
     def _start_worker(self, index: int) -> None:
@@ -110,7 +110,7 @@ class Supervisor:
         await self.live.reload(why)  # the supervisor's own view, for /status
 
     async def stop(self) -> None:
-        self.lifecycle.state = "draining"
+        self.lifecycle.state = Phase.DRAINING
         log.info("draining", extra={"drain_timeout": self.options.drain_timeout})
         for worker in self.workers.values():
             worker.terminate()  # SIGTERM: each drains its own in-flight requests

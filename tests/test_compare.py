@@ -12,7 +12,7 @@ from comparators.deep import DeepDiffComparator
 from proxy.model.codings import unpack
 from proxy.model import CompareSpec, Comparison, Difference, Observation, Side
 from proxy.model.jsonpath import covers, format_path, generalize, parse_path
-from proxy.shadow.process import ComparisonWorker
+from proxy.shadow.process import ComparisonProcess
 
 
 @pytest.mark.parametrize("parts, path", [
@@ -136,7 +136,7 @@ class Niceness:
 
 
 async def test_large_comparisons_run_in_a_worker_that_yields_the_cpu_to_the_proxy():
-    worker = ComparisonWorker(Niceness())
+    worker = ComparisonProcess(Niceness())
     try:
         comparison = await worker(answer(body(a=1)), answer(body(a=2), side=Side.NEW), CompareSpec())
     finally:

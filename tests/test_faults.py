@@ -70,7 +70,7 @@ async def assert_nothing_left(proxy, fault: FaultProxy, tasks_before: int) -> No
         pools = proxy.proxy.live.current.all_pools()
         busy = {p.spec.name: p.in_flight for p in pools if p.in_flight}
         acquired = sum(p.open - p.idle for p in pools)  # connections open and not idle: in use
-        shadows = len(proxy.proxy.experiments._tasks)
+        shadows = len(proxy.proxy.parallel_run._tasks)
         # each idle pooled connection keeps one aiohttp server task at its upstream; one through the
         # FaultProxy also keeps the FaultProxy's own three (the connection and its two directions)
         allowed = tasks_before + idle_pooled(proxy) + 3 * fault.open

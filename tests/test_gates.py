@@ -10,7 +10,7 @@ from proxy.rollout.evidence import Evidence
 from proxy.model.evidence import latency_bin, quantile
 from proxy.model.evidence import PlanState, SideEvidence, StepEvidence
 from proxy.rollout.gates import judge
-from proxy.model import Gates, RolloutPlan, Side
+from proxy.model import FailureKind, Gates, RolloutPlan, Side
 
 PLAN = RolloutPlan(steps=(0, 5, 25, 100),
                    advance=Gates(min_comparisons=100, min_seconds=60, max_divergence_rate=0.01,
@@ -99,8 +99,8 @@ def test_evidence_tallies_latency_in_bins_a_fifth_apart():
     for ms in [1] * 98 + [40, 400]:
         tally.answered("orders", Side.NEW, 200, None, ms / 1000)
     tally.answered("orders", Side.NEW, 503, None, 0.001)
-    tally.answered("orders", Side.NEW, None, "timeout", 5.0)
-    tally.answered("orders", Side.NEW, None, "busy", 0.0)  # our own shedding: not the side's doing
+    tally.answered("orders", Side.NEW, None, FailureKind.TIMEOUT, 5.0)
+    tally.answered("orders", Side.NEW, None, FailureKind.BUSY, 0.0)  # our own shedding: not the side's doing
     tally.compared("orders", "")
     tally.compared("orders", "abc123")
     batch = tally.take(1000.0)

@@ -10,7 +10,8 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from proxy.shadow import run as experiment
+from proxy.shadow import compare
+from proxy.shadow import run as shadow_run
 from proxy.model import Stickiness, ToggleSpec, Verdict
 from reports import query
 from tests.helpers import free_port, route
@@ -188,7 +189,7 @@ async def test_a_quick_served_answer_reaches_the_client_before_the_shadow_is_sen
         make_upstream, start_proxy, http, database, monkeypatch):
     """The served side's head start ends when the client has its answer: the shadow's work never sits
     in front of that answer. (A head start longer than the test shows the answer is what ends it.)"""
-    monkeypatch.setattr(experiment, "HEAD_START", 60.0)
+    monkeypatch.setattr(shadow_run, "HEAD_START", 60.0)
     legacy_answered, seen_by_new = asyncio.Event(), []
 
     async def legacy(request):
@@ -211,8 +212,8 @@ async def test_a_shadow_waiting_to_leave_when_the_proxy_drains_is_still_sent_and
         make_upstream, start_proxy, http, database, monkeypatch):
     """After the answer, the shadow waits for the proxy to go idle (AFTER_ANSWER); a drain sends it
     at once rather than dropping it. (Waits longer than the test show the drain is what sent it.)"""
-    monkeypatch.setattr(experiment, "HEAD_START", 60.0)
-    monkeypatch.setattr(experiment, "AFTER_ANSWER", 60.0)
+    monkeypatch.setattr(shadow_run, "HEAD_START", 60.0)
+    monkeypatch.setattr(shadow_run, "AFTER_ANSWER", 60.0)
     legacy, new = await make_upstream("legacy", legacy_items), await make_upstream("new", new_items)
     proxy = await start_proxy({"legacy": legacy.url, "new": new.url}, items_route(), reports={"database": database})
     [(status, _, side)] = await get_all(http, proxy.url, ["/items/4"])
@@ -227,7 +228,7 @@ async def test_a_shadow_waiting_to_leave_when_the_proxy_drains_is_still_sent_and
 async def test_after_a_fallback_the_shadow_is_not_sent(make_upstream, start_proxy, http, database, monkeypatch):
     """The new service refused, legacy answered as the fallback: there is no new answer to compare,
     so legacy is not asked a second time as the shadow; the skip is counted."""
-    monkeypatch.setattr(experiment, "HEAD_START", 60.0)  # the shadow leaves only after the answer
+    monkeypatch.setattr(shadow_run, "HEAD_START", 60.0)  # the shadow leaves only after the answer
     legacy = await make_upstream("legacy", legacy_items)
     proxy = await start_proxy({"legacy": legacy.url, "new": f"http://127.0.0.1:{free_port()}"},
                               items_route(serve="new", fallback="legacy"), reports={"database": database})
@@ -279,7 +280,7 @@ async def test_large_comparisons_wait_in_a_short_queue_and_the_rest_are_skipped(
         return catalogue(11)
     legacy, new = await make_upstream("legacy", legacy), await make_upstream("new", new)
     proxy = await start_proxy({"legacy": legacy.url, "new": new.url}, items_route(), reports={"database": database})
-    runs, worker_free = proxy.proxy.experiments, asyncio.Event()
+    runs, worker_free = proxy.proxy.parallel_run.comparer, asyncio.Event()
     compare_away = runs.compare_away
 
     async def busy_worker(legacy, new, spec):
@@ -292,10 +293,10 @@ async def test_large_comparisons_wait_in_a_short_queue_and_the_rest_are_skipped(
     while runs.pending + skipped(proxy, "compare_busy") < 10:
         assert time.monotonic() < deadline
         await asyncio.sleep(0.02)
-    assert (runs.pending, skipped(proxy, "compare_busy")) == (experiment.COMPARE_QUEUE, 10 - experiment.COMPARE_QUEUE)
+    assert (runs.pending, skipped(proxy, "compare_busy")) == (compare.COMPARE_QUEUE, 10 - compare.COMPARE_QUEUE)
     worker_free.set()
-    await settle(proxy, experiment.COMPARE_QUEUE)
-    assert [s.count for s in query.summary([database])[0].signatures] == [experiment.COMPARE_QUEUE]
+    await settle(proxy, compare.COMPARE_QUEUE)
+    assert [s.count for s in query.summary([database])[0].signatures] == [compare.COMPARE_QUEUE]
 
 
 async def test_compressed_and_plain_answers_compare_by_content(make_upstream, start_proxy, database):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
-from proxy.model import Config
+from proxy.model import BreakerState, Config, Phase
 from proxy.observe.buildinfo import BuildInfo
 from proxy.serve.live import LiveConfig
 
@@ -14,11 +14,11 @@ class Lifecycle:
     """Where the process is in its life: starting, ready, or draining before exit."""
 
     def __init__(self) -> None:
-        self.state = "starting"
+        self.state = Phase.STARTING
 
     @property
     def ready(self) -> bool:
-        return self.state == "ready"
+        return self.state is Phase.READY
 
 
 def status(live: LiveConfig, lifecycle: Lifecycle, build: BuildInfo, breakers: dict[str, str]) -> dict[str, Any]:
@@ -40,7 +40,7 @@ def status(live: LiveConfig, lifecycle: Lifecycle, build: BuildInfo, breakers: d
         "upstreams": {name: {"url": pool.spec.url, "in_flight": pool.in_flight,
                              "max_connections": pool.spec.max_connections, "max_pending": pool.spec.max_pending,
                              "connect_timeout": pool.spec.connect_timeout, "timeout": pool.spec.timeout,
-                             "breaker": breakers.get(name, "closed")}
+                             "breaker": breakers.get(name, BreakerState.CLOSED)}
                       for name, pool in generation.pools.items()},
     }
 

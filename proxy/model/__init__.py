@@ -7,13 +7,15 @@ only: every package of the proxy, and comparators/, toggles/ and reports/, impor
 
 from proxy.model.config import (AdminSpec, Address, Config, Problem, ReportsSpec, ServerSpec, TogglesSpec,
                                 UnleashSpec)
-from proxy.model.exchange import (Comparison, Decision, Difference, Divergence, Observation, RequestFacts,
-                                  RequestRecord, ToggleCheck)
-from proxy.model.kinds import Serve, Side, Verdict
+from proxy.model.exchange import (Answered, Comparison, Decision, Difference, Divergence, Failure, Observation,
+                                  RequestFacts, RequestRecord, ToggleCheck)
+from proxy.model.kinds import (BreakerState, ClientFailure, FailureKind, Phase, Serve, Side, SkipReason,
+                               Verdict)
 from proxy.model.route import (BreakerSpec, CompareSpec, Gates, Match, ParallelRun, RolloutPlan, Route, Stickiness,
                                ToggleSpec, Upstream, is_segment_prefix)
 
-__all__ = ["AdminSpec", "Address", "BreakerSpec", "CompareSpec", "Comparison", "Config", "Decision", "Difference",
-           "Divergence", "Gates", "Match", "Observation", "ParallelRun", "Problem", "ReportsSpec", "RequestFacts",
-           "RequestRecord", "RolloutPlan", "Route", "Serve", "ServerSpec", "Side", "Stickiness", "ToggleCheck",
+__all__ = ["AdminSpec", "Address", "Answered", "BreakerSpec", "BreakerState", "ClientFailure", "CompareSpec",
+           "Comparison", "Config", "Decision", "Difference", "Divergence", "Failure", "FailureKind", "Gates", "Match",
+           "Observation", "ParallelRun", "Phase", "Problem", "ReportsSpec", "RequestFacts", "RequestRecord",
+           "RolloutPlan", "Route", "Serve", "ServerSpec", "Side", "SkipReason", "Stickiness", "ToggleCheck",
            "ToggleSpec", "TogglesSpec", "UnleashSpec", "Upstream", "Verdict", "is_segment_prefix"]

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping, NamedTuple
 
-from proxy.model.kinds import Side, Verdict
+from proxy.model.kinds import FailureKind, Side, Verdict
 from proxy.model.route import Route, Upstream
 
 
@@ -56,6 +56,31 @@ class Decision(NamedTuple):
         return f"toggle {check.name} is {check.verdict}{about}"
 
 
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """Why an upstream gave no (whole) answer, and what the client is told."""
+
+    kind: FailureKind
+    status: int
+    detail: str
+    sent: bool = True  # whether the request may have reached the upstream (False: safe to send again)
+    retry_after: int | None = None
+
+
+class Answered(NamedTuple):
+    """The served side's answer as a parallel run compares it, kept while it was relayed: references
+    only, on the client's path (the Observation is made in the shadow's task)."""
+
+    status: int | None  # None: no answer (see error)
+    headers: Mapping[str, str]  # as aiohttp's parser made them
+    chunks: list[bytes] | None  # the body's pieces; None when it was over the run's cap
+    error: FailureKind | None = None
+
+    def observation(self, side: Side, seconds: float) -> Observation:
+        body = None if self.chunks is None else b"".join(self.chunks)
+        return Observation(side, self.status, tuple(self.headers.items()), body, seconds, self.error)
+
+
 class Observation(NamedTuple):
     """What one side answered to one request, or why it did not."""
 
@@ -64,7 +89,7 @@ class Observation(NamedTuple):
     headers: tuple[tuple[str, str], ...] = ()
     body: bytes | None = None  # None: not kept (over the cap) or no answer
     seconds: float = 0.0
-    error: str | None = None  # refused | timeout | busy | broken
+    error: FailureKind | None = None
 
     def header(self, name: str) -> str | None:
         name = name.lower()

@@ -23,11 +23,13 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
+from proxy.model import BreakerState
+
 disable_created_metrics()  # the *_created series double the output and help no dashboard
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
-BREAKER_STATES = {"closed": 0, "half_open": 1, "open": 2}
+BREAKER_STATES = {BreakerState.CLOSED: 0, BreakerState.HALF_OPEN: 1, BreakerState.OPEN: 2}
 LATENCY_BUCKETS = (.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60)
 
 
@@ -107,7 +109,7 @@ class Metrics:
         for name, pool in shadow_pools.items():
             self.shadow_in_flight.labels(name).set(pool.in_flight)
 
-    def breaker_changed(self, upstream: str, state: str) -> None:
+    def breaker_changed(self, upstream: str, state: BreakerState) -> None:
         self.breaker_state.labels(upstream).set(BREAKER_STATES[state])
         self.breaker_changes.labels(upstream, state).inc()
 

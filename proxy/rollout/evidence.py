@@ -9,15 +9,15 @@ from __future__ import annotations
 
 from collections import Counter
 
-from proxy.model import Side
+from proxy.model import FailureKind, Side
 from proxy.model.evidence import Answers, EvidenceBatch, latency_bin
 
 
-def failed(status: int | None, error: str | None) -> bool:
+def failed(status: int | None, error: FailureKind | None) -> bool:
     """A failure of the side itself: no answer (timeout, refused, broken) or a 5xx. Our own
     shedding (`busy`) is not the side's fault."""
     if error is not None:
-        return error != "busy"
+        return error is not FailureKind.BUSY
     return status is None or status >= 500
 
 
@@ -31,8 +31,9 @@ class Evidence:
     def compared(self, route: str, signature: str) -> None:
         self._compared[(route, signature)] += 1
 
-    def answered(self, route: str, side: Side, status: int | None, error: str | None, seconds: float) -> None:
-        if error == "busy":
+    def answered(self, route: str, side: Side, status: int | None, error: FailureKind | None,
+                 seconds: float) -> None:
+        if error is FailureKind.BUSY:
             return  # never reached the side
         answers = self._answers.get((route, side))
         if answers is None:

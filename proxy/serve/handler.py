@@ -12,14 +12,14 @@ from aiohttp.http import HttpVersion10, HttpVersion11
 
 from proxy.wire.body import NO_BODY, RequestBody, read_up_to
 from proxy.rollout.evidence import Evidence
-from proxy.shadow.run import Experiments
-from proxy.serve.forward import Forwarder, Outcome
-from proxy.wire.pool import Failure
+from proxy.shadow.run import ParallelRun
+from proxy.serve.attempt import Outcome
+from proxy.serve.forward import Forwarder
 from proxy.wire.headers import request_id, upstream_head
 from proxy.serve.live import Generation, LiveConfig
 from proxy.observe.logs import REQUEST_ID, AccessLog
 from proxy.observe.metrics import Metrics
-from proxy.model import Decision, RequestFacts, Route, Side
+from proxy.model import ClientFailure, Decision, Failure, FailureKind, RequestFacts, Route, Side, SkipReason
 from proxy.wire.answers import ClientTooSlow, Relayed
 from proxy.wire.request import EdgeRequest
 from proxy.wire.answers import error_response
@@ -30,20 +30,20 @@ from proxy.observe.verdicts import VerdictLog
 # RFC 3986 host (a reg-name without userinfo, or an IP literal) with an optional port; nginx refuses
 # the rest with a 400 too.
 VALID_HOST = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~!$&'()*+,;=%-]+)(?::[0-9]{0,5})?\Z")
-# Failures that are the client's, by the kind strangler_client_errors_total counts them as.
-CLIENT_FAILURES = {"client_body_timeout": "body_timeout"}
+# Failures that are the client's, as strangler_client_errors_total counts them.
+CLIENT_FAILURES = {FailureKind.CLIENT_BODY_TIMEOUT: ClientFailure.BODY_TIMEOUT}
 # Failures that say nothing about the side: the proxy's own shedding, the client's slowness.
-NOT_THE_SIDES = frozenset({"busy", "overloaded", *CLIENT_FAILURES})
+NOT_THE_SIDES = frozenset({FailureKind.BUSY, FailureKind.OVERLOADED, *CLIENT_FAILURES})
 
 
 class EdgeHandler:
     """The request handler of the edge listener (proxy.wire.server calls it with each request, sends what it returns)."""
 
-    def __init__(self, live: LiveConfig, metrics: Metrics, experiments: Experiments, forwarder: Forwarder,
+    def __init__(self, live: LiveConfig, metrics: Metrics, parallel_run: ParallelRun, forwarder: Forwarder,
                  evidence: Evidence, cap: Callable[[Route], int | None]) -> None:
         self.live, self.metrics = live, metrics
         self.evidence, self.cap = evidence, cap  # cap: the percent a route's rollout plan stands at
-        self.experiments, self.forwarder = experiments, forwarder
+        self.parallel_run, self.forwarder = parallel_run, forwarder
         self.verdicts = VerdictLog()
         self.access = AccessLog()
         self.in_flight = 0
@@ -96,10 +96,11 @@ class EdgeHandler:
                 outcome = await self._forward_shadowed(request, decision, facts, generation, head, rid)
         except TimeoutError:  # the body stopped arriving while it was read ahead of the exchange
             slow = error_response(408, "request_timeout", "the request body stopped arriving", rid)
-            failure = Failure("client_body_timeout", 408, "the request body stopped arriving", sent=False)
-            return Outcome(_send_and_hang_up(request, slow), failure, route=route)
-        if outcome.failure is not None and outcome.failure.kind == "client_body_timeout":
-            _send_and_hang_up(request, outcome.response)
+            failure = Failure(FailureKind.CLIENT_BODY_TIMEOUT, 408, "the request body stopped arriving", sent=False)
+            slow.force_close()  # not lingering to read the rest of a body that is not coming
+            return Outcome(slow, failure, route=route)
+        if outcome.failure is not None and outcome.failure.kind is FailureKind.CLIENT_BODY_TIMEOUT:
+            outcome.response.force_close()
         return outcome
 
     def _decide(self, request: EdgeRequest, route: Route, path: str,
@@ -122,24 +123,23 @@ class EdgeHandler:
         `facts`: the run's sample may hash a toggle's sticky value."""
         server, run = generation.config.server, decision.route.parallel_run
         shadow = None
-        if self.experiments.sampled(decision, facts, generation.toggles):
-            body, waited = await _buffered(request, max(run.max_body, server.request_buffer), server.body_timeout) \
-                if request.body_exists else (NO_BODY, 0.0)
+        if self.parallel_run.sampled(decision, facts, generation.toggles):
+            body, waited = await _buffered(request, max(run.max_body, server.request_buffer), server.body_timeout)
             if body.stream is None and len(body.data or b"") <= run.max_body:
-                shadow = self.experiments.begin(decision, request, rid, head, body.data, generation.shadow_pools)
+                shadow = self.parallel_run.begin(decision, request, rid, head, body.data, generation.shadow_pools)
             else:
-                self.experiments.skip(decision.route, "request_too_large")
+                self.parallel_run.skip(decision.route, SkipReason.REQUEST_TOO_LARGE)
         else:
             body, waited = await _buffered(request, server.request_buffer, server.body_timeout)
         try:
             outcome = await self.forwarder.serve(request, decision, generation.pools, request.raw_path, head, rid,
-                                                 body, shadow and shadow.capture)
+                                                 body, run.max_body if shadow is not None else 0)
         except BaseException:
             if shadow is not None:
-                shadow.deliver("client_gone")  # no answer to compare: the client left, or worse
+                shadow.deliver(SkipReason.CLIENT_GONE)  # no answer to compare: the client left, or worse
             raise
         if shadow is not None:  # after a fallback the served answer is not the side decided on
-            shadow.deliver("fallback" if outcome.fell_back else None)
+            shadow.deliver(SkipReason.FALLBACK if outcome.fell_back else outcome.answered or SkipReason.INTERNAL_ERROR)
         outcome.waited += waited
         return outcome
 
@@ -149,7 +149,7 @@ class EdgeHandler:
         if kind in NOT_THE_SIDES:
             return
         if outcome.fell_back:
-            self.evidence.answered(route, Side.NEW, None, "fallback", elapsed)
+            self.evidence.answered(route, Side.NEW, None, outcome.fell_back, elapsed)
             self.evidence.answered(route, Side.LEGACY, status, None, elapsed)
         else:
             assert outcome.side is not None
@@ -163,9 +163,9 @@ class EdgeHandler:
 
     def _client_failed(self, request: EdgeRequest, exc: BaseException, started: float, rid: str) -> None:
         """The client went away, or stopped reading its answer: its doing, counted as its own."""
-        kind = "send_timeout" if isinstance(exc, ClientTooSlow) else "gone"
+        kind = ClientFailure.SEND_TIMEOUT if isinstance(exc, ClientTooSlow) else ClientFailure.GONE
         self.metrics.client_errors.labels(kind).inc()
-        message = "client stopped reading" if kind == "send_timeout" else "client went away"
+        message = "client stopped reading" if kind is ClientFailure.SEND_TIMEOUT else "client went away"
         self.access.write(logging.INFO, message, _fields(request, 499, started, request_id=rid))
 
     def _record(self, request: EdgeRequest, outcome: Outcome, started: float) -> None:
@@ -188,7 +188,7 @@ class EdgeHandler:
         fields = _fields(request, status, started, route=route, upstream=outcome.upstream,
                          request_id=REQUEST_ID.get())
         if outcome.fell_back:
-            fields["fell_back"] = True
+            fields["fell_back"] = outcome.fell_back
         if failure is None:
             self.access.write(level, "request", fields)
             return
@@ -205,15 +205,6 @@ async def _buffered(request: EdgeRequest, limit: int, idle: float) -> tuple[Requ
     started = request.loop.time()
     body, _ = await read_up_to(request, limit, idle)
     return body, request.loop.time() - started
-
-
-def _send_and_hang_up(request: EdgeRequest, response: Relayed) -> Relayed:
-    """Answer, then close at once: the edge would otherwise linger reading the rest of a body that a
-    client too slow to send it is not sending."""
-    if not response.prepared:
-        response.send(request)  # closing flushes what the socket did not take yet
-    request.protocol.force_close()
-    return response
 
 
 def _refusal(request: EdgeRequest) -> Refusal | None:

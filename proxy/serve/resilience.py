@@ -15,19 +15,19 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable
 
-from proxy.model import BreakerSpec, Upstream
+from proxy.model import BreakerSpec, BreakerState, Upstream
 
 log = logging.getLogger("strangler.resilience")
 Clock = Callable[[], float]
 
 
 class Breaker:
-    """One upstream's circuit breaker. States: closed, open, half_open."""
+    """One upstream's circuit breaker: closed, open, or half-open while probes go through."""
 
     def __init__(self, upstream: str, spec: BreakerSpec, clock: Clock = time.monotonic,
-                 on_change: Callable[[str, str], None] = lambda upstream, state: None) -> None:
+                 on_change: Callable[[str, BreakerState], None] = lambda upstream, state: None) -> None:
         self.upstream, self.spec, self.clock, self.on_change = upstream, spec, clock, on_change
-        self.state = "closed"
+        self.state = BreakerState.CLOSED
         self.failures = 0
         self.opened = 0  # times opened in a row, without a close between
         self.until = 0.0
@@ -35,46 +35,46 @@ class Breaker:
 
     def admit(self) -> bool:
         """Whether a request may go to the upstream now; a half-open breaker admits a few probes."""
-        if self.state == "open" and self.clock() >= self.until:
-            self._become("half_open")
-        if self.state == "open" or (self.state == "half_open" and self.probing >= self.spec.probes):
+        if self.state is BreakerState.OPEN and self.clock() >= self.until:
+            self._become(BreakerState.HALF_OPEN)
+        if self.state is BreakerState.OPEN or (self.state is BreakerState.HALF_OPEN and self.probing >= self.spec.probes):
             return False
-        if self.state == "half_open":
+        if self.state is BreakerState.HALF_OPEN:
             self.probing += 1
         return True
 
     def retry_after(self) -> int:
         """Whole seconds until a request may be tried again (for Retry-After)."""
-        return max(1, int(self.until - self.clock() + 0.999)) if self.state == "open" else 1
+        return max(1, int(self.until - self.clock() + 0.999)) if self.state is BreakerState.OPEN else 1
 
     def record(self, ok: bool | None) -> None:
         """The outcome of an admitted request; None when it says nothing about the upstream."""
-        if self.state == "half_open":
+        if self.state is BreakerState.HALF_OPEN:
             self.probing = max(0, self.probing - 1)
         if ok is None:
             return
         if ok:
             self.failures = 0
-            if self.state != "closed":
+            if self.state is not BreakerState.CLOSED:
                 self.opened = 0
-                self._become("closed")
+                self._become(BreakerState.CLOSED)
             return
         self.failures += 1
-        if self.state == "half_open" or (self.state == "closed" and self.failures >= self.spec.failures):
+        if self.state is BreakerState.HALF_OPEN or (self.state is BreakerState.CLOSED and self.failures >= self.spec.failures):
             self._open()
 
     def _open(self) -> None:
         self.opened += 1
         self.until = self.clock() + min(self.spec.open_seconds * 2 ** (self.opened - 1), self.spec.open_seconds * 10)
-        self._become("open")
+        self._become(BreakerState.OPEN)
 
-    def _become(self, state: str) -> None:
+    def _become(self, state: BreakerState) -> None:
         before, self.state = self.state, state
-        self.probing = 0 if state != "half_open" else self.probing
-        level = logging.WARNING if state == "open" else logging.INFO
+        self.probing = 0 if state is not BreakerState.HALF_OPEN else self.probing
+        level = logging.WARNING if state is BreakerState.OPEN else logging.INFO
         log.log(level, f"circuit breaker {before} -> {state}",
                 extra={"upstream": self.upstream, "state": state, "failures": self.failures,
-                       "retry_in": round(self.until - self.clock(), 1) if state == "open" else None})
+                       "retry_in": round(self.until - self.clock(), 1) if state is BreakerState.OPEN else None})
         self.on_change(self.upstream, state)
 
 
@@ -111,7 +111,7 @@ class RetryBudget:
 class Resilience:
     """The breakers and budgets of all upstreams; they outlive reloads while an upstream's settings stay."""
 
-    def __init__(self, on_change: Callable[[str, str], None] = lambda upstream, state: None,
+    def __init__(self, on_change: Callable[[str, BreakerState], None] = lambda upstream, state: None,
                  clock: Clock = time.monotonic) -> None:
         self.on_change, self.clock = on_change, clock
         self._breakers: dict[str, tuple[Upstream, Breaker, RetryBudget]] = {}

@@ -1,6 +1,6 @@
-"""Comparisons in a worker process, so a large diff never holds the event loop (or the GIL) of the proxy.
+"""Comparisons in a process of their own, so a large diff never holds the event loop (or the GIL) of the proxy.
 
-The worker runs at the lowest CPU priority: on a busy machine the proxy's requests come
+The process runs at the lowest CPU priority: on a busy machine the proxy's requests come
 first and comparisons get what is left; those that cannot wait are skipped and counted
 (`compare_busy`), never queued.
 """
@@ -17,15 +17,15 @@ from comparators.base import Comparator
 from proxy.model import CompareSpec, Comparison, Observation
 
 
-class ComparisonWorker:
-    """Calls `comparator.compare` in one worker process, started on first use and replaced if it dies."""
+class ComparisonProcess:
+    """Calls `comparator.compare` in one child process, started on first use and replaced if it dies."""
 
     def __init__(self, comparator: Comparator) -> None:
         self.comparator = comparator
         self._pool: ProcessPoolExecutor | None = None
 
     def start(self) -> None:
-        """Start the worker process now rather than at the first comparison: it takes about a second,
+        """Start the process now rather than at the first comparison: it takes about a second,
         and comparisons arriving meanwhile would pile up."""
         self._executor().submit(int)
 
@@ -41,7 +41,7 @@ class ComparisonWorker:
             return await asyncio.get_running_loop().run_in_executor(self._pool, self.comparator.compare,
                                                                     legacy, new, spec)
         except BrokenProcessPool:
-            self._pool = None  # the next comparison starts a fresh worker
+            self._pool = None  # the next comparison starts a fresh process
             raise
 
     def close(self) -> None:
@@ -51,5 +51,5 @@ class ComparisonWorker:
 
 
 def _yield_cpu() -> None:
-    """In the worker: the lowest priority there is (nice 19), below the proxy and its neighbours."""
+    """In the child: the lowest priority there is (nice 19), below the proxy and its neighbours."""
     os.nice(19 - os.nice(0))

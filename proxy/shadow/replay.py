@@ -19,7 +19,7 @@ from yarl import URL
 
 from comparators.base import Comparator
 from proxy.wire.headers import HOP_BY_HOP
-from proxy.model import Difference, Observation, Route, Side, Upstream
+from proxy.model import Difference, FailureKind, Observation, Route, Side, Upstream
 from proxy.model.jsonpath import covers
 
 SAFE = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -141,10 +141,10 @@ async def _send(session: aiohttp.ClientSession, upstream: Upstream, side: Side, 
         return Observation(side, None, seconds=loop.time() - started, error=failure(exc))
 
 
-def failure(exc: BaseException) -> str:
+def failure(exc: BaseException) -> FailureKind:
     """An upstream failure as the parallel run names it."""
     if isinstance(exc, TimeoutError):
-        return "timeout"
+        return FailureKind.TIMEOUT
     if isinstance(exc, aiohttp.ClientConnectorError | ConnectionRefusedError):
-        return "refused"
-    return "broken"
+        return FailureKind.REFUSED
+    return FailureKind.BROKEN

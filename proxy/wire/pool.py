@@ -15,7 +15,6 @@ import asyncio
 import ssl
 import time
 from collections import deque
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -28,7 +27,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 
 from proxy.wire.connection import Connection
 from proxy.wire.headers import RawHeaders, Repeated, content_length
-from proxy.model import Upstream
+from proxy.model import Failure, FailureKind, Upstream
 
 IDLE_SECONDS = 15.0  # a pooled connection unused this long is closed rather than reused
 EMPTY_HEADERS: CIMultiDictProxy[str] = CIMultiDictProxy(CIMultiDict())
@@ -41,23 +40,12 @@ class UnaskedSwitch(HttpProcessingError):
 class NoConnection(Exception):
     """No connection to the upstream, so nothing was sent: it refused, or none came in time."""
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: FailureKind) -> None:
         super().__init__(kind)
-        self.kind = kind  # refused | timeout
+        self.kind = kind  # REFUSED or TIMEOUT
 
 
 UPSTREAM_ERRORS = (NoConnection, TimeoutError, aiohttp.ClientError, HttpProcessingError, OSError)
-
-
-@dataclass(frozen=True, slots=True)
-class Failure:
-    """Why an upstream gave no (complete) answer, and what the client is told."""
-
-    kind: str  # refused | timeout | busy | broken | status | breaker_open | overloaded | client_body_timeout
-    status: int
-    detail: str
-    sent: bool = True  # whether the request may have reached the upstream (False: safe to send again)
-    retry_after: int | None = None
 
 
 class UpstreamPool:
@@ -120,20 +108,22 @@ class UpstreamPool:
     def failure_from(self, exc: BaseException) -> Failure:
         """Map what went wrong to what happened: refused, timed out, busy or broken."""
         name = self.spec.name
-        if isinstance(exc, NoConnection) and exc.kind == "refused":
-            return Failure("refused", 502, f"upstream {name} refused the connection", sent=False)
+        if isinstance(exc, NoConnection) and exc.kind is FailureKind.REFUSED:
+            return Failure(FailureKind.REFUSED, 502, f"upstream {name} refused the connection", sent=False)
         if isinstance(exc, NoConnection) and self.saturated:
-            return Failure("busy", 503, f"upstream {name} has all {self.spec.max_connections} connections busy",
-                           sent=False, retry_after=1)
+            return Failure(FailureKind.BUSY, 503, f"upstream {name} has all {self.spec.max_connections} connections "
+                           "busy", sent=False, retry_after=1)
         if isinstance(exc, NoConnection):
-            return Failure("timeout", 504, f"upstream {name} did not accept a connection in time", sent=False)
+            return Failure(FailureKind.TIMEOUT, 504, f"upstream {name} did not accept a connection in time",
+                           sent=False)
         if isinstance(exc, TimeoutError):
-            return Failure("timeout", 504, f"upstream {name} did not answer within {self.spec.timeout:g}s")
+            return Failure(FailureKind.TIMEOUT, 504, f"upstream {name} did not answer within {self.spec.timeout:g}s")
         if isinstance(exc, UnaskedSwitch):
-            return Failure("broken", 502, f"upstream {name} switched protocols, which the request did not ask for")
+            return Failure(FailureKind.BROKEN, 502, f"upstream {name} switched protocols, which the request did not "
+                           "ask for")
         if isinstance(exc, HttpProcessingError):
-            return Failure("broken", 502, f"upstream {name} sent an invalid HTTP response")
-        return Failure("broken", 502, f"upstream {name} broke the connection ({type(exc).__name__})")
+            return Failure(FailureKind.BROKEN, 502, f"upstream {name} sent an invalid HTTP response")
+        return Failure(FailureKind.BROKEN, 502, f"upstream {name} broke the connection ({type(exc).__name__})")
 
     def take(self) -> Connection | None:
         """A kept connection that is still good, if there is one (the usual case: no waiting)."""
@@ -160,7 +150,7 @@ class UpstreamPool:
                         return handed, True
                 return await self._connect(), False
         except TimeoutError:
-            raise NoConnection("timeout") from None
+            raise NoConnection(FailureKind.TIMEOUT) from None
 
     async def _wait_turn(self) -> Connection | None:
         """Wait for a released connection (or for room to open one: None)."""
@@ -180,7 +170,7 @@ class UpstreamPool:
                                                    server_hostname=self.host if self.tls else None)
         except OSError as exc:
             self._forget()
-            raise NoConnection("refused") from exc
+            raise NoConnection(FailureKind.REFUSED) from exc
         except BaseException:
             self._forget()
             raise

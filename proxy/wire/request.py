@@ -51,6 +51,11 @@ class EdgeRequest:
         self.started = False  # whether an answer's first bytes have left
         self.send_timeout = 60.0  # seconds the client may take none of its answer (the handler sets it)
 
+    def hang_up(self) -> None:
+        """Close the client's connection now: an answer cut short must not look whole, and one refused
+        mid-body leaves bytes on the connection nobody will read."""
+        self.protocol.force_close()
+
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
         """The running loop, the connection's (asyncio.get_running_loop() costs a system call on Python 3.11)."""
