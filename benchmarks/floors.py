@@ -17,11 +17,11 @@ import sys
 
 from aiohttp import web
 
-from proxy.wire.server import EdgeServer
 from proxy.model import Upstream
 from proxy.wire.answers import WholeAnswer
-from proxy.wire.request import EdgeRequest
 from proxy.wire.pool import UpstreamPool
+from proxy.wire.request import EdgeRequest
+from proxy.wire.server import EdgeServer
 
 SMALL = b'{"id":1,"name":"item","price":10,"currency":"EUR","tags":["a","b"]}'
 

@@ -10,8 +10,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from proxy.model.codings import unpack
 from proxy.model import Observation
+from proxy.model.codings import unpack
 
 TEXT_TYPES = ("text/", "application/xml", "application/javascript", "application/x-www-form-urlencoded")
 

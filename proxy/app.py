@@ -20,23 +20,23 @@ from aiohttp import web
 
 from comparators.deep import DeepDiffComparator
 from proxy import __version__
-from proxy.admin.status import Lifecycle, status
 from proxy.admin.app import create_admin_app
-from proxy.observe.buildinfo import BuildInfo
-from proxy.wire import internals
-from proxy.wire.server import EdgeServer
+from proxy.admin.status import Lifecycle, status
 from proxy.config.environment import checked
+from proxy.model import Address, Config, Phase, Provider
+from proxy.observe.buildinfo import BuildInfo
+from proxy.observe.metrics import Metrics
 from proxy.rollout.evidence import Evidence
-from proxy.shadow.compare import Comparer
-from proxy.shadow.run import ParallelRun
+from proxy.rollout.plans import Rollouts
 from proxy.serve.forward import Forwarder
 from proxy.serve.handler import EdgeHandler
 from proxy.serve.live import WATCH_INTERVAL, LiveConfig
-from proxy.observe.metrics import Metrics
-from proxy.model import Address, Config, Phase
 from proxy.serve.resilience import Resilience
-from proxy.rollout.plans import Rollouts
+from proxy.shadow.compare import Comparer
 from proxy.shadow.process import ComparisonProcess
+from proxy.shadow.run import ParallelRun
+from proxy.wire import internals
+from proxy.wire.server import EdgeServer
 from reports import html
 from reports.plans import SqlitePlans
 from reports.store import SqliteSink
@@ -214,7 +214,7 @@ def run_loop(start: Callable[[], Coroutine[Any, Any, int]]) -> int:
 
 def toggles_for(config: Config, previous: Toggles | None) -> Toggles:
     """The toggle provider routes.yaml asks for; the previous one when nothing about it changed."""
-    unleash = config.toggles.unleash if config.toggles.provider == "unleash" else None
+    unleash = config.toggles.unleash if config.toggles.provider is Provider.UNLEASH else None
     if unleash is None:
         local = UnleashToggles.local(replace(route.toggle, rollout=route.ceiling)
                                      for route in config.routes if route.toggle is not None)

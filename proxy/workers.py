@@ -27,17 +27,17 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from proxy import __version__
 from proxy import config as config_file
-from proxy.observe import logs
-from proxy.admin.status import Lifecycle, status
 from proxy.admin.app import create_admin_app
+from proxy.admin.status import Lifecycle, status
 from proxy.app import Options, admin_token, listen, run_loop, serve, toggles_for
-from proxy.observe.buildinfo import BuildInfo
 from proxy.config.environment import checked
-from proxy.rollout.evidence import Evidence
-from proxy.serve.live import LiveConfig
-from proxy.observe.metrics import Metrics, TallyFiles
 from proxy.model import Config, Phase
+from proxy.observe import logs
+from proxy.observe.buildinfo import BuildInfo
+from proxy.observe.metrics import Metrics, TallyFiles
+from proxy.rollout.evidence import Evidence
 from proxy.rollout.plans import Rollouts
+from proxy.serve.live import LiveConfig
 from reports import html
 from reports.plans import SqlitePlans
 

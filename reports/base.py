@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from typing import Any, Protocol, Sequence
 
-from proxy.model.evidence import EvidenceBatch
-from proxy.model.evidence import PlanState, StepEvidence
 from proxy.model import Divergence
+from proxy.model.evidence import EvidenceBatch, PlanState, StepEvidence
 
 
 class DivergenceSink(Protocol):

@@ -21,8 +21,7 @@ from typing import Any, Callable, TypeVar
 
 import sqlite_utils
 
-from proxy.model.evidence import EvidenceBatch, quantile
-from proxy.model.evidence import PlanState, SideEvidence, StepEvidence
+from proxy.model.evidence import EvidenceBatch, PlanState, SideEvidence, StepEvidence, quantile
 from reports.accepted import active
 from reports.schema import open_database, retrying_locks, transaction
 

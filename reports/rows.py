@@ -7,8 +7,8 @@ import json
 import uuid
 from typing import Any, Iterable
 
-from proxy.model.codings import unpack
 from proxy.model import Difference, Divergence, Observation
+from proxy.model.codings import unpack
 from reports.redact import Redactor
 
 MAX_VALUE = 2000  # characters of one difference's value kept

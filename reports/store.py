@@ -20,8 +20,8 @@ from typing import Any, Callable, Sequence
 
 import sqlite_utils
 
-from proxy.model.evidence import EvidenceBatch
 from proxy.model import Divergence, ReportsSpec
+from proxy.model.evidence import EvidenceBatch
 from proxy.model.jsonpath import generalize
 from reports.plans import prune_evidence, write_evidence
 from reports.redact import Redactor

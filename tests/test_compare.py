@@ -9,8 +9,8 @@ import pytest
 
 from comparators.bodies import lift
 from comparators.deep import DeepDiffComparator
-from proxy.model.codings import unpack
 from proxy.model import CompareSpec, Comparison, Difference, Observation, Side
+from proxy.model.codings import unpack
 from proxy.model.jsonpath import covers, format_path, generalize, parse_path
 from proxy.shadow.process import ComparisonProcess
 

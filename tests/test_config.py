@@ -7,9 +7,9 @@ import sys
 import pytest
 
 from proxy.config import load, parse
-from proxy.model.errors import ConfigError
 from proxy.model import (Address, AdminSpec, CompareSpec, Match, ParallelRun, Serve, Side, Stickiness, ToggleSpec,
                          TogglesSpec, UnleashSpec, Upstream)
+from proxy.model.errors import ConfigError
 from tests.helpers import REPO
 
 CONTRACT_EXAMPLE = """\

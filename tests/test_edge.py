@@ -9,8 +9,8 @@ import re
 
 from aiohttp import web
 
-from proxy.wire.server import MAX_QUEUED, EdgeServer
 from proxy.observe.logs import RequestIdFilter
+from proxy.wire.server import MAX_QUEUED, EdgeServer
 from tests.helpers import answers, json_body, raw_exchange, read_for, route, status_of
 
 

@@ -5,12 +5,11 @@ from __future__ import annotations
 import pytest
 
 from proxy.config import parse
-from proxy.model.errors import ConfigError
-from proxy.rollout.evidence import Evidence
-from proxy.model.evidence import latency_bin, quantile
-from proxy.model.evidence import PlanState, SideEvidence, StepEvidence
-from proxy.rollout.gates import judge
 from proxy.model import FailureKind, Gates, RolloutPlan, Side
+from proxy.model.errors import ConfigError
+from proxy.model.evidence import PlanState, SideEvidence, StepEvidence, latency_bin, quantile
+from proxy.rollout.evidence import Evidence
+from proxy.rollout.gates import judge
 
 PLAN = RolloutPlan(steps=(0, 5, 25, 100),
                    advance=Gates(min_comparisons=100, min_seconds=60, max_divergence_rate=0.01,

@@ -10,9 +10,9 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from proxy.model import Stickiness, ToggleSpec, Verdict
 from proxy.shadow import compare
 from proxy.shadow import run as shadow_run
-from proxy.model import Stickiness, ToggleSpec, Verdict
 from reports import query
 from tests.helpers import free_port, route
 from toggles.unleash import UnleashToggles

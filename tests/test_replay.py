@@ -9,9 +9,9 @@ from datetime import datetime, timezone
 
 import pytest
 
+from proxy.cli.replay import Progress, parse_since
 from proxy.model import Difference, Divergence, Observation, ReportsSpec, RequestRecord, Side
 from proxy.shadow.replay import Outcome, Replay, plan
-from proxy.cli.replay import Progress, parse_since
 from reports.redact import REDACTED
 from reports.store import SqliteSink
 from tests.helpers import REPO, route, routes_yaml

@@ -3,8 +3,7 @@
 import pytest
 from multidict import CIMultiDict
 
-from proxy.model import (Match, ParallelRun, RequestFacts, Route, Serve, Side, Stickiness, ToggleSpec, Upstream,
-                         Verdict)
+from proxy.model import Match, ParallelRun, RequestFacts, Route, Serve, Side, Stickiness, ToggleSpec, Upstream, Verdict
 from proxy.routing.decide import decide, match_route
 
 MONOLITH = Upstream("monolith", "http://127.0.0.1:9001")

@@ -26,7 +26,7 @@ from toggles.base import Toggles
 from toggles.local import features
 from toggles.unleash_admin import UnleashAdmin
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("strangler.toggles")
 REQUEST_TIMEOUT = 3  # seconds, for each call to the Unleash server (always off the event loop)
 
 

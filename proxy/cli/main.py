@@ -12,14 +12,14 @@ from typing import Any, Callable, Coroutine
 from multidict import CIMultiDict
 
 from proxy import config as config_file
-from proxy.cli import accept, replay, report, rollout
-from proxy.config import environment
-from proxy.observe import logs
 from proxy.app import Options, run_loop, serve, toggles_for
-from proxy.config.environment import checked
-from proxy.model.errors import ConfigError
+from proxy.cli import accept, replay, report, rollout
 from proxy.cli.explain import explain
+from proxy.config import environment
+from proxy.config.environment import checked
 from proxy.model import Address, Config
+from proxy.model.errors import ConfigError
+from proxy.observe import logs
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE, EXIT_NO_MATCH = 0, 1, 2, 3
 

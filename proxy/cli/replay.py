@@ -20,8 +20,8 @@ from typing import Any, TextIO
 
 from comparators.deep import DeepDiffComparator
 from proxy import config as config_file
-from proxy.model.errors import ConfigError
 from proxy.model import Route
+from proxy.model.errors import ConfigError
 from proxy.shadow.replay import Outcome, Replay, Skipped, plan, replay
 from reports import query
 from reports.redact import REDACTED, Redactor

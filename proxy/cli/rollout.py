@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from proxy import config as config_file
+from proxy.model import Config, Provider, Route
 from proxy.model.errors import ConfigError
 from proxy.model.evidence import PlanState
-from proxy.model import Config, Route
 from proxy.rollout.plans import PlanView, in_force, view
 from reports.plans import SqlitePlans, operator
 from toggles.unleash_admin import UnleashAdmin
@@ -138,7 +138,7 @@ def _move(args: argparse.Namespace, action: str, where: Any) -> int:
 def _publish(config: Config, route: Route, percent: int) -> int:
     """With the unleash provider, the toggle's rollout follows the plan."""
     spec = config.toggles.unleash
-    if config.toggles.provider != "unleash" or spec is None or route.toggle is None:
+    if config.toggles.provider is not Provider.UNLEASH or spec is None or route.toggle is None:
         return EXIT_OK
     token = os.environ.get(spec.admin_token_env) if spec.admin_token_env else None
     try:

@@ -10,8 +10,8 @@ from __future__ import annotations
 import os
 from typing import Mapping
 
-from proxy.model.errors import ConfigError
 from proxy.model import Config, Problem
+from proxy.model.errors import ConfigError
 
 
 def problems(config: Config, environ: Mapping[str, str] = os.environ) -> list[Problem]:

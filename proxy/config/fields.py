@@ -9,12 +9,14 @@ import difflib
 import re
 from typing import Any, Callable, TypeVar
 
-from proxy.model import Problem
 from proxy.config.yamlsource import Document, Path
+from proxy.model import Problem
 
 T = TypeVar("T")
 MISSING: Any = object()
 TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # RFC 9110 token: method and header names
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")  # upstream and route names
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")  # an environment variable's name
 
 
 class Reader:

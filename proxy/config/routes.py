@@ -9,10 +9,11 @@ from __future__ import annotations
 import re
 from typing import Any, Mapping
 
-from proxy.config.plans import check_plan, read_plan
 from proxy.config.fields import TOKEN, Reader, Section
+from proxy.config.plans import check_plan, read_plan
+from proxy.model import (CompareSpec, Match, ParallelRun, Route, Serve, Side, Stickiness, StickinessKind, ToggleSpec,
+                         Upstream)
 from proxy.model.jsonpath import parse_path
-from proxy.model import CompareSpec, Match, ParallelRun, Route, Serve, Side, Stickiness, ToggleSpec, Upstream
 
 ROUTE_KEYS = {"name", "match", "legacy", "new", "serve", "toggle", "fallback", "parallel_run", "compare", "retries",
               "rollout_plan"}
@@ -161,7 +162,7 @@ def _stickiness(sec: Section) -> Stickiness | None:
         return None
     kind, _, name = text.partition(":")
     if (kind in ("ip", "random") and not name) or (kind in ("header", "cookie") and TOKEN.match(name)):
-        return Stickiness(kind, name)
+        return Stickiness(StickinessKind(kind), name)
     sec.error("stickiness", f"'stickiness' must be header:NAME, cookie:NAME, ip or random, got {text!r}")
     return None
 

@@ -15,8 +15,8 @@ from typing import Any, Mapping
 
 import yaml
 
-from proxy.model.errors import ConfigError
 from proxy.model import Problem
+from proxy.model.errors import ConfigError
 
 Path = tuple[str | int, ...]
 MAX_DEPTH = 64  # nested mappings and lists; routes.yaml needs fewer than ten

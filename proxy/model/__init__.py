@@ -5,17 +5,17 @@ every request is NamedTuples (exchange), and the kinds are enums (kinds). Standa
 only: every package of the proxy, and comparators/, toggles/ and reports/, import from here.
 """
 
-from proxy.model.config import (AdminSpec, Address, Config, Problem, ReportsSpec, ServerSpec, TogglesSpec,
-                                UnleashSpec)
+from proxy.model.config import Address, AdminSpec, Config, Problem, ReportsSpec, ServerSpec, TogglesSpec, UnleashSpec
 from proxy.model.exchange import (Answered, Comparison, Decision, Difference, Divergence, Failure, Observation,
                                   RequestFacts, RequestRecord, ToggleCheck)
-from proxy.model.kinds import (BreakerState, ClientFailure, FailureKind, Phase, Serve, Side, SkipReason,
-                               Verdict)
+from proxy.model.kinds import (BreakerState, ClientFailure, FailureKind, Phase, Provider, Serve, Side, SkipReason,
+                               StickinessKind, Verdict)
 from proxy.model.route import (BreakerSpec, CompareSpec, Gates, Match, ParallelRun, RolloutPlan, Route, Stickiness,
                                ToggleSpec, Upstream, is_segment_prefix)
 
 __all__ = ["AdminSpec", "Address", "Answered", "BreakerSpec", "BreakerState", "ClientFailure", "CompareSpec",
            "Comparison", "Config", "Decision", "Difference", "Divergence", "Failure", "FailureKind", "Gates", "Match",
-           "Observation", "ParallelRun", "Phase", "Problem", "ReportsSpec", "RequestFacts", "RequestRecord",
-           "RolloutPlan", "Route", "Serve", "ServerSpec", "Side", "SkipReason", "Stickiness", "ToggleCheck",
-           "ToggleSpec", "TogglesSpec", "UnleashSpec", "Upstream", "Verdict", "is_segment_prefix"]
+           "Observation", "ParallelRun", "Phase", "Problem", "Provider", "ReportsSpec", "RequestFacts",
+           "RequestRecord", "RolloutPlan", "Route", "Serve", "ServerSpec", "Side", "SkipReason", "Stickiness",
+           "StickinessKind", "ToggleCheck", "ToggleSpec", "TogglesSpec", "UnleashSpec", "Upstream", "Verdict",
+           "is_segment_prefix"]

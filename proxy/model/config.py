@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Mapping
 
+from proxy.model.kinds import Provider
 from proxy.model.route import Route, Upstream
 
 
@@ -77,8 +78,11 @@ class UnleashSpec:
 
 @dataclass(frozen=True, slots=True)
 class TogglesSpec:
-    provider: str = "local"  # local | unleash
+    provider: Provider = Provider.LOCAL
     unleash: UnleashSpec | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "provider", Provider(self.provider))  # "unleash" as written reads as UNLEASH
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping, NamedTuple
 
-from proxy.model.kinds import FailureKind, Side, Verdict
+from proxy.model.kinds import FailureKind, Side, StickinessKind, Verdict
 from proxy.model.route import Route, Upstream
 
 
@@ -47,7 +47,7 @@ class Decision(NamedTuple):
             return f"serve: {self.route.serve}"
         check, spec = self.toggle, self.route.toggle
         assert spec is not None
-        if check.sticky is None and spec.stickiness.kind != "random":
+        if check.sticky is None and spec.stickiness.kind is not StickinessKind.RANDOM:
             return (f"toggle {check.name} is {check.verdict} (the request has no {spec.stickiness}, "
                     f"so it cannot stick to one side)")
         about = f" for {spec.stickiness}={check.sticky!r}" if check.sticky is not None else ""

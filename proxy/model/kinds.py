@@ -81,3 +81,19 @@ class Phase(StrEnum):
     STARTING = "starting"
     READY = "ready"
     DRAINING = "draining"
+
+
+class StickinessKind(StrEnum):
+    """What keeps a user on one side of a toggle."""
+
+    HEADER = "header"  # a request header's value
+    COOKIE = "cookie"  # a cookie's value
+    IP = "ip"  # the client's address as the proxy sees it
+    RANDOM = "random"  # nothing: each request on its own
+
+
+class Provider(StrEnum):
+    """Where toggles are evaluated from."""
+
+    LOCAL = "local"  # routes.yaml's rollouts, no server
+    UNLEASH = "unleash"  # a real Unleash server

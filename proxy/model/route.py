@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Mapping
 
-from proxy.model.kinds import Serve, Side
+from proxy.model.kinds import Serve, Side, StickinessKind
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,11 +38,14 @@ class Upstream:
 class Stickiness:
     """What keeps a user on one side: a header, a cookie, the client address, or nothing."""
 
-    kind: str  # header | cookie | ip | random
+    kind: StickinessKind
     name: str = ""
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "kind", StickinessKind(self.kind))  # "header" as written reads as HEADER
+
     def __str__(self) -> str:
-        return f"{self.kind}:{self.name}" if self.name else self.kind
+        return f"{self.kind}:{self.name}" if self.name else str(self.kind)
 
 
 @dataclass(frozen=True, slots=True)

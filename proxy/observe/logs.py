@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-from json.encoder import encode_basestring
 import logging
 import sys
 import time
 from contextvars import ContextVar
 from datetime import datetime, timezone
+from json.encoder import encode_basestring
 from typing import Any, TextIO
 
 from pythonjsonlogger.json import JsonFormatter

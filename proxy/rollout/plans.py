@@ -16,11 +16,11 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from proxy.rollout.evidence import Evidence
-from proxy.rollout.gates import Judgement, judge
+from proxy.model import Config, Route, Serve
 from proxy.model.evidence import PlanState, StepEvidence
 from proxy.observe.metrics import Metrics
-from proxy.model import Config, Route, Serve
+from proxy.rollout.evidence import Evidence
+from proxy.rollout.gates import Judgement, judge
 from reports.base import DivergenceSink, PlanStore
 from toggles.base import Toggles
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from http.cookies import CookieError, SimpleCookie
 from typing import Any, Mapping
 
-from proxy.model import RequestFacts, Stickiness
+from proxy.model import RequestFacts, Stickiness, StickinessKind
 
 
 def toggle_context(stickiness: Stickiness, facts: RequestFacts) -> tuple[dict[str, Any], str | None]:
@@ -25,11 +25,11 @@ def toggle_context(stickiness: Stickiness, facts: RequestFacts) -> tuple[dict[st
 
 
 def sticky_value(stickiness: Stickiness, facts: RequestFacts) -> str | None:
-    if stickiness.kind == "header":
+    if stickiness.kind is StickinessKind.HEADER:
         return facts.headers.get(stickiness.name) or None
-    if stickiness.kind == "cookie":
+    if stickiness.kind is StickinessKind.COOKIE:
         return _cookie(facts.headers, stickiness.name)
-    if stickiness.kind == "ip":
+    if stickiness.kind is StickinessKind.IP:
         return facts.remote or None
     return None  # random
 

@@ -18,8 +18,9 @@ from proxy.serve.resilience import Breaker
 from proxy.wire.answers import Relayed, StreamedAnswer, WholeAnswer, drained
 from proxy.wire.body import RequestBody
 from proxy.wire.deadline import Deadline
+from proxy.wire.exchange import EMPTY_HEADERS, Exchange
 from proxy.wire.headers import client_lines
-from proxy.wire.pool import EMPTY_HEADERS, UPSTREAM_ERRORS, Exchange, UpstreamPool
+from proxy.wire.pool import UPSTREAM_ERRORS, UpstreamPool
 from proxy.wire.request import EdgeRequest
 
 NO_OWN_BODY = frozenset({204, 304})

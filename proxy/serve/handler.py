@@ -10,22 +10,21 @@ from typing import Any, Callable
 
 from aiohttp.http import HttpVersion10, HttpVersion11
 
-from proxy.wire.body import NO_BODY, RequestBody, read_up_to
-from proxy.rollout.evidence import Evidence
-from proxy.shadow.run import ParallelRun
-from proxy.serve.attempt import Outcome
-from proxy.serve.forward import Forwarder
-from proxy.wire.headers import request_id, upstream_head
-from proxy.serve.live import Generation, LiveConfig
+from proxy.model import ClientFailure, Decision, Failure, FailureKind, RequestFacts, Route, Side, SkipReason
 from proxy.observe.logs import REQUEST_ID, AccessLog
 from proxy.observe.metrics import Metrics
-from proxy.model import ClientFailure, Decision, Failure, FailureKind, RequestFacts, Route, Side, SkipReason
-from proxy.wire.answers import ClientTooSlow, Relayed
-from proxy.wire.request import EdgeRequest
-from proxy.wire.answers import error_response
-from proxy.routing.decide import decide, match_route
-from proxy.wire.target import Refusal, parse_target
 from proxy.observe.verdicts import VerdictLog
+from proxy.rollout.evidence import Evidence
+from proxy.routing.decide import decide, match_route
+from proxy.serve.attempt import Outcome
+from proxy.serve.forward import Forwarder
+from proxy.serve.live import Generation, LiveConfig
+from proxy.shadow.run import ParallelRun
+from proxy.wire.answers import ClientTooSlow, Relayed, error_response
+from proxy.wire.body import NO_BODY, RequestBody, read_up_to
+from proxy.wire.headers import request_id, upstream_head
+from proxy.wire.request import EdgeRequest
+from proxy.wire.target import Refusal, parse_target
 
 # RFC 3986 host (a reg-name without userinfo, or an IP literal) with an optional port; nginx refuses
 # the rest with a 400 too.
@@ -37,7 +36,8 @@ NOT_THE_SIDES = frozenset({FailureKind.BUSY, FailureKind.OVERLOADED, *CLIENT_FAI
 
 
 class EdgeHandler:
-    """The request handler of the edge listener (proxy.wire.server calls it with each request, sends what it returns)."""
+    """The edge listener's request handler: proxy.wire.server calls it with each request and sends what it
+    returns."""
 
     def __init__(self, live: LiveConfig, metrics: Metrics, parallel_run: ParallelRun, forwarder: Forwarder,
                  evidence: Evidence, cap: Callable[[Route], int | None]) -> None:

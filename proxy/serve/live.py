@@ -18,14 +18,14 @@ from typing import Callable, Mapping
 
 from proxy import config as config_file
 from proxy.config.environment import checked
+from proxy.model import Config, Problem, Upstream
 from proxy.model.errors import ConfigError
 from proxy.observe.metrics import Metrics
-from proxy.model import Config, Problem, Upstream
 from proxy.routing.decide import FixedDecisions
 from proxy.wire.pool import UpstreamPool
 from toggles.base import Toggles
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("strangler.config")
 WATCH_INTERVAL = 0.5
 LOAD_TIMEOUT = 5.0  # seconds a reload may take to read and check the file
 

@@ -37,7 +37,8 @@ class Breaker:
         """Whether a request may go to the upstream now; a half-open breaker admits a few probes."""
         if self.state is BreakerState.OPEN and self.clock() >= self.until:
             self._become(BreakerState.HALF_OPEN)
-        if self.state is BreakerState.OPEN or (self.state is BreakerState.HALF_OPEN and self.probing >= self.spec.probes):
+        state = self.state
+        if state is BreakerState.OPEN or (state is BreakerState.HALF_OPEN and self.probing >= self.spec.probes):
             return False
         if self.state is BreakerState.HALF_OPEN:
             self.probing += 1
@@ -60,7 +61,8 @@ class Breaker:
                 self._become(BreakerState.CLOSED)
             return
         self.failures += 1
-        if self.state is BreakerState.HALF_OPEN or (self.state is BreakerState.CLOSED and self.failures >= self.spec.failures):
+        state = self.state
+        if state is BreakerState.HALF_OPEN or (state is BreakerState.CLOSED and self.failures >= self.spec.failures):
             self._open()
 
     def _open(self) -> None:

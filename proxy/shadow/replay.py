@@ -18,9 +18,9 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from comparators.base import Comparator
-from proxy.wire.headers import HOP_BY_HOP
 from proxy.model import Difference, FailureKind, Observation, Route, Side, Upstream
 from proxy.model.jsonpath import covers
+from proxy.wire.headers import HOP_BY_HOP
 
 SAFE = frozenset({"GET", "HEAD", "OPTIONS"})
 NOT_SENT = HOP_BY_HOP | {"host", "content-length", "expect", "x-request-id", "x-strangler-shadow",

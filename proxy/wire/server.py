@@ -38,11 +38,10 @@ from aiohttp.http_parser import HttpRequestParser
 from aiohttp.streams import EMPTY_PAYLOAD, StreamReader
 from aiohttp.tcp_helpers import tcp_keepalive
 
-from proxy.wire.headers import Repeated, fresh_request_id
 from proxy.observe.logs import REQUEST_ID
-from proxy.wire.answers import Relayed, WholeAnswer, drained
+from proxy.wire.answers import Relayed, WholeAnswer, drained, error_response
+from proxy.wire.headers import Repeated, fresh_request_id
 from proxy.wire.request import EdgeRequest
-from proxy.wire.answers import error_response
 
 log = logging.getLogger("strangler.edge")
 
