@@ -6,7 +6,7 @@
                                                       # upstream client, and nothing else
 
 The first is the issue's "aiohttp hello world" row; the second is what strangler's own
-connection handling costs (proxy/edge.py); the third is a proxy with no routing, no
+connection handling costs (proxy/wire/server.py); the third is a proxy with no routing, no
 header rewriting, no metrics, no timeouts: what strangler would cost if all of its own
 work were free.
 """

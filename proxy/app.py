@@ -237,13 +237,10 @@ async def serve(options: Options, config: Config,
     loop = asyncio.get_running_loop()
     await proxy.start()
     # What start-up built (modules, configuration, pools) lives as long as the process: out of the
-    # collector's sight, a full collection scans only what requests made, in a millisecond rather
-    # than 50 (a p99 of 40 ms under load, before).
+    # collector's sight, a full collection scans only what requests made (docs/performance.md).
     gc.freeze()
-    # A request leaves few objects in cycles, and a young collection scans what is alive then, not
-    # what was made: collecting after every 700 new objects (the default) spent nearly 2% of a
-    # request's instructions (callgrind) on scans that found nothing. Every YOUNG_OBJECTS, it no
-    # longer shows in the count.
+    # A request leaves few objects in cycles: young collections at the default threshold scan
+    # the living for nothing, often enough to show in a request's instruction count.
     gc.set_threshold(YOUNG_OBJECTS, *gc.get_threshold()[1:])
     if on_ready is not None:
         on_ready(proxy)

@@ -125,10 +125,9 @@ def _admin(top: Section) -> AdminSpec:
     sec = top.section("admin", {"listen", "token_env"}, "admin")
     if sec is None:
         return AdminSpec()
-    token_env, admin_token_env = sec.text("token_env", None), sec.text("admin_token_env", None)
-    for key, name in (("token_env", token_env), ("admin_token_env", admin_token_env)):
-        if name is not None and not ENV_NAME.match(name):
-            sec.error(key, f"'{key}' names an environment variable, got {name!r}")
+    token_env = sec.text("token_env", None)
+    if token_env is not None and not ENV_NAME.match(token_env):
+        sec.error("token_env", f"'token_env' names an environment variable, got {token_env!r}")
     return AdminSpec(_address(sec, "listen", AdminSpec().listen), token_env, top.reader.doc.line(sec.at("token_env")))
 
 

@@ -1,7 +1,7 @@
 """Comparing a parallel run's two answers, and recording what was found: counts, divergences, evidence.
 
 Identical answers match at once (the common case, when the new service is right); small
-ones are compared here, in microseconds; large ones in the comparison process
+ones are compared here, on the loop; large ones in the comparison process
 (proxy.shadow.process), as long as few wait there, else the comparison is skipped and
 counted. Differences at paths learned as noise are reported with a divergence but do not
 make one.

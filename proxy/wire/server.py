@@ -1,8 +1,8 @@
 """The edge listener's HTTP/1.1 server: aiohttp's C parser (llhttp), and a connection loop of its own.
 
-aiohttp's server spent, per request, about as many instructions as the rest of the proxy
-together: a task, a future to wake its connection loop, a request object of forty fields
-(see the README's Performance section). Here a connection parses with the same llhttp
+aiohttp's server costs, per request, a task, a future to wake its connection loop and a
+request object of forty fields (docs/architecture.md says what that came to). Here a
+connection parses with the same llhttp
 parser (its smuggling checks, size limits and pipelining bound are kept), and answers its
 requests in order, in one task for the connection's life. What aiohttp's server did that
 a proxy needs is done here:
