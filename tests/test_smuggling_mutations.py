@@ -3,8 +3,8 @@
 smuggler.py hides a `Transfer-Encoding: chunked` from one parser and shows it to another:
 a space or tab or control byte before or after the name or the value, another byte in the
 name, a value quoted or cut short, a header folded onto the line before, two of them. Each
-family is rebuilt here for every byte smuggler.py tries (0x01-0x1f and 0x7f-0xff), and sent
-with a Content-Length in the two classic shapes:
+family is rebuilt here for every byte smuggler.py tries (0x01-0x20 and 0x7f-0xff, once or
+twice as its doubles run does), and sent with a Content-Length in the two classic shapes:
 
 - CL.TE: the body, by its Content-Length, is `0\r\n\r\n` and a hidden request; a parser that
   took the mutated header for chunked framing would end the body at `0` and read the hidden
@@ -32,7 +32,7 @@ from tests.helpers import route, sent_regardless
 from tests.recorder import Malformed, Recorder, Request, read_head
 
 TE = b"Transfer-Encoding"
-BYTES = [*range(0x01, 0x20), *range(0x7F, 0x100)]  # the bytes smuggler.py's exhaustive run tries
+BYTES = [*range(0x01, 0x21), *range(0x7F, 0x100)]  # the bytes smuggler.py's exhaustive and doubles runs try
 NAMED = {
     "space-before-name": b" Transfer-Encoding: chunked",
     "tab-value": b"Transfer-Encoding:\tchunked",
@@ -45,25 +45,39 @@ NAMED = {
     "vertical-tab": b"Transfer-Encoding:\x0bchunked",
     "chunked-then-other": b"Transfer-Encoding: chunked, cow",
     "other-then-chunked": b"Transfer-Encoding: cow, chunked",
+    "identity-then-chunked": b"Transfer-Encoding: identity, chunked",
+    "chunked-twice": b"Transfer-Encoding: chunked, chunked",
     "content-encoding": b"Content-Encoding: chunked",
     "folded": b"Transfer-Encoding:\n chunked",
+    "folded-crlf": b"Transfer-Encoding:\r\n chunked",
+    "folded-tab": b"Transfer-Encoding:\r\n\tchunked",
+    "folded-onto-x": b"X: X\r\n Transfer-Encoding: chunked",
     "double-quoted": b'Transfer-Encoding: "chunked"',
     "single-quoted": b"Transfer-Encoding: 'chunked'",
     "cut-short": b"Transfer-Encoding: chunk",
     "mixed-case": b"TrAnSFer-EnCODinG: cHuNkeD",
     "upper-case": b"TRANSFER-ENCODING: CHUNKED",
+    "value-case": b"Transfer-Encoding: chUnKeD",
+    "nul-suffix": b"Transfer-Encoding: chunked\x00",
+    "nul-in-name": b"Transfer-Encoding\x00: chunked",
     "cr-suffix": b"Transfer-Encoding: chunked\r",
     "tab-suffix": b"Transfer-Encoding: chunked\t",
     "other-then-chunked-twice": b"Transfer-Encoding: cow\r\nTransfer-Encoding: chunked",
     "chunked-then-identity-twice": b"Transfer-Encoding: chunked\r\nTransfer-Encoding: identity",
+    "lf-line-end": b"Transfer-Encoding: chunked\nX: X",
+    "cr-line-end": b"Transfer-Encoding: chunked\rX: X",
     "cr-in-name": b"Transfer\r-Encoding: chunked",
     "words-around": b"Transfer-Encoding: cow chunked bar",
+    "parameter": b"Transfer-Encoding: chunked;q=1",
     "ff-before-value": b"Transfer-Encoding:\xffchunked",
     "high-byte-in-value": b"Transfer-Encoding: ch\x96nked",
     "high-byte-in-name": b"Transf\x82r-Encoding: chunked",
     "cr-injected": b"X:X\rTransfer-Encoding: chunked",
     "lf-injected": b"X:X\nTransfer-Encoding: chunked",
+    "after-x": b"X: X\r\nTransfer-Encoding: chunked",  # an injection that worked, as the next hop reads it
 }
+# Two Transfer-Encoding fields: chunked beside each of these, in both orders
+OTHER_CODINGS = [b"identity", b"cow", b"gzip", b"", b"chunked", b" chunked", b"chunked, identity"]
 # Each family places one byte `c` somewhere around the header (smuggler.py's names in brackets).
 FAMILIES = {
     "mid": lambda c: TE + b":" + c + b"chunked",  # [midspace]
@@ -76,6 +90,13 @@ FAMILIES = {
     "x-lf-pre": lambda c: b"X: X" + c + b"\n" + TE + b": chunked",  # [xnprespace]
     "end-cr-x": lambda c: TE + b": chunked\r" + c + b"X: X",  # [endspacerx]
     "end-lf-x": lambda c: TE + b": chunked" + c + b"\nX: X",  # [endspacexn]
+    # doubles.py: the same byte in two of the four places
+    "pre-post": lambda c: c + TE + c + b": chunked",
+    "pre-mid": lambda c: c + TE + b":" + c + b"chunked",
+    "pre-end": lambda c: c + TE + b": chunked" + c,
+    "post-mid": lambda c: TE + c + b":" + c + b"chunked",
+    "post-end": lambda c: TE + c + b": chunked" + c,
+    "mid-end": lambda c: TE + b":" + c + b"chunked" + c,
 }
 
 
@@ -90,6 +111,9 @@ def gadgets() -> Iterator[tuple[str, bytes]]:
 
 def _all_gadgets() -> Iterator[tuple[str, bytes]]:
     yield from NAMED.items()
+    for other in OTHER_CODINGS:
+        yield f"twice-chunked-then-{other.decode()!r}", TE + b": chunked\r\n" + TE + b": " + other
+        yield f"twice-{other.decode()!r}-then-chunked", TE + b": " + other + b"\r\n" + TE + b": chunked"
     for family, make in FAMILIES.items():
         for byte in BYTES:
             yield f"{family}-{byte:02x}", make(bytes([byte]))
