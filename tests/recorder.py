@@ -7,7 +7,7 @@ import asyncio
 import re
 from dataclasses import dataclass, field
 
-from tests.helpers import eventually
+from tests.helpers import RawServer, eventually
 
 REQUEST_LINE = re.compile(rb"([A-Z]+) (/[\x21-\x7e]*) HTTP/1\.1")
 # RFC 9110 5.5: a token, a colon, and a value of visible bytes (obs-text too), spaces and tabs
@@ -116,22 +116,13 @@ class Connection:
         return self.problem is not None or any(r.header(b"connection") == [b"close"] for r in self.requests)
 
 
-class Recorder:
+class Recorder(RawServer):
     """A raw upstream on 127.0.0.1: answers each whole request 200 and keeps everything, also what
     comes after the connection's last answer, until the peer closes."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.connections: list[Connection] = []
-        self._server: asyncio.Server | None = None
-
-    async def start(self) -> Recorder:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        return self
-
-    @property
-    def url(self) -> str:
-        assert self._server is not None
-        return f"http://127.0.0.1:{self._server.sockets[0].getsockname()[1]}"
 
     @property
     def requests(self) -> list[Request]:
@@ -169,8 +160,3 @@ class Recorder:
     async def settled(self, timeout: float = 5.0) -> None:
         """Once every connection is closed by its peer: then every byte sent to it is here."""
         await eventually(lambda: all(c.closed for c in self.connections), timeout=timeout)
-
-    async def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
