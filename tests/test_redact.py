@@ -298,6 +298,7 @@ def test_headers_echoed_as_fields_and_as_headers_are_redacted(name):
     (f"\"X-Amz-Security-Token\" : {SECRET}", f"\"X-Amz-Security-Token\" : {T(SECRET)}"),
     ("'name': 'bob', \"monkey\": 3, 'key_id': k1", "'name': 'bob', \"monkey\": 3, 'key_id': k1"),
     ("'token\": mismatched quotes", "'token\": mismatched quotes"),
+    ('"credentials": {"password": "pw", "user": "bob"', f'"credentials": {{"password": "{T("pw")}", "user": "bob"'),
 ])
 def test_colon_assignments_in_text_are_redacted(text, expected):
     assert R.text(text) == expected
