@@ -157,6 +157,7 @@ class Recorder(RawServer):
                 break
         if connection.done:
             writer.write_eof()  # as a server hangs up; the rest is still read and kept
+
     async def settled(self, timeout: float = 5.0) -> None:
         """Once every connection is closed by its peer: then every byte sent to it is here."""
         await eventually(lambda: all(c.closed for c in self.connections), timeout=timeout)
