@@ -31,11 +31,12 @@ CREDENTIAL = re.compile(r"\b(bearer|basic)(\s+)([A-Za-z0-9._~+/-]+=*)", re.I)
 JWT = re.compile(r"(?<![A-Za-z0-9_-])eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]*)?")
 JSON_PAIR = re.compile(r'"(?P<key>[^"\\]{1,100})"(?P<sep>\s*:\s*)'
                        r'(?P<value>"(?:[^"\\]|\\.)*(?:"|\\?$)|-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?|true|false)')
-# key=value and key: value (a header line, YAML, a log line), the separator's spaces included
-ASSIGNED = re.compile(r"(?<![\w.\[\]-])(?P<key>[\w.\[\]-]+)[ \t]*[=:][ \t]*")
-# ["Name", "value"]: echo services list request headers as pairs
-HEADER_PAIR = re.compile(r'\[\s*"(?P<name>[!#$%&\'*+.^_`|~0-9A-Za-z-]{1,100})"\s*,\s*'
-                         r'(?P<value>"(?:[^"\\]|\\.)*(?:"|\\?$))')
+# key=value and key: value (a header line, YAML, a log line), the separator's spaces included; the key
+# may be quoted, as YAML and Python's repr of a dict (or of aiohttp's headers) quote it
+ASSIGNED = re.compile(r"(?<![\w.\[\]-])(?P<quote>[\"']?)(?P<key>[\w.\[\]-]+)(?P=quote)[ \t]*[=:][ \t]*")
+# ["Name", "value"] and ('Name', 'value'): echo services list request headers as pairs, in JSON or Python's repr
+HEADER_PAIR = re.compile(r'[\[(]\s*(?P<quote>["\'])(?P<name>[!#$%&\'*+.^_`|~0-9A-Za-z-]{1,100})(?P=quote)\s*,\s*'
+                         r'(?P<value>"(?:[^"\\]|\\.)*(?:"|\\?$)|\'(?:[^\'\\]|\\.)*(?:\'|\\?$))')
 VALUE = re.compile(r"\"[^\"]*(?:\"|$)|'[^']*(?:'|$)|[^\s&;,\"'<>]+")
 
 
@@ -168,8 +169,9 @@ class Redactor:
     def _header_pair(self, m: re.Match[str]) -> str:
         if not _sensitive_header(m["name"]):
             return m[0]
-        opening, secret, _ = _quoted(m["value"])
-        return m[0][:m.start("value") - m.start()] + f'"{self._redact(_json_string(secret))}"'
+        quote, secret, _ = _quoted(m["value"])
+        secret = _json_string(secret) if quote == '"' else secret
+        return m[0][:m.start("value") - m.start()] + quote + self._redact(secret) + quote
 
     def _assignments(self, text: str) -> str:
         # Not re.sub: an innocent key's value is scanned too (href="/cb?code=..."), and only a
@@ -178,6 +180,8 @@ class Redactor:
         for m in ASSIGNED.finditer(text):
             if m.start() < at or not _sensitive_field(m["key"]) or not (value := VALUE.match(text, m.end())):
                 continue
+            if m["quote"] and value[0][0] in "{[":
+                continue  # a JSON object or list: its own keys are judged one by one, as json_value does
             if text[value.end():value.end() + 12].lstrip(" \t").startswith("[redacted:"):
                 continue  # a scheme whose credential is redacted already (Authorization: Bearer ...)
             opening, secret, closing = _quoted(value[0])

@@ -12,7 +12,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, Self
 
 import yaml
 from aiohttp import web
@@ -236,25 +236,13 @@ def _status_kib(pid: int, field_name: str) -> int:
 Reply = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
 
-class RawUpstream:
-    """An upstream that speaks raw bytes: for answers aiohttp would never produce, and for
-    seeing exactly when the proxy hangs up."""
+class RawServer:
+    """A listener on 127.0.0.1 whose connections `_serve` takes as raw bytes."""
 
-    def __init__(self, reply: Reply) -> None:
-        self.reply = reply
-        self.close_after_reply = False  # an answer delimited by the connection's close
-        self.heads: list[bytes] = []
-        self.hung_up = asyncio.Event()
+    def __init__(self) -> None:
         self._server: asyncio.Server | None = None
 
-    @classmethod
-    def answering(cls, response: bytes) -> RawUpstream:
-        async def reply(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            writer.write(response)
-            await writer.drain()
-        return cls(reply)
-
-    async def start(self) -> RawUpstream:
+    async def start(self) -> Self:
         self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
         return self
 
@@ -262,6 +250,33 @@ class RawUpstream:
     def url(self) -> str:
         assert self._server is not None
         return f"http://127.0.0.1:{self._server.sockets[0].getsockname()[1]}"
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+
+class RawUpstream(RawServer):
+    """An upstream that speaks raw bytes: for answers aiohttp would never produce, and for
+    seeing exactly when the proxy hangs up."""
+
+    def __init__(self, reply: Reply) -> None:
+        super().__init__()
+        self.reply = reply
+        self.close_after_reply = False  # an answer delimited by the connection's close
+        self.heads: list[bytes] = []
+        self.hung_up = asyncio.Event()
+
+    @classmethod
+    def answering(cls, response: bytes) -> RawUpstream:
+        async def reply(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            writer.write(response)
+            await writer.drain()
+        return cls(reply)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -274,11 +289,6 @@ class RawUpstream:
         finally:
             self.hung_up.set()
             writer.close()
-
-    async def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
 
 
 class Blackhole:

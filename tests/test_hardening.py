@@ -468,10 +468,11 @@ async def test_echoed_credentials_never_reach_the_database_or_the_html_file(make
     def echo_service(answer: str):
         async def handle(request: web.BaseRequest) -> web.StreamResponse:
             pairs = [[name, value] for name, value in request.headers.items() if name in secrets]
-            if answer == "text":
+            if answer == "text":  # as lines, and as a Python service would print them
                 return web.Response(text="\n".join(f"{name}: {value}" for name, value in pairs) +
-                                    f"\ntoken: {secrets['X-Api-Key']}-text\nside: legacy")
-            return web.json_response({"headers": pairs, "side": answer})
+                                    f"\ntoken: {secrets['X-Api-Key']}-text\nside: legacy\n"
+                                    f"{request.headers!r}\n{[tuple(pair) for pair in pairs]!r}")
+            return web.json_response({"headers": pairs, "fields": dict(pairs), "side": answer})
         return handle
     database = tmp_path / "divergence.db"
     legacy = await make_upstream("legacy", echo_service("legacy"))

@@ -268,6 +268,17 @@ def test_headers_echoed_as_name_value_pairs_are_redacted(name):
 
 
 @pytest.mark.parametrize("name", ECHOED_HEADERS)
+@pytest.mark.parametrize("echoed, expected", [
+    ("[('Accept', '*/*'), ('{name}', '{value}')]", "[('Accept', '*/*'), ('{name}', '{token}')]"),  # Python's repr
+    ('[ ( "{name}" , "{value}" ) ]', '[ ( "{name}" , "{token}" ) ]'),
+    ("[('{name}', '{value}", "[('{name}', '{token}'"),  # an excerpt cut short
+], ids=["repr", "spaced", "cut"])
+def test_headers_echoed_as_tuple_pairs_in_text_are_redacted(name, echoed, expected):
+    text = echoed.format(name=name, value=SECRET)
+    assert R.text(text) == expected.format(name=name, token=T(SECRET))
+
+
+@pytest.mark.parametrize("name", ECHOED_HEADERS)
 def test_headers_echoed_as_fields_and_as_headers_are_redacted(name):
     assert R.json_value({name: SECRET}) == {name: T(SECRET)}
     assert R.headers([(name, SECRET)]) == [(name, T(SECRET))]
@@ -279,12 +290,23 @@ def test_headers_echoed_as_fields_and_as_headers_are_redacted(name):
     (f"X-Api-Key: {SECRET}\nAccept: */*", f"X-Api-Key: {T(SECRET)}\nAccept: */*"),
     (f"session_id :  '{SECRET}'", f"session_id :  '{T(SECRET)}'"),
     ("at 10:30 the monkey: fine, see http://host/path", "at 10:30 the monkey: fine, see http://host/path"),
+    # a quoted key: YAML, and Python's repr of a dict or of aiohttp's headers in a log line
+    (f'"token": {SECRET}', f'"token": {T(SECRET)}'),
+    (f"'password': '{SECRET}', 'user': 'bob'", f"'password': '{T(SECRET)}', 'user': 'bob'"),
+    (f"<CIMultiDictProxy('Accept': '*/*', 'X-Session-Id': '{SECRET}')>",
+     f"<CIMultiDictProxy('Accept': '*/*', 'X-Session-Id': '{T(SECRET)}')>"),
+    (f"\"X-Amz-Security-Token\" : {SECRET}", f"\"X-Amz-Security-Token\" : {T(SECRET)}"),
+    ("'name': 'bob', \"monkey\": 3, 'key_id': k1", "'name': 'bob', \"monkey\": 3, 'key_id': k1"),
+    ("'token\": mismatched quotes", "'token\": mismatched quotes"),
+    ('"credentials": {"password": "pw", "user": "bob"', f'"credentials": {{"password": "{T("pw")}", "user": "bob"'),
 ])
 def test_colon_assignments_in_text_are_redacted(text, expected):
     assert R.text(text) == expected
 
 
-@pytest.mark.parametrize("hostile", ["token:" * 40_000, "a:" * 100_000, '["X-Api-Key", "' * 20_000])
+@pytest.mark.parametrize("hostile", ["token:" * 40_000, "a:" * 100_000, '["X-Api-Key", "' * 20_000,
+                                     "'token':" * 30_000, "'a" * 100_000, "('X-Api-Key', '" * 20_000,
+                                     "(" * 100_000 + "'"])
 def test_new_text_patterns_stay_linear(hostile):
     started = time.perf_counter()
     R.body(hostile.encode(), "text/plain")

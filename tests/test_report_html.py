@@ -139,6 +139,22 @@ def test_the_html_command_reads_a_fleets_files_as_one(tmp_path):
     assert str(paths[0]) in page and str(paths[1]) in page
 
 
+@pytest.mark.parametrize("before", [None, 0o644, 0o666], ids=["new", "0644", "0666"])
+def test_the_html_command_writes_a_file_only_its_owner_reads(tmp_path, before):
+    # The page shows what the 0600 database holds, so it is as private, also over an older, shared file.
+    database = plant(tmp_path / "d.db", "orders", 2, [divergence()])
+    out = tmp_path / "report.html"
+    if before is not None:
+        out.write_text("an older, longer report " * 10_000)
+        out.chmod(before)
+    done = subprocess.run([sys.executable, "-m", "proxy", "report", "html", "--db", str(database), "--out", str(out)],
+                          capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert (done.returncode, done.stderr) == (0, "")
+    assert out.stat().st_mode & 0o777 == 0o600
+    page = out.read_text(encoding="utf-8")
+    assert "an older" not in page and 'data-route="orders"' in page and page.rstrip().endswith("</html>")
+
+
 def test_the_html_command_on_a_missing_database_is_one_clear_line(tmp_path):
     done = subprocess.run([sys.executable, "-m", "proxy", "report", "html", "--db", str(tmp_path / "none.db")],
                           capture_output=True, text=True, timeout=60, cwd=REPO)
