@@ -1,4 +1,4 @@
-"""The edge: each client request is checked, routed, forwarded, measured and logged here."""
+"""The request handler: each client request is checked, routed, forwarded, measured and logged here."""
 
 from __future__ import annotations
 
