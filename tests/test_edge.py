@@ -61,10 +61,11 @@ async def test_a_body_the_answer_did_not_need_is_read_past_and_the_connection_ke
     assert [seen.target for seen in legacy.seen] == ["/api/x"]
 
 
-async def test_a_request_to_switch_protocols_is_answered_and_then_the_connection_closes(make_upstream, start_proxy):
+async def test_a_request_to_switch_to_another_protocol_is_answered_and_then_the_connection_closes(
+        make_upstream, start_proxy):
     legacy = await make_upstream()
     proxy = await start_proxy({"legacy": legacy.url}, [route("all")])
-    raw = await raw_exchange(proxy.port, get("/ws", "Connection: Upgrade", "Upgrade: websocket") + get("/after"))
+    raw = await raw_exchange(proxy.port, get("/ws", "Connection: Upgrade", "Upgrade: spdy/3") + get("/after"))
     assert b"<<timeout" not in raw  # closed: what followed the request is not read as HTTP
     assert [status for status, _ in answers(raw)] == [200]
     assert [seen.target for seen in legacy.seen] == ["/ws"]

@@ -133,7 +133,8 @@ def _admin(top: Section) -> AdminSpec:
 
 def _server(top: Section) -> ServerSpec:
     sec, d = top.section("server", {"max_in_flight", "header_timeout", "body_timeout", "keepalive_timeout",
-                                    "max_header_bytes", "request_buffer", "send_timeout"}, "server"), ServerSpec()
+                                    "max_header_bytes", "request_buffer", "send_timeout", "tunnel_idle_timeout"},
+                         "server"), ServerSpec()
     if sec is None:
         return d
     return ServerSpec(sec.integer("max_in_flight", d.max_in_flight, 1, 10_000_000),
@@ -142,7 +143,8 @@ def _server(top: Section) -> ServerSpec:
                       sec.number("keepalive_timeout", d.keepalive_timeout, positive=True),
                       sec.integer("max_header_bytes", d.max_header_bytes, 1024, 1 << 20),
                       sec.integer("request_buffer", d.request_buffer, 0, 64 << 20),
-                      sec.number("send_timeout", d.send_timeout, positive=True))
+                      sec.number("send_timeout", d.send_timeout, positive=True),
+                      sec.number("tunnel_idle_timeout", d.tunnel_idle_timeout, positive=True))
 
 
 def _reports(top: Section, source: str) -> ReportsSpec:

@@ -16,7 +16,7 @@ from proxy.model import (CompareSpec, Match, ParallelRun, Route, Serve, Side, St
 from proxy.model.jsonpath import parse_path
 
 ROUTE_KEYS = {"name", "match", "legacy", "new", "serve", "toggle", "fallback", "parallel_run", "compare", "retries",
-              "rollout_plan"}
+              "rollout_plan", "websocket"}
 ROUTE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 # A segment may hold RFC 3986 pchar except '%' and ';' (written decoded, no parameters).
 PATH_SEGMENT = re.compile(r"^[A-Za-z0-9\-._~!$&'()*+,=:@]*$")
@@ -55,6 +55,7 @@ def _route(reader: Reader, index: int, data: Any, upstreams: Mapping[str, Upstre
     route = Route(name=name, match=match, legacy=legacy, new=new, serve=serve,
                   toggle=_toggle(sec), fallback=fallback, parallel_run=_parallel_run(sec),
                   compare=_compare(sec), retries=sec.integer("retries", 0, 0, 10), rollout_plan=read_plan(sec),
+                  websocket=sec.flag("websocket", True),
                   line=reader.doc.line(sec.path))
     _check_sides(sec, route)
     check_plan(sec, route)

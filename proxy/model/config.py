@@ -50,6 +50,7 @@ class ServerSpec:
     max_header_bytes: int = 32 << 10  # a request's line and headers together; beyond: 431
     request_buffer: int = 1 << 20  # a request body up to this size is read whole before an upstream is called
     send_timeout: float = 60.0  # seconds a client may take no byte of its answer
+    tunnel_idle_timeout: float = 3600.0  # seconds a WebSocket tunnel may stay silent
 
 
 @dataclass(frozen=True, slots=True)

@@ -64,6 +64,7 @@ class SkipReason(StrEnum):
     CLIENT_GONE = "client_gone"  # the served side has no answer: the client left
     FALLBACK = "fallback"  # legacy answered for a failing new side: not the side decided on
     BREAKER_OPEN = "breaker_open"  # the shadow's upstream has its breaker open
+    UPGRADE = "upgrade"  # a WebSocket tunnel: never shadowed
     INTERNAL_ERROR = "internal_error"  # a bug of ours, logged
 
 
@@ -97,3 +98,12 @@ class Provider(StrEnum):
 
     LOCAL = "local"  # routes.yaml's rollouts, no server
     UNLEASH = "unleash"  # a real Unleash server
+
+
+class TunnelEnd(StrEnum):
+    """Why a WebSocket tunnel ended."""
+
+    CLIENT_CLOSED = "client_closed"
+    UPSTREAM_CLOSED = "upstream_closed"
+    IDLE = "idle"  # silent for server.tunnel_idle_timeout
+    SHUTDOWN = "shutdown"  # the proxy drained and the tunnel was still open

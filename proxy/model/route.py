@@ -167,6 +167,7 @@ class Route:
     compare: CompareSpec = CompareSpec()
     retries: int = 0  # more attempts, for idempotent methods, on connect errors and 502/503/504
     rollout_plan: RolloutPlan | None = None
+    websocket: bool = True  # an upgrade to WebSocket is tunnelled; false: answered 400
     line: int = 0
 
     def upstream(self, side: Side) -> Upstream | None:

@@ -70,6 +70,12 @@ class Metrics:
         self.report_problems = Counter(
             "strangler_report_problems", "Divergence store trouble, by kind: queue_full (dropped), write_failed.",
             ["kind"], registry=r)
+        self.tunnels_open = Gauge(
+            "strangler_tunnels_open", "WebSocket tunnels open, by route.", ["route"], registry=r,
+            multiprocess_mode="livesum")
+        self.tunnels = Counter(
+            "strangler_tunnels", "WebSocket tunnels that ended, by route and why: client_closed, upstream_closed, "
+            "idle (silent for server.tunnel_idle_timeout), shutdown.", ["route", "outcome"], registry=r)
         self.shadow_in_flight = Gauge(
             "strangler_shadow_in_flight", "Shadow requests in flight to each upstream.", ["upstream"], registry=r,
             multiprocess_mode="livesum")

@@ -4,7 +4,9 @@ The upstream's deadline covers its own time only: while the exchange waits on th
 (for more of a streamed body, for room in its socket) the deadline is held, and once the
 whole answer has arrived the upstream is let go and the rest is between the proxy and the
 client. When a parallel run will compare the answer, a copy is kept as it passes, up to
-the run's cap, and handed back with the outcome (`Answered`).
+the run's cap, and handed back with the outcome (`Answered`). An upstream's 101 to a
+WebSocket handshake goes to the client, and the two connections are then joined
+(proxy.wire.tunnel) for as long as the tunnel lives.
 """
 
 from __future__ import annotations
@@ -15,13 +17,14 @@ from typing import Callable
 from proxy.model import Answered, BreakerState, Decision, Failure, FailureKind, Route, Side
 from proxy.observe.metrics import Metrics
 from proxy.serve.resilience import Breaker
-from proxy.wire.answers import Relayed, StreamedAnswer, WholeAnswer, drained
+from proxy.wire.answers import Relayed, StreamedAnswer, SwitchingAnswer, WholeAnswer, drained
 from proxy.wire.body import RequestBody
 from proxy.wire.deadline import Deadline
 from proxy.wire.exchange import EMPTY_HEADERS, Exchange
 from proxy.wire.headers import client_lines
 from proxy.wire.pool import UPSTREAM_ERRORS, UpstreamPool
 from proxy.wire.request import EdgeRequest
+from proxy.wire.tunnel import Tunnel
 
 NO_OWN_BODY = frozenset({204, 304})
 
@@ -38,19 +41,22 @@ class Outcome:
     side: Side | None = None  # the side decided on
     waited: float = 0.0  # seconds spent waiting on the client (its body, its reading): not the upstream's
     answered: Answered | None = None  # the answer as a parallel run compares it, when one asked (Outgoing.keep)
+    tunnel: Tunnel | None = None  # the WebSocket tunnel the request became, once it has ended
 
 
 class Outgoing:
     """What every attempt of one request sends (the same target, head and body), how long its exchanges
     waited on the client, and the answer kept for a parallel run (`keep`: its cap in bytes, 0 for none)."""
 
-    __slots__ = ("request", "decision", "target", "head", "rid", "body", "keep", "waited", "answered")
+    __slots__ = ("request", "decision", "target", "head", "rid", "body", "keep", "tunnel_idle", "waited",
+                 "answered")
 
     def __init__(self, request: EdgeRequest, decision: Decision, target: str, head: bytes, rid: str,
-                 body: RequestBody, keep: int = 0) -> None:
+                 body: RequestBody, keep: int = 0, tunnel_idle: float | None = None) -> None:
         self.request, self.decision, self.target, self.head, self.rid, self.body = (
             request, decision, target, head, rid, body)
         self.keep = keep
+        self.tunnel_idle = tunnel_idle  # a WebSocket handshake: its tunnel's idle timeout; else None
         self.waited = 0.0
         self.answered: Answered | None = None
 
@@ -81,8 +87,10 @@ async def attempt(outgoing: Outgoing, pool: UpstreamPool, breaker: Breaker, metr
             if body.stream is not None:
                 body.clock = deadline
             async with pool.request(request.method, outgoing.target, outgoing.head, body.payload(),
-                                    body.length) as upstream:
+                                    body.length, outgoing.tunnel_idle is not None) as upstream:
                 breaker.record(upstream.status < 500)
+                if upstream.status == 101:
+                    return await _tunnel(outgoing, upstream, pool.spec.name, deadline, metrics)
                 if upstream.status >= 500 and hold(upstream.status):
                     return Failure(FailureKind.STATUS, upstream.status,
                                    f"upstream {pool.spec.name} answered {upstream.status}")
@@ -158,6 +166,31 @@ def _failed(outgoing: Outgoing, pool: UpstreamPool, breaker: Breaker, exc: BaseE
     failure = pool.failure_from(exc)
     breaker.record(None if failure.kind is FailureKind.BUSY else False)
     return failure
+
+
+async def _tunnel(outgoing: Outgoing, upstream: Exchange, name: str, deadline: Deadline,
+                  metrics: Metrics) -> Outcome:
+    """The upstream switched to WebSocket: its 101 goes to the client, then the two connections are joined
+    until either closes or the tunnel goes silent. No fallback and no shadow: the switch is made."""
+    deadline.hold()  # a tunnel lives as long as its two ends keep it alive: not the upstream's timeout
+    request, conn = outgoing.request, upstream.conn
+    assert conn is not None and outgoing.tunnel_idle is not None
+    lines = client_lines(upstream.raw_headers, rid=outgoing.rid)
+    response = SwitchingAnswer(101, upstream.reason, lines, "Date" in upstream.headers)
+    response.send(request)
+    tunnel = Tunnel(request.protocol, conn, outgoing.tunnel_idle, request.loop)
+    route = outgoing.decision.route.name
+    metrics.tunnels_open.labels(route).inc()
+    tunnel.join(request.protocol.take_early(), conn.take_early())
+    try:
+        await tunnel.run()
+    finally:
+        metrics.tunnels_open.labels(route).dec()
+        metrics.tunnels.labels(route, tunnel.ended.result()).inc()
+    outgoing.waited += request.loop.time() - tunnel.started  # the tunnel's life is its two ends', not latency
+    outcome = outgoing.outcome(response, None, name)
+    outcome.tunnel = tunnel
+    return outcome
 
 
 async def _finish_answer(outgoing: Outgoing, response: Relayed, rest: bytes) -> None:

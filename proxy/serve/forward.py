@@ -41,10 +41,12 @@ class Forwarder:
         self.resilience, self.metrics = resilience, metrics
 
     async def serve(self, request: EdgeRequest, decision: Decision, pools: dict[str, UpstreamPool],
-                    target: str, head: bytes, rid: str, body: RequestBody, keep: int = 0) -> Outcome:
-        """The answer the client gets. `keep`: bytes of the answer to keep for a parallel run (0: none)."""
+                    target: str, head: bytes, rid: str, body: RequestBody, keep: int = 0,
+                    tunnel_idle: float | None = None) -> Outcome:
+        """The answer the client gets. `keep`: bytes of the answer to keep for a parallel run (0: none);
+        `tunnel_idle`: the request is a WebSocket handshake, and its tunnel's idle timeout."""
         route, upstream = decision.route, decision.upstream
-        outgoing = Outgoing(request, decision, target, head, rid, body, keep)
+        outgoing = Outgoing(request, decision, target, head, rid, body, keep, tunnel_idle)
         may_fall_back = route.fallback is Side.LEGACY and decision.side is Side.NEW
         result = await self._attempts(outgoing, route, upstream, pools[upstream.name], may_fall_back)
         if isinstance(result, Outcome):

@@ -22,9 +22,10 @@ from proxy.serve.live import Generation, LiveConfig
 from proxy.shadow.run import ParallelRun
 from proxy.wire.answers import ClientTooSlow, Relayed, error_response
 from proxy.wire.body import NO_BODY, RequestBody, read_up_to
-from proxy.wire.headers import request_id, upstream_head
+from proxy.wire.headers import UPGRADE_LINES, request_id, upstream_head
 from proxy.wire.request import EdgeRequest
 from proxy.wire.target import Refusal, parse_target
+from proxy.wire.tunnel import Tunnel, handshake_refusal, wants_websocket
 
 # RFC 3986 host (a reg-name without userinfo, or an IP literal) with an optional port; nginx refuses
 # the rest with a 400 too.
@@ -81,6 +82,8 @@ class EdgeHandler:
         if route is None:
             return Outcome(error_response(404, "no_route", f"no route matches {method} {path}", rid))
         decision, facts = self._decide(request, route, path, generation)
+        if request.upgrade and wants_websocket(request.headers):
+            return await self._tunnel(request, route, decision, rid, generation)
         head = upstream_head(request.raw_headers, peer=request.remote, proto=request.scheme, rid=rid,
                              last=request.protocol.last_head)
         server = generation.config.server
@@ -102,6 +105,26 @@ class EdgeHandler:
         if outcome.failure is not None and outcome.failure.kind is FailureKind.CLIENT_BODY_TIMEOUT:
             outcome.response.force_close()
         return outcome
+
+    async def _tunnel(self, request: EdgeRequest, route: Route, decision: Decision, rid: str,
+                      generation: Generation) -> Outcome:
+        """A WebSocket handshake: checked, then forwarded like any request, never shadowed; after the
+        upstream's 101 it is a tunnel (proxy.serve.attempt)."""
+        problem = handshake_refusal(request.method, request.version, request.headers, request.body_exists)
+        code = "bad_request"
+        if problem is None and not route.websocket:
+            problem, code = f"route '{route.name}' does not take WebSocket connections", "websocket_not_allowed"
+        if problem is not None:
+            self.metrics.rejected.labels(code).inc()
+            refused = error_response(400, code, problem, rid)
+            refused.force_close()
+            return Outcome(refused, route=route)
+        if decision.shadow is not None:
+            self.parallel_run.skip(route, SkipReason.UPGRADE)
+            decision = decision._replace(shadow=None)
+        head = upstream_head(request.raw_headers, peer=request.remote, proto=request.scheme, rid=rid) + UPGRADE_LINES
+        return await self.forwarder.serve(request, decision, generation.pools, request.raw_path, head, rid, NO_BODY,
+                                          tunnel_idle=generation.config.server.tunnel_idle_timeout)
 
     def _decide(self, request: EdgeRequest, route: Route, path: str,
                 generation: Generation) -> tuple[Decision, RequestFacts | None]:
@@ -162,7 +185,13 @@ class EdgeHandler:
         self.verdicts.note(decision.route.name, check.name, check.verdict)
 
     def _client_failed(self, request: EdgeRequest, exc: BaseException, started: float, rid: str) -> None:
-        """The client went away, or stopped reading its answer: its doing, counted as its own."""
+        """The client went away, or stopped reading its answer: its doing, counted as its own. (A tunnel
+        cut by the proxy's shutdown ends here too.)"""
+        tunnel = request.protocol.tunnel
+        if tunnel is not None and tunnel.ended.done():
+            fields = _fields(request, 101, started, request_id=rid)
+            self.access.write(logging.INFO, "tunnel closed", {**fields, **_tunnel_fields(tunnel)})
+            return
         kind = ClientFailure.SEND_TIMEOUT if isinstance(exc, ClientTooSlow) else ClientFailure.GONE
         self.metrics.client_errors.labels(kind).inc()
         message = "client stopped reading" if kind is ClientFailure.SEND_TIMEOUT else "client went away"
@@ -189,12 +218,21 @@ class EdgeHandler:
                          request_id=REQUEST_ID.get())
         if outcome.fell_back:
             fields["fell_back"] = outcome.fell_back
+        if outcome.tunnel is not None:
+            self.access.write(level, "tunnel closed", {**fields, **_tunnel_fields(outcome.tunnel)})
+            return
         if failure is None:
             self.access.write(level, "request", fields)
             return
         fields.update(failure=failure.kind, detail=failure.detail)
         self.access.write(logging.INFO if clients else level, "client too slow" if clients else "upstream failed",
                           fields)
+
+
+def _tunnel_fields(tunnel: Tunnel) -> dict[str, Any]:
+    """What an access line says of a tunnel: why it ended, bytes each way, how long it lived."""
+    return {"tunnel": tunnel.ended.result(), "sent": tunnel.sent, "received": tunnel.received,
+            "seconds": round(tunnel.loop.time() - tunnel.started, 3)}
 
 
 async def _buffered(request: EdgeRequest, limit: int, idle: float) -> tuple[RequestBody, float]:

@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING
 from aiohttp.helpers import rfc822_formatted_time
 from aiohttp.http import HttpVersion, HttpVersion10, HttpVersion11
 
+from proxy.wire.headers import UPGRADE_LINES
+
 if TYPE_CHECKING:
     from proxy.wire.deadline import Deadline
     from proxy.wire.request import EdgeRequest
@@ -98,6 +100,17 @@ class WholeAnswer(Relayed):
 
     def _framing(self) -> bytes:
         return b"" if self.length is None else b"Content-Length: %d\r\n" % self.length
+
+
+class SwitchingAnswer(Relayed):
+    """An upstream's 101 to a WebSocket handshake: its head, with the upgrade pair it needs, and nothing
+    after it that is HTTP (proxy.wire.tunnel joins the two connections next)."""
+
+    __slots__ = ()
+
+    def send(self, request: EdgeRequest) -> bool:
+        date = b"" if self.dated else b"Date: " + rfc822_formatted_time().encode() + b"\r\n"
+        return self._write(request, b"HTTP/1.1 101 %s\r\n%s%s%s\r\n" % (self.reason, self.lines, UPGRADE_LINES, date))
 
 
 class StreamedAnswer(Relayed):

@@ -18,6 +18,8 @@ from aiohttp.http import HttpResponseParser, RawResponseMessage
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.streams import EMPTY_PAYLOAD, StreamReader
 
+from proxy.wire.tunnel import EARLY_BYTES, Tunnel
+
 READ_BUFSIZE = 1 << 16
 NO_BODY_STATUSES = frozenset({204, 304})
 
@@ -32,6 +34,9 @@ class Connection(BaseProtocol):
         self._parser = self._new_parser()
         self._payload: StreamReader | None = None  # the body being received
         self._answer: asyncio.Future[tuple[RawResponseMessage, StreamReader]] | None = None
+        self.switched = False  # it answered 101: what follows is not HTTP
+        self.early: list[bytes] = []  # bytes after a 101, until a tunnel takes them
+        self.tunnel: Tunnel | None = None
 
     def _new_parser(self) -> HttpResponseParser:
         # read_until_eof: an answer with neither length nor chunks ends when the upstream closes (HTTP/1.0
@@ -72,8 +77,10 @@ class Connection(BaseProtocol):
             self.transport = None
 
     def data_received(self, data: bytes) -> None:
+        if self.switched:
+            return self._after_switch(data)
         try:
-            messages, upgraded, _ = self._parser.feed_data(data)
+            messages, upgraded, tail = self._parser.feed_data(data)
         except HttpProcessingError as exc:
             self._broken(HttpProcessingError(code=exc.code, message=exc.message, headers=exc.headers))
             return
@@ -82,8 +89,32 @@ class Connection(BaseProtocol):
             return
         for message, payload in messages:
             self._answered(message, payload)
-        if upgraded:  # nothing here asked to switch protocols: this connection is no longer HTTP
-            self.should_close = True
+        if upgraded:  # this connection is no longer HTTP: a tunnel may take it (proxy.wire.tunnel)
+            self.should_close = self.switched = True
+            if tail:
+                self._after_switch(tail)
+
+    def _after_switch(self, data: bytes) -> None:
+        """Bytes after a 101: the tunnel's, or kept for it (up to EARLY_BYTES, then the socket waits)."""
+        if self.tunnel is not None:
+            return self.tunnel.from_upstream(data)
+        self.early.append(data)
+        if sum(map(len, self.early)) > EARLY_BYTES and self.transport is not None:
+            self.transport.pause_reading()
+
+    def take_early(self) -> bytes:
+        early, self.early = b"".join(self.early), []
+        return early
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        if self.tunnel is not None:
+            self.tunnel.paused(self)
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        if self.tunnel is not None:
+            self.tunnel.resumed(self)
 
     def _answered(self, message: RawResponseMessage, payload: StreamReader) -> None:
         if 100 <= message.code < 200 and message.code != 101:
@@ -110,6 +141,8 @@ class Connection(BaseProtocol):
 
     def connection_lost(self, exc: BaseException | None) -> None:
         """The end of a body sent until close is its end; anything else cut short is an error."""
+        if self.tunnel is not None:
+            self.tunnel.lost(self)
         self.should_close = True
         try:
             self._parser.feed_eof()

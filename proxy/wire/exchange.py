@@ -48,13 +48,13 @@ class Exchange:
     headers, and its body as a stream. The connection goes back only if both were whole and the
     upstream keeps it alive."""
 
-    __slots__ = ("pool", "method", "target", "head", "body", "length", "conn", "sending",
+    __slots__ = ("pool", "method", "target", "head", "body", "length", "upgrade", "conn", "sending",
                  "status", "reason", "headers", "raw_headers", "content")
 
     def __init__(self, pool: Pool, method: str, target: str, head: bytes, body: Any,
-                 length: int | None) -> None:
+                 length: int | None, upgrade: bool = False) -> None:
         self.pool, self.method, self.target = pool, method, target
-        self.head, self.body, self.length = head, body, length
+        self.head, self.body, self.length, self.upgrade = head, body, length, upgrade
         self.conn: Connection | None = None
         self.sending: asyncio.Task[None] | None = None
         self.status = 0
@@ -78,7 +78,7 @@ class Exchange:
             answered = conn.expect(self.method == "HEAD")
             self._send(conn)
             message, payload = await answered
-            if message.code == 101:
+            if message.code == 101 and not self.upgrade:
                 raise UnaskedSwitch()
         except BaseException:
             await self._finish(reusable=False)

@@ -35,6 +35,8 @@ REQUEST_DROP = HOP_BY_HOP | {"content-length", "expect", "x-forwarded-proto", "x
                              "x-request-id", "x-strangler-shadow"}
 RESPONSE_DROP = HOP_BY_HOP | {"content-length", "x-request-id"}
 VIA = b"1.1 strangler"
+# A WebSocket handshake's hop-by-hop pair, which does cross: towards the upstream on the request, back on its 101.
+UPGRADE_LINES = b"Connection: Upgrade\r\nUpgrade: websocket\r\n"
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._:/+=@-]{1,128}$")
 
 _PLAIN_CONNECTION = frozenset({b"keep-alive", b"close"})

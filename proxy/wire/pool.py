@@ -75,11 +75,12 @@ class UpstreamPool:
         return self.in_flight >= self.capacity
 
     def request(self, method: str, target: str, head: bytes, body: Any = None,
-                length: int | None = None) -> Exchange:
+                length: int | None = None, upgrade: bool = False) -> Exchange:
         """`async with pool.request(...) as answer`: one exchange. `target` is the path and query as the
         client sent them; `head` the header lines (proxy.wire.headers.upstream_head); `body` is bytes, or an
-        async iterator of bytes sent as it comes (with `length` when it is known, else in chunks)."""
-        return Exchange(self, method, target, head, body, length)
+        async iterator of bytes sent as it comes (with `length` when it is known, else in chunks);
+        `upgrade`: the request asks to switch to WebSocket, so a 101 is an answer, not a broken one."""
+        return Exchange(self, method, target, head, body, length, upgrade)
 
     def retire(self) -> None:
         """Close once the requests still using this pool are done (after a reload dropped it)."""

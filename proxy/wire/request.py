@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from aiohttp.http import RawRequestMessage
 from aiohttp.streams import EmptyStreamReader, StreamReader
 from multidict import CIMultiDictProxy
 
 from proxy.wire.headers import Repeated, content_length
+
+if TYPE_CHECKING:
+    from proxy.wire.tunnel import Tunnel
 
 
 class Client(Protocol):
@@ -20,6 +23,7 @@ class Client(Protocol):
     remote: str | None
     closing: bool
     last_head: Repeated
+    tunnel: Tunnel | None  # set once the request became a WebSocket tunnel
 
     @property
     def writing_paused(self) -> bool: ...
@@ -35,7 +39,7 @@ class EdgeRequest:
     (The names are aiohttp's BaseRequest's, for the few fields a proxy reads.)"""
 
     __slots__ = ("method", "raw_path", "version", "headers", "raw_headers", "content", "body_exists", "chunked",
-                 "should_close", "protocol", "remote", "started", "send_timeout")
+                 "upgrade", "should_close", "protocol", "remote", "started", "send_timeout")
     scheme = "http"
 
     def __init__(self, message: RawRequestMessage, payload: StreamReader, protocol: Client) -> None:
@@ -43,7 +47,7 @@ class EdgeRequest:
         self.headers: CIMultiDictProxy[str] = message.headers
         self.raw_headers = message.raw_headers
         self.content, self.body_exists = payload, type(payload) is not EmptyStreamReader
-        self.chunked = message.chunked
+        self.chunked, self.upgrade = message.chunked, message.upgrade
         # a request to switch protocols that is not switched to ends its connection: what the client
         # sends after it may not be HTTP/1.1 (and llhttp drops what followed it in the same read)
         self.should_close = message.should_close or message.upgrade

@@ -42,6 +42,7 @@ from proxy.observe.logs import REQUEST_ID
 from proxy.wire.answers import Relayed, WholeAnswer, drained, error_response
 from proxy.wire.headers import Repeated, fresh_request_id
 from proxy.wire.request import EdgeRequest
+from proxy.wire.tunnel import EARLY_BYTES, Tunnel
 
 log = logging.getLogger("strangler.edge")
 
@@ -77,6 +78,8 @@ class EdgeConnection(BaseProtocol):
         self.idle_since = 0.0
         self.idle_timer: asyncio.TimerHandle | None = None
         self.header_timer: asyncio.TimerHandle | None = None
+        self.early: list[bytes] | None = None  # after a request to switch protocols: its bytes, for a tunnel
+        self.tunnel: Tunnel | None = None
 
     # -- asyncio's side
 
@@ -91,6 +94,10 @@ class EdgeConnection(BaseProtocol):
     def data_received(self, data: bytes) -> None:
         """Feed the parser a request head at a time while it is between requests, so that a bad request
         costs only itself: those before it are answered first (a feed that raises returns nothing)."""
+        if self.tunnel is not None:
+            return self.tunnel.from_client(data)
+        if not self.parsing:
+            return self._held(data)
         while self.parsing:
             piece, data = self._next_piece(data)
             if piece is None:
@@ -118,7 +125,7 @@ class EdgeConnection(BaseProtocol):
         in_head = body is None or body.is_eof()  # before the feed: the piece may end a body
         head = self.head_bytes + len(data)  # the head's size, when this piece ends one (see _next_piece)
         try:
-            messages, upgraded, _ = self._parser.feed_data(data)
+            messages, upgraded, tail = self._parser.feed_data(data)
         except HttpProcessingError as exc:
             self._unparsable(exc)
             return
@@ -139,6 +146,7 @@ class EdgeConnection(BaseProtocol):
                 self.header_timer = self.loop.call_later(self.server.header_timeout, self._headers_too_slow)
         if upgraded:
             self.parsing = False  # what follows a request to switch protocols is not HTTP/1.1
+            self._held(tail)
 
     def _queued(self, message: RawRequestMessage, payload: StreamReader, size: int) -> None:
         """A parsed request joins the queue, with its head's size; a head over the limit is refused in turn."""
@@ -146,11 +154,24 @@ class EdgeConnection(BaseProtocol):
             self.parsing = False
             self.queue.append((HeadersTooLarge(), EMPTY_PAYLOAD, 0))
             return
-        if message.upgrade:  # not switched to: answered, and then the connection closes (see _serve)
-            self.parsing = False
+        if message.upgrade:  # answered, then tunnelled or closed (see _serve and proxy.wire.tunnel)
+            self.parsing, self.early = False, []
         self.body = payload
         self.queued_bytes += size
         self.queue.append((message, payload, size))
+
+    def _held(self, data: bytes) -> None:
+        """Bytes after a request to switch protocols: kept for a tunnel (up to EARLY_BYTES, then the socket
+        waits), else dropped: nothing reads them."""
+        if self.early is None or not data:
+            return
+        self.early.append(data)
+        if sum(map(len, self.early)) > EARLY_BYTES and self.transport is not None:
+            self.transport.pause_reading()
+
+    def take_early(self) -> bytes:
+        early, self.early = b"".join(self.early or ()), None
+        return early
 
     def _head_too_large(self) -> None:
         """A head that grew past `max_header_bytes` before it ended: refused without parsing the rest."""
@@ -159,6 +180,9 @@ class EdgeConnection(BaseProtocol):
         self._wake()
 
     def connection_lost(self, exc: BaseException | None) -> None:
+        if self.tunnel is not None:  # a tunnel's end: the handler awaiting it records it, not a cancel
+            self.tunnel.lost(self)
+            self.serving = None
         self.server.connection_lost(self, exc)
         self.closing, self.parsing = True, False
         self._stop_header_timer()
@@ -197,6 +221,16 @@ class EdgeConnection(BaseProtocol):
                 serving.cancel()
                 await asyncio.wait({serving}, timeout=1.0)
         self.force_close()
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        if self.tunnel is not None:
+            self.tunnel.paused(self)
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        if self.tunnel is not None:
+            self.tunnel.resumed(self)
 
     # -- answering
 
