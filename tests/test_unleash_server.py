@@ -17,6 +17,10 @@ from tests.helpers import REPO, route, routes_yaml
 from tests.servers import Postgres, Unleash, install_unleash
 from toggles.unleash import UnleashToggles
 
+# PostgreSQL and unleash-server are outside programs (`-m "not external"` leaves these out), installed and
+# started on first use: the first test here may spend minutes on that before its own work.
+pytestmark = [pytest.mark.external, pytest.mark.timeout(600)]
+
 REFRESH = 1  # seconds between polls of the server
 USERS = [f"user-{n}" for n in range(400)]
 
