@@ -115,9 +115,7 @@ async def test_a_stall_after_the_headers_is_cut_at_the_timeout(raw_upstream, sta
 
 async def _wait_for_metric(proxy, line: str) -> None:
     async with aiohttp.ClientSession() as admin:
-        for _ in range(50):
+        async def shown() -> bool:
             async with admin.get(proxy.admin_url + "/metrics") as response:
-                if line in await response.text():
-                    return
-            await asyncio.sleep(0.05)
-    raise AssertionError(f"metric never showed: {line}")
+                return line in await response.text()
+        await eventually(shown, timeout=2.5, what=f"metric never showed: {line}")
