@@ -112,9 +112,11 @@ async def read_for(reader: asyncio.StreamReader, timeout: float) -> tuple[bytes,
     return b"".join(chunks), True
 
 
-async def eventually(check: Callable[[], Any], timeout: float = 10.0, interval: float = 0.05) -> Any:
+async def eventually(check: Callable[[], Any], timeout: float = 10.0, interval: float = 0.05,
+                     what: str | Callable[[], str] = "") -> Any:
     """Poll `check` (a function, or a coroutine function) until it returns something truthy, and return
-    that; after `timeout` seconds, fail with what it returned last."""
+    that; after `timeout` seconds, fail with what it returned last, and `what` (or what it returns then:
+    the state that explains the failure) in front."""
     deadline = time.monotonic() + timeout
     while True:
         found = check()
@@ -123,7 +125,8 @@ async def eventually(check: Callable[[], Any], timeout: float = 10.0, interval: 
         if found:
             return found
         if time.monotonic() > deadline:
-            raise AssertionError(f"not so within {timeout:g}s; last seen: {found!r}")
+            said = what() if callable(what) else what
+            raise AssertionError(f"{said + ': ' if said else ''}not so within {timeout:g}s; last seen: {found!r}")
         await asyncio.sleep(interval)
 
 

@@ -8,7 +8,7 @@ from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
 from proxy.model.errors import ConfigError
-from tests.helpers import route
+from tests.helpers import eventually, route
 
 
 async def test_health_and_readiness(make_upstream, start_proxy, http):
@@ -27,8 +27,7 @@ async def test_status_says_what_runs_and_how_the_pools_are_used(make_upstream, s
     legacy = await make_upstream(handler=held)
     proxy = await start_proxy({"legacy": {"url": legacy.url, "max_connections": 7}}, [route("all")])
     pending = asyncio.create_task(http.get(proxy.url + "/held"))
-    while not legacy.seen:
-        await asyncio.sleep(0.01)
+    await eventually(lambda: legacy.seen)
     async with http.get(proxy.admin_url + "/status") as response:
         status = await response.json()
     release.set()

@@ -5,13 +5,12 @@ import json
 import re
 import subprocess
 import sys
-import time
 
 import aiohttp
 import pytest
 import yaml
 
-from tests.helpers import REPO, free_port, route, routes_yaml
+from tests.helpers import REPO, eventually, free_port, route, routes_yaml
 
 
 def strangler(*args: str, cwd=REPO) -> subprocess.CompletedProcess:
@@ -99,14 +98,12 @@ async def test_demo_serves_the_sample_shop_and_follows_an_edit(tmp_path):
             async with http.get(edge + "/api/orders/1") as order:
                 assert (await order.json())["status"] == "SHIPPED"
             path.write_text(text.replace("serve: toggle", "serve: new"))
-            deadline = time.monotonic() + 2
-            while time.monotonic() < deadline:
+
+            async def served_by_the_service() -> tuple[str, str] | None:
                 async with http.get(edge + "/api/orders/1") as order:
-                    served_by, body = order.headers["X-Served-By"], await order.json()
-                if served_by == "orders-service":
-                    break
-                await asyncio.sleep(0.1)
-            assert (served_by, body["status"]) == ("orders-service", "shipped")
+                    served = order.headers["X-Served-By"], (await order.json())["status"]
+                return served if served[0] == "orders-service" else None
+            assert await eventually(served_by_the_service, timeout=2, interval=0.1) == ("orders-service", "shipped")
     finally:
         demo.terminate()
         code = await asyncio.to_thread(demo.wait, 30)

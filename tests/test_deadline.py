@@ -27,9 +27,16 @@ async def test_given_the_running_loop_it_bounds_the_running_task_the_same() -> N
 
 
 async def test_a_block_that_ends_in_time_is_left_alone() -> None:
-    with Deadline(0.02):
-        await asyncio.sleep(0)
-    await asyncio.sleep(0.05)  # past the deadline: its timer fires and must find nothing to cancel
+    async def ends_in_time() -> Deadline:
+        with Deadline(0.02) as deadline:
+            await asyncio.sleep(0)
+        await asyncio.sleep(0.05)  # past the deadline: its timer fires and must find nothing to cancel
+        return deadline
+
+    task = asyncio.create_task(ends_in_time())
+    await asyncio.wait({task})
+    assert not task.cancelled(), "the deadline's timer cancelled its task after the block had ended"
+    assert task.result().expired is False
 
 
 async def test_deadlines_due_in_the_same_tick_all_fire() -> None:

@@ -11,7 +11,7 @@ from aiohttp import web
 
 from proxy.observe.logs import RequestIdFilter
 from proxy.wire.server import MAX_QUEUED, EdgeServer
-from tests.helpers import answers, json_body, raw_exchange, read_for, route, status_of
+from tests.helpers import answers, eventually, json_body, raw_exchange, read_for, route, status_of
 
 
 def get(path: str, *more: str) -> bytes:
@@ -97,7 +97,7 @@ async def test_a_body_that_breaks_its_chunked_framing_is_a_400_and_the_connectio
     try:
         writer.write(b"POST /up HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
         await writer.drain()
-        await asyncio.sleep(0.2)  # the request is on its way upstream when the bad chunk comes
+        await eventually(lambda: proxy.proxy.handler.in_flight)  # the bad chunk comes while the request is handled
         writer.write(b"zz\r\nsmuggled\r\n0\r\n\r\n")
         raw, closed = await read_for(reader, 5)
     finally:
@@ -124,8 +124,7 @@ async def test_a_client_that_goes_away_cancels_its_request_upstream(raw_upstream
     reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
     writer.write(get("/slow"))
     async with asyncio.timeout(5):
-        while not upstream.heads:
-            await asyncio.sleep(0.01)
+        await eventually(lambda: upstream.heads, interval=0.01)
         writer.close()
         await upstream.hung_up.wait()
     assert proxy.proxy.handler.in_flight == 0

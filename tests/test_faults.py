@@ -12,7 +12,7 @@ from aiohttp import web
 
 from reports import query
 from tests.faults import FaultProxy, faults  # noqa: F401
-from tests.helpers import route
+from tests.helpers import eventually, route
 from tests.test_parallel_run import settle
 
 FAST = {"timeout": 1.0, "connect_timeout": 0.5}
@@ -65,8 +65,7 @@ async def assert_nothing_left(proxy, fault: FaultProxy, tasks_before: int) -> No
     """Once the client has its answer (and its session is closed): no request in flight in any pool,
     no connection in use, no shadow task, the FaultProxy holding only idle pooled connections (none
     after a fault), and no more asyncio tasks than before but those serving such idle connections."""
-    deadline = time.monotonic() + 5
-    while True:
+    def left_behind() -> str:
         pools = proxy.proxy.live.current.all_pools()
         busy = {p.spec.name: p.in_flight for p in pools if p.in_flight}
         acquired = sum(p.open - p.idle for p in pools)  # connections open and not idle: in use
@@ -79,11 +78,9 @@ async def assert_nothing_left(proxy, fault: FaultProxy, tasks_before: int) -> No
                      fault_idle=idle_pooled(proxy, fault.url), tasks=len(tasks), allowed=allowed)
         if not busy and not acquired and not shadows and fault.open == state["fault_idle"] \
                 and len(tasks) <= allowed:
-            return
-        if time.monotonic() > deadline:
-            names = sorted(t.get_coro().__qualname__ for t in tasks)
-            raise AssertionError(f"left behind: {state}; tasks: {names}")
-        await asyncio.sleep(0.05)
+            return ""
+        return f"left behind: {state}; tasks: {sorted(t.get_coro().__qualname__ for t in tasks)}"
+    await eventually(lambda: not left_behind(), timeout=5, what=left_behind)
 
 
 @pytest.mark.parametrize("case", list(SERVED))

@@ -6,7 +6,7 @@ import gzip
 import aiohttp
 from aiohttp import web
 
-from tests.helpers import json_body, raw_exchange, route, status_of
+from tests.helpers import eventually, json_body, raw_exchange, route, status_of
 
 FORWARDING = {"host", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "via", "x-request-id"}
 
@@ -268,8 +268,7 @@ async def test_the_client_going_away_cancels_the_upstream_call(raw_upstream, sta
     reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
     writer.write(b"GET /slow HTTP/1.1\r\nHost: h\r\n\r\n")
     await writer.drain()
-    while not upstream.heads:
-        await asyncio.sleep(0.01)
+    await eventually(lambda: upstream.heads, interval=0.01)
     writer.close()
     await asyncio.wait_for(upstream.hung_up.wait(), 5)  # the proxy closed its upstream connection
     assert proxy.proxy.live.current.pools["legacy"].in_flight == 0

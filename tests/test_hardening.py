@@ -128,10 +128,8 @@ async def test_a_client_that_stops_reading_is_cut_at_the_send_timeout_and_counte
     await reader.read(1024)  # the answer started, then nothing more is read
     started = time.monotonic()
     try:
-        async with asyncio.timeout(10):
-            while not proxy.proxy.handler or not metric(proxy, "strangler_client_errors_total",
-                                                        {"kind": "send_timeout"}):
-                await asyncio.sleep(0.05)
+        await eventually(lambda: proxy.proxy.handler and metric(proxy, "strangler_client_errors_total",
+                                                                {"kind": "send_timeout"}))
     finally:
         writer.close()
     assert time.monotonic() - started < 5
@@ -218,9 +216,8 @@ async def test_a_close_delimited_answer_is_compared_whole_in_a_parallel_run(raw_
                               [route("all", new="new", parallel_run={"enabled": True})])
     raw = await raw_exchange(proxy.port, b"GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
     assert status_of(raw) == 200
-    async with asyncio.timeout(5):
-        while not metric(proxy, "strangler_comparisons_total", {"route": "all", "result": "matched"}):
-            await asyncio.sleep(0.02)
+    await eventually(lambda: metric(proxy, "strangler_comparisons_total", {"route": "all", "result": "matched"}),
+                     timeout=5, interval=0.02)
     assert metric(proxy, "strangler_comparisons_total", {"route": "all", "result": "diverged"}) == 0
 
 

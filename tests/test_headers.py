@@ -1,8 +1,9 @@
 """Which headers cross the proxy, which it adds, and the request id rule."""
 
+import pytest
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from proxy.wire.headers import client_lines, connection_tokens, request_id, upstream_head
+from proxy.wire.headers import Repeated, client_lines, connection_tokens, content_length, request_id, upstream_head
 
 
 def raw(*pairs: tuple[str, str]) -> tuple[tuple[bytes, bytes], ...]:
@@ -93,3 +94,35 @@ def test_request_id_is_kept_when_sane_and_replaced_when_not():
     assert fresh != "bad id with spaces" and len(fresh) == 32
     assert len(request_id(headers(("X-Request-Id", "x" * 500)))) == 32
     assert request_id(headers()) != request_id(headers())
+
+
+@pytest.mark.parametrize(("pairs", "expected"), [((), None), ((("Content-Length", "0"),), 0),
+                                                 ((("content-length", "12345"),), 12345)])
+def test_content_length_is_a_number_or_none(pairs, expected):
+    assert content_length(headers(*pairs)) == expected
+
+
+def test_a_repeated_block_is_made_again_only_when_the_lines_change():
+    made = []
+
+    def make(lines: tuple, suffix: bytes) -> bytes:
+        made.append(lines)
+        return b"".join(name + b": " + value + b"\r\n" for name, value in lines) + suffix
+    last = Repeated()
+    first, changed = raw(("Host", "h"), ("Cookie", "a=1")), raw(("Host", "h"), ("Cookie", "a=2"))
+    blocks = [last.made(lines, make, b"!") for lines in (first, first, tuple(first), changed, changed, first)]
+    assert made == [first, changed, first]
+    assert blocks == [make(lines, b"!") for lines in (first, first, first, changed, changed, first)]
+
+
+def test_the_head_made_from_the_last_block_is_the_head_made_afresh():
+    """Keep-alive clients send the same lines request after request: the cached block must not leak
+    one request's lines into the next, nor the request id."""
+    last, answers_last = Repeated(), Repeated()
+    requests = [raw(("Host", "h"), ("Accept", "*/*")), raw(("Host", "h"), ("Accept", "*/*")),
+                raw(("Host", "other"), ("X-Forwarded-For", "1.2.3.4")), raw(("Host", "h"), ("Accept", "*/*"))]
+    for n, lines in enumerate(requests):
+        rid = f"r{n}"
+        assert upstream_head(lines, peer="10.0.0.1", proto="http", rid=rid, last=last) == \
+            upstream_head(lines, peer="10.0.0.1", proto="http", rid=rid)
+        assert client_lines(lines, rid=rid, last=answers_last) == client_lines(lines, rid=rid)

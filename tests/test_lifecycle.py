@@ -11,7 +11,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from tests.helpers import REPO, ProxyProcess, free_port, route, routes_yaml
+from tests.helpers import REPO, ProxyProcess, eventually, free_port, route, routes_yaml
 
 
 async def slow(request: web.BaseRequest) -> web.StreamResponse:
@@ -31,8 +31,7 @@ async def test_draining_finishes_in_flight_requests_and_refuses_new_ones(make_up
     proxy = await start_proxy({"legacy": legacy.url}, [route("all")], drain_timeout=10)
     async with aiohttp.ClientSession() as http:
         requests = [asyncio.create_task(http.get(proxy.url + f"/{i}")) for i in range(20)]
-        while len(legacy.seen) < 20:
-            await asyncio.sleep(0.01)
+        await eventually(lambda: len(legacy.seen) >= 20, interval=0.01)
         stopping = asyncio.create_task(proxy.proxy.stop())
         await asyncio.sleep(0.1)
         async with http.get(proxy.admin_url + "/readyz") as ready:
@@ -53,8 +52,7 @@ async def test_the_drain_timeout_bounds_how_long_stopping_takes(make_upstream, s
     proxy = await start_proxy({"legacy": legacy.url}, [route("all")], drain_timeout=0.5)
     async with aiohttp.ClientSession() as http:
         request = asyncio.create_task(http.get(proxy.url + "/"))
-        while not legacy.seen:
-            await asyncio.sleep(0.01)
+        await eventually(lambda: legacy.seen, interval=0.01)
         await asyncio.wait_for(proxy.proxy.stop(), 5)
         with pytest.raises(aiohttp.ClientError):
             await request
@@ -66,8 +64,7 @@ async def test_sigterm_drains_and_exits_zero(make_upstream, tmp_path):
     try:
         async with aiohttp.ClientSession() as http:
             requests = [asyncio.create_task(http.get(f"http://127.0.0.1:{proxy.port}/{i}")) for i in range(10)]
-            while len(legacy.seen) < 10:
-                await asyncio.sleep(0.01)
+            await eventually(lambda: len(legacy.seen) >= 10, interval=0.01)
             proxy.signal(signal.SIGTERM)
             for response in await asyncio.gather(*requests):
                 assert (response.status, await response.text()) == (200, "finished")
@@ -100,12 +97,11 @@ async def test_sighup_reloads_even_when_the_file_looks_untouched(make_upstream, 
             path.write_text(path.read_text().replace("serve: legacy", "serve: new   "))  # same size
             os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))  # and same mtime: only SIGHUP tells
             proxy.proc.send_signal(signal.SIGHUP)
-            for _ in range(100):
+
+            async def served_by_new() -> bool:
                 async with http.get(url) as response:
-                    if response.headers["X-Upstream"] == "new":
-                        break
-                await asyncio.sleep(0.02)
-            assert response.headers["X-Upstream"] == "new"
+                    return response.headers["X-Upstream"] == "new"
+            await eventually(served_by_new, timeout=2, interval=0.02)
     finally:
         await asyncio.to_thread(proxy.stop)
     reloads = [line for line in proxy.log_lines() if line["msg"] == "routes.yaml reloaded"]

@@ -14,7 +14,7 @@ from proxy.model import Stickiness, ToggleSpec, Verdict
 from proxy.shadow import compare
 from proxy.shadow import run as shadow_run
 from reports import query
-from tests.helpers import free_port, route
+from tests.helpers import eventually, free_port, route
 from toggles.unleash import UnleashToggles
 
 STAMP = itertools.count()
@@ -48,18 +48,14 @@ def skipped(proxy, reason: str, name: str = "items") -> float:
 
 async def skips(proxy, reason: str, expected: int = 1, timeout: float = 10) -> None:
     """Wait until `expected` shadows have been skipped for `reason`."""
-    deadline = time.monotonic() + timeout
-    while skipped(proxy, reason) < expected:
-        assert time.monotonic() < deadline, f"only {skipped(proxy, reason)} of {expected} skipped ({reason})"
-        await asyncio.sleep(0.02)
+    await eventually(lambda: skipped(proxy, reason) >= expected, timeout, interval=0.02,
+                     what=lambda: f"only {skipped(proxy, reason)} of {expected} skipped ({reason})")
 
 
 async def settle(proxy, expected: int, name: str = "items", timeout: float = 20) -> None:
     """Wait until `expected` comparisons are done, then until the store has written them."""
-    deadline = time.monotonic() + timeout
-    while compared(proxy, name) < expected:
-        assert time.monotonic() < deadline, f"only {compared(proxy, name)} of {expected} comparisons"
-        await asyncio.sleep(0.02)
+    await eventually(lambda: compared(proxy, name) >= expected, timeout, interval=0.02,
+                     what=lambda: f"only {compared(proxy, name)} of {expected} comparisons")
     await asyncio.to_thread(proxy.proxy.sink.flush)
 
 
@@ -289,10 +285,7 @@ async def test_large_comparisons_wait_in_a_short_queue_and_the_rest_are_skipped(
     runs.compare_away = busy_worker
     results = await get_all(http, proxy.url, [f"/items/{n}" for n in range(10)])
     assert [(status, side) for status, _, side in results] == [(200, "legacy")] * 10
-    deadline = time.monotonic() + 10
-    while runs.pending + skipped(proxy, "compare_busy") < 10:
-        assert time.monotonic() < deadline
-        await asyncio.sleep(0.02)
+    await eventually(lambda: runs.pending + skipped(proxy, "compare_busy") >= 10, interval=0.02)
     assert (runs.pending, skipped(proxy, "compare_busy")) == (compare.COMPARE_QUEUE, 10 - compare.COMPARE_QUEUE)
     worker_free.set()
     await settle(proxy, compare.COMPARE_QUEUE)

@@ -4,6 +4,7 @@ import asyncio
 from contextlib import asynccontextmanager
 from typing import AsyncIterator
 
+import pytest
 from playwright.async_api import Locator, Page, async_playwright
 
 from tests.helpers import route
@@ -13,6 +14,9 @@ from tests.test_report_html import PLANTED, divergence, plant
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 TRANSPARENT = ("rgba(0, 0, 0, 0)", "transparent")
+
+# Chromium is an outside program (`-m "not external"` leaves these out), installed on first use: minutes, once.
+pytestmark = [pytest.mark.external, pytest.mark.timeout(600)]
 
 
 @asynccontextmanager

@@ -8,7 +8,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from tests.helpers import free_port, raw_exchange, read_for, route, status_of
+from tests.helpers import eventually, free_port, raw_exchange, read_for, route, status_of
 
 UNREACHABLE = {"url": "", "connect_timeout": 0.3}
 
@@ -168,8 +168,7 @@ async def test_over_the_listener_limit_requests_are_shed_at_once_and_admin_still
     orders = await make_upstream("orders", held)
     proxy = await start_proxy({"orders": orders.url}, [route("all", legacy="orders")], server={"max_in_flight": 2})
     slow = [asyncio.create_task(get(http, proxy.url + f"/slow/{n}")) for n in range(2)]
-    while len(orders.seen) < 2:
-        await asyncio.sleep(0.01)
+    await eventually(lambda: len(orders.seen) >= 2, interval=0.01)
     shed = await asyncio.gather(*(get(http, proxy.url + "/more") for _ in range(3)))
     assert [(s, b["error"], r.headers["Retry-After"]) for s, b, r in shed] == [(503, "overloaded", "1")] * 3
     async with http.get(proxy.admin_url + "/healthz") as response:
@@ -189,8 +188,7 @@ async def test_an_upstream_with_too_many_waiting_sheds_the_rest(make_upstream, s
     proxy = await start_proxy({"orders": {"url": orders.url, "max_connections": 1, "max_pending": 1,
                                           "connect_timeout": 5}}, [route("all", legacy="orders")])
     waiting = [asyncio.create_task(get(http, proxy.url + f"/w/{n}")) for n in range(2)]
-    while proxy.proxy.live.current.pools["orders"].in_flight < 2:
-        await asyncio.sleep(0.01)
+    await eventually(lambda: proxy.proxy.live.current.pools["orders"].in_flight >= 2, interval=0.01)
     status, body, response = await get(http, proxy.url + "/more")
     assert (status, body["error"], response.headers["Retry-After"]) == (503, "overloaded", "1")
     release.set()

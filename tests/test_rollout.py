@@ -8,7 +8,6 @@ import json
 import re
 import subprocess
 import sys
-import time
 from typing import Any
 
 import aiohttp
@@ -17,7 +16,7 @@ from aiohttp import web
 
 from proxy.rollout import plans as rollout
 from reports import html, query
-from tests.helpers import route
+from tests.helpers import eventually, route
 
 USERS = [f"user-{n}" for n in range(200)]
 
@@ -88,11 +87,12 @@ async def plan_status(proxy) -> dict[str, Any] | None:
 
 
 async def wait_for(proxy, check, timeout: float, what: str) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while (status := await plan_status(proxy)) is None or not check(status):
-        assert time.monotonic() < deadline, f"{what}: still {status}"
-        await asyncio.sleep(0.1)
-    return status
+    seen: list[dict[str, Any] | None] = [None]
+
+    async def judged() -> dict[str, Any] | None:
+        seen[0] = status = await plan_status(proxy)
+        return status if status is not None and check(status) else None
+    return await eventually(judged, timeout, interval=0.1, what=lambda: f"{what}: still {seen[0]}")
 
 
 async def test_a_right_service_advances_step_by_step_then_rolls_back_when_it_diverges(make_upstream, start_proxy,

@@ -14,7 +14,7 @@ from typing import AsyncIterator, Iterator
 import aiohttp
 import pytest
 
-from tests.helpers import ProxyProcess, free_port, route, routes_yaml
+from tests.helpers import ProxyProcess, eventually, free_port, route, routes_yaml
 
 MIB = 1 << 20
 GIB = 1 << 30
@@ -242,13 +242,12 @@ async def test_a_client_that_stops_reading_stops_the_proxy_reading_the_upstream(
                 writer.transport.abort()
             else:
                 sock.close()
-        async with asyncio.timeout(10):  # the proxy lets go of the upstream once the client is gone
-            while True:
-                async with http.get(f"{upstream}/stats?tag=slow") as response:
-                    after = await response.json()
-                if after["state"] != "running":
-                    break
-                await asyncio.sleep(0.05)
+
+        async def let_go() -> dict | None:  # the proxy lets go of the upstream once the client is gone
+            async with http.get(f"{upstream}/stats?tag=slow") as response:
+                stats = await response.json()
+            return stats if stats["state"] != "running" else None
+        after = await eventually(let_go, timeout=10)
         assert await _download(http, _url(proxy, "/bytes/1024")) == 1024
     print(f"\nslow client: read {body / MIB:.2f} MiB then paused 2 s; baseline RSS {baseline / 1024:.1f} MiB, "
           f"max RSS while paused {max(samples) / 1024:.1f} MiB (growth {(max(samples) - baseline) / 1024:.1f} MiB), "

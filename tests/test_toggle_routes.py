@@ -2,12 +2,12 @@
 
 import asyncio
 import logging
-import time
+from functools import partial
 
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.helpers import free_port, route
+from tests.helpers import eventually, free_port, route
 
 
 def toggled(rollout: int | None, stickiness: str = "header:X-User-Id") -> list[dict]:
@@ -23,6 +23,11 @@ async def sides(http: aiohttp.ClientSession, url: str, users: list[str]) -> dict
             assert response.status == 200
             return user, response.headers["X-Upstream"]
     return dict(await asyncio.gather(*(one(u) for u in users)))
+
+
+async def sides_are(http: aiohttp.ClientSession, url: str, users: list[str], expected: set[str]) -> bool:
+    """Whether the users' requests, together, were answered by just the `expected` sides."""
+    return set((await sides(http, url, users)).values()) == expected
 
 
 async def test_half_the_users_go_to_new_and_each_one_stays(make_upstream, start_proxy, http):
@@ -51,10 +56,8 @@ async def test_moving_a_route_from_0_to_100_percent_by_editing_rollout(make_upst
     assert set((await sides(http, proxy.url, users)).values()) == {"legacy"}
     for rollout, expected in ((50, {"legacy", "new"}), (100, {"new"})):
         proxy.rewrite(ups, toggled(rollout))
-        edited = time.monotonic()
-        while set((await sides(http, proxy.url, users)).values()) != expected:
-            assert time.monotonic() - edited < 2.0, f"rollout {rollout} was not applied within 2 seconds"
-            await asyncio.sleep(0.05)
+        await eventually(partial(sides_are, http, proxy.url, users, expected), timeout=2.0,
+                         what=f"rollout {rollout} was not applied")
 
 
 async def test_status_shows_each_toggle_route_and_its_definition(make_upstream, start_proxy, http):

@@ -13,9 +13,13 @@ import pytest
 
 from proxy.model import Stickiness, ToggleSpec, Verdict
 from reports import query
-from tests.helpers import REPO, route, routes_yaml
+from tests.helpers import REPO, eventually, route, routes_yaml
 from tests.servers import Postgres, Unleash, install_unleash
 from toggles.unleash import UnleashToggles
+
+# PostgreSQL and unleash-server are outside programs (`-m "not external"` leaves these out), installed and
+# started on first use: the first test here may spend minutes on that before its own work.
+pytestmark = [pytest.mark.external, pytest.mark.timeout(600)]
 
 REFRESH = 1  # seconds between polls of the server
 USERS = [f"user-{n}" for n in range(400)]
@@ -62,17 +66,21 @@ async def sides(url: str, users: list[str]) -> dict[str, str]:
         return dict(await asyncio.gather(*(one(u) for u in users)))
 
 
+async def all_sides(url: str, users: list[str], expected: set[str]) -> bool:
+    """Whether the users' requests, together, were answered by just the `expected` sides."""
+    return set((await sides(url, users)).values()) == expected
+
+
 async def synced(proxy, feature: str, timeout: float = 15) -> dict:
     """Wait until the proxy's /status shows the feature's definition from the server."""
-    deadline = time.monotonic() + timeout
+    seen: dict = {}
     async with aiohttp.ClientSession() as http:
-        while time.monotonic() < deadline:
+        async def defined() -> dict | None:
             async with http.get(proxy.admin_url + "/status") as response:
-                toggles = (await response.json())["toggles"]
-            if toggles["routes"][0]["definition"] is not None:
-                return toggles
-            await asyncio.sleep(0.1)
-    raise AssertionError(f"the proxy never saw feature {feature}: {toggles}")
+                seen.update((await response.json())["toggles"])
+            return seen if seen["routes"][0]["definition"] is not None else None
+        return await eventually(defined, timeout, interval=0.1,
+                                what=lambda: f"the proxy never saw feature {feature}: {seen}")
 
 
 async def started(make_upstream, start_proxy, feature, server_toggles):
@@ -100,10 +108,8 @@ async def test_switching_off_in_unleash_reaches_routing_within_the_refresh_inter
     proxy, _ = await started(make_upstream, start_proxy, feature, server_toggles)
     assert set((await sides(proxy.url, USERS[:50])).values()) == {"new"}
     unleash.switch(feature, False)
-    switched = time.monotonic()
-    while set((await sides(proxy.url, USERS[:50])).values()) != {"legacy"}:
-        assert time.monotonic() - switched < REFRESH + 1, "the switch-off did not reach routing in time"
-        await asyncio.sleep(0.05)
+    await eventually(lambda: all_sides(proxy.url, USERS[:50], {"legacy"}), timeout=REFRESH + 1,
+                     what="the switch-off did not reach routing in time")
 
 
 async def test_an_outage_and_a_restart_keep_routing_on_the_last_known_state(
@@ -132,16 +138,17 @@ def test_explain_asks_the_real_server(unleash, feature, server_toggles, tmp_path
     path = tmp_path / "routes.yaml"
     path.write_text(routes_yaml({"legacy": "http://127.0.0.1:9", "new": "http://127.0.0.1:10"}, toggled(feature),
                                 toggles=server_toggles))
-    deadline = time.monotonic() + 30
-    while True:  # the server's client API caches its answer for a moment: a new strategy shows up shortly
+    result: dict = {}
+
+    def explained_new() -> bool:
         done = subprocess.run([sys.executable, "-m", "proxy", "explain", "GET", "/api/orders/1", "-H",
                                "X-User-Id: alice", "--format", "json", "--config", str(path)],
                               capture_output=True, text=True, timeout=60, cwd=REPO)
         assert done.returncode == 0, done.stderr
-        result = json.loads(done.stdout)
-        if result["serve"] == "new" or time.monotonic() > deadline:
-            break
-        time.sleep(0.5)
+        result.update(json.loads(done.stdout))
+        return result["serve"] == "new"
+    # the server's client API caches its answer for a moment: a new strategy shows up shortly
+    asyncio.run(eventually(explained_new, timeout=30, interval=0.5, what=lambda: f"explain said {result}"))
     assert (result["serve"], result["toggle"]) == ("new", {
         "name": feature, "provider": "unleash", "stickiness": "header:X-User-Id", "sticky_value": "alice",
         "verdict": "on", "plan_percent": None})
@@ -171,15 +178,22 @@ async def test_a_rollout_plan_writes_its_step_to_unleash_and_routing_follows_the
     planned = [route("orders", "/api/orders", new="new", serve="toggle", parallel_run={"enabled": True},
                      toggle={"name": feature, "stickiness": "header:X-User-Id"}, rollout_plan=plan), route("all")]
     proxy = await start_proxy({"legacy": legacy.url, "new": new.url}, planned, toggles=server_toggles)
-    deadline = time.monotonic() + 20
-    while unleash_rollout(unleash, feature) != "0":  # the plan starts by writing where it stands
-        assert time.monotonic() < deadline, "the plan never wrote its first step"
-        await asyncio.sleep(0.1)
-    while unleash_rollout(unleash, feature) != "50":  # evidence comes in; the plan advances and writes it
-        assert time.monotonic() < deadline, "the plan never advanced in Unleash"
+    deadline = time.monotonic() + 20  # for all three steps
+
+    def left() -> float:
+        return deadline - time.monotonic()
+
+    async def advanced() -> bool:  # evidence comes in; the plan advances and writes it
+        if unleash_rollout(unleash, feature) == "50":
+            return True
         await sides(proxy.url, USERS[:40])
-    while len([s for s in (await sides(proxy.url, USERS)).values() if s == "new"]) not in range(160, 241):
-        assert time.monotonic() < deadline, "routing never followed the server's rollout"
-        await asyncio.sleep(0.2)
+        return False
+
+    async def followed() -> bool:
+        return len([s for s in (await sides(proxy.url, USERS)).values() if s == "new"]) in range(160, 241)
+    await eventually(lambda: unleash_rollout(unleash, feature) == "0", left(), interval=0.1,
+                     what="the plan never wrote its first step")  # the plan starts by writing where it stands
+    await eventually(advanced, left(), interval=0, what="the plan never advanced in Unleash")
+    await eventually(followed, left(), interval=0.2, what="routing never followed the server's rollout")
     events = query.plan_timeline([proxy.proxy.plans.path], "orders").events
     assert events[-1]["action"] == "advance" and events[-1]["to_percent"] == 50

@@ -7,7 +7,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from tests.helpers import free_port, route
+from tests.helpers import eventually, free_port, route
 
 
 def upstream(url: str, **limits) -> dict:
@@ -59,8 +59,7 @@ async def test_a_full_pool_answers_503_while_other_upstreams_keep_serving(make_u
         {"legacy": upstream(legacy.url, max_connections=1, connect_timeout=0.3), "new": new.url},
         [route("orders", "/api/orders", new="new", serve="new"), route("all")])
     first = asyncio.create_task(http.get(proxy.url + "/held"))
-    while not legacy.seen:
-        await asyncio.sleep(0.01)
+    await eventually(lambda: legacy.seen, interval=0.01)
     status, body, response = await error_of(http, proxy.url + "/waits")
     assert (status, body["error"], response.headers["Retry-After"]) == (503, "upstream_busy", "1")
     async with http.get(proxy.url + "/api/orders/1") as other:  # a bulkhead: the new service is unaffected
@@ -116,9 +115,7 @@ async def test_a_stall_after_the_headers_is_cut_at_the_timeout(raw_upstream, sta
 
 async def _wait_for_metric(proxy, line: str) -> None:
     async with aiohttp.ClientSession() as admin:
-        for _ in range(50):
+        async def shown() -> bool:
             async with admin.get(proxy.admin_url + "/metrics") as response:
-                if line in await response.text():
-                    return
-            await asyncio.sleep(0.05)
-    raise AssertionError(f"metric never showed: {line}")
+                return line in await response.text()
+        await eventually(shown, timeout=2.5, what=f"metric never showed: {line}")

@@ -4,15 +4,15 @@ import asyncio
 import json
 import os
 import signal
-import time
 import urllib.request
+from pathlib import Path
 
 import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from reports import query
-from tests.helpers import ProxyProcess, free_port, route, routes_yaml
+from tests.helpers import ProxyProcess, eventually, free_port, route, routes_yaml
 
 
 def admin(proxy: ProxyProcess, path: str) -> bytes:
@@ -22,6 +22,25 @@ def admin(proxy: ProxyProcess, path: str) -> bytes:
 
 def status(proxy: ProxyProcess) -> dict:
     return json.loads(admin(proxy, "/status"))
+
+
+def workers_ready(proxy: ProxyProcess) -> int:
+    """Workers that said they serve, restarted ones included."""
+    return sum(1 for line in proxy.log_lines() if line["logger"] == "strangler" and line["msg"] == "strangler is ready")
+
+
+def children(pid: int) -> list[int]:
+    return [int(child) for task in Path(f"/proc/{pid}/task").iterdir()
+            for child in (task / "children").read_text().split()]
+
+
+def end(pids: list[int]) -> None:
+    """SIGKILL what a test left behind (a dead worker's orphans), unless gone already."""
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 async def fresh_connections(url: str, count: int) -> list[str]:
@@ -72,40 +91,79 @@ async def test_two_workers_share_the_port_and_admin_speaks_for_both(workers):
 async def test_an_edit_reaches_every_worker_and_their_comparisons_one_store(workers):
     proxy, write, database = workers
     write("new")
-    edited, sent = time.monotonic(), 0
-    while True:
+    sent = 0
+
+    async def all_new() -> bool:
+        nonlocal sent
         sides = await fresh_connections(f"http://127.0.0.1:{proxy.port}/items/1", 20)
         sent += len(sides)
-        if set(sides) == {"new"}:
-            break
-        assert time.monotonic() - edited < 3, "not every worker applied the edit"
-    deadline = time.monotonic() + 10
-    while True:  # each request compared once (whichever worker served it) into one file, or counted as skipped
+        return set(sides) == {"new"}
+    await eventually(all_new, timeout=3, interval=0, what="not every worker applied the edit")
+    counted = {}
+
+    async def each_counted_once() -> bool:  # compared once (whichever worker served it) into one file, or skipped
         summary = query.summary([str(database)]) if database.exists() else []
-        compared = summary[0].compared if summary else 0
-        skipped = sum(s.value for f in text_string_to_metric_families(
+        counted["compared"] = summary[0].compared if summary else 0
+        counted["skipped"] = sum(s.value for f in text_string_to_metric_families(
             (await asyncio.to_thread(admin, proxy, "/metrics")).decode()) for s in f.samples
             if s.name == "strangler_shadows_skipped_total")
-        if compared + skipped == sent:
-            break
-        assert time.monotonic() < deadline and compared + skipped < sent, (compared, skipped, sent)
-        await asyncio.sleep(0.2)
+        assert counted["compared"] + counted["skipped"] <= sent, (counted, sent)  # never one twice
+        return counted["compared"] + counted["skipped"] == sent
+    await eventually(each_counted_once, interval=0.2, what=lambda: f"{counted} of {sent} sent")
 
 
 async def test_a_worker_that_dies_is_started_again(workers):
     proxy, _, _ = workers
     first = (await asyncio.to_thread(status, proxy))["workers"][0]["pid"]
+    orphans = children(first)  # its comparison process, which outlives a SIGKILL (see the next test)
     os.kill(first, signal.SIGKILL)
-    deadline = time.monotonic() + 20
-    while True:
-        worker = (await asyncio.to_thread(status, proxy))["workers"][0]
-        if worker["pid"] != first and worker["alive"]:
-            break
-        assert time.monotonic() < deadline
-        await asyncio.sleep(0.2)
+    try:
+        async def replaced() -> bool:
+            worker = (await asyncio.to_thread(status, proxy))["workers"][0]
+            return worker["pid"] != first and worker["alive"]
+        await eventually(replaced, timeout=20, interval=0.2)
+        # and serving: a SIGTERM while it starts would keep the supervisor from exiting (see below)
+        await eventually(lambda: workers_ready(proxy) == 3, timeout=20, interval=0.2)
+    finally:
+        end(orphans)
     assert set(await fresh_connections(f"http://127.0.0.1:{proxy.port}/x", 10)) == {"legacy"}
     errors = [line for line in proxy.log_lines() if line["level"] == "ERROR"]
     assert [line["msg"] for line in errors] == ["a worker died; starting it again"]
+
+
+@pytest.mark.xfail(strict=True, reason="proxy/workers.py: Supervisor.watch waits for the restarted worker's "
+                   "'ready' in a thread (asyncio.to_thread(reports.get, True, START_TIMEOUT)); cancelling watch "
+                   "leaves that thread blocked, and the loop's shutdown waits for it: a worker SIGTERMed before it "
+                   "was ready never reports, so the supervisor logs 'stopped' and exits up to 60 s later")
+async def test_sigterm_while_a_worker_is_started_again_still_exits_in_time(workers):
+    proxy, _, _ = workers
+    first = (await asyncio.to_thread(status, proxy))["workers"][0]["pid"]
+    orphans = children(first)
+    os.kill(first, signal.SIGKILL)
+    try:
+        await eventually(lambda: any(line["msg"] == "a worker died; starting it again" for line in proxy.log_lines()))
+        proxy.signal(signal.SIGTERM)  # while the new worker starts
+        code = await asyncio.to_thread(proxy.stop, 10)  # its drain timeout is 5 s; SIGKILL after 10
+    finally:
+        end(orphans)
+    assert code == 0
+
+
+@pytest.mark.xfail(strict=True, reason="proxy/shadow/process.py: a worker's comparison process (a spawned "
+                   "ProcessPoolExecutor child) waits on its call queue forever when its worker dies by SIGKILL "
+                   "(the OOM killer's way): each restart of a killed worker leaves one process, and the "
+                   "multiprocessing resource tracker it holds open, behind")
+async def test_a_worker_killed_outright_leaves_no_process_behind(workers):
+    proxy, _, _ = workers
+    first = (await asyncio.to_thread(status, proxy))["workers"][0]["pid"]
+    orphans = children(first)
+    assert orphans  # its comparison process
+    os.kill(first, signal.SIGKILL)
+    try:
+        await eventually(lambda: not any(Path(f"/proc/{pid}").exists() for pid in orphans), timeout=5)
+    finally:
+        end(orphans)
+        await eventually(lambda: workers_ready(proxy) == 3, timeout=20, interval=0.2)  # a quick teardown
 
 
 async def test_sigterm_drains_every_worker_and_exits_zero(workers):
@@ -133,10 +191,15 @@ async def test_workers_judge_one_shared_plan_and_move_it_once(make_upstream, tmp
         reports={"database": str(database)}))
     proxy = await asyncio.to_thread(ProxyProcess, path, "--workers", "2", "--drain-timeout", "5")
     try:
-        deadline = time.monotonic() + 30
-        while not [p for p in (await asyncio.to_thread(status, proxy))["rollouts"] if p["percent"] == 100]:
-            assert time.monotonic() < deadline, (await asyncio.to_thread(status, proxy))["rollouts"]
-            await fresh_connections(f"http://127.0.0.1:{proxy.port}/items/1", 10)
+        rollouts = []
+
+        async def at_100() -> bool:
+            rollouts[:] = (await asyncio.to_thread(status, proxy))["rollouts"]
+            if any(p["percent"] == 100 for p in rollouts):
+                return True
+            await fresh_connections(f"http://127.0.0.1:{proxy.port}/items/1", 10)  # more evidence
+            return False
+        await eventually(at_100, timeout=30, interval=0, what=lambda: f"rollouts {rollouts}")
         answered = [w["requests"] for w in (await asyncio.to_thread(status, proxy))["workers"]]
     finally:
         await asyncio.to_thread(proxy.stop, 30)
