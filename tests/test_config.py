@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from proxy.config import load, parse
+from proxy.config import load, parse, yamlsource
 from proxy.model import (Address, AdminSpec, CompareSpec, Match, ParallelRun, Serve, Side, Stickiness, ToggleSpec,
                          TogglesSpec, UnleashSpec, Upstream)
 from proxy.model.errors import ConfigError
@@ -249,6 +249,12 @@ TOGGLE = "    serve: toggle\n    toggle: {name: t, rollout: %s, stickiness: %s}\
     pytest.param("", "routes.yaml:1: routes.yaml is empty", id="empty"),
     pytest.param("# nothing yet\n", "routes.yaml:1: routes.yaml is empty", id="only-a-comment"),
     pytest.param("- version: 1\n", "routes.yaml:1: the top level must be a mapping, got a list", id="top-level-list"),
+    pytest.param(BASE + "x: &loop [*loop]\n",
+                 "routes.yaml:10: YAML alias '*loop' stands inside the collection it names (a loop)",
+                 id="yaml-alias-loop"),
+    pytest.param(swap('monolith: {url', 'monolith: &m {<<: *m, url'),
+                 "routes.yaml:3: YAML alias '*m' stands inside the collection it names (a loop)",
+                 id="yaml-merge-loop"),
 ])
 def test_invalid_file_reports_file_line_message(text, expected):
     assert errors(text) == [expected]
@@ -293,6 +299,18 @@ def test_every_problem_is_reported_sorted_by_line():
 ])
 def test_warnings_do_not_fail_loading(text, expected):
     assert [str(w) for w in parse(text.encode(), "routes.yaml").warnings] == expected
+
+
+def test_nodes_written_and_nodes_reached_through_aliases_have_budgets_of_their_own(monkeypatch):
+    plain = BASE + "".join(f"  - {{name: r{n}, match: {{path: /r{n}}}, legacy: monolith}}\n" for n in range(20))
+    merged = swap("orders: {url", "orders: {<<: *m, url", swap("monolith: {url", "monolith: &m {timeout: 9.0, url"))
+    monkeypatch.setattr(yamlsource, "MAX_ALIASED", 50)
+    assert len(parse(plain.encode(), "routes.yaml").routes) == 21  # 180 nodes, none through an alias
+    assert parse(merged.encode(), "routes.yaml").upstreams["orders"].timeout == 9.0
+    monkeypatch.setattr(yamlsource, "MAX_ALIASED", 4)  # *m stands for 5 nodes
+    assert errors(merged) == ["routes.yaml:4: YAML aliases expand to more than 4 nodes (an alias bomb?)"]
+    monkeypatch.setattr(yamlsource, "MAX_NODES", 50)
+    assert errors(plain) == ["routes.yaml:12: YAML holds more than 50 nodes; a routes.yaml needs a few thousand"]
 
 
 @pytest.mark.parametrize("text, status, lines", [
