@@ -255,6 +255,12 @@ TOGGLE = "    serve: toggle\n    toggle: {name: t, rollout: %s, stickiness: %s}\
     pytest.param(swap('monolith: {url', 'monolith: &m {<<: *m, url'),
                  "routes.yaml:3: YAML alias '*m' stands inside the collection it names (a loop)",
                  id="yaml-merge-loop"),
+    pytest.param(swap('9001"}', '9001", connect_timeout: 2001-13-14}'),
+                 "routes.yaml:3: YAML syntax error: '2001-13-14' is not a valid timestamp (month must be in 1..12)",
+                 id="yaml-bad-date"),
+    pytest.param(swap('9001"}', '9001", max_connections: !!int 0x}'),
+                 "routes.yaml:3: YAML syntax error: '0x' is not a valid int "
+                 "(invalid literal for int() with base 16: '')", id="yaml-bad-int"),
 ])
 def test_invalid_file_reports_file_line_message(text, expected):
     assert errors(text) == [expected]
@@ -311,6 +317,11 @@ def test_nodes_written_and_nodes_reached_through_aliases_have_budgets_of_their_o
     assert errors(merged) == ["routes.yaml:4: YAML aliases expand to more than 4 nodes (an alias bomb?)"]
     monkeypatch.setattr(yamlsource, "MAX_NODES", 50)
     assert errors(plain) == ["routes.yaml:12: YAML holds more than 50 nodes; a routes.yaml needs a few thousand"]
+
+
+def test_yaml_too_deep_for_the_interpreter_is_one_problem_even_past_the_depth_bound(monkeypatch):
+    monkeypatch.setattr(yamlsource, "MAX_DEPTH", 10_000)  # as if the bound were ever set too loose
+    assert errors("a: " + "[" * 900 + "]" * 900 + "\n") == ["routes.yaml:1: YAML is nested too deeply"]
 
 
 @pytest.mark.parametrize("text, status, lines", [

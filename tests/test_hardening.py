@@ -388,7 +388,8 @@ async def _is(value, expected) -> bool:
     (NESTED, "1: YAML is nested more than 64 levels deep"),
     (ALIAS_BOMB, "YAML aliases expand to more than 100000 nodes"),
     (ALIAS_LOOP, "1: YAML alias '*a' stands inside the collection it names (a loop)"),
-], ids=["nested-900-deep", "alias-bomb", "alias-loop"])
+    ("version: 1\nlisten: 2001-13-14\n", "2: YAML syntax error: '2001-13-14' is not a valid timestamp"),
+], ids=["nested-900-deep", "alias-bomb", "alias-loop", "bad-date"])
 def test_check_refuses_what_pyyaml_cannot_read_safely_with_one_line(tmp_path, bad, message):
     path = tmp_path / "routes.yaml"
     path.write_text(bad)

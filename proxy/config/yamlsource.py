@@ -1,6 +1,6 @@
 """Reads a YAML file safely and remembers the line of every key and list item.
 
-Values come from `yaml.safe_load`; positions come from composing the same text into
+Values come from PyYAML's safe loader; positions come from composing the same text into
 nodes (composing constructs no objects), so every later message can say FILE:LINE.
 Before either, one pass over the parser's events (a loop, not a recursion) bounds the
 document's shape: nesting deeper than MAX_DEPTH would exhaust the composer's recursion,
@@ -53,11 +53,13 @@ def read_yaml(text: str, source: str) -> Document:
     try:
         _Shape(source).check(text)
         root = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_Loader)
     except yaml.MarkedYAMLError as exc:
         raise ConfigError([Problem(source, *_syntax_error(exc, text))]) from exc
     except yaml.YAMLError as exc:
         raise ConfigError([Problem(source, 1, f"YAML error: {exc}")]) from exc
+    except RecursionError as exc:  # MAX_DEPTH keeps PyYAML's recursion short; should it not, still one line
+        raise ConfigError([Problem(source, 1, "YAML is nested too deeply")]) from exc
     index = _Index(source)
     if root is not None:
         index.walk(root, ())
@@ -111,6 +113,19 @@ class _Shape:
 
     def _refuse(self, event: yaml.Event, message: str) -> None:
         raise ConfigError([Problem(self.source, event.start_mark.line + 1, message)])
+
+
+class _Loader(yaml.SafeLoader):
+    """The safe loader, but a scalar it cannot construct (a date 2001-13-14, `!!int 0x`) is a YAML error
+    at its line, like PyYAML's own, rather than a ValueError from deep inside it."""
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep)
+        except (ValueError, TypeError, ArithmeticError) as exc:
+            value = repr(node.value) if isinstance(node, yaml.ScalarNode) else "a value"
+            raise yaml.constructor.ConstructorError(
+                None, None, f"{value} is not a valid {node.tag.rpartition(':')[2]} ({exc})", node.start_mark) from exc
 
 
 def _syntax_error(exc: yaml.MarkedYAMLError, text: str) -> tuple[int, str]:
