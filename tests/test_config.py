@@ -261,6 +261,11 @@ TOGGLE = "    serve: toggle\n    toggle: {name: t, rollout: %s, stickiness: %s}\
     pytest.param(swap('9001"}', '9001", max_connections: !!int 0x}'),
                  "routes.yaml:3: YAML syntax error: '0x' is not a valid int "
                  "(invalid literal for int() with base 16: '')", id="yaml-bad-int"),
+    pytest.param(swap("legacy: monolith", "legacy: [monolith]"),
+                 f"routes.yaml:8: {ROUTE}: 'legacy' must be a string, got a list", id="side-a-list"),
+    pytest.param(BASE + "toggles: {provider: unleash, unleash: {url: 'http://[::1'}}\n",
+                 "routes.yaml:10: toggles.unleash: 'url' must be an http(s) URL, got 'http://[::1'",
+                 id="unleash-url-unparsable"),
 ])
 def test_invalid_file_reports_file_line_message(text, expected):
     assert errors(text) == [expected]
