@@ -422,17 +422,33 @@ def test_a_fifo_in_place_of_routes_yaml_is_refused_and_sigterm_still_ends_the_pr
 # -- 6. an admin token variable that is named must be set
 
 
-def test_serve_refuses_to_start_when_the_admin_token_variable_is_unset(tmp_path):
+@pytest.mark.parametrize("command", ["serve", "demo"])
+def test_serve_refuses_to_start_when_the_admin_token_variable_is_unset(tmp_path, command):
     path = tmp_path / "routes.yaml"
     path.write_text(routes_yaml({"legacy": "http://127.0.0.1:9"}, [route("all")],
                                 admin={"listen": "127.0.0.1:0", "token_env": "TEST_UNSET_ADMIN_TOKEN"}))
     env = {k: v for k, v in os.environ.items() if k != "TEST_UNSET_ADMIN_TOKEN"}
     for value in (None, ""):
-        done = subprocess.run([sys.executable, "-m", "proxy", "serve", "--config", str(path)], capture_output=True,
+        done = subprocess.run([sys.executable, "-m", "proxy", command, "--config", str(path)], capture_output=True,
                               text=True, timeout=30, cwd=REPO,
                               env=env if value is None else {**env, "TEST_UNSET_ADMIN_TOKEN": value})
         assert done.returncode == 1
         assert "admin.token_env names TEST_UNSET_ADMIN_TOKEN, which is not set or is empty" in done.stderr
+
+
+def test_check_only_warns_when_the_admin_token_variable_is_unset_where_it_runs(tmp_path):
+    path = tmp_path / "routes.yaml"
+    path.write_text(routes_yaml({"legacy": "http://127.0.0.1:9"}, [route("all")],
+                                admin={"listen": "127.0.0.1:0", "token_env": "TEST_UNSET_ADMIN_TOKEN"}))
+    env = {k: v for k, v in os.environ.items() if k != "TEST_UNSET_ADMIN_TOKEN"}
+    line = next(n for n, text in enumerate(path.read_text().splitlines(), 1) if "token_env" in text)
+    for value, warned in ((None, True), ("", True), ("secret", False)):  # the file is checked, not this shell
+        done = subprocess.run([sys.executable, "-m", "proxy", "check", "--config", str(path)], capture_output=True,
+                              text=True, timeout=30, cwd=REPO,
+                              env=env if value is None else {**env, "TEST_UNSET_ADMIN_TOKEN": value})
+        assert done.returncode == 0 and done.stdout.splitlines()[-1] == "ok: 1 routes, 1 upstreams"
+        assert done.stdout.startswith(f"{path}:{line}: warning: admin.token_env names TEST_UNSET_ADMIN_TOKEN, "
+                                      "which is not set or is empty") == warned
 
 
 async def test_a_reload_naming_an_unset_admin_token_variable_keeps_the_last_good_config(
