@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from proxy.config import load, parse
+from proxy.config import load, parse, yamlsource
 from proxy.model import (Address, AdminSpec, CompareSpec, Match, ParallelRun, Serve, Side, Stickiness, ToggleSpec,
                          TogglesSpec, UnleashSpec, Upstream)
 from proxy.model.errors import ConfigError
@@ -249,6 +249,23 @@ TOGGLE = "    serve: toggle\n    toggle: {name: t, rollout: %s, stickiness: %s}\
     pytest.param("", "routes.yaml:1: routes.yaml is empty", id="empty"),
     pytest.param("# nothing yet\n", "routes.yaml:1: routes.yaml is empty", id="only-a-comment"),
     pytest.param("- version: 1\n", "routes.yaml:1: the top level must be a mapping, got a list", id="top-level-list"),
+    pytest.param(BASE + "x: &loop [*loop]\n",
+                 "routes.yaml:10: YAML alias '*loop' stands inside the collection it names (a loop)",
+                 id="yaml-alias-loop"),
+    pytest.param(swap('monolith: {url', 'monolith: &m {<<: *m, url'),
+                 "routes.yaml:3: YAML alias '*m' stands inside the collection it names (a loop)",
+                 id="yaml-merge-loop"),
+    pytest.param(swap('9001"}', '9001", connect_timeout: 2001-13-14}'),
+                 "routes.yaml:3: YAML syntax error: '2001-13-14' is not a valid timestamp (month must be in 1..12)",
+                 id="yaml-bad-date"),
+    pytest.param(swap('9001"}', '9001", max_connections: !!int 0x}'),
+                 "routes.yaml:3: YAML syntax error: '0x' is not a valid int "
+                 "(invalid literal for int() with base 16: '')", id="yaml-bad-int"),
+    pytest.param(swap("legacy: monolith", "legacy: [monolith]"),
+                 f"routes.yaml:8: {ROUTE}: 'legacy' must be a string, got a list", id="side-a-list"),
+    pytest.param(BASE + "toggles: {provider: unleash, unleash: {url: 'http://[::1'}}\n",
+                 "routes.yaml:10: toggles.unleash: 'url' must be an http(s) URL, got 'http://[::1'",
+                 id="unleash-url-unparsable"),
 ])
 def test_invalid_file_reports_file_line_message(text, expected):
     assert errors(text) == [expected]
@@ -293,6 +310,23 @@ def test_every_problem_is_reported_sorted_by_line():
 ])
 def test_warnings_do_not_fail_loading(text, expected):
     assert [str(w) for w in parse(text.encode(), "routes.yaml").warnings] == expected
+
+
+def test_nodes_written_and_nodes_reached_through_aliases_have_budgets_of_their_own(monkeypatch):
+    plain = BASE + "".join(f"  - {{name: r{n}, match: {{path: /r{n}}}, legacy: monolith}}\n" for n in range(20))
+    merged = swap("orders: {url", "orders: {<<: *m, url", swap("monolith: {url", "monolith: &m {timeout: 9.0, url"))
+    monkeypatch.setattr(yamlsource, "MAX_ALIASED", 50)
+    assert len(parse(plain.encode(), "routes.yaml").routes) == 21  # 180 nodes, none through an alias
+    assert parse(merged.encode(), "routes.yaml").upstreams["orders"].timeout == 9.0
+    monkeypatch.setattr(yamlsource, "MAX_ALIASED", 4)  # *m stands for 5 nodes
+    assert errors(merged) == ["routes.yaml:4: YAML aliases expand to more than 4 nodes (an alias bomb?)"]
+    monkeypatch.setattr(yamlsource, "MAX_NODES", 50)
+    assert errors(plain) == ["routes.yaml:12: YAML holds more than 50 nodes; a routes.yaml needs a few thousand"]
+
+
+def test_yaml_too_deep_for_the_interpreter_is_one_problem_even_past_the_depth_bound(monkeypatch):
+    monkeypatch.setattr(yamlsource, "MAX_DEPTH", 10_000)  # as if the bound were ever set too loose
+    assert errors("a: " + "[" * 900 + "]" * 900 + "\n") == ["routes.yaml:1: YAML is nested too deeply"]
 
 
 @pytest.mark.parametrize("text, status, lines", [

@@ -7,6 +7,7 @@ upstream, and what the proxy must answer. docs/hardening.md lists them beside ng
 import asyncio
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -346,6 +347,7 @@ async def test_thirty_connections_with_1_mb_heads_leave_memory_bounded(tmp_path,
 NESTED = "a: " + "[" * 900 + "]" * 900 + "\n"
 ALIAS_BOMB = "".join(f"{name}: &{name} [{', '.join([f'*{prev}'] * 9 if prev else ['lol'] * 9)}]\n"
                      for prev, name in zip(["", *"abcdefg"], "abcdefgh", strict=True))
+ALIAS_LOOP = "a: &a [b, *a]\n"
 
 
 def orders(serve: str) -> list[dict]:
@@ -357,7 +359,7 @@ async def served_by(http, url: str) -> str:
         return response.headers.get("X-Upstream", "")
 
 
-@pytest.mark.parametrize("bad", [NESTED, ALIAS_BOMB], ids=["nested-900-deep", "alias-bomb"])
+@pytest.mark.parametrize("bad", [NESTED, ALIAS_BOMB, ALIAS_LOOP], ids=["nested-900-deep", "alias-bomb", "alias-loop"])
 async def test_an_unreadable_edit_is_a_reload_error_and_the_watcher_goes_on(make_upstream, start_proxy, http, bad):
     legacy, new = await make_upstream("legacy"), await make_upstream("new")
     ups = {"legacy": legacy.url, "new": new.url}
@@ -368,7 +370,7 @@ async def test_an_unreadable_edit_is_a_reload_error_and_the_watcher_goes_on(make
         async with http.get(proxy.admin_url + "/status") as response:
             return (await response.json())["config"]["last_reload_error"]
     problems = (await eventually(reload_error))["problems"]
-    assert len(problems) == 1 and problems[0].startswith(f"{proxy.path}:")
+    assert len(problems) == 1 and re.match(rf"{re.escape(str(proxy.path))}:\d+: YAML ", problems[0])
     assert await served_by(http, proxy.url + "/api/orders/1") == "legacy"  # the last good configuration
     assert metric(proxy, "strangler_config_reloads_total", {"result": "invalid"}) == 1
     proxy.rewrite(ups, orders("new"))
@@ -379,9 +381,13 @@ async def _is(value, expected) -> bool:
     return await value == expected
 
 
-@pytest.mark.parametrize(("bad", "message"), [(NESTED, "YAML is nested more than 64 levels deep"),
-                                              (ALIAS_BOMB, "YAML aliases expand to more than 100000 nodes")])
-def test_check_refuses_deep_nesting_and_alias_bombs_with_one_line(tmp_path, bad, message):
+@pytest.mark.parametrize(("bad", "message"), [
+    (NESTED, "1: YAML is nested more than 64 levels deep"),
+    (ALIAS_BOMB, "YAML aliases expand to more than 100000 nodes"),
+    (ALIAS_LOOP, "1: YAML alias '*a' stands inside the collection it names (a loop)"),
+    ("version: 1\nlisten: 2001-13-14\n", "2: YAML syntax error: '2001-13-14' is not a valid timestamp"),
+], ids=["nested-900-deep", "alias-bomb", "alias-loop", "bad-date"])
+def test_check_refuses_what_pyyaml_cannot_read_safely_with_one_line(tmp_path, bad, message):
     path = tmp_path / "routes.yaml"
     path.write_text(bad)
     done = subprocess.run([sys.executable, "-m", "proxy", "check", "--config", str(path)], capture_output=True,
@@ -413,17 +419,33 @@ def test_a_fifo_in_place_of_routes_yaml_is_refused_and_sigterm_still_ends_the_pr
 # -- 6. an admin token variable that is named must be set
 
 
-def test_serve_refuses_to_start_when_the_admin_token_variable_is_unset(tmp_path):
+@pytest.mark.parametrize("command", ["serve", "demo"])
+def test_serve_refuses_to_start_when_the_admin_token_variable_is_unset(tmp_path, command):
     path = tmp_path / "routes.yaml"
     path.write_text(routes_yaml({"legacy": "http://127.0.0.1:9"}, [route("all")],
                                 admin={"listen": "127.0.0.1:0", "token_env": "TEST_UNSET_ADMIN_TOKEN"}))
     env = {k: v for k, v in os.environ.items() if k != "TEST_UNSET_ADMIN_TOKEN"}
     for value in (None, ""):
-        done = subprocess.run([sys.executable, "-m", "proxy", "serve", "--config", str(path)], capture_output=True,
+        done = subprocess.run([sys.executable, "-m", "proxy", command, "--config", str(path)], capture_output=True,
                               text=True, timeout=30, cwd=REPO,
                               env=env if value is None else {**env, "TEST_UNSET_ADMIN_TOKEN": value})
         assert done.returncode == 1
         assert "admin.token_env names TEST_UNSET_ADMIN_TOKEN, which is not set or is empty" in done.stderr
+
+
+def test_check_only_warns_when_the_admin_token_variable_is_unset_where_it_runs(tmp_path):
+    path = tmp_path / "routes.yaml"
+    path.write_text(routes_yaml({"legacy": "http://127.0.0.1:9"}, [route("all")],
+                                admin={"listen": "127.0.0.1:0", "token_env": "TEST_UNSET_ADMIN_TOKEN"}))
+    env = {k: v for k, v in os.environ.items() if k != "TEST_UNSET_ADMIN_TOKEN"}
+    line = next(n for n, text in enumerate(path.read_text().splitlines(), 1) if "token_env" in text)
+    for value, warned in ((None, True), ("", True), ("secret", False)):  # the file is checked, not this shell
+        done = subprocess.run([sys.executable, "-m", "proxy", "check", "--config", str(path)], capture_output=True,
+                              text=True, timeout=30, cwd=REPO,
+                              env=env if value is None else {**env, "TEST_UNSET_ADMIN_TOKEN": value})
+        assert done.returncode == 0 and done.stdout.splitlines()[-1] == "ok: 1 routes, 1 upstreams"
+        assert done.stdout.startswith(f"{path}:{line}: warning: admin.token_env names TEST_UNSET_ADMIN_TOKEN, "
+                                      "which is not set or is empty") == warned
 
 
 async def test_a_reload_naming_an_unset_admin_token_variable_keeps_the_last_good_config(

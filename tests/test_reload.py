@@ -101,3 +101,33 @@ async def test_unchanged_upstreams_keep_their_pool_and_dropped_ones_close(make_u
     await asyncio.sleep(0)  # the retired pool had nothing in flight: it closes at once
     await asyncio.sleep(0)
     assert before["new"].closed and not after["legacy"].closed
+
+
+async def test_an_edit_that_cannot_be_built_is_a_reload_error_and_the_next_edit_applies(make_upstream, start_proxy,
+                                                                                         http):
+    legacy, new = await make_upstream("legacy"), await make_upstream("new")
+    ups = {"legacy": legacy.url, "new": new.url}
+    proxy = await start_proxy(ups, orders("legacy"))
+    (proxy.path.parent / "plain").write_text("a file, where the edit wants a directory")
+    cache = proxy.path.parent / "plain" / "cache"
+    # valid as a file, but the Unleash provider's cache directory cannot be made under a regular file
+    proxy.rewrite(ups, orders("new"), toggles={"provider": "unleash", "unleash": {
+        "url": "http://127.0.0.1:9/api", "cache_directory": "plain/cache"}})
+
+    async def reload_error():
+        async with http.get(proxy.admin_url + "/status") as response:
+            return (await response.json())["config"]["last_reload_error"]
+    error = await eventually(reload_error, timeout=5)
+    assert error["problems"] == [f"{proxy.path}: could not be loaded (NotADirectoryError: [Errno 20] "
+                                 f"Not a directory: '{cache}')"]
+    assert await served_by(http, proxy.url + "/api/orders/1") == "legacy"
+    reloads = proxy.proxy.metrics.registry.get_sample_value
+    assert reloads("strangler_config_reloads_total", {"result": "invalid"}) == 1
+
+    proxy.rewrite(ups, orders("new"))  # the watcher is still there
+    await eventually(lambda: _is(served_by(http, proxy.url + "/api/orders/1"), "new"), timeout=5)
+    assert await reload_error() is None
+
+
+async def _is(found, expected) -> bool:
+    return await found == expected

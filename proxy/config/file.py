@@ -199,7 +199,8 @@ def _is_loopback(host: str) -> bool:
 def _warn_unused(reader: Reader, upstreams: Mapping[str, Upstream], items: Any) -> None:
     """An upstream no route names (as written, so a route with other errors still counts)."""
     routes = [item for item in items if isinstance(item, dict)] if isinstance(items, list) else []
-    used = {item.get(side) for item in routes for side in ("legacy", "new")}
+    sides = (item.get(side) for item in routes for side in ("legacy", "new"))
+    used = {name for name in sides if isinstance(name, str)}  # a list in the place of a name names nothing
     for name in upstreams:
         if name not in used:
             reader.warn(("upstreams", name), f"upstream '{name}' is not used by any route")

@@ -33,7 +33,7 @@ def _unleash(parent: Section) -> UnleashSpec | None:
     if sec is None:
         return None
     url = sec.text("url")
-    if isinstance(url, str) and urlsplit(url).scheme not in ("http", "https"):
+    if isinstance(url, str) and _scheme(url) not in ("http", "https"):
         sec.error("url", f"'url' must be an http(s) URL, got {url!r}")
     token_env, admin_token_env = sec.text("token_env", None), sec.text("admin_token_env", None)
     for key, name in (("token_env", token_env), ("admin_token_env", admin_token_env)):
@@ -49,6 +49,12 @@ def _unleash(parent: Section) -> UnleashSpec | None:
                        refresh_interval=sec.integer("refresh_interval", 15, 1, 3600),
                        cache_directory=str(Path(parent.reader.doc.source).parent / cache_directory))
 
+
+def _scheme(url: str) -> str | None:
+    try:
+        return urlsplit(url).scheme
+    except ValueError:  # "http://[::1" and the like: not a URL at all
+        return None
 
 
 def check_toggles(reader: Reader, routes: tuple[Route, ...], provider: Provider) -> None:

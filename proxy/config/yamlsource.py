@@ -1,11 +1,13 @@
 """Reads a YAML file safely and remembers the line of every key and list item.
 
-Values come from `yaml.safe_load`; positions come from composing the same text into
+Values come from PyYAML's safe loader; positions come from composing the same text into
 nodes (composing constructs no objects), so every later message can say FILE:LINE.
 Before either, one pass over the parser's events (a loop, not a recursion) bounds the
 document's shape: nesting deeper than MAX_DEPTH would exhaust the composer's recursion,
-and aliases that expand to more than MAX_NODES nodes are an alias bomb ("billion
-laughs"), which every later walk of the values would pay for.
+an alias inside the collection it names would send every walk round forever, more than
+MAX_NODES nodes cost PyYAML seconds each time, and aliases that stand for more than
+MAX_ALIASED nodes in all are an alias bomb ("billion laughs"), which every later walk of
+the values would pay for.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from proxy.model.errors import ConfigError
 
 Path = tuple[str | int, ...]
 MAX_DEPTH = 64  # nested mappings and lists; routes.yaml needs fewer than ten
-MAX_NODES = 100_000  # nodes, counting each alias as the nodes it stands for
+MAX_NODES = 100_000  # nodes written out; a routes.yaml needs a few thousand
+MAX_ALIASED = 100_000  # nodes reached through aliases, each alias counted as the nodes it stands for
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,13 +51,15 @@ def read_yaml(text: str, source: str) -> Document:
     """Parse `text`; YAML syntax errors, duplicate keys and a shape too deep or too large raise
     ConfigError with their line."""
     try:
-        _check_shape(text, source)
+        _Shape(source).check(text)
         root = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_Loader)
     except yaml.MarkedYAMLError as exc:
         raise ConfigError([Problem(source, *_syntax_error(exc, text))]) from exc
     except yaml.YAMLError as exc:
         raise ConfigError([Problem(source, 1, f"YAML error: {exc}")]) from exc
+    except RecursionError as exc:  # MAX_DEPTH keeps PyYAML's recursion short; should it not, still one line
+        raise ConfigError([Problem(source, 1, "YAML is nested too deeply")]) from exc
     index = _Index(source)
     if root is not None:
         index.walk(root, ())
@@ -63,37 +68,64 @@ def read_yaml(text: str, source: str) -> Document:
     return Document(source, data, index.lines, index.texts)
 
 
-def _check_shape(text: str, source: str) -> None:
-    """Refuse nesting deeper than MAX_DEPTH and aliases that expand past MAX_NODES, at the line where
-    that happens, before anything recursive or expanding reads the document."""
-    sizes: dict[str, int] = {}  # anchor -> the nodes it stands for
-    open_: list[list] = [[0, None]]  # for each open collection: nodes within it so far, its anchor
-    for event in yaml.parse(text, Loader=yaml.SafeLoader):
-        if isinstance(event, (yaml.SequenceStartEvent, yaml.MappingStartEvent)):
-            if len(open_) > MAX_DEPTH:
-                _refuse(source, event, f"YAML is nested more than {MAX_DEPTH} levels deep")
-            open_.append([1, event.anchor])
-        elif isinstance(event, (yaml.SequenceEndEvent, yaml.MappingEndEvent)):
-            size, anchor = open_.pop()
-            _add(open_, size, source, event)
-            if anchor is not None:
-                sizes[anchor] = size
-        elif isinstance(event, yaml.ScalarEvent):
-            if event.anchor is not None:
-                sizes[event.anchor] = 1
-            _add(open_, 1, source, event)
-        elif isinstance(event, yaml.AliasEvent):
-            _add(open_, sizes.get(event.anchor, 1), source, event)
+class _Shape:
+    """Nesting depth, size, alias loops and alias expansion, refused at the line where they happen."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.sizes: dict[str, int] = {}  # anchor -> the nodes it stands for
+        self.open: list[list] = [[0, None]]  # for each open collection: nodes within it so far, its anchor
+        self.written = self.aliased = 0  # nodes so far: written out, reached through aliases
+
+    def check(self, text: str) -> None:
+        for event in yaml.parse(text, Loader=yaml.SafeLoader):
+            if isinstance(event, yaml.AliasEvent):
+                self._alias(event)
+            elif isinstance(event, yaml.NodeEvent):  # a scalar, or a collection's start
+                self._written(event)
+            elif isinstance(event, yaml.CollectionEndEvent):
+                self._ended(*self.open.pop())
+
+    def _written(self, event: yaml.NodeEvent) -> None:
+        self.written += 1
+        if self.written > MAX_NODES:
+            self._refuse(event, f"YAML holds more than {MAX_NODES} nodes; a routes.yaml needs a few thousand")
+        if isinstance(event, yaml.ScalarEvent):
+            self._ended(1, event.anchor)
+            return
+        if len(self.open) > MAX_DEPTH:
+            self._refuse(event, f"YAML is nested more than {MAX_DEPTH} levels deep")
+        self.open.append([1, event.anchor])
+
+    def _ended(self, size: int, anchor: str | None) -> None:
+        self.open[-1][0] += size
+        if anchor is not None:
+            self.sizes[anchor] = size
+
+    def _alias(self, event: yaml.AliasEvent) -> None:
+        if any(anchor == event.anchor for _, anchor in self.open):
+            self._refuse(event, f"YAML alias '*{event.anchor}' stands inside the collection it names (a loop)")
+        size = self.sizes.get(event.anchor, 1)
+        self.aliased += size
+        if self.aliased > MAX_ALIASED:
+            self._refuse(event, f"YAML aliases expand to more than {MAX_ALIASED} nodes (an alias bomb?)")
+        self._ended(size, None)
+
+    def _refuse(self, event: yaml.Event, message: str) -> None:
+        raise ConfigError([Problem(self.source, event.start_mark.line + 1, message)])
 
 
-def _add(open_: list[list], size: int, source: str, event: yaml.Event) -> None:
-    open_[-1][0] += size
-    if sum(counted for counted, _ in open_) > MAX_NODES:
-        _refuse(source, event, f"YAML aliases expand to more than {MAX_NODES} nodes (an alias bomb?)")
+class _Loader(yaml.SafeLoader):
+    """The safe loader, but a scalar it cannot construct (a date 2001-13-14, `!!int 0x`) is a YAML error
+    at its line, like PyYAML's own, rather than a ValueError from deep inside it."""
 
-
-def _refuse(source: str, event: yaml.Event, message: str) -> None:
-    raise ConfigError([Problem(source, event.start_mark.line + 1, message)])
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep)
+        except (ValueError, TypeError, ArithmeticError) as exc:
+            value = repr(node.value) if isinstance(node, yaml.ScalarNode) else "a value"
+            raise yaml.constructor.ConstructorError(
+                None, None, f"{value} is not a valid {node.tag.rpartition(':')[2]} ({exc})", node.start_mark) from exc
 
 
 def _syntax_error(exc: yaml.MarkedYAMLError, text: str) -> tuple[int, str]:

@@ -72,23 +72,25 @@ class LiveConfig:
 
     async def reload(self, why: str) -> bool:
         """Load the file again; swap it in if valid. Returns whether the running config is the file's.
-        Whatever goes wrong loading it is a reload error, shown in /status and counted: never raised."""
+        Whatever goes wrong loading it or building its generation is a reload error, shown in /status and
+        counted: never raised."""
         self._signature = _signature(self.path)
         try:
             config = await _in_daemon_thread(lambda: checked(config_file.load(self.path)), LOAD_TIMEOUT)
+            generation = None if config.digest == self.current.config.digest else self._next(config)
         except ConfigError as exc:
             return self._refuse(exc.problems, why)
         except TimeoutError:
             return self._refuse((Problem(self.path, 0, f"reading the file took over {LOAD_TIMEOUT:g}s"),), why)
-        except Exception as exc:  # a bug in loading: still only a refused reload
+        except Exception as exc:  # a bug, or a part that cannot be built (a cache directory): still only refused
             log.warning("loading routes.yaml failed unexpectedly", exc_info=exc)
-            return self._refuse((Problem(self.path, 0, f"could not be loaded ({type(exc).__name__})"),), why)
+            return self._refuse((Problem(self.path, 0, f"could not be loaded ({type(exc).__name__}: {exc})"),), why)
         self.last_failure = None
-        if config.digest == self.current.config.digest:
+        if generation is None:
             self.metrics.reloads.labels("unchanged").inc()
             log.info("routes.yaml unchanged", extra={"trigger": why})
             return True
-        self._swap(config, why)
+        self._swap(generation, why)
         return True
 
     def _refuse(self, problems: tuple[Problem, ...], why: str) -> bool:
@@ -102,20 +104,25 @@ class LiveConfig:
         """Let the toggles begin syncing, in a thread: a slow Unleash server never holds up start-up."""
         self._in_thread(self.current.toggles.start)
 
-    def _swap(self, config: Config, why: str) -> None:
+    def _next(self, config: Config) -> Generation:
+        """The generation `config` makes, sharing what it can with the current one. Built whole before
+        anything changes, so that a part that cannot be built leaves the current generation as it was."""
         old = self.current
-        toggles = self.toggles_for(config, old.toggles)
-        self.current = Generation(config, _pools(config.upstreams, old.pools),
-                                  _pools(_shadowed(config), old.shadow_pools), toggles, time.time())
-        kept = {id(pool) for pool in self.current.all_pools()}
+        return Generation(config, _pools(config.upstreams, old.pools), _pools(_shadowed(config), old.shadow_pools),
+                          self.toggles_for(config, old.toggles), time.time())
+
+    def _swap(self, new: Generation, why: str) -> None:
+        old, self.current = self.current, new
+        kept = {id(pool) for pool in new.all_pools()}
         for pool in old.all_pools():
             if id(pool) not in kept:
                 pool.retire()
-        if toggles is not old.toggles:
-            self._in_thread(toggles.start)
+        if new.toggles is not old.toggles:
+            self._in_thread(new.toggles.start)
             self._in_thread(old.toggles.close)
         self.metrics.reloads.labels("ok").inc()
-        self.metrics.config_loaded_at.set(self.current.loaded_at)
+        self.metrics.config_loaded_at.set(new.loaded_at)
+        config = new.config
         log.info("routes.yaml reloaded", extra={
             "trigger": why, "sha256": config.digest, "routes": len(config.routes),
             "warnings": [str(w) for w in config.warnings]})
