@@ -247,11 +247,6 @@ async def test_a_body_arriving_faster_than_it_is_read_pauses_the_socket_until_it
     assert (read, transport.reading, connection.reusable) == (size, True, True)
 
 
-@pytest.mark.xfail(strict=True, reason="proxy/wire/connection.py: bytes after a complete bodiless answer (to a "
-                   "HEAD, or a 204) that arrive in the same read make the parser raise for the whole read, and the "
-                   "answer it had parsed is lost: the client gets a 502 or the answer depending on how the "
-                   "upstream's bytes were cut into reads (a read later, the answer is relayed and the connection "
-                   "spent, as it should be)")
 @pytest.mark.parametrize(("data", "head"), [
     (b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello", True),  # a body sent to a HEAD, against the rules
     (b"HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\nhello", False),

@@ -403,12 +403,8 @@ def test_head_size_counts_the_request_line_and_header_lines_as_sent(method, path
     assert head_size(message) == len(sent_bytes)
 
 
-# -- found while writing these: each fails today (strict: a fix turns it into a plain pass to keep)
+# -- found while writing these, and fixed: kept so they stay fixed
 
-@pytest.mark.xfail(strict=True, reason="proxy/wire/server.py: requests the parser holds back while MAX_QUEUED wait "
-                   "are all counted in head_bytes as if they were one head still arriving (_feed, no message "
-                   "parsed); once the queue drains, _next_piece finds that 'head' over max_header_bytes and the "
-                   "connection's next valid request is refused with a 431")
 async def test_a_long_pipelined_batch_of_ordinary_requests_is_all_answered(edge):
     count = 100
     connection, transport = edge(Recorder())
@@ -419,9 +415,6 @@ async def test_a_long_pipelined_batch_of_ordinary_requests_is_all_answered(edge)
     assert [status for status, _ in sent(transport)] == [200] * count
 
 
-@pytest.mark.xfail(strict=True, reason="proxy/wire/server.py: a head that begins in the same read as the end of "
-                   "the previous request's body is not counted while it arrives (_feed: in_head is False for that "
-                   "piece) and, when its end comes, only the last piece is measured: max_header_bytes is bypassed")
 async def test_a_head_after_a_body_in_the_same_read_is_held_to_the_limit_too(edge):
     handler = Recorder()
     connection, transport = edge(handler, max_header_bytes=4096)
@@ -435,10 +428,6 @@ async def test_a_head_after_a_body_in_the_same_read_is_held_to_the_limit_too(edg
     assert status_of(bytes(transport.written).partition(b"POST /a 3")[2]) == 431 and handler.paths == ["/a"]
 
 
-@pytest.mark.xfail(strict=True, reason="proxy/wire/server.py: _next_piece finds a head's end only within one read; "
-                   "when CRLFCRLF is split between reads, the next feed carries the rest of that head and the next "
-                   "request together, and a refusal of the second loses the first (a feed that raises returns no "
-                   "messages): the docstring's 'those before it are answered first' fails")
 @pytest.mark.parametrize("cut", [1, 2, 3], ids=["\\r|\\n\\r\\n", "\\r\\n|\\r\\n", "\\r\\n\\r|\\n"])
 async def test_a_good_request_whose_head_ends_across_two_reads_is_answered_before_a_bad_one(edge, cut):
     handler = Recorder()
@@ -450,9 +439,6 @@ async def test_a_good_request_whose_head_ends_across_two_reads_is_answered_befor
     assert [status for status, _ in sent(transport)] == [200, 400] and handler.paths == ["/good"]
 
 
-@pytest.mark.xfail(strict=True, reason="proxy/wire/server.py: when a body the answer did not need breaks its "
-                   "framing while _serve lingers over it, _unparsable queues a refusal nobody serves and leaves the "
-                   "lingered body without an error, so the connection stays open for all of LINGER (10 s)")
 async def test_a_body_that_breaks_its_framing_after_its_answer_closes_the_connection_at_once(edge):
     connection, transport = edge(ignoring_the_body)
     connection.data_received(b"POST /x HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")

@@ -77,8 +77,20 @@ class Connection(BaseProtocol):
             self.transport = None
 
     def data_received(self, data: bytes) -> None:
+        """An answer's head is fed alone (when the read holds more), so that bytes an upstream wrongly sends
+        after a bodiless answer (to a HEAD, a 204) break the connection, not the answer before them."""
         if self.switched:
             return self._after_switch(data)
+        if self._answer is not None and self._payload is None:
+            end = data.find(b"\r\n\r\n") + 4
+            if 4 <= end < len(data):
+                self._feed(data[:end])
+                data = data[end:]
+                if self.switched:
+                    return self._after_switch(data)
+        self._feed(data)
+
+    def _feed(self, data: bytes) -> None:
         try:
             messages, upgraded, tail = self._parser.feed_data(data)
         except HttpProcessingError as exc:

@@ -67,6 +67,7 @@ class EdgeConnection(BaseProtocol):
         self.queue: deque[tuple[RawRequestMessage | HttpProcessingError, StreamReader, int]] = deque()
         self.queued_bytes = 0  # the heads waiting in `queue`
         self.head_bytes = 0  # of a head still arriving
+        self.head_tail = b""  # its last three bytes: the end of a head (CRLFCRLF) may straddle two reads
         self.body: StreamReader | None = None  # the last parsed request's body, while the parser feeds it
         self.serving: asyncio.Task[None] | None = None  # from the first request to the close
         self.waiting: asyncio.Future[None] | None = None  # set while `serving` waits for a request
@@ -112,17 +113,20 @@ class EdgeConnection(BaseProtocol):
         body = self.body
         if (body is not None and not body.is_eof()) or len(self.queue) >= MAX_QUEUED:
             return data, b""  # a body, or a parser held back by the queue: it takes what comes
-        end = data.find(b"\r\n\r\n") + 4
-        head = end if end >= 4 else len(data)
+        tail = self.head_tail
+        end = ((tail + data).find(b"\r\n\r\n") + 4 - len(tail)) if tail else data.find(b"\r\n\r\n") + 4
+        head = end if end > 0 else len(data)
         if self.head_bytes + head > self.server.max_header_bytes:
             return None, b""
-        if end < 4 or end == len(data):
+        if end <= 0 or end == len(data):
             return data, b""
         return data[:end], data[end:]
 
     def _feed(self, data: bytes) -> None:
         body = self.body
         in_head = body is None or body.is_eof()  # before the feed: the piece may end a body
+        held = len(self.queue) >= MAX_QUEUED  # the parser keeps what it is fed, unparsed, until the queue drains
+        received = body.total_bytes if not in_head else 0
         head = self.head_bytes + len(data)  # the head's size, when this piece ends one (see _next_piece)
         try:
             messages, upgraded, tail = self._parser.feed_data(data)
@@ -130,23 +134,36 @@ class EdgeConnection(BaseProtocol):
             self._unparsable(exc)
             return
         if messages:
-            self.head_bytes = 0
-            self._stop_header_timer()
-            measured = in_head and len(messages) == 1  # the usual: one head, the piece
-            for message, payload in messages:
-                if not self.parsing:
-                    break  # after a refusal or a request to switch protocols: nothing more is answered
-                self._queued(message, payload, head if measured else head_size(message))
-            self._wake()
-            if (len(self.queue) >= MAX_QUEUED or self.queued_bytes >= MAX_QUEUED_BYTES) and not self._buffer_paused:
-                self._pause_reading_for_buffer()  # the parser stops too; _serve resumes both
+            self._parsed(messages, head if in_head and not held and data and len(messages) == 1 else None)
+        elif held:
+            pass  # bytes the parser holds back are measured as each of their heads is parsed
         elif in_head:  # part of a head
-            self.head_bytes = head
-            if self.idle and self.header_timer is None and data:  # the start of a request's head
-                self.header_timer = self.loop.call_later(self.server.header_timeout, self._headers_too_slow)
+            self._arriving(head, data)
+        elif body.is_eof():  # the piece ended a body: what followed it is the start of a head
+            self._arriving(len(data) - (body.total_bytes - received), data)
         if upgraded:
             self.parsing = False  # what follows a request to switch protocols is not HTTP/1.1
             self._held(tail)
+
+    def _parsed(self, messages: list[tuple[RawRequestMessage, StreamReader]], size: int | None) -> None:
+        """Requests parsed: queued in turn (`size`: of the one head the piece held, when it held one)."""
+        self.head_bytes, self.head_tail = 0, b""
+        self._stop_header_timer()
+        for message, payload in messages:
+            if not self.parsing:
+                break  # after a refusal or a request to switch protocols: nothing more is answered
+            self._queued(message, payload, size if size is not None else head_size(message))
+        self._wake()
+        if (len(self.queue) >= MAX_QUEUED or self.queued_bytes >= MAX_QUEUED_BYTES) and not self._buffer_paused:
+            self._pause_reading_for_buffer()  # the parser stops too; _serve resumes both
+
+    def _arriving(self, size: int, data: bytes) -> None:
+        """Part of a head, `size` bytes of it so far, the piece `data` its end."""
+        self.head_bytes, self.head_tail = size, (self.head_tail + data)[-3:]
+        if self.head_bytes > self.server.max_header_bytes:
+            return self._head_too_large()
+        if self.idle and self.header_timer is None and data:  # the start of a request's head
+            self.header_timer = self.loop.call_later(self.server.header_timeout, self._headers_too_slow)
 
     def _queued(self, message: RawRequestMessage, payload: StreamReader, size: int) -> None:
         """A parsed request joins the queue, with its head's size; a head over the limit is refused in turn."""
@@ -311,9 +328,7 @@ class EdgeConnection(BaseProtocol):
         that body fails (its request is refused with a 400, or, when its answer had started, cut
         short), and the connection closes once the requests before it are answered."""
         self.parsing = False
-        unfinished = self.current.content if self.current is not None else None
-        if self.queue:
-            unfinished = self.queue[-1][1]
+        unfinished = self.body  # the body the parser was feeding: its request's, queued, answered or lingered over
         if unfinished is not None and not unfinished.is_eof():
             unfinished.set_exception(web.RequestPayloadError(type(exc).__name__))
             return
