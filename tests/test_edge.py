@@ -10,7 +10,8 @@ import re
 from aiohttp import web
 
 from proxy.observe.logs import RequestIdFilter
-from proxy.wire.server import MAX_QUEUED, EdgeServer
+from proxy.wire.intake import MAX_QUEUED
+from proxy.wire.server import EdgeServer
 from tests.helpers import answers, eventually, json_body, raw_exchange, read_for, route, status_of
 
 

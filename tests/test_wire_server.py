@@ -17,7 +17,8 @@ import pytest
 from proxy.wire import server as wire_server
 from proxy.wire.answers import WholeAnswer
 from proxy.wire.request import EdgeRequest
-from proxy.wire.server import MAX_QUEUED, EdgeConnection, EdgeServer, head_size
+from proxy.wire.intake import MAX_QUEUED, head_size
+from proxy.wire.server import EdgeConnection, EdgeServer
 from tests.fakes import FakeTransport, connect, steps
 from tests.helpers import answers, eventually, json_body, status_of
 

@@ -12,19 +12,18 @@ from __future__ import annotations
 import asyncio
 
 from aiohttp import ClientPayloadError, ServerDisconnectedError
-from aiohttp.base_protocol import BaseProtocol
 from aiohttp.client_exceptions import ClientOSError
 from aiohttp.http import HttpResponseParser, RawResponseMessage
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.streams import EMPTY_PAYLOAD, StreamReader
 
-from proxy.wire.tunnel import EARLY_BYTES, Tunnel
+from proxy.wire.tunnel import EARLY_BYTES, TunnelSide
 
 READ_BUFSIZE = 1 << 16
 NO_BODY_STATUSES = frozenset({204, 304})
 
 
-class Connection(BaseProtocol):
+class Connection(TunnelSide):
     """A connection's protocol: `expect()` before writing a request, then await what it returns."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -36,7 +35,6 @@ class Connection(BaseProtocol):
         self._answer: asyncio.Future[tuple[RawResponseMessage, StreamReader]] | None = None
         self.switched = False  # it answered 101: what follows is not HTTP
         self.early: list[bytes] = []  # bytes after a 101, until a tunnel takes them
-        self.tunnel: Tunnel | None = None
 
     def _new_parser(self) -> HttpResponseParser:
         # read_until_eof: an answer with neither length nor chunks ends when the upstream closes (HTTP/1.0
@@ -117,16 +115,6 @@ class Connection(BaseProtocol):
     def take_early(self) -> bytes:
         early, self.early = b"".join(self.early), []
         return early
-
-    def pause_writing(self) -> None:
-        super().pause_writing()
-        if self.tunnel is not None:
-            self.tunnel.paused(self)
-
-    def resume_writing(self) -> None:
-        super().resume_writing()
-        if self.tunnel is not None:
-            self.tunnel.resumed(self)
 
     def _answered(self, message: RawResponseMessage, payload: StreamReader) -> None:
         if 100 <= message.code < 200 and message.code != 101:

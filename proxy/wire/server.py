@@ -2,10 +2,9 @@
 
 aiohttp's server costs, per request, a task, a future to wake its connection loop and a
 request object of forty fields (docs/architecture.md says what that came to). Here a
-connection parses with the same llhttp
-parser (its smuggling checks, size limits and pipelining bound are kept), and answers its
-requests in order, in one task for the connection's life. What aiohttp's server did that
-a proxy needs is done here:
+connection parses with the same llhttp parser (proxy.wire.intake: its smuggling checks,
+size limits and pipelining bound are kept), and answers its requests in order, in one
+task for the connection's life. What aiohttp's server did that a proxy needs is done here:
 
 - keep-alive, with an idle timeout; a deadline for a request's headers (`header_timeout`);
 - pipelining, at most MAX_QUEUED requests parsed ahead of the one being answered;
@@ -13,8 +12,8 @@ a proxy needs is done here:
   before the next request is read; the connection closes when it does not arrive;
 - a request the parser refuses, or whose body breaks its framing, gets the proxy's JSON 400
   (echoing nothing) and the connection closes; a request asking to switch protocols is
-  answered, and then the connection closes (nothing here switches: what follows is not
-  HTTP this server reads);
+  answered and then the connection closes, unless it became a WebSocket tunnel
+  (proxy.wire.tunnel);
 - a client that goes away cancels the handler of its request;
 - request bodies pass as sent (no decompression: `Content-Encoding` is the upstream's business);
 - on shutdown, idle connections close, and a request in flight has `drain_timeout` to finish
@@ -27,60 +26,42 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import deque
 from typing import Any, Awaitable, Callable
 
 from aiohttp import web
-from aiohttp.base_protocol import BaseProtocol
-from aiohttp.http import RawRequestMessage
 from aiohttp.http_exceptions import HttpProcessingError
-from aiohttp.http_parser import HttpRequestParser
-from aiohttp.streams import EMPTY_PAYLOAD, StreamReader
+from aiohttp.streams import StreamReader
 from aiohttp.tcp_helpers import tcp_keepalive
 
 from proxy.observe.logs import REQUEST_ID
 from proxy.wire.answers import Relayed, WholeAnswer, drained, error_response
 from proxy.wire.headers import Repeated, fresh_request_id
 from proxy.wire.request import EdgeRequest
-from proxy.wire.tunnel import EARLY_BYTES, Tunnel
+from proxy.wire.intake import MAX_QUEUED, MAX_QUEUED_BYTES, HeadersTooLarge, Intake
 
 log = logging.getLogger("strangler.edge")
 
-READ_BUFSIZE = 1 << 16  # a request body is buffered up to this much before the socket is not read
-MAX_QUEUED = 32  # pipelined requests parsed ahead of the one being answered (aiohttp's bound)
-MAX_QUEUED_BYTES = 1 << 16  # and the most their heads may hold
 LINGER = 10.0  # seconds to wait for the rest of a body the answer did not need (aiohttp's lingering_time)
 
 
 Handler = Callable[[EdgeRequest], Awaitable[Relayed]]
 
 
-class EdgeConnection(BaseProtocol):
-    """One client connection: its requests parsed, queued and answered in order."""
+class EdgeConnection(Intake):
+    """One client connection: its requests parsed (proxy.wire.intake), queued and answered in order."""
 
     def __init__(self, server: EdgeServer, loop: asyncio.AbstractEventLoop) -> None:
-        parser = HttpRequestParser(self, loop, READ_BUFSIZE, max_line_size=8190, max_field_size=8190,
-                                   max_headers=128, payload_exception=web.RequestPayloadError,
-                                   auto_decompress=False, max_msg_queue_size=MAX_QUEUED)
-        super().__init__(loop, parser)
+        super().__init__(loop, server.max_header_bytes)
         self.loop, self.server = loop, server
-        self.queue: deque[tuple[RawRequestMessage | HttpProcessingError, StreamReader, int]] = deque()
-        self.queued_bytes = 0  # the heads waiting in `queue`
-        self.head_bytes = 0  # of a head still arriving
-        self.head_tail = b""  # its last three bytes: the end of a head (CRLFCRLF) may straddle two reads
-        self.body: StreamReader | None = None  # the last parsed request's body, while the parser feeds it
         self.serving: asyncio.Task[None] | None = None  # from the first request to the close
         self.waiting: asyncio.Future[None] | None = None  # set while `serving` waits for a request
         self.current: EdgeRequest | None = None
         self.remote: str | None = None
         self.last_head = Repeated()  # the upstream head made for this connection's last request
         self.closing = False  # no request after the one being answered
-        self.parsing = True  # False after a parse error or a request to switch protocols
         self.idle_since = 0.0
         self.idle_timer: asyncio.TimerHandle | None = None
         self.header_timer: asyncio.TimerHandle | None = None
-        self.early: list[bytes] | None = None  # after a request to switch protocols: its bytes, for a tunnel
-        self.tunnel: Tunnel | None = None
 
     # -- asyncio's side
 
@@ -91,110 +72,6 @@ class EdgeConnection(BaseProtocol):
         self.remote = str(peer[0]) if isinstance(peer, (list, tuple)) else peer and str(peer)
         self.server.connection_made(self, transport)
         self._idle()
-
-    def data_received(self, data: bytes) -> None:
-        """Feed the parser a request head at a time while it is between requests, so that a bad request
-        costs only itself: those before it are answered first (a feed that raises returns nothing)."""
-        if self.tunnel is not None:
-            return self.tunnel.from_client(data)
-        if not self.parsing:
-            return self._held(data)
-        while self.parsing:
-            piece, data = self._next_piece(data)
-            if piece is None:
-                return self._head_too_large()
-            self._feed(piece)
-            if not data:
-                return
-
-    def _next_piece(self, data: bytes) -> tuple[bytes | None, bytes]:
-        """What to feed now, and the rest: up to the end of the next head when between requests, else all
-        of it. None when the head being received is already over `max_header_bytes`."""
-        body = self.body
-        if (body is not None and not body.is_eof()) or len(self.queue) >= MAX_QUEUED:
-            return data, b""  # a body, or a parser held back by the queue: it takes what comes
-        tail = self.head_tail
-        end = ((tail + data).find(b"\r\n\r\n") + 4 - len(tail)) if tail else data.find(b"\r\n\r\n") + 4
-        head = end if end > 0 else len(data)
-        if self.head_bytes + head > self.server.max_header_bytes:
-            return None, b""
-        if end <= 0 or end == len(data):
-            return data, b""
-        return data[:end], data[end:]
-
-    def _feed(self, data: bytes) -> None:
-        body = self.body
-        in_head = body is None or body.is_eof()  # before the feed: the piece may end a body
-        held = len(self.queue) >= MAX_QUEUED  # the parser keeps what it is fed, unparsed, until the queue drains
-        received = body.total_bytes if not in_head else 0
-        head = self.head_bytes + len(data)  # the head's size, when this piece ends one (see _next_piece)
-        try:
-            messages, upgraded, tail = self._parser.feed_data(data)
-        except HttpProcessingError as exc:
-            self._unparsable(exc)
-            return
-        if messages:
-            self._parsed(messages, head if in_head and not held and data and len(messages) == 1 else None)
-        elif held:
-            pass  # bytes the parser holds back are measured as each of their heads is parsed
-        elif in_head:  # part of a head
-            self._arriving(head, data)
-        elif body.is_eof():  # the piece ended a body: what followed it is the start of a head
-            self._arriving(len(data) - (body.total_bytes - received), data)
-        if upgraded:
-            self.parsing = False  # what follows a request to switch protocols is not HTTP/1.1
-            self._held(tail)
-
-    def _parsed(self, messages: list[tuple[RawRequestMessage, StreamReader]], size: int | None) -> None:
-        """Requests parsed: queued in turn (`size`: of the one head the piece held, when it held one)."""
-        self.head_bytes, self.head_tail = 0, b""
-        self._stop_header_timer()
-        for message, payload in messages:
-            if not self.parsing:
-                break  # after a refusal or a request to switch protocols: nothing more is answered
-            self._queued(message, payload, size if size is not None else head_size(message))
-        self._wake()
-        if (len(self.queue) >= MAX_QUEUED or self.queued_bytes >= MAX_QUEUED_BYTES) and not self._buffer_paused:
-            self._pause_reading_for_buffer()  # the parser stops too; _serve resumes both
-
-    def _arriving(self, size: int, data: bytes) -> None:
-        """Part of a head, `size` bytes of it so far, the piece `data` its end."""
-        self.head_bytes, self.head_tail = size, (self.head_tail + data)[-3:]
-        if self.head_bytes > self.server.max_header_bytes:
-            return self._head_too_large()
-        if self.idle and self.header_timer is None and data:  # the start of a request's head
-            self.header_timer = self.loop.call_later(self.server.header_timeout, self._headers_too_slow)
-
-    def _queued(self, message: RawRequestMessage, payload: StreamReader, size: int) -> None:
-        """A parsed request joins the queue, with its head's size; a head over the limit is refused in turn."""
-        if size > self.server.max_header_bytes:
-            self.parsing = False
-            self.queue.append((HeadersTooLarge(), EMPTY_PAYLOAD, 0))
-            return
-        if message.upgrade:  # answered, then tunnelled or closed (see _serve and proxy.wire.tunnel)
-            self.parsing, self.early = False, []
-        self.body = payload
-        self.queued_bytes += size
-        self.queue.append((message, payload, size))
-
-    def _held(self, data: bytes) -> None:
-        """Bytes after a request to switch protocols: kept for a tunnel (up to EARLY_BYTES, then the socket
-        waits), else dropped: nothing reads them."""
-        if self.early is None or not data:
-            return
-        self.early.append(data)
-        if sum(map(len, self.early)) > EARLY_BYTES and self.transport is not None:
-            self.transport.pause_reading()
-
-    def take_early(self) -> bytes:
-        early, self.early = b"".join(self.early or ()), None
-        return early
-
-    def _head_too_large(self) -> None:
-        """A head that grew past `max_header_bytes` before it ended: refused without parsing the rest."""
-        self.parsing = False
-        self.queue.append((HeadersTooLarge(), EMPTY_PAYLOAD, 0))
-        self._wake()
 
     def connection_lost(self, exc: BaseException | None) -> None:
         if self.tunnel is not None:  # a tunnel's end: the handler awaiting it records it, not a cancel
@@ -238,16 +115,6 @@ class EdgeConnection(BaseProtocol):
                 serving.cancel()
                 await asyncio.wait({serving}, timeout=1.0)
         self.force_close()
-
-    def pause_writing(self) -> None:
-        super().pause_writing()
-        if self.tunnel is not None:
-            self.tunnel.paused(self)
-
-    def resume_writing(self) -> None:
-        super().resume_writing()
-        if self.tunnel is not None:
-            self.tunnel.resumed(self)
 
     # -- answering
 
@@ -323,18 +190,6 @@ class EdgeConnection(BaseProtocol):
                   extra={"path": request.raw_path.partition("?")[0], "status": 500})
         self._send_closing(error_response(500, "internal_error", "the proxy failed to handle this request", rid))
 
-    def _unparsable(self, exc: HttpProcessingError) -> None:
-        """The parser gave up: on a new request's head, it is refused with a 400; in the middle of a body,
-        that body fails (its request is refused with a 400, or, when its answer had started, cut
-        short), and the connection closes once the requests before it are answered."""
-        self.parsing = False
-        unfinished = self.body  # the body the parser was feeding: its request's, queued, answered or lingered over
-        if unfinished is not None and not unfinished.is_eof():
-            unfinished.set_exception(web.RequestPayloadError(type(exc).__name__))
-            return
-        self.queue.append((exc, EMPTY_PAYLOAD, 0))
-        self._wake()
-
     def _refuse(self, exc: Exception) -> None:
         """A request that is not valid HTTP/1.1: a JSON 400 (431 for a head too large) that echoes nothing
         of it, and the connection closes."""
@@ -353,12 +208,6 @@ class EdgeConnection(BaseProtocol):
 
     # -- flow control and timers
 
-    def _read_again(self) -> None:
-        """The queue drained: parse what the parser held back, and read the socket again if that fits."""
-        self.data_received(b"")
-        if len(self.queue) < MAX_QUEUED:
-            self._resume_reading_for_buffer()
-
     def _idle(self) -> None:
         """Nothing to answer: the connection closes if no request starts within the keep-alive timeout.
         One timer per connection, moved on only when it fires (not re-armed per request)."""
@@ -375,6 +224,13 @@ class EdgeConnection(BaseProtocol):
             self.idle_timer = self.loop.call_at(deadline, self._idle_check)
         else:
             self.force_close()
+
+    def _head_started(self) -> None:
+        if self.idle and self.header_timer is None:  # the start of a request's head
+            self.header_timer = self.loop.call_later(self.server.header_timeout, self._headers_too_slow)
+
+    def _head_complete(self) -> None:
+        self._stop_header_timer()
 
     def _headers_too_slow(self) -> None:
         self.header_timer = None
@@ -402,18 +258,6 @@ def _kind(exc: Exception) -> str:
     return said if said.isidentifier() else type(exc).__name__
 
 
-class HeadersTooLarge(HttpProcessingError):
-    """A request head over `server.max_header_bytes`."""
-
-    code = 431
-
-
-def head_size(message: RawRequestMessage) -> int:
-    """The bytes of a parsed request head, near enough: its request line and header lines."""
-    size = len(message.method) + len(message.path) + 14
-    for name, value in message.raw_headers:
-        size += len(name) + len(value) + 4
-    return size
 
 
 async def _linger(payload: StreamReader) -> bool:

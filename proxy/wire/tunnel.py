@@ -3,7 +3,7 @@ byte for byte, until either side closes or the tunnel is silent for its idle tim
 
 Both protocols (proxy.wire.server.EdgeConnection and proxy.wire.connection.Connection)
 hand their bytes, their flow control and their end to the tunnel once it is attached
-(`Side`, below): a side whose socket is full pauses reading from the other, so memory
+(`TunnelSide`, below): a side whose socket is full pauses reading from the other, so memory
 stays bounded whatever the two ends do. Nothing is parsed; frames pass as they are, so
 extensions the two ends agree on (permessage-deflate) pass too. This module also says
 what a valid handshake request is (RFC 6455 4.1), so a malformed one reaches no upstream.
@@ -14,8 +14,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-from typing import Protocol
-
+from aiohttp.base_protocol import BaseProtocol
 from aiohttp.http import HttpVersion11
 from multidict import CIMultiDictProxy
 
@@ -24,14 +23,22 @@ from proxy.model import TunnelEnd
 EARLY_BYTES = 1 << 16  # bytes a side may send before the tunnel is joined; then its socket is not read
 
 
-class Side(Protocol):
-    """One end of a tunnel: a protocol whose bytes, once `tunnel` is set, go to the tunnel."""
+class TunnelSide(BaseProtocol):
+    """One end of a tunnel: a protocol whose bytes, flow control and end go to the tunnel once `tunnel` is
+    set (its data_received and connection_lost hand them over; its socket's flow control is here)."""
 
-    transport: asyncio.Transport | None
-    tunnel: Tunnel | None
+    tunnel: Tunnel | None = None
 
-    @property
-    def writing_paused(self) -> bool: ...
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        if self.tunnel is not None:
+            self.tunnel.paused(self)
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        if self.tunnel is not None:
+            self.tunnel.resumed(self)
+
 
 
 class Tunnel:
@@ -39,7 +46,7 @@ class Tunnel:
 
     __slots__ = ("client", "upstream", "idle", "loop", "sent", "received", "started", "ended", "_last", "_timer")
 
-    def __init__(self, client: Side, upstream: Side, idle: float, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, client: TunnelSide, upstream: TunnelSide, idle: float, loop: asyncio.AbstractEventLoop) -> None:
         self.client, self.upstream, self.idle, self.loop = client, upstream, idle, loop
         self.sent = self.received = 0  # bytes client -> upstream, upstream -> client
         self.started = self._last = loop.time()
@@ -74,18 +81,18 @@ class Tunnel:
         self.received += len(data)
         self._pass(self.client, data)
 
-    def paused(self, side: Side) -> None:
+    def paused(self, side: TunnelSide) -> None:
         """`side`'s socket is full: stop reading from the other until it drains."""
         other = self._other(side).transport
         if other is not None:
             other.pause_reading()
 
-    def resumed(self, side: Side) -> None:
+    def resumed(self, side: TunnelSide) -> None:
         other = self._other(side).transport
         if other is not None:
             other.resume_reading()
 
-    def lost(self, side: Side) -> None:
+    def lost(self, side: TunnelSide) -> None:
         """`side` closed: so does the other, once what it was sent has left."""
         self.end(TunnelEnd.CLIENT_CLOSED if side is self.client else TunnelEnd.UPSTREAM_CLOSED)
 
@@ -99,15 +106,15 @@ class Tunnel:
             if side.transport is not None:
                 side.transport.close()  # what was written still leaves, then the socket closes
 
-    def _pass(self, to: Side, data: bytes) -> None:
+    def _pass(self, to: TunnelSide, data: bytes) -> None:
         self._last = self.loop.time()
         if to.transport is not None and not to.transport.is_closing():
             to.transport.write(data)
 
-    def _other(self, side: Side) -> Side:
+    def _other(self, side: TunnelSide) -> TunnelSide:
         return self.upstream if side is self.client else self.client
 
-    def _paused(self, side: Side) -> bool:
+    def _paused(self, side: TunnelSide) -> bool:
         return side.writing_paused
 
     def _check_idle(self) -> None:
