@@ -63,3 +63,19 @@ async def steps(n: int = 20) -> None:
     """Let the loop run `n` steps: what was scheduled, and what that scheduled, happens."""
     for _ in range(n):
         await asyncio.sleep(0)
+
+
+async def on_fake_transports(make: Any) -> Any:
+    """A fixture's body: `make(...)` builds a protocol, which is connected to a FakeTransport; at the end
+    every peer leaves, so that nothing is left running."""
+    made: list[FakeTransport] = []
+
+    def connected(*args: Any, **kw: Any) -> tuple[Any, FakeTransport]:
+        protocol = make(*args, **kw)
+        made.append(transport := connect(protocol))
+        return protocol, transport
+
+    yield connected
+    for transport in made:
+        transport.peer_gone()
+    await steps()

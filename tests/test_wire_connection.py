@@ -12,7 +12,7 @@ from aiohttp.client_exceptions import ClientOSError
 from aiohttp.http_exceptions import HttpProcessingError
 
 from proxy.wire.connection import READ_BUFSIZE, Connection
-from tests.fakes import FakeTransport, connect, steps
+from tests.fakes import FakeTransport, on_fake_transports
 
 Upstream = Callable[[], tuple[Connection, FakeTransport]]
 
@@ -20,17 +20,8 @@ Upstream = Callable[[], tuple[Connection, FakeTransport]]
 @pytest.fixture
 async def upstream() -> AsyncIterator[Upstream]:
     """A Connection on a fake transport, as the pool holds one; closed at the end of the test."""
-    made: list[FakeTransport] = []
-
-    def make() -> tuple[Connection, FakeTransport]:
-        connection = Connection(asyncio.get_running_loop())
-        made.append(transport := connect(connection))
-        return connection, transport
-
-    yield make
-    for transport in made:
-        transport.peer_gone()
-    await steps()
+    async for make in on_fake_transports(lambda: Connection(asyncio.get_running_loop())):
+        yield make
 
 
 async def exchange(connection: Connection, *chunks: bytes, head: bool = False) -> tuple[Any, bytes]:

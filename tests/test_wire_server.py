@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from typing import Any, AsyncIterator, Awaitable, Callable
+from typing import AsyncIterator, Callable
 
 import pytest
 
@@ -19,7 +19,7 @@ from proxy.wire.answers import WholeAnswer
 from proxy.wire.request import EdgeRequest
 from proxy.wire.intake import MAX_QUEUED, head_size
 from proxy.wire.server import EdgeConnection, EdgeServer
-from tests.fakes import FakeTransport, connect, steps
+from tests.fakes import FakeTransport, connect, on_fake_transports, steps
 from tests.helpers import answers, eventually, json_body, status_of
 
 Edge = Callable[..., tuple[EdgeConnection, FakeTransport]]
@@ -55,17 +55,8 @@ class Recorder:
 async def edge() -> AsyncIterator[Edge]:
     """Connections of a fresh EdgeServer (the handler and the server's settings as given), each on a
     fake transport; the client leaves at the end of the test, so that nothing is left running."""
-    made: list[FakeTransport] = []
-
-    def make(handler: Callable[[EdgeRequest], Awaitable[Any]], **settings: Any) -> tuple[EdgeConnection, Any]:
-        connection = EdgeServer(handler, **settings)()
-        made.append(transport := connect(connection))
-        return connection, transport
-
-    yield make
-    for transport in made:
-        transport.peer_gone()
-    await steps()
+    async for make in on_fake_transports(lambda handler, **settings: EdgeServer(handler, **settings)()):
+        yield make
 
 
 def sent(transport: FakeTransport) -> list[tuple[int, bytes]]:
