@@ -10,16 +10,15 @@ import re
 from typing import Any, Mapping
 
 from proxy.config.fields import TOKEN, Reader, Section
+from proxy.config.match import read_match, read_methods
 from proxy.config.plans import check_plan, read_plan
-from proxy.model import (CompareSpec, Match, ParallelRun, Route, Serve, Side, Stickiness, StickinessKind, ToggleSpec,
-                         Upstream)
+from proxy.config.rewrite import read_rewrites
+from proxy.model import CompareSpec, ParallelRun, Route, Serve, Side, Stickiness, StickinessKind, ToggleSpec, Upstream
 from proxy.model.jsonpath import parse_path
 
 ROUTE_KEYS = {"name", "match", "legacy", "new", "serve", "toggle", "fallback", "parallel_run", "compare", "retries",
-              "rollout_plan", "websocket"}
+              "rollout_plan", "websocket", "rewrite", "timeout"}
 ROUTE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-# A segment may hold RFC 3986 pchar except '%' and ';' (written decoded, no parameters).
-PATH_SEGMENT = re.compile(r"^[A-Za-z0-9\-._~!$&'()*+,=:@]*$")
 
 
 def read_routes(top: Section, upstreams: Mapping[str, Upstream], declared: set[str]) -> tuple[Route, ...]:
@@ -47,16 +46,17 @@ def _route(reader: Reader, index: int, data: Any, upstreams: Mapping[str, Upstre
     name = sec.text("name")
     if isinstance(name, str) and not ROUTE_NAME.match(name):
         sec.error("name", f"route name {name!r} may hold only letters, digits, '.', '_' and '-'")
-    match = _match(sec)
+    match = read_match(sec)
     legacy = _upstream_ref(sec, "legacy", upstreams, declared, required=True)
     new = _upstream_ref(sec, "new", upstreams, declared, required=False)
     serve = _choice(sec, "serve", Serve, Serve.LEGACY)
     fallback = _choice(sec, "fallback", Side, None, only=(Side.LEGACY,))
+    legacy_rewrite, new_rewrite = read_rewrites(sec, match, {Side.LEGACY: legacy, Side.NEW: new})
     route = Route(name=name, match=match, legacy=legacy, new=new, serve=serve,
                   toggle=_toggle(sec), fallback=fallback, parallel_run=_parallel_run(sec),
                   compare=_compare(sec), retries=sec.integer("retries", 0, 0, 10), rollout_plan=read_plan(sec),
-                  websocket=sec.flag("websocket", True),
-                  line=reader.doc.line(sec.path))
+                  websocket=sec.flag("websocket", True), legacy_rewrite=legacy_rewrite, new_rewrite=new_rewrite,
+                  timeout=_timeout(sec), line=reader.doc.line(sec.path))
     _check_sides(sec, route)
     check_plan(sec, route)
     return route if isinstance(name, str) and match and legacy else None
@@ -73,54 +73,14 @@ def _check_sides(sec: Section, route: Route) -> None:
         sec.error("serve", "serve: toggle needs a 'toggle:' block (name, rollout, stickiness)")
 
 
-def _match(route: Section) -> Match | None:
-    sec = route.section("match", {"path", "methods", "headers"})
-    if sec is None:
-        route.get("match", "a mapping", lambda v: isinstance(v, dict))
+def _timeout(sec: Section) -> float | None:
+    timeout = sec.get("timeout", "a number of seconds", lambda v: isinstance(v, (int, float)) and
+                      not isinstance(v, bool), None)
+    if timeout is not None and timeout <= 0:
+        sec.error("timeout", f"'timeout' must be above 0 seconds, got {timeout} (leave it out to use the "
+                             "upstream's timeout)")
         return None
-    path = _prefix(sec)
-    methods = _methods(sec, "methods", None)
-    headers = _header_values(sec)
-    return Match(path, methods, headers) if path else None
-
-
-def _prefix(sec: Section) -> str | None:
-    path = sec.text("path")
-    if not isinstance(path, str):
-        return None
-    if not path.startswith("/"):
-        sec.error("path", f"'path' must start with '/', got {path!r}")
-        return None
-    segments = path[1:].rstrip("/").split("/")
-    if path != "/" and not all(s and s not in (".", "..") and PATH_SEGMENT.match(s) for s in segments):
-        sec.error("path", f"'path' {path!r} must be plain segments: no '//', '.', '..', '%', ';', '?' or '#'")
-        return None
-    return "/" + "/".join(segments) if path != "/" else "/"
-
-
-def _methods(sec: Section, key: str, default: frozenset[str] | None) -> frozenset[str] | None:
-    if not sec.has(key):
-        return default
-    methods = sec.texts(key)
-    for method in methods:
-        if not TOKEN.match(method) or method != method.upper():
-            sec.error(key, f"method {method!r} must be an upper-case HTTP method (methods are case-sensitive)")
-    return frozenset(methods) if methods else default
-
-
-def _header_values(sec: Section) -> tuple[tuple[str, str], ...]:
-    data = sec.get("headers", "a mapping of header names to exact values",
-                   lambda v: isinstance(v, dict), {})
-    found = []
-    for name, value in data.items():
-        if not isinstance(name, str) or not TOKEN.match(name):
-            sec.error("headers", f"{name!r} is not a valid header name")
-        elif not isinstance(value, str):
-            written = sec.reader.doc.text(sec.at("headers") + (name,)) or value
-            sec.error("headers", f"the value of {name} must be a string (quote it: {name}: \"{written}\")")
-        else:
-            found.append((name.lower(), value))
-    return tuple(sorted(found))
+    return float(timeout) if timeout is not None else None
 
 
 def _upstream_ref(sec: Section, key: str, upstreams: Mapping[str, Upstream], declared: set[str],
@@ -175,7 +135,7 @@ def _parallel_run(route: Section) -> ParallelRun:
     default = ParallelRun()
     return ParallelRun(enabled=sec.flag("enabled", True),
                        sample=sec.number("sample", 1.0, low=0, high=1),
-                       methods=_methods(sec, "methods", default.methods) or default.methods,
+                       methods=read_methods(sec, "methods", default.methods) or default.methods,
                        timeout=sec.number("timeout", default.timeout, positive=True),
                        max_in_flight=sec.integer("max_in_flight", default.max_in_flight, 1, 100_000),
                        max_body=sec.integer("max_body", default.max_body, 0, 1 << 30))

@@ -10,12 +10,12 @@ from proxy.model.exchange import (Answered, Comparison, Decision, Difference, Di
                                   RequestFacts, RequestRecord, ToggleCheck)
 from proxy.model.kinds import (BreakerState, ClientFailure, FailureKind, Phase, Provider, Serve, Side, SkipReason,
                                StickinessKind, TunnelEnd, Verdict)
-from proxy.model.route import (BreakerSpec, CompareSpec, Gates, Match, ParallelRun, RolloutPlan, Route, Stickiness,
-                               ToggleSpec, Upstream, is_segment_prefix)
+from proxy.model.route import (BreakerSpec, CompareSpec, Gates, Match, ParallelRun, Rewrite, RolloutPlan, Route,
+                               Stickiness, ToggleSpec, Upstream, is_segment_prefix)
 
 __all__ = ["AdminSpec", "Address", "Answered", "BreakerSpec", "BreakerState", "ClientFailure", "CompareSpec",
            "Comparison", "Config", "Decision", "Difference", "Divergence", "Failure", "FailureKind", "Gates", "Match",
            "Observation", "ParallelRun", "Phase", "Problem", "Provider", "ReportsSpec", "RequestFacts",
-           "RequestRecord", "RolloutPlan", "Route", "Serve", "ServerSpec", "Side", "SkipReason", "Stickiness",
+           "RequestRecord", "Rewrite", "RolloutPlan", "Route", "Serve", "ServerSpec", "Side", "SkipReason", "Stickiness",
            "StickinessKind", "ToggleCheck", "ToggleSpec", "TogglesSpec", "TunnelEnd", "UnleashSpec", "Upstream", "Verdict",
            "is_segment_prefix"]

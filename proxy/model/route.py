@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Mapping
 
+from proxy.model.hosts import host_covers, host_matches
 from proxy.model.kinds import Serve, Side, StickinessKind
 
 
@@ -120,16 +121,21 @@ class RolloutPlan:
 
 @dataclass(frozen=True, slots=True)
 class Match:
-    """Which requests a route takes: a segment prefix of the path, methods, exact header values."""
+    """Which requests a route takes: a segment prefix of the path, methods, exact header values, and
+    the host (proxy.model.hosts)."""
 
     path: str
     methods: frozenset[str] | None = None
     headers: tuple[tuple[str, str], ...] = ()  # names lower-cased
+    host: str | None = None  # "shop.example.com" or "*.example.com", lower case; None: any host
 
-    def matches(self, method: str, path: str, headers: Mapping[str, str]) -> bool:
+    def matches(self, method: str, path: str, headers: Mapping[str, str], host: str | None = None) -> bool:
+        """`host`: the request's, as proxy.model.hosts.request_host gives it (needed only by a host rule)."""
         if not is_segment_prefix(self.path, path):
             return False
         if self.methods is not None and method not in self.methods:
+            return False
+        if self.host is not None and not host_matches(self.host, host):
             return False
         for name, value in self.headers:  # a plain loop: this runs for every route tried
             if headers.get(name) != value:
@@ -138,7 +144,7 @@ class Match:
 
     def covers(self, other: Match) -> bool:
         """True when every request `other` matches is also matched by this one."""
-        if not is_segment_prefix(self.path, other.path):
+        if not is_segment_prefix(self.path, other.path) or not host_covers(self.host, other.host):
             return False
         if self.methods is not None and (other.methods is None or not other.methods <= self.methods):
             return False
@@ -150,6 +156,16 @@ def is_segment_prefix(prefix: str, path: str) -> bool:
     if prefix == "/" or path == prefix:
         return True
     return path.startswith(prefix) and path[len(prefix)] == "/"
+
+
+@dataclass(frozen=True, slots=True)
+class Rewrite:
+    """What one side is sent instead of the prefix the route matched (`/api/orders` -> `/orders`), and
+    what its absolute Locations start with, to be mapped back (proxy.routing.rewrite)."""
+
+    matched: str  # the route's match.path
+    sent: str  # the prefix this side gets instead
+    origins: tuple[str, ...] = ()  # the side's upstream as its own absolute URLs name it: "http://127.0.0.1:9002"
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,10 +184,16 @@ class Route:
     retries: int = 0  # more attempts, for idempotent methods, on connect errors and 502/503/504
     rollout_plan: RolloutPlan | None = None
     websocket: bool = True  # an upgrade to WebSocket is tunnelled; false: answered 400
+    legacy_rewrite: Rewrite | None = None  # None: legacy gets the path as the client sent it
+    new_rewrite: Rewrite | None = None
+    timeout: float | None = None  # seconds for each exchange, over the upstream's own `timeout`
     line: int = 0
 
     def upstream(self, side: Side) -> Upstream | None:
         return self.legacy if side is Side.LEGACY else self.new
+
+    def rewrite(self, side: Side) -> Rewrite | None:
+        return self.legacy_rewrite if side is Side.LEGACY else self.new_rewrite
 
     @property
     def ceiling(self) -> int:
