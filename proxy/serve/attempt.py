@@ -14,8 +14,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from proxy.model import Answered, BreakerState, Decision, Failure, FailureKind, Route, Side
+from proxy.model import Answered, BreakerState, Decision, Failure, FailureKind, Rewrite, Route, Side
 from proxy.observe.metrics import Metrics
+from proxy.routing.rewrite import relocated, sent_target
 from proxy.serve.resilience import Breaker
 from proxy.wire.answers import Relayed, StreamedAnswer, SwitchingAnswer, WholeAnswer, drained
 from proxy.wire.body import RequestBody
@@ -42,6 +43,7 @@ class Outcome:
     waited: float = 0.0  # seconds spent waiting on the client (its body, its reading): not the upstream's
     answered: Answered | None = None  # the answer as a parallel run compares it, when one asked (Outgoing.keep)
     tunnel: Tunnel | None = None  # the WebSocket tunnel the request became, once it has ended
+    sent: str | None = None  # the target the upstream got, when a rewrite made it other than the client's
 
 
 class Outgoing:
@@ -49,7 +51,7 @@ class Outgoing:
     waited on the client, and the answer kept for a parallel run (`keep`: its cap in bytes, 0 for none)."""
 
     __slots__ = ("request", "decision", "target", "head", "rid", "body", "keep", "tunnel_idle", "waited",
-                 "answered")
+                 "answered", "rewrite")
 
     def __init__(self, request: EdgeRequest, decision: Decision, target: str, head: bytes, rid: str,
                  body: RequestBody, keep: int = 0, tunnel_idle: float | None = None) -> None:
@@ -59,10 +61,19 @@ class Outgoing:
         self.tunnel_idle = tunnel_idle  # a WebSocket handshake: its tunnel's idle timeout; else None
         self.waited = 0.0
         self.answered: Answered | None = None
+        self.rewrite: Rewrite | None = None  # the rewrite of the side being tried: its Locations map back
+
+    def towards(self, side: Side, raw: str) -> None:
+        """Send `side` its own form of the client's target `raw` (the route's rewrite for it, if any)."""
+        self.rewrite = self.decision.route.rewrite(side)
+        self.target = raw if self.rewrite is None else sent_target(self.rewrite, raw)
 
     def outcome(self, response: Relayed, failure: Failure | None, upstream: str) -> Outcome:
         decision = self.decision
-        return Outcome(response, failure, upstream, None, decision.route, decision.side, self.waited, self.answered)
+        outcome = Outcome(response, failure, upstream, None, decision.route, decision.side, self.waited, self.answered)
+        if self.rewrite is not None:
+            outcome.sent = self.target
+        return outcome
 
     def unanswered(self, failure: Failure) -> None:
         """No answer came: a parallel run compares the failure."""
@@ -83,7 +94,8 @@ async def attempt(outgoing: Outgoing, pool: UpstreamPool, breaker: Breaker, metr
     failure = None
     rest = b""  # the end of a streamed answer, arrived whole: written once the upstream is let go
     try:
-        with Deadline(pool.spec.timeout, request.loop) as deadline:  # the whole exchange, body included
+        timeout = outgoing.decision.route.timeout  # a route's own, as Envoy's, over the upstream's
+        with Deadline(pool.spec.timeout if timeout is None else timeout, request.loop) as deadline:
             if body.stream is not None:
                 body.clock = deadline
             async with pool.request(request.method, outgoing.target, outgoing.head, body.payload(),
@@ -95,13 +107,13 @@ async def attempt(outgoing: Outgoing, pool: UpstreamPool, breaker: Breaker, metr
                     return Failure(FailureKind.STATUS, upstream.status,
                                    f"upstream {pool.spec.name} answered {upstream.status}")
                 kept = Kept(outgoing.keep, upstream) if outgoing.keep else None
-                response = _whole(upstream, request.method, outgoing.rid)
+                response = _whole(upstream, request.method, outgoing.rid, outgoing.rewrite)
                 if response is not None:
                     response.send(request)
                     if kept is not None:  # once the answer is out: a parallel run never delays it
                         kept.add(response.body)
                 else:
-                    response = _streamed(upstream, outgoing.rid, deadline)
+                    response = _streamed(upstream, outgoing.rid, deadline, outgoing.rewrite)
                     await response.start(request, upstream.content_length)
                     failure, rest = await _relay_body(upstream, response, pool, kept)
         outgoing.waited += deadline.client_seconds
@@ -206,7 +218,7 @@ async def _finish_answer(outgoing: Outgoing, response: Relayed, rest: bytes) -> 
     outgoing.waited += request.loop.time() - started
 
 
-def _whole(upstream: Exchange, method: str, rid: str) -> WholeAnswer | None:
+def _whole(upstream: Exchange, method: str, rid: str, rewrite: Rewrite | None) -> WholeAnswer | None:
     """The answer, when all of it has already arrived (most small answers) or it has no body of its
     own (to a HEAD; 204, 304, which keep the upstream's Content-Length but for a 204): it then
     leaves in one write. None while its body is still coming."""
@@ -218,13 +230,15 @@ def _whole(upstream: Exchange, method: str, rid: str) -> WholeAnswer | None:
         length = len(body)
     else:
         return None
-    lines = client_lines(upstream.raw_headers, rid=rid, last=upstream.pool.last_answer)
+    raw = upstream.raw_headers if rewrite is None else relocated(upstream.raw_headers, rewrite)
+    lines = client_lines(raw, rid=rid, last=upstream.pool.last_answer)
     return WholeAnswer(status, upstream.reason, lines, "Date" in upstream.headers, body, length)
 
 
-def _streamed(upstream: Exchange, rid: str, clock: Deadline) -> StreamedAnswer:
+def _streamed(upstream: Exchange, rid: str, clock: Deadline, rewrite: Rewrite | None) -> StreamedAnswer:
     """An answer still arriving: its head goes now, its body as it comes."""
-    lines = client_lines(upstream.raw_headers, rid=rid, last=upstream.pool.last_answer)
+    raw = upstream.raw_headers if rewrite is None else relocated(upstream.raw_headers, rewrite)
+    lines = client_lines(raw, rid=rid, last=upstream.pool.last_answer)
     answer = StreamedAnswer(upstream.status, upstream.reason, lines, "Date" in upstream.headers)
     answer.clock = clock
     return answer

@@ -43,16 +43,20 @@ class Forwarder:
     async def serve(self, request: EdgeRequest, decision: Decision, pools: dict[str, UpstreamPool],
                     target: str, head: bytes, rid: str, body: RequestBody, keep: int = 0,
                     tunnel_idle: float | None = None) -> Outcome:
-        """The answer the client gets. `keep`: bytes of the answer to keep for a parallel run (0: none);
+        """The answer the client gets; `target`: the client's, each side is sent its own form of it
+        (proxy.routing.rewrite). `keep`: bytes of the answer to keep for a parallel run (0: none);
         `tunnel_idle`: the request is a WebSocket handshake, and its tunnel's idle timeout."""
         route, upstream = decision.route, decision.upstream
         outgoing = Outgoing(request, decision, target, head, rid, body, keep, tunnel_idle)
+        if route.legacy_rewrite is not None or route.new_rewrite is not None:
+            outgoing.towards(decision.side, target)
         may_fall_back = route.fallback is Side.LEGACY and decision.side is Side.NEW
         result = await self._attempts(outgoing, route, upstream, pools[upstream.name], may_fall_back)
         if isinstance(result, Outcome):
             return result
         if may_fall_back and _safe_to_resend(request.method, result, body):
             self.metrics.fallbacks.labels(route.name, result.kind).inc()
+            outgoing.towards(Side.LEGACY, target)  # legacy gets its own form of the path, not the new side's
             second = await self._attempts(outgoing, route, route.legacy, pools[route.legacy.name], False)
             if isinstance(second, Outcome):
                 second.fell_back = result.kind

@@ -218,6 +218,8 @@ class EdgeHandler:
                          request_id=REQUEST_ID.get())
         if outcome.fell_back:
             fields["fell_back"] = outcome.fell_back
+        if outcome.sent is not None:  # a rewrite: the path the upstream read, beside the client's
+            fields["upstream_path"] = outcome.sent.partition("?")[0]
         if outcome.tunnel is not None:
             self.access.write(level, "tunnel closed", {**fields, **_tunnel_fields(outcome.tunnel)})
             return
