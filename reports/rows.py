@@ -20,6 +20,7 @@ def divergence_row(divergence: Divergence, redactor: Redactor, max_body: int) ->
         "id": uuid.uuid4().hex[:12], "signature": divergence.signature, "route": divergence.route,
         "at": request.at, "request_id": request.request_id, "method": request.method,
         "target": redactor.target(request.target), "served": divergence.served.value,
+        "legacy_target": _sent(request.legacy_target, redactor), "new_target": _sent(request.new_target, redactor),
         "legacy_status": legacy.status, "new_status": new.status,
         "legacy_error": legacy.error, "new_error": new.error,
         "legacy_ms": round(legacy.seconds * 1000, 2), "new_ms": round(new.seconds * 1000, 2),
@@ -32,6 +33,11 @@ def divergence_row(divergence: Divergence, redactor: Redactor, max_body: int) ->
         "legacy_body": _answer_body(legacy, redactor, max_body),
         "new_body": _answer_body(new, redactor, max_body),
     }
+
+
+def _sent(target: str | None, redactor: Redactor) -> str | None:
+    """What a side was sent, when a rewrite made it other than the client's target."""
+    return None if target is None else redactor.target(target)
 
 
 def _differences(differences: Iterable[Difference], redactor: Redactor) -> str:

@@ -24,6 +24,9 @@ from typing import Callable, Iterator, TypeVar
 import sqlite_utils
 
 SCHEMA_VERSION = "1"
+# Columns added since version 1 first shipped: NULL in older rows, added to older files when opened.
+# legacy_target, new_target: what each side was sent, when a route's rewrite made it other than `target`.
+ADDED_COLUMNS = {"divergences": ("legacy_target", "new_target")}
 T = TypeVar("T")
 
 
@@ -115,7 +118,11 @@ def _create(db: sqlite_utils.Database) -> None:
         "served": str, "legacy_status": int, "new_status": int, "legacy_error": str, "new_error": str,
         "legacy_ms": float, "new_ms": float, "differences": str, "noise": str, "request_headers": str,
         "legacy_headers": str, "new_headers": str, "request_body": str, "legacy_body": str, "new_body": str,
+        **dict.fromkeys(ADDED_COLUMNS["divergences"], str),
     }, pk="id", if_not_exists=True)
+    for column in ADDED_COLUMNS["divergences"]:  # a file made before they were
+        if column not in db["divergences"].columns_dict:
+            db["divergences"].add_column(column, str)
     db["divergences"].create_index(["route", "at"], if_not_exists=True)
     db["divergences"].create_index(["signature"], if_not_exists=True)
     db["noise"].create({"route": str, "path": str, "count": int, "first_seen": float, "last_seen": float},

@@ -158,7 +158,8 @@ def _as_json(outcome: Outcome, redactor: Redactor) -> dict[str, Any]:
     return {"divergence_id": r.divergence_id, "signature": r.signature, "method": r.method, "target": r.target,
             "matched": outcome.matched, "legacy_status": _status(outcome.legacy),
             "new_status": _status(outcome.new), "differences": _differences(outcome, redactor),
-            "noise": [d.path for d in outcome.noise], "left_out_headers": list(r.left_out)}
+            "noise": [d.path for d in outcome.noise], "left_out_headers": list(r.left_out),
+            "legacy_target": outcome.legacy_target, "new_target": outcome.new_target}
 
 
 def _status(observation: Any) -> int | str:
@@ -177,6 +178,8 @@ def _text(found: list[dict[str, Any]], skipped: list[Skipped]) -> str:
         lines.append(f"{'now matches' if f['matched'] else 'still differs':<14} {f['method']} {f['target']}  "
                      f"(divergence {f['divergence_id']}, signature {f['signature']})")
         lines += [f"    {d['path']}  {d['kind']}: {_value(d['legacy'])} -> {_value(d['new'])}" for d in f["differences"]]
+        lines += [f"    sent to {side} as {f[f'{side}_target']} (rewritten)" for side in ("legacy", "new")
+                  if f[f"{side}_target"] != f["target"]]
         if f["left_out_headers"]:
             lines.append(f"    sent without {', '.join(f['left_out_headers'])} (stored redacted)")
     lines += ["", f"{'signature':<14} {'replayed':>8} {'now match':>9} {'still differ':>12}"]

@@ -152,6 +152,8 @@ def show_text(d: dict[str, Any]) -> str:
     at = datetime.fromtimestamp(d["at"], timezone.utc).isoformat(timespec="seconds")
     lines = [f"divergence {d['id']}  route {d['route']}  signature {d['signature']}",
              f"request    {d['method']} {d['target']}  (id {d['request_id']}, {at}, served by {d['served']})",
+             *[f"sent to {side:<6} {d[f'{side}_target']}  (rewritten)" for side in ("legacy", "new")
+               if d.get(f"{side}_target")],
              f"legacy     {_answer(d, 'legacy')}", f"new        {_answer(d, 'new')}"]
     if d.get("accepted"):
         lines.append(_accepted_text(d["accepted"]["reason"], d["accepted"]["expires"]))

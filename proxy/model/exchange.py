@@ -124,10 +124,12 @@ class RequestRecord(NamedTuple):
 
     request_id: str
     method: str
-    target: str  # path and query as sent
+    target: str  # path and query as the client sent them
     headers: tuple[tuple[str, str], ...]
     body: bytes | None
     at: float
+    legacy_target: str | None = None  # what legacy was sent, when a rewrite made it other than `target`
+    new_target: str | None = None  # the same for new
 
 
 @dataclass(frozen=True, slots=True)

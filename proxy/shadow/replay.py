@@ -2,8 +2,10 @@
 
 Only safe methods go out again (GET, HEAD, OPTIONS), never a request whose target held a
 credential (stored redacted: it would ask for something else), and without the headers
-whose stored value was redacted. Each is marked `X-Strangler-Replay: 1` and gets a fresh
-X-Request-Id; at most `concurrency` run at once, each side under its upstream's timeouts.
+whose stored value was redacted. Each side is sent its own form of the stored (client's)
+target, as the route rewrites it now. Each is marked `X-Strangler-Replay: 1` and gets a fresh
+X-Request-Id; at most `concurrency` run at once, each side under its upstream's timeouts
+(the route's `timeout` over the upstream's, as when serving).
 """
 
 from __future__ import annotations
@@ -18,8 +20,9 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from comparators.base import Comparator
-from proxy.model import Difference, FailureKind, Observation, Route, Side, Upstream
+from proxy.model import Difference, FailureKind, Observation, Route, Side
 from proxy.model.jsonpath import covers
+from proxy.routing.rewrite import relocated_pairs, side_target
 from proxy.wire.headers import HOP_BY_HOP
 
 SAFE = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -61,6 +64,8 @@ class Outcome:
     new: Observation
     differences: tuple[Difference, ...]
     noise: tuple[Difference, ...] = ()
+    legacy_target: str = ""  # what each side was sent: the stored target, or the route's rewrite of it
+    new_target: str = ""
 
     @property
     def matched(self) -> bool:
@@ -110,11 +115,13 @@ async def replay(route: Route, replays: Sequence[Replay], comparator: Comparator
     async def one(session: aiohttp.ClientSession, request: Replay) -> Outcome:
         async with bound:
             rid = uuid.uuid4().hex
-            legacy, new = await asyncio.gather(_send(session, route.legacy, Side.LEGACY, request, rid),
-                                               _send(session, route.new, Side.NEW, request, rid))
+            targets = {side: side_target(route, side, request.target) for side in Side}
+            legacy, new = await asyncio.gather(_send(session, route, Side.LEGACY, targets[Side.LEGACY], request, rid),
+                                               _send(session, route, Side.NEW, targets[Side.NEW], request, rid))
         differences = comparator.compare(legacy, new, route.compare).differences
         noisy = tuple(d for d in differences if any(covers(n, d.path) for n in known))
-        outcome = Outcome(request, legacy, new, tuple(d for d in differences if d not in noisy), noisy)
+        outcome = Outcome(request, legacy, new, tuple(d for d in differences if d not in noisy), noisy,
+                          targets[Side.LEGACY], targets[Side.NEW])
         progress(outcome)
         return outcome
 
@@ -124,19 +131,22 @@ async def replay(route: Route, replays: Sequence[Replay], comparator: Comparator
         return list(await asyncio.gather(*(one(session, r) for r in replays)))
 
 
-async def _send(session: aiohttp.ClientSession, upstream: Upstream, side: Side, request: Replay,
+async def _send(session: aiohttp.ClientSession, route: Route, side: Side, target: str, request: Replay,
                 rid: str) -> Observation:
-    """One side's whole answer, or why there is none."""
+    """One side's whole answer (its Location as the client would see it), or why there is none."""
+    upstream = route.upstream(side)
+    assert upstream is not None
     headers = CIMultiDict(request.headers)
     headers[MARK], headers["X-Request-Id"] = "1", rid
     loop = asyncio.get_running_loop()
     started = loop.time()
-    timeout = aiohttp.ClientTimeout(total=upstream.timeout, connect=upstream.connect_timeout)
+    timeout = aiohttp.ClientTimeout(total=route.timeout or upstream.timeout, connect=upstream.connect_timeout)
     try:
-        async with session.request(request.method, URL(upstream.url + request.target, encoded=True),
+        async with session.request(request.method, URL(upstream.url + target, encoded=True),
                                    headers=headers, allow_redirects=False, timeout=timeout) as response:
             body = await response.read()
-            return Observation(side, response.status, tuple(response.headers.items()), body, loop.time() - started)
+            answered = relocated_pairs(tuple(response.headers.items()), route.rewrite(side))
+            return Observation(side, response.status, answered, body, loop.time() - started)
     except (aiohttp.ClientError, TimeoutError, OSError) as exc:
         return Observation(side, None, seconds=loop.time() - started, error=failure(exc))
 

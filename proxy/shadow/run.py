@@ -23,6 +23,7 @@ from proxy.model import (Answered, Decision, FailureKind, Observation, RequestFa
                          SkipReason, Upstream)
 from proxy.observe.metrics import Metrics
 from proxy.rollout.evidence import Evidence
+from proxy.routing.rewrite import relocated_pairs, side_target
 from proxy.routing.stickiness import sticky_value
 from proxy.shadow.compare import Comparer
 from proxy.wire.deadline import Deadline
@@ -216,24 +217,29 @@ class Shadow:
         if isinstance(answered, SkipReason):
             return answered
         assert answered is not None
-        return answered.observation(self.decision.side, self.seconds)
+        observation = answered.observation(self.decision.side, self.seconds)
+        rewrite = self.decision.route.rewrite(observation.side)
+        if rewrite is None:
+            return observation
+        return observation._replace(headers=relocated_pairs(observation.headers, rewrite))  # as the client saw it
 
     def record(self) -> RequestRecord:
         """The request, as the report shows it."""
-        request = self.request
+        request, route = self.request, self.decision.route
+        sent = {side: side_target(route, side, request.raw_path) for side in Side if route.rewrite(side) is not None}
         return RequestRecord(self.rid, request.method, request.raw_path, tuple(request.headers.items()), self.body,
-                             self.at)
+                             self.at, sent.get(Side.LEGACY), sent.get(Side.NEW))
 
     async def call(self, upstream: str, side: Side) -> Observation:
         """The shadow exchange: whole answer read, up to the body cap, within the run's timeout."""
-        pool, run = self.pools[upstream], self.decision.route.parallel_run
-        request, started = self.request, time.monotonic()
+        pool, route = self.pools[upstream], self.decision.route
+        request, started, run = self.request, time.monotonic(), route.parallel_run
         try:
             with Deadline(run.timeout, request.loop):
-                async with pool.request(request.method, request.raw_path, self.head + SHADOW_MARK,
-                                        self.body) as response:
+                async with pool.request(request.method, side_target(route, side, request.raw_path),
+                                        self.head + SHADOW_MARK, self.body) as response:
                     body = await _read_capped(response, run.max_body)
-                    headers = tuple(response.headers.items())
+                    headers = relocated_pairs(tuple(response.headers.items()), route.rewrite(side))
             return Observation(side, response.status, headers, body, time.monotonic() - started)
         except TimeoutError:
             return Observation(side, None, seconds=time.monotonic() - started, error=FailureKind.TIMEOUT)
