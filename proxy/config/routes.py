@@ -178,4 +178,13 @@ def _warn_unreachable(reader: Reader, routes: list[tuple[int, Route]]) -> None:
         earlier = next((r for _, r in routes[:n] if r.match.covers(route.match)), None)
         if earlier is not None:
             reader.warn(("routes", i), f"route '{route.name}' is unreachable: route '{earlier.name}' "
-                                       f"(line {earlier.line}) matches every request it would")
+                                       f"(line {earlier.line}) matches every request it would{_hosts(earlier, route)}")
+
+
+def _hosts(earlier: Route, hidden: Route) -> str:
+    """Why a host route is hidden, in words: the host rule that takes its host."""
+    if hidden.match.host is None:
+        return ""
+    if earlier.match.host is None:
+        return f", on any host (host {hidden.match.host} among them)"
+    return f" (host {earlier.match.host} takes {hidden.match.host})"
