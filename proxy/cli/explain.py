@@ -27,8 +27,7 @@ class Explanation:
     def as_json(self) -> dict[str, Any]:
         d = self.decision
         if d is None:
-            return {"route": None, "serve": None, "upstream": None, "shadow": None, "reason": self.why_not,
-                    "target": self.target, "host": self.host}
+            return {"route": None, "serve": None, "upstream": None, "shadow": None, "reason": self.why_not}
         return {"route": d.route.name, "serve": d.side.value, "upstream": d.upstream.name,
                 "shadow": d.shadow.name if d.shadow else None, "reason": d.reason,
                 "line": d.route.line, "url": d.upstream.url,
