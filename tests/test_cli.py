@@ -118,3 +118,48 @@ def _read_banner(process: subprocess.Popen) -> str:
         if re.search(r"Ctrl-C stops everything", line):
             return "".join(lines)
     raise AssertionError("the demo ended before printing its URLs:\n" + "".join(lines))
+
+
+@pytest.fixture
+def edge_config(tmp_path):
+    path = tmp_path / "routes.yaml"
+    path.write_text(routes_yaml(
+        {"monolith": "http://127.0.0.1:9001", "orders": "http://127.0.0.1:9002"},
+        [route("shop-orders", "/api/orders", legacy="monolith", new="orders", serve="new",
+               match={"host": "*.example.com"}, rewrite={"new": "/orders"}, parallel_run={"enabled": True}),
+         route("pages", "/pages", legacy="monolith")]))
+    return path
+
+
+def test_explain_says_which_host_rule_took_the_request_and_what_each_side_is_sent(edge_config):
+    done = strangler("explain", "GET", "/api/orders/7?x=1", "-H", "Host: EU.Example.com:8443",
+                     "--config", str(edge_config))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        "route:    shop-orders (line 11)",
+        "host:     eu.example.com matches the route's host rule *.example.com",
+        "serve:    new",
+        "upstream: orders (http://127.0.0.1:9002)",
+        "shadow:   yes, to monolith (http://127.0.0.1:9001) for 100% of such requests",
+        "target:   new gets /orders/7?x=1 (rewritten from /api/orders/7?x=1)",
+        "why:      serve: new",
+    ]
+    done = strangler("explain", "GET", "/api/orders/7?x=1", "-H", "Host: eu.example.com", "--format", "json",
+                     "--config", str(edge_config))
+    result = json.loads(done.stdout)
+    assert {k: result[k] for k in ("route", "serve", "upstream", "shadow", "target", "host", "host_rule",
+                                   "upstream_target", "shadow_target")} == {
+        "route": "shop-orders", "serve": "new", "upstream": "orders", "shadow": "monolith",
+        "target": "/api/orders/7?x=1", "host": "eu.example.com", "host_rule": "*.example.com",
+        "upstream_target": "/orders/7?x=1", "shadow_target": "/api/orders/7?x=1"}
+
+
+def test_explain_without_the_host_a_host_route_needs_says_how_to_give_it(edge_config):
+    done = strangler("explain", "GET", "/api/orders/7", "--config", str(edge_config))
+    assert (done.returncode, done.stdout.strip()) == (
+        3, "GET /api/orders/7: no route (the proxy answers 404: no route's match takes it (routes with a host rule "
+           "take only a request that names its host: -H 'Host: NAME'))")
+    done = strangler("explain", "GET", "/pages/1", "--format", "json", "--config", str(edge_config))
+    result = json.loads(done.stdout)
+    assert (result["route"], result["host"], result["host_rule"], result["upstream_target"]) == (
+        "pages", None, None, "/pages/1")

@@ -132,6 +132,32 @@ async def test_since_picks_the_divergences_recorded_from_then_on(make_upstream, 
                                "2099-01-01T00:00:00Z\n")
 
 
+async def test_a_rewritten_side_is_sent_its_own_form_again_and_reports_show_both(make_upstream, start_proxy, http,
+                                                                                  tmp_path):
+    legacy, new = await make_upstream("legacy", legacy_items), await make_upstream("new", new_items)
+    proxy = await start_proxy({"legacy": legacy.url, "new": new.url},
+                              [route("items", "/api/items", new="new", parallel_run={"enabled": True},
+                                     rewrite={"new": "/items"}, compare={"ignore_paths": ["$.updated_at"]})],
+                              reports={"database": str(tmp_path / "divergence.db")})
+    await get_all(http, proxy.url, ["/api/items/4?v=1"])
+    await settle(proxy, 1)
+    await proxy.proxy.stop()
+    legacy.seen.clear()
+    new.seen.clear()
+    code, out, err = await strangler("replay", "--route", "items", "--config", str(proxy.path), "--format", "json")
+    assert code == 1, err
+    [request] = json.loads(out)["requests"]
+    assert (request["target"], request["legacy_target"], request["new_target"]) == (
+        "/api/items/4?v=1", "/api/items/4?v=1", "/items/4?v=1")
+    assert ([s.target for s in legacy.seen], [s.target for s in new.seen]) == (["/api/items/4?v=1"], ["/items/4?v=1"])
+    code, out, _ = await strangler("replay", "--route", "items", "--config", str(proxy.path))
+    assert "    sent to new as /items/4?v=1 (rewritten)" in out.splitlines()
+    code, out, _ = await strangler("report", "show", request["divergence_id"], "--config", str(proxy.path))
+    shown = out.splitlines()
+    assert shown[1].startswith("request    GET /api/items/4?v=1  (id ")  # the client's path
+    assert shown[2] == "sent to new    /items/4?v=1  (rewritten)"
+
+
 async def test_an_unknown_route_or_a_route_without_a_new_side_is_refused(make_upstream, tmp_path):
     legacy = await make_upstream("legacy")
     config = tmp_path / "routes.yaml"
