@@ -1,7 +1,9 @@
 """The HTML report: its view values, its escaping, `strangler report html` on a fleet's files, and admin /reports."""
 
+import dataclasses
 import json
 import re
+import sqlite3
 import subprocess
 import sys
 import time
@@ -104,6 +106,27 @@ def test_everything_from_the_database_is_escaped(tmp_path):
     assert "&lt;script&gt;window.__pwned = 1&lt;/script&gt;" in page
     assert "/api/orders/&lt;script&gt;alert(1)&lt;/script&gt;" in page
     assert "orders&lt;/title&gt;&lt;script&gt;x()&lt;/script&gt;" in page
+
+
+def test_an_example_shows_the_clients_target_and_what_a_rewritten_side_was_sent(tmp_path):
+    plain, rewritten = divergence(signature="sig-a"), divergence(signature="sig-b", target="/api/orders/8?x=1")
+    record = rewritten.request._replace(new_target="/orders/8?x=1")
+    page = html.render([str(plant(tmp_path / "d.db", "orders", 2, [plain, dataclasses.replace(rewritten,
+                                                                                           request=record)]))])
+    assert "<code>GET /api/orders/8?x=1</code>" in page and "<code>GET /api/orders/7</code>" in page
+    assert page.count("<dt>sent to new</dt>") == 1 and "<code>/orders/8?x=1</code>" in page
+    assert "<dt>sent to legacy</dt>" not in page
+
+
+def test_a_database_from_before_rewrites_gains_their_columns(tmp_path):
+    database = plant(tmp_path / "d.db", "orders", 1, [divergence()])
+    with sqlite3.connect(database) as db:
+        db.execute("ALTER TABLE divergences DROP COLUMN legacy_target")
+        db.execute("ALTER TABLE divergences DROP COLUMN new_target")
+    assert "GET /api/orders/7" in html.render([str(database)])  # read as it is
+    plant(database, "orders", 1, [divergence(signature="sig-later")])  # a proxy writing to it again
+    with sqlite3.connect(database) as db:
+        assert db.execute("SELECT COUNT(*), COUNT(new_target) FROM divergences").fetchone() == (2, 0)
 
 
 def test_a_page_on_nothing_yet_says_how_to_get_something(tmp_path):
