@@ -131,11 +131,14 @@ class Match:
 
     def matches(self, method: str, path: str, headers: Mapping[str, str], host: str | None = None) -> bool:
         """`host`: the request's, as proxy.model.hosts.request_host gives it (needed only by a host rule)."""
+        return self.matches_but_host(method, path, headers) and (self.host is None or host_matches(self.host, host))
+
+    def matches_but_host(self, method: str, path: str, headers: Mapping[str, str]) -> bool:
+        """Path, methods and header values: what routing tries first, so that it reads the Host only for a
+        host route that takes the request otherwise."""
         if not is_segment_prefix(self.path, path):
             return False
         if self.methods is not None and method not in self.methods:
-            return False
-        if self.host is not None and not host_matches(self.host, host):
             return False
         for name, value in self.headers:  # a plain loop: this runs for every route tried
             if headers.get(name) != value:

@@ -6,7 +6,7 @@ import random
 from typing import Mapping
 
 from proxy.model import Decision, RequestFacts, Route, Serve, Side, ToggleCheck, Upstream, Verdict
-from proxy.model.hosts import request_host
+from proxy.model.hosts import host_matches, request_host
 from proxy.routing.stickiness import toggle_context
 from toggles.base import Toggles
 
@@ -32,14 +32,18 @@ def _both(route: Route, side: Side) -> tuple[Decision, Decision]:
 def match_route(routes: tuple[Route, ...], method: str, path: str,
                 headers: Mapping[str, str]) -> Route | None:
     """The first route whose match takes this request, or None. The Host header is read (and
-    normalised, once) only when a route with a host rule is tried: most files have none."""
+    normalised, once) only when a host route takes the request otherwise: most files have none, and
+    then the scan costs what it did before hosts."""
     host, read = None, False
     for route in routes:
         match = route.match
-        if match.host is not None and not read:
-            host, read = request_host(headers.get("Host")), True
-        if match.matches(method, path, headers, host):
-            return route
+        if match.matches_but_host(method, path, headers):
+            if match.host is None:
+                return route
+            if not read:
+                host, read = request_host(headers.get("Host")), True
+            if host_matches(match.host, host):
+                return route
     return None
 
 
