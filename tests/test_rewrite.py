@@ -233,3 +233,25 @@ async def test_a_websocket_handshake_is_sent_the_rewritten_path(raw_upstream, st
                                    b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
                                    b"Sec-WebSocket-Version: 13\r\n\r\n", timeout=1)
     assert upstream.heads[0].startswith(b"GET /orders/live?x=1 HTTP/1.1\r\n")
+
+
+def answering_location(location: str):
+    async def handler(request: web.BaseRequest) -> web.StreamResponse:
+        return web.Response(status=302, headers={"Location": location}, text="moved")
+    return handler
+
+
+@pytest.mark.parametrize("serve", ["legacy", "new"])
+async def test_a_parallel_run_compares_locations_as_the_client_gets_them(make_upstream, start_proxy, http, tmp_path,
+                                                                         serve):
+    legacy = await make_upstream("legacy", answering_location("/api/orders/7"))
+    new = await make_upstream("new", answering_location("/orders/7"))
+    proxy = await start_proxy({"legacy": legacy.url, "new": new.url},
+                              orders_route(serve=serve, rewrite={"new": "/orders"}, parallel_run={"enabled": True},
+                                           compare={"headers": ["location"]}),
+                              reports={"database": str(tmp_path / "divergence.db")})
+    response = await fetch(http, proxy.url, "/api/orders/7")
+    assert response.headers["Location"] == "/api/orders/7"
+    await settle(proxy, 1, "orders")
+    registry = proxy.proxy.metrics.registry
+    assert registry.get_sample_value("strangler_comparisons_total", {"route": "orders", "result": "matched"}) == 1
