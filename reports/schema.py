@@ -120,9 +120,7 @@ def _create(db: sqlite_utils.Database) -> None:
         "legacy_headers": str, "new_headers": str, "request_body": str, "legacy_body": str, "new_body": str,
         **dict.fromkeys(ADDED_COLUMNS["divergences"], str),
     }, pk="id", if_not_exists=True)
-    for column in ADDED_COLUMNS["divergences"]:  # a file made before they were
-        if column not in db["divergences"].columns_dict:
-            db["divergences"].add_column(column, str)
+    _add_columns(db, "divergences")
     db["divergences"].create_index(["route", "at"], if_not_exists=True)
     db["divergences"].create_index(["signature"], if_not_exists=True)
     db["noise"].create({"route": str, "path": str, "count": int, "first_seen": float, "last_seen": float},
@@ -134,3 +132,15 @@ def _create(db: sqlite_utils.Database) -> None:
     db["replays"].create({"divergence_id": str, "signature": str, "route": str, "at": float, "matched": int,
                           "differences": str}, if_not_exists=True)
     db["replays"].create_index(["signature", "at"], if_not_exists=True)
+
+
+def _add_columns(db: sqlite_utils.Database, table: str) -> None:
+    """The columns added since a file was made; another process adding them at the same moment is fine."""
+    for column in ADDED_COLUMNS[table]:
+        if column in db[table].columns_dict:
+            continue
+        try:
+            db.execute(f"ALTER TABLE {table} ADD COLUMN {column} TEXT")
+        except sqlite3.OperationalError as exc:
+            if "duplicate column" not in str(exc):
+                raise
