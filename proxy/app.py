@@ -13,7 +13,6 @@ import logging
 import os
 import signal
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any, Callable, Coroutine
 
 from aiohttp import web
@@ -38,8 +37,10 @@ from proxy.shadow.run import ParallelRun
 from proxy.wire import internals
 from proxy.wire.server import EdgeServer
 from reports import html
-from reports.plans import SqlitePlans
-from reports.store import SqliteSink
+from reports.connections import Connections
+from reports.db import Where
+from reports.plans import StorePlans
+from reports.store import StoreSink
 from toggles.base import Toggles
 from toggles.unleash import UnleashToggles
 
@@ -67,11 +68,13 @@ class Proxy:
         self.live: LiveConfig | None = None
         self.edge_address: Address | None = None
         self.admin_address: Address | None = None
-        self.sink = SqliteSink(config.reports, on_problem=lambda kind: self.metrics.report_problems.labels(kind).inc())
+        self.store = Connections(Where.of(config.reports))  # the writer's and the plans' (a pool with PostgreSQL)
+        self.sink = StoreSink(config.reports, self.store,
+                              on_problem=lambda kind: self.metrics.report_problems.labels(kind).inc())
         comparator = DeepDiffComparator()
         self.comparisons = ComparisonProcess(comparator)
         self.resilience = Resilience(on_change=self.metrics.breaker_changed)
-        self.plans = SqlitePlans(config.reports.database)
+        self.plans = StorePlans(self.store)
         self.rollouts: Rollouts | None = None
         self.evidence = Evidence()
         comparer = Comparer(comparator, self.comparisons, self.sink, self.metrics, self.evidence)
@@ -127,7 +130,7 @@ class Proxy:
 
     def _publish(self) -> None:
         """A worker's gauges and request tally, for the supervisor to read."""
-        self.metrics.refresh(self.live.current.pools, self.live.current.shadow_pools)
+        self._refresh()
         self.metrics.worker_requests.labels(str(self.options.worker)).set(self.handler.answered)
         self.metrics.tally.save(os.environ["PROMETHEUS_MULTIPROC_DIR"], str(os.getpid()))  # a new file per process
 
@@ -136,19 +139,26 @@ class Proxy:
         assert self.live is not None
         found = status(self.live, self.lifecycle, self.build, self.resilience.states())
         found["rollouts"] = self.rollouts.status() if self.rollouts is not None else []
+        found["store"] = self.sink.status()
         return found
 
     def metrics_text(self) -> bytes:
         assert self.live is not None
-        self.metrics.refresh(self.live.current.pools, self.live.current.shadow_pools)
+        self._refresh()
         return self.metrics.render()
+
+    def _refresh(self) -> None:
+        """The gauges read off the pools and the store's writer."""
+        self.metrics.refresh(self.live.current.pools, self.live.current.shadow_pools)
+        store = self.sink.status()
+        self.metrics.store(store["engine"], self.sink.health.state, store["waiting"])
 
     def report(self) -> str:
         """The HTML report on this proxy's database, what is queued for it written first (blocks: a thread's)."""
-        database = self.sink.spec.database
-        if Path(database).exists():  # a report never creates the file
+        place = self.store.where
+        if place.present:  # a report never creates the file
             self.sink.flush(timeout=2.0)
-        return html.render([database], missing_ok=True)
+        return html.render([place], missing_ok=True)
 
     async def reload(self, why: str) -> bool:
         assert self.live is not None
@@ -178,7 +188,7 @@ class Proxy:
         if self.rollouts is not None:
             self.rollouts.hand_over()  # the last evidence gathered
         await asyncio.to_thread(self.sink.close)
-        await asyncio.to_thread(self.plans.close)
+        await asyncio.to_thread(self.store.close)
         await asyncio.to_thread(self.comparisons.close)
         if self._admin is not None:
             await self._admin.cleanup()

@@ -34,12 +34,13 @@ from proxy.config.environment import checked
 from proxy.model import Config, Phase
 from proxy.observe import logs
 from proxy.observe.buildinfo import BuildInfo
-from proxy.observe.metrics import Metrics, TallyFiles
+from proxy.observe.metrics import STORE_STATES, Metrics, TallyFiles
 from proxy.rollout.evidence import Evidence
 from proxy.rollout.plans import Rollouts
 from proxy.serve.live import LiveConfig
 from reports import html
-from reports.plans import SqlitePlans
+from reports.db import Where
+from reports.plans import StorePlans
 
 log = logging.getLogger("strangler.supervisor")
 START_TIMEOUT = 60.0
@@ -59,7 +60,7 @@ class Supervisor:
         self.live: LiveConfig | None = None
         self.build = BuildInfo.collect()
         self._admin: web.AppRunner | None = None
-        self.plans = SqlitePlans(config.reports.database)
+        self.plans = StorePlans(Where.of(config.reports))
         self.rollouts: Rollouts | None = None
         self._following: asyncio.Task[None] | None = None
 
@@ -144,7 +145,16 @@ class Supervisor:
                                 "requests": int(samples.get(("strangler_worker_requests", str(index)), 0))}
                                for index, worker in sorted(self.workers.items())]
         document["rollouts"] = self.rollouts.status() if self.rollouts is not None else []
+        document["store"] = self._store(samples)
         return document
+
+    def _store(self, samples: dict[tuple[str, str], float]) -> dict[str, Any]:
+        """The store as the workers find it: the worst state of any, and what waits in all of them."""
+        place = Where.of(self.config.reports)
+        level = samples.get(("strangler_store_state", place.engine))
+        state = None if level is None else next(s for s, n in STORE_STATES.items() if n == int(level))
+        return {"database": str(place), "engine": place.engine, "state": state,
+                "waiting": int(samples.get(("strangler_store_waiting", place.engine), 0))}
 
     def metrics_text(self) -> bytes:
         registry = CollectorRegistry()
@@ -153,7 +163,7 @@ class Supervisor:
         return generate_latest(registry)
 
     def report(self) -> str:
-        return html.render([self.config.reports.database], missing_ok=True)
+        return html.render([Where.of(self.config.reports)], missing_ok=True)
 
 
 def _samples(text: bytes) -> dict[tuple[str, str], float]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
 
-import sqlite_utils
+from reports.db import Db
 
 
 @dataclass(frozen=True)
@@ -23,37 +23,39 @@ class Acceptance:
     by: str
 
 
-def active(db: sqlite_utils.Database, now: float) -> frozenset[str]:
+def active(db: Db, now: float) -> frozenset[str]:
     """Signatures accepted and not expired at `now` (none in a database older than the table)."""
     return frozenset(current(db, now))
 
 
-def current(db: sqlite_utils.Database, now: float) -> dict[str, Acceptance]:
+def current(db: Db, now: float) -> dict[str, Acceptance]:
     """The acceptances in force at `now`, by signature."""
     return {s: a for s, a in recorded(db).items() if a.expires is None or a.expires > now}
 
 
-def recorded(db: sqlite_utils.Database) -> dict[str, Acceptance]:
+def recorded(db: Db) -> dict[str, Acceptance]:
     """Every acceptance in the table, expired ones too, by signature."""
-    if not db["accepted"].exists():
+    if not db.exists("accepted"):
         return {}
     return {row["signature"]: Acceptance(**row) for row in db.query("SELECT * FROM accepted")}
 
 
-def accept(db: sqlite_utils.Database, signature: str, route: str, reason: str, expires: float | None, by: str,
+def accept(db: Db, signature: str, route: str, reason: str, expires: float | None, by: str,
            now: float) -> None:
     """Accept `signature` (again: the new reason and expiry replace the old)."""
     if not reason.strip():
         raise ValueError("an acceptance needs a reason")
     if expires is not None and expires <= now:
         raise ValueError(f"the expiry {until_text(expires)} is not in the future")
-    db.execute("INSERT OR REPLACE INTO accepted (signature, route, reason, accepted_at, expires, by) "
-               "VALUES (?, ?, ?, ?, ?, ?)", [signature, route, reason.strip(), now, expires, by])
+    db.execute("INSERT INTO accepted (signature, route, reason, accepted_at, expires, by) VALUES (?, ?, ?, ?, ?, ?) "
+               "ON CONFLICT (signature) DO UPDATE SET route = excluded.route, reason = excluded.reason, "
+               "accepted_at = excluded.accepted_at, expires = excluded.expires, by = excluded.by",
+               [signature, route, reason.strip(), now, expires, by])
 
 
-def withdraw(db: sqlite_utils.Database, signature: str) -> bool:
+def withdraw(db: Db, signature: str) -> bool:
     """Withdraw an acceptance; False when `signature` was not accepted (expired ones included)."""
-    if not db["accepted"].exists():
+    if not db.exists("accepted"):
         return False
     return db.execute("DELETE FROM accepted WHERE signature = ?", [signature]).rowcount > 0
 

@@ -4,11 +4,23 @@ from __future__ import annotations
 
 from typing import Any, Protocol, Sequence
 
-from proxy.model import Divergence
+from proxy.model import Divergence, StoreState
 from proxy.model.evidence import EvidenceBatch, PlanState, StepEvidence
 
 
+class StoreHealth(Protocol):
+    """How the store's writer is faring (reports/health.py)."""
+
+    down_since: float | None
+    problem: str | None
+
+    @property
+    def state(self) -> StoreState: ...
+
+
 class DivergenceSink(Protocol):
+    health: StoreHealth
+
     def count(self, route: str, diverged: bool, at: float) -> None:
         """Count one comparison of `route`."""
         ...

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
+from reports.query import Place
 from reports.view import Page, page
 
 TEMPLATES = Environment(loader=FileSystemLoader(Path(__file__).with_name("templates")),
@@ -16,7 +17,7 @@ TEMPLATES = Environment(loader=FileSystemLoader(Path(__file__).with_name("templa
                         undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
 
 
-def render(databases: list[str], now: float | None = None, missing_ok: bool = False) -> str:
+def render(databases: list[Place], now: float | None = None, missing_ok: bool = False) -> str:
     """The report on `databases` read as one; with `missing_ok`, files not created yet show as empty.
 
     Raises FileNotFoundError for a missing file otherwise."""

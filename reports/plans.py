@@ -4,62 +4,61 @@
 rollouts          one row per route: percent on the new side, since when, held, a version
 rollout_events    every move (start, advance, rollback, hold, resume) with its reason and evidence
 gate_comparisons  comparisons per route, second and signature ('' for a match), from every process
-gate_answers      each side's answers, failures and latency histogram per route and second
+gate_answers      each side's answers and failures per route and second
+gate_bins         each side's latency histogram per route and second, a row per bin
 
-The state is shared by every process that writes the file (the workers of an instance);
-a move is a compare-and-set on the version, so two processes judging the same evidence
-move a plan once.
+The state is shared by every process that writes the store (the workers of an instance,
+the instances of a fleet); a move is a compare-and-set on the version, so two processes
+judging the same evidence move a plan once. Evidence is only ever added to, never read
+and rewritten, so writers never wait on one another's rows for long.
 """
 
 from __future__ import annotations
 
 import getpass
 import json
-import threading
 from collections import Counter
 from typing import Any, Callable, TypeVar
 
-import sqlite_utils
-
 from proxy.model.evidence import EvidenceBatch, PlanState, SideEvidence, StepEvidence, quantile
 from reports.accepted import active
-from reports.schema import open_database, retrying_locks, transaction
+from reports.connections import Connections
+from reports.db import Db, Where
+from reports.schema import retrying_locks
 
 T = TypeVar("T")
 STATE = "route, percent, since, held, reason, version"  # a PlanState's columns, in order
 
 
-def write_evidence(db: sqlite_utils.Database, batch: EvidenceBatch) -> None:
-    """Add one process's period to the shared tallies (inside the writer's transaction)."""
+def write_evidence(db: Db, batch: EvidenceBatch) -> None:
+    """Add one process's period to the shared tallies (inside the writer's batch: no reads)."""
     second = int(batch.at)
     for route, signature, count in batch.comparisons:
         db.execute("INSERT INTO gate_comparisons (route, second, signature, count) VALUES (?, ?, ?, ?) "
-                   "ON CONFLICT (route, second, signature) DO UPDATE SET count = count + excluded.count",
-                   [route, second, signature, count])
+                   "ON CONFLICT (route, second, signature) DO UPDATE SET count = gate_comparisons.count + "
+                   "excluded.count", [route, second, signature, count])
     for route, side, answers in batch.answers:
-        row = db.execute("SELECT answers, errors, bins FROM gate_answers WHERE route = ? AND second = ? AND side = ?",
-                         [route, second, str(side)]).fetchone()
-        bins = Counter(answers.bins)
-        if row is not None:
-            bins.update({int(k): v for k, v in json.loads(row[2]).items()})
-        db.execute("INSERT OR REPLACE INTO gate_answers (route, second, side, answers, errors, bins) "
-                   "VALUES (?, ?, ?, ?, ?, ?)",
-                   [route, second, str(side), answers.count + (row[0] if row else 0),
-                    answers.errors + (row[1] if row else 0), json.dumps(bins)])
+        db.execute("INSERT INTO gate_answers (route, second, side, answers, errors) VALUES (?, ?, ?, ?, ?) "
+                   "ON CONFLICT (route, second, side) DO UPDATE SET answers = gate_answers.answers + "
+                   "excluded.answers, errors = gate_answers.errors + excluded.errors",
+                   [route, second, str(side), answers.count, answers.errors])
+        for index, count in sorted(answers.bins.items()):
+            db.execute("INSERT INTO gate_bins (route, second, side, bin, count) VALUES (?, ?, ?, ?, ?) "
+                       "ON CONFLICT (route, second, side, bin) DO UPDATE SET count = gate_bins.count + "
+                       "excluded.count", [route, second, str(side), index, count])
 
 
-def prune_evidence(db: sqlite_utils.Database, cutoff: float) -> None:
-    db.execute("DELETE FROM gate_comparisons WHERE second < ?", [int(cutoff)])
-    db.execute("DELETE FROM gate_answers WHERE second < ?", [int(cutoff)])
+def prune_evidence(db: Db, cutoff: float) -> None:
+    for table in ("gate_comparisons", "gate_answers", "gate_bins"):
+        db.execute(f"DELETE FROM {table} WHERE second < ?", [int(cutoff)])
 
 
-class SqlitePlans:
-    """Plan state and evidence, read and moved. Blocking: call it from a thread."""
+class StorePlans:
+    """Plan state and evidence, read and moved, on either engine. Blocking: call it from a thread."""
 
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self._db: sqlite_utils.Database | None = None
-        self._lock = threading.Lock()
+    def __init__(self, place: Where | Connections) -> None:
+        self._owns = isinstance(place, Where)  # else the wiring shares its connections and closes them
+        self.connections = Connections(place) if isinstance(place, Where) else place
 
     def state(self, route: str) -> PlanState | None:
         row = self._run(lambda db: db.execute(f"SELECT {STATE} FROM rollouts WHERE route = ?", [route]).fetchone())
@@ -67,10 +66,11 @@ class SqlitePlans:
 
     def begin(self, route: str, percent: int, now: float) -> PlanState:
         """The plan's state, created at `percent` when it has none yet (only then a write)."""
-        def step(db: sqlite_utils.Database) -> None:
-            with transaction(db):
-                created = db.execute("INSERT OR IGNORE INTO rollouts (route, percent, since, held, reason, version) "
-                                     "VALUES (?, ?, ?, 0, '', 0)", [route, percent, now]).rowcount
+        def step(db: Db) -> None:
+            with db.transaction():
+                created = db.execute("INSERT INTO rollouts (route, percent, since, held, reason, version) "
+                                     "VALUES (?, ?, ?, 0, '', 0) ON CONFLICT (route) DO NOTHING",
+                                     [route, percent, now]).rowcount
                 if created:
                     _event(db, route, now, "start", percent, percent, "the plan begins", "plan", None)
         state = self.state(route)
@@ -87,8 +87,8 @@ class SqlitePlans:
         since = now if to != state.percent or action == "resume" else state.since
         keep = state.held if held is None else held
 
-        def step(db: sqlite_utils.Database) -> bool:
-            with transaction(db):
+        def step(db: Db) -> bool:
+            with db.transaction():
                 moved = db.execute("UPDATE rollouts SET percent = ?, since = ?, held = ?, reason = ?, "
                                    "version = version + 1 WHERE route = ? AND version = ?",
                                    [to, since, int(keep), reason if keep else "", state.route,
@@ -104,10 +104,10 @@ class SqlitePlans:
         """What the route showed after `since` until `until`; `accepted` signatures counted apart.
         Evidence is kept by the second it was handed over in: the second `since` falls in is left
         out (it may hold the step before)."""
-        def read(db: sqlite_utils.Database) -> StepEvidence:
+        def read(db: Db) -> StepEvidence:
             compared = diverged = excused = 0
             for signature, count in db.execute(
-                    "SELECT signature, SUM(count) FROM gate_comparisons WHERE route = ? AND second > ? "
+                    "SELECT signature, CAST(SUM(count) AS BIGINT) FROM gate_comparisons WHERE route = ? AND second > ? "
                     "AND second <= ? GROUP BY signature", [route, int(since), int(until)]):
                 compared += count
                 if signature in accepted:
@@ -126,16 +126,12 @@ class SqlitePlans:
             lambda db: db.execute(f"SELECT {STATE} FROM rollouts ORDER BY route").fetchall())]
 
     def close(self) -> None:
-        with self._lock:
-            if self._db is not None:
-                self._db.close()
-                self._db = None
+        if self._owns:
+            self.connections.close()
 
-    def _run(self, step: Callable[[sqlite_utils.Database], T]) -> T:
-        with self._lock:
-            if self._db is None:
-                self._db = open_database(self.path)
-            return retrying_locks(lambda: step(self._db))
+    def _run(self, step: Callable[[Db], T]) -> T:
+        with self.connections.use() as db:
+            return retrying_locks(lambda: step(db))
 
 
 def _state(row: tuple[Any, ...]) -> PlanState:
@@ -143,18 +139,18 @@ def _state(row: tuple[Any, ...]) -> PlanState:
     return PlanState(route, percent, since, bool(held), reason or "", version)
 
 
-def _side(db: sqlite_utils.Database, route: str, side: str, since: float, until: float) -> SideEvidence:
-    answers = errors = 0
-    bins: Counter[int] = Counter()
-    for count, failed, histogram in db.execute(
-            "SELECT answers, errors, bins FROM gate_answers WHERE route = ? AND side = ? AND second > ? "
-            "AND second <= ?", [route, side, int(since), int(until)]):
-        answers, errors = answers + count, errors + failed
-        bins.update({int(k): v for k, v in json.loads(histogram).items()})
+def _side(db: Db, route: str, side: str, since: float, until: float) -> SideEvidence:
+    window = [route, side, int(since), int(until)]
+    answers, errors = db.execute(
+        "SELECT CAST(COALESCE(SUM(answers), 0) AS BIGINT), CAST(COALESCE(SUM(errors), 0) AS BIGINT) "
+        "FROM gate_answers WHERE route = ? AND side = ? AND second > ? AND second <= ?", window).fetchone()
+    bins = Counter({index: count for index, count in db.execute(
+        "SELECT bin, CAST(SUM(count) AS BIGINT) FROM gate_bins WHERE route = ? AND side = ? AND second > ? "
+        "AND second <= ? GROUP BY bin", window)})
     return SideEvidence(answers, errors, quantile(bins, 0.99))
 
 
-def _event(db: sqlite_utils.Database, route: str, at: float, action: str, before: int, after: int, reason: str,
+def _event(db: Db, route: str, at: float, action: str, before: int, after: int, reason: str,
            by: str, evidence: dict[str, Any] | None) -> None:
     db.execute("INSERT INTO rollout_events (route, at, action, from_percent, to_percent, reason, by, evidence) "
                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",

@@ -1,6 +1,7 @@
-"""Reading divergence databases: one file or a fleet's several, read as one.
+"""Reading divergence stores: one, or several read as one (a PostgreSQL fleet's store, or SQLite files
+copied from several hosts, or both).
 
-Counts add up across files; signatures with the same id (same route and paths) merge;
+Counts add up across stores; signatures with the same id (same route and paths) merge;
 examples are found in whichever file holds them; an acceptance or a replay in any file
 counts for the signature.
 """
@@ -13,10 +14,11 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator
 
-import sqlite_utils
-
 from reports.accepted import Acceptance, current
+from reports.db import Db, Where
 from reports.schema import open_for_reading
+
+Place = Where | str  # a store: a SQLite file's path, or a Where (a PostgreSQL URL and its password's variable)
 
 
 @dataclass
@@ -75,7 +77,7 @@ class RouteSummary:
                 "signatures": [s.as_json() for s in self.signatures]}
 
 
-def summary(databases: Iterable[str], route: str | None = None, top: int = 5,
+def summary(databases: Iterable[Place], route: str | None = None, top: int = 5,
             now: float | None = None) -> list[RouteSummary]:
     """Per route: comparisons, divergences, the most frequent diverging paths, signatures (accepted
     ones last) and noise."""
@@ -85,7 +87,7 @@ def summary(databases: Iterable[str], route: str | None = None, top: int = 5,
     noise: dict[str, Counter[str]] = defaultdict(Counter)
     for db in _open(databases):
         for name, compared, diverged in db.execute(
-                "SELECT route, SUM(compared), SUM(diverged) FROM counts GROUP BY route"):
+                "SELECT route, CAST(SUM(compared) AS BIGINT), CAST(SUM(diverged) AS BIGINT) FROM counts GROUP BY route"):
             entry = routes.setdefault(name, RouteSummary(name))
             entry.compared += compared
             entry.diverged += diverged
@@ -104,7 +106,7 @@ def summary(databases: Iterable[str], route: str | None = None, top: int = 5,
     return [r for r in chosen if route is None or r.route == route]
 
 
-def show(databases: Iterable[str], divergence_id: str, now: float | None = None) -> dict[str, Any] | None:
+def show(databases: Iterable[Place], divergence_id: str, now: float | None = None) -> dict[str, Any] | None:
     """One kept divergence, its JSON columns parsed, with its signature's acceptance under
     "accepted" (None when not accepted); None when no file holds it."""
     databases = list(databases)
@@ -122,7 +124,7 @@ def show(databases: Iterable[str], divergence_id: str, now: float | None = None)
     return found
 
 
-def acceptances(databases: Iterable[str], now: float | None = None) -> dict[str, Acceptance]:
+def acceptances(databases: Iterable[Place], now: float | None = None) -> dict[str, Acceptance]:
     """The acceptances in force at `now` in any of the files (the latest one where several say so)."""
     now = time.time() if now is None else now
     found: dict[str, Acceptance] = {}
@@ -133,15 +135,15 @@ def acceptances(databases: Iterable[str], now: float | None = None) -> dict[str,
     return found
 
 
-def replays(databases: Iterable[str]) -> dict[str, tuple[float, int, int]]:
+def replays(databases: Iterable[Place]) -> dict[str, tuple[float, int, int]]:
     """Per signature, its latest replay run: (at, matched, total), a run's rows from every file."""
     latest: dict[str, tuple[float, int, int]] = {}
     for db in _open(databases):
-        if not db["replays"].exists():
+        if not db.exists("replays"):
             continue
         for signature, at, matched, total in db.execute(
-                "SELECT signature, at, SUM(matched), COUNT(*) FROM replays r WHERE at = "
-                "(SELECT MAX(at) FROM replays WHERE signature = r.signature) GROUP BY signature"):
+                "SELECT signature, at, CAST(SUM(matched) AS BIGINT), COUNT(*) FROM replays r WHERE at = "
+                "(SELECT MAX(at) FROM replays WHERE signature = r.signature) GROUP BY signature, at"):
             have = latest.get(signature)
             if have is None or at > have[0]:
                 latest[signature] = (at, matched, total)
@@ -150,7 +152,7 @@ def replays(databases: Iterable[str]) -> dict[str, tuple[float, int, int]]:
     return latest
 
 
-def stored_requests(databases: Iterable[str], route: str, since: float | None = None) -> list[dict[str, Any]]:
+def stored_requests(databases: Iterable[Place], route: str, since: float | None = None) -> list[dict[str, Any]]:
     """The requests of a route's kept divergences, newest first, with the file each is in
     ("database"); headers parsed, bodies left out."""
     databases, found = list(databases), []
@@ -161,7 +163,7 @@ def stored_requests(databases: Iterable[str], route: str, since: float | None = 
     return sorted(found, key=lambda r: (-r["at"], r["id"]))
 
 
-def examples(databases: Iterable[str], signature: str, limit: int = 5) -> list[dict[str, Any]]:
+def examples(databases: Iterable[Place], signature: str, limit: int = 5) -> list[dict[str, Any]]:
     found = []
     for db in _open(databases):
         found += [_parsed(r) for r in db.query(
@@ -169,7 +171,7 @@ def examples(databases: Iterable[str], signature: str, limit: int = 5) -> list[d
     return sorted(found, key=lambda r: -r["at"])[:limit]
 
 
-def trend(databases: Iterable[str], route: str, buckets: int = 24, width: float = 3600.0,
+def trend(databases: Iterable[Place], route: str, buckets: int = 24, width: float = 3600.0,
           now: float | None = None) -> list[tuple[float, int, int]]:
     """(bucket start, compared, diverged) for the last `buckets` periods of `width` seconds, oldest first."""
     end = now if now is not None else time.time()
@@ -186,16 +188,16 @@ def trend(databases: Iterable[str], route: str, buckets: int = 24, width: float 
     return [(at, compared, diverged) for at, compared, diverged in series]
 
 
-def _open(databases: Iterable[str]) -> Iterator[sqlite_utils.Database]:
-    for path in databases:
-        db = open_for_reading(path)
+def _open(databases: Iterable[Place]) -> Iterator[Db]:
+    for place in databases:
+        db = open_for_reading(place)
         try:
             yield db
         finally:
             db.close()
 
 
-def _signatures(db: sqlite_utils.Database) -> Iterator[Signature]:
+def _signatures(db: Db) -> Iterator[Signature]:
     for row in db.query("SELECT s.*, (SELECT id FROM divergences d WHERE d.signature = s.signature "
                         "ORDER BY at DESC LIMIT 1) AS example FROM signatures s"):
         yield Signature(row["signature"], row["route"], json.loads(row["paths"]), row["count"],
@@ -246,11 +248,11 @@ class PlanTimeline:
     events: list[dict[str, Any]]
 
 
-def plan_timeline(databases: Iterable[str], route: str) -> PlanTimeline | None:
+def plan_timeline(databases: Iterable[Place], route: str) -> PlanTimeline | None:
     """None when the route has no plan in any of the files (or the files predate plans)."""
     state, events = None, []
     for db in _open(databases):
-        if not db["rollouts"].exists():
+        if not db.exists("rollouts"):
             continue
         row = db.execute("SELECT percent, since, held, reason FROM rollouts WHERE route = ?", [route]).fetchone()
         state = state or row

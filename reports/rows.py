@@ -61,13 +61,21 @@ def body_text(body: bytes | None, content_type: str | None, encoding: str | None
     if body is None:
         return None
     plain = redactor.body(unpack(body, encoding), content_type)
-    try:
-        text = plain.decode("utf-8")
-    except UnicodeDecodeError:
+    text = _text(plain)
+    if text is None:
         return f"[{len(plain)} bytes of binary content, sha256 {hashlib.sha256(plain).hexdigest()[:16]}]"
     if len(plain) <= max_body:
         return text
     return plain[:max_body].decode("utf-8", "ignore") + f"\n[… truncated: {len(plain)} bytes in all]"
+
+
+def _text(plain: bytes) -> str | None:
+    """`plain` as text; None when it is not UTF-8 or holds a NUL (no text does: PostgreSQL's TEXT refuses it)."""
+    try:
+        text = plain.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    return None if "\0" in text else text
 
 
 def _type(headers: Iterable[tuple[str, str]]) -> str | None:

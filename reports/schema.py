@@ -1,4 +1,4 @@
-"""The divergence database: its tables, created when missing, in WAL mode so several proxies can write.
+"""The store's tables, one schema for both engines, created on first use and migrated by version.
 
 counts       comparisons and divergences per route and minute (every comparison counts)
 signatures   one row per route and set of diverging paths: how often, since when, examples kept
@@ -6,64 +6,142 @@ divergences  the kept examples, redacted: request, both answers, the differences
 noise        paths learned as noise by probing legacy twice
 accepted     signatures people marked as intended differences (reports/accepted.py)
 replays      each stored request sent again by `strangler replay`: one row per request and run
-meta         the redaction key and the schema version
-rollouts, rollout_events, gate_comparisons, gate_answers: rollout plans (see reports/plans.py)
+batches      the writers' batches already applied: a batch retried after an outage counts once
+meta         the redaction key, the schema version, when retention last ran
+rollouts, rollout_events, gate_comparisons, gate_answers, gate_bins: rollout plans (reports/plans.py)
+
+Setting up runs in one transaction holding the store's schema lock, so instances that
+start together against an empty database take turns: the first creates and migrates, the
+others find it done.
 """
 
 from __future__ import annotations
 
-import os
+import json
 import random
 import secrets
 import sqlite3
 import time
-from contextlib import contextmanager
-from pathlib import Path
-from typing import Callable, Iterator, TypeVar
+from typing import Callable, TypeVar
 
-import sqlite_utils
+from reports.db import Db, Where, connect
 
-SCHEMA_VERSION = "1"
-# Columns added since version 1 first shipped: NULL in older rows, added to older files when opened.
-# legacy_target, new_target: what each side was sent, when a route's rewrite made it other than `target`.
-ADDED_COLUMNS = {"divergences": ("legacy_target", "new_target")}
+SCHEMA_VERSION = 2
 T = TypeVar("T")
+# A kept divergence's columns and their types (reports/rows.py makes the rows).
+# legacy_target, new_target: what each side was sent, when a route's rewrite made it other than `target`.
+DIVERGENCE_COLUMNS = {
+    "id": "TEXT", "signature": "TEXT", "route": "TEXT", "at": "DOUBLE PRECISION", "request_id": "TEXT",
+    "method": "TEXT", "target": "TEXT", "served": "TEXT", "legacy_status": "BIGINT", "new_status": "BIGINT",
+    "legacy_error": "TEXT", "new_error": "TEXT", "legacy_ms": "DOUBLE PRECISION", "new_ms": "DOUBLE PRECISION",
+    "differences": "TEXT", "noise": "TEXT", "request_headers": "TEXT", "legacy_headers": "TEXT",
+    "new_headers": "TEXT", "request_body": "TEXT", "legacy_body": "TEXT", "new_body": "TEXT",
+    "legacy_target": "TEXT", "new_target": "TEXT"}
+TABLES = (
+    "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)",
+    "CREATE TABLE IF NOT EXISTS counts (route TEXT NOT NULL, minute BIGINT NOT NULL, compared BIGINT NOT NULL, "
+    "diverged BIGINT NOT NULL, PRIMARY KEY (route, minute))",
+    "CREATE TABLE IF NOT EXISTS signatures (signature TEXT PRIMARY KEY, route TEXT, paths TEXT, "
+    "first_seen DOUBLE PRECISION, last_seen DOUBLE PRECISION, count BIGINT, kept BIGINT)",
+    "CREATE TABLE IF NOT EXISTS divergences (id TEXT PRIMARY KEY, "
+    + ", ".join(f"{name} {kind}" for name, kind in DIVERGENCE_COLUMNS.items() if name != "id") + ")",
+    "CREATE INDEX IF NOT EXISTS idx_divergences_route_at ON divergences (route, at)",
+    "CREATE INDEX IF NOT EXISTS idx_divergences_signature ON divergences (signature)",
+    "CREATE TABLE IF NOT EXISTS noise (route TEXT NOT NULL, path TEXT NOT NULL, count BIGINT, "
+    "first_seen DOUBLE PRECISION, last_seen DOUBLE PRECISION, PRIMARY KEY (route, path))",
+    "CREATE TABLE IF NOT EXISTS accepted (signature TEXT PRIMARY KEY, route TEXT NOT NULL, reason TEXT NOT NULL, "
+    "accepted_at DOUBLE PRECISION NOT NULL, expires DOUBLE PRECISION, by TEXT)",
+    # `at` is when the run started, the same for every request of one run: a run is read back whole.
+    "CREATE TABLE IF NOT EXISTS replays (divergence_id TEXT, signature TEXT, route TEXT, at DOUBLE PRECISION, "
+    "matched BIGINT, differences TEXT)",
+    "CREATE INDEX IF NOT EXISTS idx_replays_signature_at ON replays (signature, at)",
+    "CREATE TABLE IF NOT EXISTS rollouts (route TEXT PRIMARY KEY, percent BIGINT, since DOUBLE PRECISION, "
+    "held BIGINT, reason TEXT, version BIGINT)",
+    "CREATE TABLE IF NOT EXISTS rollout_events (id {serial}, route TEXT, at DOUBLE PRECISION, action TEXT, "
+    "from_percent BIGINT, to_percent BIGINT, reason TEXT, by TEXT, evidence TEXT)",
+    "CREATE INDEX IF NOT EXISTS idx_rollout_events_route_at ON rollout_events (route, at)",
+    "CREATE TABLE IF NOT EXISTS gate_comparisons (route TEXT NOT NULL, second BIGINT NOT NULL, "
+    "signature TEXT NOT NULL, count BIGINT, PRIMARY KEY (route, second, signature))",
+    "CREATE TABLE IF NOT EXISTS gate_answers (route TEXT NOT NULL, second BIGINT NOT NULL, side TEXT NOT NULL, "
+    "answers BIGINT, errors BIGINT, PRIMARY KEY (route, second, side))",
+    "CREATE TABLE IF NOT EXISTS gate_bins (route TEXT NOT NULL, second BIGINT NOT NULL, side TEXT NOT NULL, "
+    "bin BIGINT NOT NULL, count BIGINT, PRIMARY KEY (route, second, side, bin))",
+    "CREATE TABLE IF NOT EXISTS batches (id TEXT PRIMARY KEY, at DOUBLE PRECISION)",
+)
 
 
-def open_database(path: str) -> sqlite_utils.Database:
-    """Open (creating if needed) a divergence database for reading and writing."""
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fresh = not Path(path).exists()
-    conn = sqlite3.connect(path, isolation_level=None, timeout=10.0, check_same_thread=False)
-    if fresh:
-        os.chmod(path, 0o600)  # bodies are redacted, but still nobody else's business
-    db = sqlite_utils.Database(conn)
+def open_database(place: Where | str) -> Db:
+    """A store for reading and writing, set up (tables created, migrated) when it is not yet."""
+    db = connect(place)
     try:
-        retrying_locks(lambda: _set_up(db))
+        retrying_locks(lambda: set_up(db))
     except BaseException:
-        conn.close()
+        db.close()
         raise
     return db
 
 
-@contextmanager
-def transaction(db: sqlite_utils.Database) -> Iterator[sqlite_utils.Database]:
-    """One write transaction, taken at once (BEGIN IMMEDIATE: no lock upgrade to deadlock on),
-    committed when the block ends, rolled back when it raises."""
-    db.execute("BEGIN IMMEDIATE")
-    try:
-        yield db
-        db.execute("COMMIT")
-    except BaseException:
-        db.execute("ROLLBACK")
-        raise
+def open_for_reading(place: Where | str) -> Db:
+    """A store to read (a SQLite file is never created here)."""
+    return connect(place, readonly=True)
+
+
+def set_up(db: Db) -> None:
+    """Create what is missing and migrate to SCHEMA_VERSION, holding the schema lock."""
+    if db.dialect == "sqlite":
+        db.execute("PRAGMA journal_mode = WAL")
+        db.execute("PRAGMA synchronous = NORMAL")
+    with db.transaction():
+        db.lock()
+        version = _version(db)
+        if version is None:  # a new store: the whole schema at once
+            for statement in TABLES:
+                db.execute(statement.format(serial=type(db).SERIAL))
+        elif version < SCHEMA_VERSION:
+            for migrate in MIGRATIONS[version:SCHEMA_VERSION]:
+                migrate(db)
+        db.execute("INSERT INTO meta (key, value) VALUES ('schema_version', ?) ON CONFLICT (key) DO UPDATE "
+                   "SET value = excluded.value", [str(SCHEMA_VERSION)])
+
+
+def _version(db: Db) -> int | None:
+    if not db.exists("meta"):
+        return None
+    row = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    return int(row[0]) if row else None
+
+
+def _to_2(db: Db) -> None:
+    """Version 1 (sqlite-utils' tables) to 2: latency bins a row each, so writers add to them without
+    reading them first; applied batches remembered; what a rewritten side was sent; every table present."""
+    for statement in TABLES:
+        if "gate_answers" not in statement:
+            db.execute(statement.format(serial=type(db).SERIAL))
+    for column in ("legacy_target", "new_target"):
+        if column not in db.columns("divergences"):
+            db.execute(f"ALTER TABLE divergences ADD COLUMN {column} TEXT")
+    if db.exists("gate_answers") and "bins" in db.columns("gate_answers"):
+        for route, second, side, bins in db.execute("SELECT route, second, side, bins FROM gate_answers").fetchall():
+            for index, count in json.loads(bins or "{}").items():
+                db.execute("INSERT INTO gate_bins (route, second, side, bin, count) VALUES (?, ?, ?, ?, ?) "
+                           "ON CONFLICT (route, second, side, bin) DO UPDATE SET count = gate_bins.count + "
+                           "excluded.count", [route, second, side, int(index), count])
+
+
+MIGRATIONS: tuple[Callable[[Db], None], ...] = (lambda db: None, _to_2)  # MIGRATIONS[v] moves v to v + 1
+
+
+def redaction_key(db: Db) -> bytes:
+    """The store's own HMAC key, made once; hashes stay comparable across processes and instances."""
+    db.execute("INSERT INTO meta (key, value) VALUES ('redaction_key', ?) ON CONFLICT (key) DO NOTHING",
+               [secrets.token_hex(32)])
+    return bytes.fromhex(db.execute("SELECT value FROM meta WHERE key = 'redaction_key'").fetchone()[0])
 
 
 def retrying_locks(step: Callable[[], T], attempts: int = 20) -> T:
-    """Run `step`, again after a short pause when another process holds a lock it did not wait out.
-
-    SQLite's busy timeout covers most waits, but not all: two processes setting up one
-    new file (switching it to WAL) can see `database is locked` at once."""
+    """Run `step`, again after a short pause when another process holds a SQLite lock it did not wait
+    out. SQLite's busy timeout covers most waits, but not all: two processes setting up one new file
+    (switching it to WAL) can see `database is locked` at once."""
     for attempt in range(attempts):
         try:
             return step()
@@ -72,75 +150,3 @@ def retrying_locks(step: Callable[[], T], attempts: int = 20) -> T:
                 raise
             time.sleep(0.01 * (attempt + 1) + random.random() * 0.02)
     raise AssertionError("unreachable")
-
-
-def _set_up(db: sqlite_utils.Database) -> None:
-    db.execute("PRAGMA journal_mode = WAL")
-    db.execute("PRAGMA synchronous = NORMAL")
-    _create(db)
-    _create_plans(db)
-
-
-def _create_plans(db: sqlite_utils.Database) -> None:
-    db["rollouts"].create({"route": str, "percent": int, "since": float, "held": int, "reason": str,
-                           "version": int}, pk="route", if_not_exists=True)
-    db["rollout_events"].create({"id": int, "route": str, "at": float, "action": str, "from_percent": int,
-                                 "to_percent": int, "reason": str, "by": str, "evidence": str},
-                                pk="id", if_not_exists=True)
-    db["rollout_events"].create_index(["route", "at"], if_not_exists=True)
-    db["gate_comparisons"].create({"route": str, "second": int, "signature": str, "count": int},
-                                  pk=("route", "second", "signature"), if_not_exists=True)
-    db["gate_answers"].create({"route": str, "second": int, "side": str, "answers": int, "errors": int,
-                               "bins": str}, pk=("route", "second", "side"), if_not_exists=True)
-
-
-def open_for_reading(path: str) -> sqlite_utils.Database:
-    if not Path(path).exists():
-        raise FileNotFoundError(f"no divergence database at {path}")
-    return sqlite_utils.Database(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10.0))
-
-
-def redaction_key(db: sqlite_utils.Database) -> bytes:
-    """The database's own HMAC key, made once; hashes stay comparable across processes."""
-    db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('redaction_key', ?)", [secrets.token_hex(32)])
-    return bytes.fromhex(db.execute("SELECT value FROM meta WHERE key = 'redaction_key'").fetchone()[0])
-
-
-def _create(db: sqlite_utils.Database) -> None:
-    db["meta"].create({"key": str, "value": str}, pk="key", if_not_exists=True)
-    db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)", [SCHEMA_VERSION])
-    db["counts"].create({"route": str, "minute": int, "compared": int, "diverged": int},
-                        pk=("route", "minute"), if_not_exists=True)
-    db["signatures"].create({"signature": str, "route": str, "paths": str, "first_seen": float,
-                             "last_seen": float, "count": int, "kept": int}, pk="signature", if_not_exists=True)
-    db["divergences"].create({
-        "id": str, "signature": str, "route": str, "at": float, "request_id": str, "method": str, "target": str,
-        "served": str, "legacy_status": int, "new_status": int, "legacy_error": str, "new_error": str,
-        "legacy_ms": float, "new_ms": float, "differences": str, "noise": str, "request_headers": str,
-        "legacy_headers": str, "new_headers": str, "request_body": str, "legacy_body": str, "new_body": str,
-        **dict.fromkeys(ADDED_COLUMNS["divergences"], str),
-    }, pk="id", if_not_exists=True)
-    _add_columns(db, "divergences")
-    db["divergences"].create_index(["route", "at"], if_not_exists=True)
-    db["divergences"].create_index(["signature"], if_not_exists=True)
-    db["noise"].create({"route": str, "path": str, "count": int, "first_seen": float, "last_seen": float},
-                       pk=("route", "path"), if_not_exists=True)
-    db["accepted"].create({"signature": str, "route": str, "reason": str, "accepted_at": float, "expires": float,
-                           "by": str}, pk="signature", not_null={"route", "reason", "accepted_at"},
-                          if_not_exists=True)
-    # `at` is when the run started, the same for every request of one run: a run is read back whole.
-    db["replays"].create({"divergence_id": str, "signature": str, "route": str, "at": float, "matched": int,
-                          "differences": str}, if_not_exists=True)
-    db["replays"].create_index(["signature", "at"], if_not_exists=True)
-
-
-def _add_columns(db: sqlite_utils.Database, table: str) -> None:
-    """The columns added since a file was made; another process adding them at the same moment is fine."""
-    for column in ADDED_COLUMNS[table]:
-        if column in db[table].columns_dict:
-            continue
-        try:
-            db.execute(f"ALTER TABLE {table} ADD COLUMN {column} TEXT")
-        except sqlite3.OperationalError as exc:
-            if "duplicate column" not in str(exc):
-                raise

@@ -1,10 +1,12 @@
-"""The one writer of a divergence database: a bounded queue in front, a thread behind, batches between.
+"""The one writer of a store: a bounded queue in front, a thread behind, batches between.
 
 Request code only ever appends to the queue (no lock, no wake-up: the writer collects
-what is there every BATCH_SECONDS); when it is full the item is dropped and counted.
-Writes happen in a thread, many to one transaction; a failing or full database is
-logged once and counted, and never reaches a request. Several proxy processes may
-write to one file (WAL, a busy timeout, one short transaction per batch).
+what is there every BATCH_SECONDS); when it is full the item is dropped and counted. The
+writer applies a batch in one transaction, marked with the batch's id, so a batch retried
+after an outage is applied once. While the store is down (PostgreSQL stopped, a disk
+full), batches wait, bounded together with the queue; the writer reconnects with backoff,
+logs one ERROR when the outage starts and one line when it ends, and never reaches a
+request. Several proxy processes, on one host or many, write one store.
 """
 
 from __future__ import annotations
@@ -13,37 +15,45 @@ import json
 import logging
 import threading
 import time
+import uuid
 from collections import Counter as Tally
 from collections import deque
-from functools import partial
 from typing import Any, Callable, Sequence
-
-import sqlite_utils
 
 from proxy.model import Divergence, ReportsSpec
 from proxy.model.evidence import EvidenceBatch
 from proxy.model.jsonpath import generalize
+from reports.connections import Connections
+from proxy.model.errors import one_line
+from reports.db import Db, Where
+from reports.health import Health
 from reports.plans import prune_evidence, write_evidence
 from reports.redact import Redactor
 from reports.rows import divergence_row
-from reports.schema import open_database, redaction_key, retrying_locks, transaction
+from reports.schema import DIVERGENCE_COLUMNS, redaction_key, retrying_locks
 
 log = logging.getLogger("strangler.reports")
 STOP = object()
 BATCH, BATCH_SECONDS, PRUNE_EVERY = 500, 0.2, 60.0
+BACKOFF_FIRST, BACKOFF_MOST = 0.5, 30.0  # seconds between reconnects while the store is down
 
 
-class SqliteSink:
-    """A DivergenceSink writing to SQLite with sqlite-utils."""
+class StoreSink:
+    """A DivergenceSink writing to either engine (reports/db.py)."""
 
-    def __init__(self, spec: ReportsSpec, on_problem: Callable[[str], None] = lambda kind: None,
-                 queue_size: int = 10_000) -> None:
+    def __init__(self, spec: ReportsSpec, connections: Connections | None = None,
+                 on_problem: Callable[[str], None] = lambda kind: None, queue_size: int = 10_000) -> None:
         self.spec, self.on_problem = spec, on_problem
+        self.connections = connections or Connections(Where(spec.database, spec.password_env))
+        self._owns = connections is None
         self.queue_size = queue_size
+        self.health = Health(reached=not self.connections.where.postgres)  # a file is there to be made
         self._queue: deque[Any] = deque()  # appended by request code, emptied by the writer
+        self._waiting: deque[tuple[str, float, list[Any]]] = deque()  # batches the store has not taken yet
+        self._waiting_items = 0
         self._wake = threading.Event()  # for flush and close, which should not wait a batch out
         self._thread = threading.Thread(target=self._run, name="divergence-writer", daemon=True)
-        self._failing = False
+        self._redactor: Redactor | None = None
         self._pruned = 0.0
 
     def count(self, route: str, diverged: bool, at: float) -> None:
@@ -62,10 +72,18 @@ class SqliteSink:
         self._thread.start()
 
     def close(self) -> None:
+        """Write what is queued (unless the store is down), then stop."""
         if self._thread.is_alive():
             self._queue.append(STOP)
             self._wake.set()
             self._thread.join(timeout=30)
+        if self._owns:
+            self.connections.close()
+
+    def status(self) -> dict[str, Any]:
+        """For /status: where the store is (never its password) and how the writer is faring."""
+        return {"database": str(self.connections.where), "engine": self.connections.where.engine,
+                **self.health.as_json(), "waiting": self.held}
 
     def flush(self, timeout: float = 10.0) -> None:
         """Wait until everything queued so far is written (for tests and the CLI)."""
@@ -74,35 +92,64 @@ class SqliteSink:
         self._wake.set()
         done.wait(timeout)
 
+    @property
+    def held(self) -> int:
+        """Items queued or waiting for the store."""
+        return len(self._queue) + self._waiting_items
+
     def _put(self, item: tuple[Any, ...]) -> None:
-        if len(self._queue) >= self.queue_size:
-            self.on_problem("queue_full")
+        if self.held >= self.queue_size:
+            self.on_problem("store_down" if self.health.down_since else "queue_full")
         else:
             self._queue.append(item)
 
     def _run(self) -> None:
-        db, redactor = None, None
+        if self.connections.where.postgres:
+            self._drain()  # reach the server (and set its schema up) at start, not at the first divergence
+        stopping = False
         while True:
             batch = self._next_batch()
-            try:
-                if db is None:
-                    db = open_database(self.spec.database)
-                    redactor = Redactor(retrying_locks(partial(redaction_key, db)))
-                retrying_locks(partial(self._write, db, redactor, [b for b in batch if b is not STOP]))
-                self._recovered()
-            except Exception as exc:  # noqa: BLE001 - whatever the database says, requests go on
-                db = self._failed(db, exc, batch)
+            stopping = stopping or STOP in batch
+            data = [item for item in batch if item is not STOP and item[0] != "flush"]
+            if data:
+                self._waiting.append((uuid.uuid4().hex, time.time(), data))
+                self._waiting_items += len(data)
+                self.health.oldest_waiting = self._waiting[0][1]
+            self._drain()
             for item in batch:
                 if item is not STOP and item[0] == "flush":
                     item[1].set()
-            if STOP in batch:
+            if stopping and (not self._waiting or self.health.down_since):
                 return
+
+    def _drain(self) -> None:
+        """Apply the waiting batches, oldest first; on failure keep them, and back off."""
+        try:
+            with self.connections.use() as db:
+                if self._redactor is None:
+                    self._redactor = Redactor(retrying_locks(lambda: redaction_key(db)))
+                wrote = bool(self._waiting)
+                while self._waiting:
+                    batch_id, _, batch = self._waiting[0]
+                    retrying_locks(lambda: self._apply(db, batch_id, batch))  # noqa: B023 - called at once
+                    self._waiting.popleft()
+                    self._waiting_items -= len(batch)
+                    self.health.oldest_waiting = self._waiting[0][1] if self._waiting else None
+                if wrote:
+                    self._prune(db)
+            self._recovered()
+        except Exception as exc:  # noqa: BLE001 - whatever the store says, requests go on
+            self._failed(exc)
+            self._wake.wait(self.health.backoff(BACKOFF_FIRST, BACKOFF_MOST))
+            self._wake.clear()
 
     def _next_batch(self) -> list[Any]:
         """What was queued, up to BATCH items, collected every BATCH_SECONDS (at once when woken)."""
         batch: list[Any] = []
         while not batch:
             if not self._queue:
+                if self._waiting:
+                    return batch  # the store is behind: try it again rather than wait for more
                 self._wake.wait(BATCH_SECONDS)
                 self._wake.clear()
             while self._queue and len(batch) < BATCH:
@@ -111,73 +158,94 @@ class SqliteSink:
                     break
         return batch
 
-    def _write(self, db: sqlite_utils.Database, redactor: Redactor, batch: list[Any]) -> None:
-        with transaction(db):
-            self._counts(db, [item for item in batch if item[0] == "count"])
-            for item in batch:
-                if item[0] == "divergence":
-                    self._divergence(db, redactor, item[1])
-                elif item[0] == "noise":
-                    self._noise(db, *item[1:])
-                elif item[0] == "evidence":
-                    write_evidence(db, item[1])
-            self._prune(db)
+    def _apply(self, db: Db, batch_id: str, batch: list[Any]) -> None:
+        """One batch in one transaction, sent in one go; its id first, so that a batch the store took
+        before the connection broke fails as a duplicate here rather than counting twice."""
+        try:
+            with db.batch():
+                db.execute("INSERT INTO batches (id, at) VALUES (?, ?)", [batch_id, time.time()])
+                self._counts(db, [item for item in batch if item[0] == "count"])
+                for item in batch:
+                    if item[0] == "divergence":
+                        self._divergence(db, item[1])
+                    elif item[0] == "noise":
+                        self._noise(db, *item[1:])
+                    elif item[0] == "evidence":
+                        write_evidence(db, item[1])
+        except Exception as exc:
+            if not db.duplicate(exc, "batches"):
+                raise
 
-    def _counts(self, db: sqlite_utils.Database, items: list[Any]) -> None:
+    def _counts(self, db: Db, items: list[Any]) -> None:
         compared, diverged = Tally(), Tally()
         for _, route, did, at in items:
             compared[(route, int(at // 60))] += 1
             diverged[(route, int(at // 60))] += int(did)
         for (route, minute), n in compared.items():
             db.execute("INSERT INTO counts (route, minute, compared, diverged) VALUES (?, ?, ?, ?) "
-                       "ON CONFLICT (route, minute) DO UPDATE SET compared = compared + excluded.compared, "
-                       "diverged = diverged + excluded.diverged", [route, minute, n, diverged[(route, minute)]])
+                       "ON CONFLICT (route, minute) DO UPDATE SET compared = counts.compared + excluded.compared, "
+                       "diverged = counts.diverged + excluded.diverged", [route, minute, n, diverged[(route, minute)]])
 
-    def _divergence(self, db: sqlite_utils.Database, redactor: Redactor, divergence: Divergence) -> None:
+    def _divergence(self, db: Db, divergence: Divergence) -> None:
+        """Count the divergence under its signature; keep it whole while the signature has fewer than
+        `examples_per_signature` kept (decided in the store: every instance's examples count)."""
         paths = json.dumps(sorted({generalize(d.path) for d in divergence.differences}))
-        at = divergence.request.at
+        at, signature, most = divergence.request.at, divergence.signature, self.spec.examples_per_signature
         db.execute("INSERT INTO signatures (signature, route, paths, first_seen, last_seen, count, kept) "
-                   "VALUES (?, ?, ?, ?, ?, 1, 0) ON CONFLICT (signature) DO UPDATE SET count = count + 1, "
-                   "last_seen = max(last_seen, excluded.last_seen)", [divergence.signature, divergence.route, paths,
-                                                                        at, at])
-        kept = db.execute("SELECT kept FROM signatures WHERE signature = ?", [divergence.signature]).fetchone()[0]
-        if kept < self.spec.examples_per_signature:
-            db["divergences"].insert(divergence_row(divergence, redactor, self.spec.max_body))
-            db.execute("UPDATE signatures SET kept = kept + 1 WHERE signature = ?", [divergence.signature])
+                   "VALUES (?, ?, ?, ?, ?, 1, 0) ON CONFLICT (signature) DO UPDATE SET "
+                   "count = signatures.count + 1, last_seen = CASE WHEN excluded.last_seen > signatures.last_seen "
+                   "THEN excluded.last_seen ELSE signatures.last_seen END",
+                   [signature, divergence.route, paths, at, at])
+        assert self._redactor is not None
+        row = divergence_row(divergence, self._redactor, self.spec.max_body)
+        db.execute(KEEP, [*(row[name] for name in DIVERGENCE_COLUMNS), signature, most])
+        db.execute("UPDATE signatures SET kept = kept + 1 WHERE signature = ? AND kept < ?", [signature, most])
 
-    def _noise(self, db: sqlite_utils.Database, route: str, paths: tuple[str, ...], at: float) -> None:
+    def _noise(self, db: Db, route: str, paths: tuple[str, ...], at: float) -> None:
         for path in paths:
             db.execute("INSERT INTO noise (route, path, count, first_seen, last_seen) VALUES (?, ?, 1, ?, ?) "
-                       "ON CONFLICT (route, path) DO UPDATE SET count = count + 1, last_seen = excluded.last_seen",
-                       [route, path, at, at])
+                       "ON CONFLICT (route, path) DO UPDATE SET count = noise.count + 1, "
+                       "last_seen = excluded.last_seen", [route, path, at, at])
 
-    def _prune(self, db: sqlite_utils.Database) -> None:
-        """Retention: what is older than `retention_days` goes, examples and counts alike."""
+    def _prune(self, db: Db) -> None:
+        """Retention: what is older than `retention_days` goes, examples and counts alike; once a
+        PRUNE_EVERY for the whole fleet (the instance that moves `pruned_at` first does it)."""
         now = time.time()
         if now - self._pruned < PRUNE_EVERY:
             return
         self._pruned, cutoff = now, now - self.spec.retention_days * 86400
-        db.execute("DELETE FROM divergences WHERE at < ?", [cutoff])
-        db.execute("DELETE FROM signatures WHERE last_seen < ?", [cutoff])
-        db.execute("DELETE FROM counts WHERE minute < ?", [int(cutoff // 60)])
-        db.execute("DELETE FROM noise WHERE last_seen < ?", [cutoff])
-        db.execute("DELETE FROM replays WHERE at < ?", [cutoff])
-        prune_evidence(db, cutoff)
+        with db.transaction():
+            db.execute("INSERT INTO meta (key, value) VALUES ('pruned_at', '0') ON CONFLICT (key) DO NOTHING")
+            if not db.execute("UPDATE meta SET value = ? WHERE key = 'pruned_at' AND CAST(value AS DOUBLE PRECISION) "
+                              "< ?", [repr(now), now - PRUNE_EVERY]).rowcount:
+                return  # another instance pruned a moment ago
+            for table, column, when in (("divergences", "at", cutoff), ("signatures", "last_seen", cutoff),
+                                        ("counts", "minute", int(cutoff // 60)), ("noise", "last_seen", cutoff),
+                                        ("replays", "at", cutoff), ("batches", "at", now - 86400)):
+                db.execute(f"DELETE FROM {table} WHERE {column} < ?", [when])
+            prune_evidence(db, cutoff)
 
-    def _failed(self, db: sqlite_utils.Database | None, exc: Exception, batch: list[Any]) -> None:
+    def _failed(self, exc: Exception) -> None:
         self.on_problem("write_failed")
-        if not self._failing:
-            self._failing = True
-            log.error("cannot write the divergence database; comparisons go on but are not kept",
-                      extra={"database": self.spec.database, "problem": str(exc), "dropped": len(batch)})
-        if db is not None:
-            try:
-                db.close()
-            except Exception:  # noqa: BLE001
-                pass
-        return None  # reopen on the next batch
+        if self.health.failed(one_line(exc)):
+            log.error("cannot write the divergence store; requests go on, and evidence waits "
+                      f"(up to {self.queue_size} items)", extra={"store": str(self.connections.where),
+                                                                 "problem": one_line(exc)})
 
     def _recovered(self) -> None:
-        if self._failing:
-            self._failing = False
-            log.info("the divergence database is writable again", extra={"database": self.spec.database})
+        down = self.health.succeeded()
+        if down is not None:
+            log.info("the divergence store is writable again", extra={
+                "store": str(self.connections.where), "down_seconds": round(time.time() - down, 1),
+                "waiting": self.held})
+
+
+def _keep() -> str:
+    """Insert a kept example only while its signature's `kept` is under the bound (same SQL for both
+    engines: typed casts, since PostgreSQL cannot infer a NULL's type in a SELECT list)."""
+    values = ", ".join(f"CAST(? AS {kind})" for kind in DIVERGENCE_COLUMNS.values())
+    return (f"INSERT INTO divergences ({', '.join(DIVERGENCE_COLUMNS)}) SELECT {values} "
+            "WHERE (SELECT kept FROM signatures WHERE signature = ?) < ?")
+
+
+KEEP = _keep()

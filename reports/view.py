@@ -10,11 +10,12 @@ import re
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
 from reports import query
 from reports.accepted import until_text
+from reports.db import Where, where
+from reports.query import Place
 from reports.sidebyside import Row, pretty, side_by_side
 
 TOP_PATHS, TOP_SIGNATURES = 10, 10
@@ -125,20 +126,21 @@ class RouteView:
 @dataclass(frozen=True)
 class Page:
     generated: str
-    databases: list[tuple[str, bool]]  # path, and whether it exists
+    databases: list[tuple[str, bool]]  # each store as shown (never a password), and whether it exists
     routes: list[RouteView]
 
 
-def page(databases: list[str], now: float | None = None, missing_ok: bool = False) -> Page:
+def page(databases: list[Place], now: float | None = None, missing_ok: bool = False) -> Page:
     """The whole report; with `missing_ok`, files not created yet are listed and skipped."""
     now = time.time() if now is None else now
-    present = [db for db in databases if not missing_ok or Path(db).exists()]
+    places = [where(db) for db in databases]
+    present = [db for db in places if not missing_ok or db.present]
     summaries = sorted(query.summary(present, top=TOP_PATHS), key=lambda r: (-r.divergence_rate, r.route))
-    return Page(iso(now), [(db, Path(db).exists()) for db in databases],
+    return Page(iso(now), [(str(db), db.present) for db in places],
                 [route_view(present, s, now) for s in summaries])
 
 
-def route_view(databases: list[str], summary: query.RouteSummary, now: float) -> RouteView:
+def route_view(databases: list[Where], summary: query.RouteSummary, now: float) -> RouteView:
     chosen = summary.signatures[:TOP_SIGNATURES]
     examples = {s.signature: example_view(found[0], s)
                 for s in chosen if (found := query.examples(databases, s.signature, limit=1))}

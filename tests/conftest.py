@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, AsyncIterator, Awaitable, Callable, Iterator
@@ -11,7 +12,9 @@ import pytest
 
 from proxy import config as config_file
 from proxy.app import Options, Proxy
+from reports.db import Where
 from tests.helpers import Blackhole, Handler, RawUpstream, Upstream, answer_json, routes_yaml
+from tests.servers import Postgres, install_postgres
 
 
 @pytest.fixture
@@ -92,3 +95,38 @@ def blackhole() -> Iterator[Blackhole]:
     hole = Blackhole()
     yield hole
     hole.close()
+
+
+# The proxy's PostgreSQL role, as docs/fleet.md has an operator make it: it logs in with a
+# password, and is neither superuser nor allowed to create roles or databases.
+STORE_ROLE, STORE_PASSWORD, STORE_PASSWORD_ENV = "strangler", "Pw-not-in-any-file-7c1e", "TEST_STORE_PASSWORD"
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Postgres]:
+    """One PostgreSQL cluster for the session (installed on first use, as tests.servers does)."""
+    install_postgres()
+    server = Postgres()
+    server.start()
+    try:
+        server.psql(f"CREATE ROLE {STORE_ROLE} LOGIN PASSWORD '{STORE_PASSWORD}' NOSUPERUSER NOCREATEDB NOCREATEROLE")
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def pg_store(postgres: Postgres, monkeypatch: pytest.MonkeyPatch) -> Where:
+    """A new, empty database owned by the proxy's role, and its password in the environment only."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    postgres.psql(f"CREATE DATABASE {name} OWNER {STORE_ROLE}")
+    monkeypatch.setenv(STORE_PASSWORD_ENV, STORE_PASSWORD)
+    return Where(postgres.url(STORE_ROLE, name), STORE_PASSWORD_ENV)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.external)])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Where:
+    """The same test on each engine: a SQLite file, and a PostgreSQL database."""
+    if request.param == "sqlite":
+        return Where(str(tmp_path / "divergence.db"))
+    return request.getfixturevalue("pg_store")

@@ -2,7 +2,9 @@
 
 `python -m tests.servers install` provisions them all (.ci/run calls it); the tests
 provision on first use as well, so `python -m pytest` also works on a fresh machine.
-Each test session gets its own PostgreSQL cluster in a scratch folder, on a free port.
+Each test session gets its own PostgreSQL cluster in a scratch folder, on a free port:
+password authentication over TCP, as a real server has it, and trust on its own socket
+for the tests' administration.
 """
 
 from __future__ import annotations
@@ -54,10 +56,15 @@ def install_chromium() -> str:
     return CHROMIUM
 
 
-def install_unleash() -> None:
-    """PostgreSQL (Debian's package) and unleash-server (npm)."""
+def install_postgres() -> None:
+    """PostgreSQL (Debian's package)."""
     if _pg_bin() is None:
         apt_install("postgresql")
+
+
+def install_unleash() -> None:
+    """PostgreSQL (Debian's package) and unleash-server (npm)."""
+    install_postgres()
     if shutil.which("node") is None:
         apt_install("nodejs", "npm")
     if not (UNLEASH_DIR / "node_modules" / "unleash-server").is_dir():
@@ -97,20 +104,41 @@ class Postgres:
         if self._as:
             shutil.chown(data, "postgres")
             shutil.chown(self.base, "postgres")
-        self._run(bin_dir / "initdb", "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8")
-        self._run(bin_dir / "pg_ctl", "-D", str(data), "-l", str(self.base / "postgres.log"), "-w", "start", "-o",
-                  f"-p {self.port} -k {self.base} -c listen_addresses=127.0.0.1 -c fsync=off")
-        for sql in ("CREATE USER unleash WITH PASSWORD 'unleash'", "CREATE DATABASE unleash OWNER unleash"):
-            self._run(bin_dir / "psql", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "-c", sql)
+        self._run(bin_dir / "initdb", "-D", str(data), "-U", "postgres", "--auth-local=trust",
+                  "--auth-host=scram-sha-256", "-E", "UTF8")
+        self.resume()
+        self.psql("CREATE USER unleash WITH PASSWORD 'unleash'", "CREATE DATABASE unleash OWNER unleash")
+
+    def resume(self) -> None:
+        """Start the server (again, after halt), on the same port and data."""
+        self._run(_pg_bin() / "pg_ctl", "-D", str(self.base / "data"), "-l", str(self.base / "postgres.log"), "-w",
+                  "start", "-o", f"-p {self.port} -k {self.base} -c listen_addresses=127.0.0.1 -c fsync=off")
+
+    def halt(self) -> None:
+        """Stop the server as an outage would (fast: connections are cut), keeping its data."""
+        self._run(_pg_bin() / "pg_ctl", "-D", str(self.base / "data"), "-m", "fast", "-w", "stop")
 
     def stop(self) -> None:
-        bin_dir = _pg_bin()
-        if bin_dir is not None and (self.base / "data" / "postmaster.pid").exists():
-            self._run(bin_dir / "pg_ctl", "-D", str(self.base / "data"), "-m", "fast", "-w", "stop")
+        if _pg_bin() is not None and (self.base / "data" / "postmaster.pid").exists():
+            self.halt()
         shutil.rmtree(self.base, ignore_errors=True)
 
-    def _run(self, *command: Any) -> None:
-        subprocess.run([*self._as, *map(str, command)], check=True, capture_output=True, timeout=120)
+    def psql(self, *statements: str, database: str = "postgres") -> str:
+        """Run SQL as the superuser, over the cluster's own socket; what it printed (unaligned, no headers)."""
+        command = [_pg_bin() / "psql", "-h", self.base, "-p", self.port, "-U", "postgres", "-d", database,
+                   "-v", "ON_ERROR_STOP=1", "-At"]
+        return self._run(*command, *[arg for sql in statements for arg in ("-c", sql)])
+
+    def url(self, user: str, database: str) -> str:
+        return f"postgresql://{user}@127.0.0.1:{self.port}/{database}"
+
+    def dump(self, database: str) -> str:
+        """pg_dump of a whole database, as text."""
+        return self._run(_pg_bin() / "pg_dump", "-h", self.base, "-p", self.port, "-U", "postgres", database)
+
+    def _run(self, *command: Any) -> str:
+        return subprocess.run([*self._as, *map(str, command)], check=True, capture_output=True, timeout=120,
+                              text=True).stdout
 
 
 class Unleash:

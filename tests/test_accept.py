@@ -10,10 +10,9 @@ import time
 from pathlib import Path
 
 import pytest
-import sqlite_utils
 
 from reports import accepted, query
-from reports.schema import open_database
+from reports.schema import open_database, open_for_reading
 from tests.helpers import REPO
 from tests.test_divergence_store import divergence, sink_at
 
@@ -141,7 +140,7 @@ def test_a_database_older_than_the_table_has_no_acceptances(db):
     old = sqlite3.connect(db)
     old.executescript("DROP TABLE accepted; DROP TABLE replays;")
     old.close()
-    database = sqlite_utils.Database(sqlite3.connect(f"file:{db}?mode=ro", uri=True))
+    database = open_for_reading(str(db))
     assert accepted.active(database, 0) == frozenset()
     database.close()
     route = summary_json(db)  # the reports read it as it is

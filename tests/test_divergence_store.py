@@ -11,7 +11,7 @@ from aiohttp import web
 
 from proxy.model import Difference, Divergence, Observation, ReportsSpec, RequestRecord, Side
 from reports import query
-from reports.store import SqliteSink
+from reports.store import StoreSink
 from tests.helpers import REPO, route
 from tests.test_parallel_run import settle
 
@@ -29,8 +29,8 @@ def divergence(route_name: str = "orders", path: str = "$.price", at: float | No
                       (Difference(path, 10, 11),), (), signature)
 
 
-def sink_at(path: Path, **spec) -> SqliteSink:
-    sink = SqliteSink(ReportsSpec(str(path), **spec))
+def sink_at(path: Path, **spec) -> StoreSink:
+    sink = StoreSink(ReportsSpec(str(path), **spec))
     sink.start()
     return sink
 
@@ -100,7 +100,7 @@ def test_retention_drops_what_is_older_than_its_days(tmp_path):
 
 def test_a_full_queue_drops_and_counts_instead_of_waiting(tmp_path):
     problems = []
-    sink = SqliteSink(ReportsSpec(str(tmp_path / "d.db")), on_problem=problems.append, queue_size=2)
+    sink = StoreSink(ReportsSpec(str(tmp_path / "d.db")), on_problem=problems.append, queue_size=2)
     for _ in range(5):  # the writer is not started: nothing drains the queue
         sink.count("orders", False, time.time())
     assert problems == ["queue_full"] * 3

@@ -13,7 +13,7 @@ from proxy.cli.replay import Progress, parse_since
 from proxy.model import Difference, Divergence, Observation, ReportsSpec, RequestRecord, Side
 from proxy.shadow.replay import Outcome, Replay, plan
 from reports.redact import REDACTED
-from reports.store import SqliteSink
+from reports.store import StoreSink
 from tests.helpers import REPO, route, routes_yaml
 from tests.test_parallel_run import get_all, items_route, legacy_items, new_items, settle
 
@@ -109,7 +109,7 @@ async def test_without_a_fix_it_exits_1_and_names_the_paths_that_still_differ(di
 async def test_since_picks_the_divergences_recorded_from_then_on(make_upstream, tmp_path):
     legacy, new = await make_upstream("legacy", legacy_items), await make_upstream("new", legacy_items)
     database = tmp_path / "d.db"
-    sink = SqliteSink(ReportsSpec(str(database)))
+    sink = StoreSink(ReportsSpec(str(database)))
     sink.start()
     for n, age in ((1, 3 * 86400), (2, 2 * 3600), (3, 60)):
         sink.record(stored("items", f"/items/{n}", time.time() - age))

@@ -14,7 +14,7 @@ import pytest
 from proxy.model import Difference, Divergence, Observation, ReportsSpec, RequestRecord, Side
 from reports import html, view
 from reports.sidebyside import pretty, side_by_side
-from reports.store import SqliteSink
+from reports.store import StoreSink
 from tests.helpers import REPO, route
 
 JSON = (("Content-Type", "application/json"),)
@@ -37,7 +37,7 @@ def divergence(route_name: str = "orders", legacy: dict | None = None, new: dict
 def plant(path: Path, route_name: str, compared: int, divergences: list[Divergence],
           noise: tuple[str, ...] = ()) -> Path:
     """A divergence database written the way the proxy writes it: `compared` comparisons, the first ones diverged."""
-    sink = SqliteSink(ReportsSpec(str(path)))
+    sink = StoreSink(ReportsSpec(str(path)))
     sink.start()
     for n in range(compared):
         sink.count(route_name, n < len(divergences), time.time())
@@ -120,9 +120,10 @@ def test_an_example_shows_the_clients_target_and_what_a_rewritten_side_was_sent(
 
 def test_a_database_from_before_rewrites_gains_their_columns(tmp_path):
     database = plant(tmp_path / "d.db", "orders", 1, [divergence()])
-    with sqlite3.connect(database) as db:
+    with sqlite3.connect(database) as db:  # as a file from version 1 is
         db.execute("ALTER TABLE divergences DROP COLUMN legacy_target")
         db.execute("ALTER TABLE divergences DROP COLUMN new_target")
+        db.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
     assert "GET /api/orders/7" in html.render([str(database)])  # read as it is
     plant(database, "orders", 1, [divergence(signature="sig-later")])  # a proxy writing to it again
     with sqlite3.connect(database) as db:

@@ -14,7 +14,7 @@ import pytest
 from proxy.model import Stickiness, ToggleSpec, Verdict
 from reports import query
 from tests.helpers import REPO, eventually, route, routes_yaml
-from tests.servers import Postgres, Unleash, install_unleash
+from tests.servers import Unleash, install_unleash
 from toggles.unleash import UnleashToggles
 
 # PostgreSQL and unleash-server are outside programs (`-m "not external"` leaves these out), installed and
@@ -26,17 +26,14 @@ USERS = [f"user-{n}" for n in range(400)]
 
 
 @pytest.fixture(scope="session")
-def unleash():
+def unleash(postgres):
     install_unleash()
-    postgres = Postgres()
-    postgres.start()
     server = Unleash(postgres)
     try:
         server.start()
         yield server
     finally:
         server.stop()
-        postgres.stop()
 
 
 @pytest.fixture
@@ -195,5 +192,5 @@ async def test_a_rollout_plan_writes_its_step_to_unleash_and_routing_follows_the
                      what="the plan never wrote its first step")  # the plan starts by writing where it stands
     await eventually(advanced, left(), interval=0, what="the plan never advanced in Unleash")
     await eventually(followed, left(), interval=0.2, what="routing never followed the server's rollout")
-    events = query.plan_timeline([proxy.proxy.plans.path], "orders").events
+    events = query.plan_timeline([proxy.proxy.store.where], "orders").events
     assert events[-1]["action"] == "advance" and events[-1]["to_percent"] == 50

@@ -28,6 +28,14 @@ class Toggles(Protocol):
         when the server refuses). A provider without a server does nothing: the proxy caps it."""
         ...
 
+    def rollout_of(self, name: str) -> int | None:
+        """The rollout percent feature `name` holds now, as this provider last heard (None: no rollout)."""
+        ...
+
+    def refresh(self) -> None:
+        """Ask the server for its state now rather than at the next poll (non-blocking; no server: nothing)."""
+        ...
+
     def status(self) -> dict[str, Any]:
         """Provider, sync state and the feature definitions in force, for /status."""
         ...

@@ -14,6 +14,7 @@ import os
 import socket
 import threading
 import time
+from datetime import datetime, timezone
 from typing import Any, Iterable, Mapping
 
 from UnleashClient import UnleashClient
@@ -88,6 +89,25 @@ class UnleashToggles(Toggles):
 
     def bucket(self, name: str, sticky: str) -> int:
         return normalized_hash(sticky, name)  # flexibleRollout's own hash (groupId = the feature name)
+
+    def rollout_of(self, name: str) -> int | None:
+        strategies = (self._cache.definitions.get(name) or {}).get("strategies") or []
+        rollout = next((s.get("parameters", {}).get("rollout") for s in strategies
+                        if s.get("name") == "flexibleRollout"), None)
+        try:
+            return None if rollout is None else int(rollout)
+        except (TypeError, ValueError):
+            return None
+
+    def refresh(self) -> None:
+        if not self._started:
+            return
+        now = datetime.now(timezone.utc)
+        try:  # the SDK's jobs run on an APScheduler it exposes: bring the poll (and the metrics) forward
+            for job in self._client.unleash_scheduler.get_jobs():
+                job.modify(next_run_time=now)
+        except Exception:  # noqa: BLE001 - the regular poll still comes
+            log.debug("could not bring the toggle poll forward", exc_info=True)
 
     def status(self) -> dict[str, Any]:
         cache = self._cache

@@ -6,13 +6,11 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 from typing import Any, Callable, Mapping, TypeVar
 
-import sqlite_utils
-
-from proxy.cli.report import EXIT_INVALID, EXIT_OK, EXIT_UNKNOWN, databases, usage
+from proxy.cli.report import EXIT_INVALID, EXIT_OK, EXIT_UNKNOWN, databases, names, usage
 from reports import accepted, query
+from reports.db import Db, Where
 from reports.plans import operator
 from reports.schema import open_database, retrying_locks
 
@@ -67,7 +65,7 @@ def _unaccept(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _resolve(given: str, known: Mapping[str, str], dbs: list[str], kind: str = "") -> str | int:
+def _resolve(given: str, known: Mapping[str, str], dbs: list[Where], kind: str = "") -> str | int:
     """The signature `given` names, whole or by a unique prefix; else the exit status, after saying why.
     `known`: each signature and how to describe it."""
     if given in known:
@@ -76,7 +74,7 @@ def _resolve(given: str, known: Mapping[str, str], dbs: list[str], kind: str = "
         return usage(f"{given!r} is too short: give a whole signature or at least {MIN_PREFIX} characters of one")
     matches = sorted(s for s in known if s.startswith(given.lower()))
     if not matches:
-        print(f"strangler report: no {kind}signature {given!r} in {', '.join(dbs)}", file=sys.stderr)
+        print(f"strangler report: no {kind}signature {given!r} in {names(dbs)}", file=sys.stderr)
         return EXIT_UNKNOWN
     if len(matches) > 1:
         return usage(f"{given!r} is ambiguous: it starts {len(matches)} signatures"
@@ -84,20 +82,20 @@ def _resolve(given: str, known: Mapping[str, str], dbs: list[str], kind: str = "
     return matches[0]
 
 
-def _existing(dbs: list[str] | None) -> list[str] | None:
-    """The databases, when each exists (an acceptance never creates one)."""
-    missing = [db for db in dbs or () if not Path(db).exists()]
+def _existing(dbs: list[Where] | None) -> list[Where] | None:
+    """The stores, when each exists (an acceptance never creates a file)."""
+    missing = [db for db in dbs or () if not db.present]
     for db in missing:
         print(f"strangler report: no divergence database at {db}", file=sys.stderr)
     return None if dbs is None or missing else dbs
 
 
-def _each(dbs: list[str], step: Callable[[sqlite_utils.Database], T]) -> list[T]:
-    """`step` on each database, opened for writing: an acceptance goes into every file given, where
+def _each(dbs: list[Where], step: Callable[[Db], T]) -> list[T]:
+    """`step` on each store, opened for writing: an acceptance goes into every store given, where
     the proxies writing it (their rollout gates) read it."""
     done = []
-    for path in dbs:
-        db = open_database(path)
+    for place in dbs:
+        db = open_database(place)
         try:
             done.append(retrying_locks(lambda: step(db)))  # noqa: B023 - called before the next db
         finally:

@@ -1,4 +1,4 @@
-"""The `strangler` command: serve, check, explain, report, demo."""
+"""The `strangler` command: serve, check, explain, report, replay, rollout, store, demo."""
 
 from __future__ import annotations
 
@@ -13,13 +13,14 @@ from multidict import CIMultiDict
 
 from proxy import config as config_file
 from proxy.app import Options, run_loop, serve, toggles_for
-from proxy.cli import accept, replay, report, rollout
+from proxy.cli import accept, replay, report, rollout, store
 from proxy.cli.explain import explain
 from proxy.config import environment
 from proxy.config.environment import checked
 from proxy.model import Address, Config
-from proxy.model.errors import ConfigError
+from proxy.model.errors import ConfigError, one_line
 from proxy.observe import logs
+from reports.db import STORE_ERRORS
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE, EXIT_NO_MATCH = 0, 1, 2, 3
 
@@ -29,6 +30,9 @@ def main(argv: list[str] | None = None) -> int:
     logs.setup(args.log_level)
     try:
         return args.run(args)
+    except STORE_ERRORS as exc:
+        print(f"strangler: the divergence store: {one_line(exc)}", file=sys.stderr)
+        return EXIT_INVALID
     except BrokenPipeError:  # `strangler rollout status | head`: the reader has what it wanted
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_OK
@@ -66,6 +70,7 @@ def _parser() -> argparse.ArgumentParser:
     accept.add_commands(*report.add_commands(commands, common))
     replay.add_commands(commands, common)
     rollout.add_commands(commands, common)
+    store.add_commands(commands, common)
 
     demo = commands.add_parser("demo", parents=[common], help="run the sample monolith and service behind the proxy")
     demo.set_defaults(run=_demo)

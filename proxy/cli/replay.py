@@ -15,18 +15,19 @@ import sys
 import time
 from collections import Counter
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any, TextIO
 
 from comparators.deep import DeepDiffComparator
 from proxy import config as config_file
+from proxy.cli.report import stores
 from proxy.model import Route
 from proxy.model.errors import ConfigError
 from proxy.shadow.replay import Outcome, Replay, Skipped, plan, replay
 from reports import query
 from reports.redact import REDACTED, Redactor
 from reports.rows import MAX_VALUE
-from reports.schema import open_database, redaction_key, retrying_locks, transaction
+from reports.db import Where
+from reports.schema import open_database, redaction_key, retrying_locks
 
 EXIT_OK, EXIT_DIFFER, EXIT_USAGE, EXIT_UNKNOWN = 0, 1, 2, 3
 AGE = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
@@ -42,8 +43,9 @@ def add_commands(commands: Any, common: argparse.ArgumentParser) -> None:
     cmd.add_argument("--limit", type=int, metavar="N", help="at most N requests, the newest")
     cmd.add_argument("--concurrency", type=int, default=8, metavar="N", help="requests at once (default 8)")
     cmd.add_argument("--format", choices=("text", "json"), default="text")
-    cmd.add_argument("--db", action="append", default=[], metavar="PATH",
-                     help="a divergence database; repeat for a fleet's files (default: reports.database)")
+    cmd.add_argument("--db", action="append", default=[], metavar="PATH|URL",
+                     help="a divergence store (SQLite file or postgresql:// URL); repeat for several "
+                          "(default: reports.database)")
     cmd.set_defaults(run=run)
 
 
@@ -66,14 +68,14 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_UNKNOWN
     if route.new is None:
         return _fail(f"route {route.name!r} has no new side to compare with legacy")
-    dbs = args.db or [config.reports.database]
-    missing = [db for db in dbs if not Path(db).exists()]
+    dbs = stores(args.db, config.reports)
+    missing = [db for db in dbs if not db.present]
     if missing:
         return _fail("\n".join(f"no divergence database at {db}" for db in missing))
     return _replay_route(route, dbs, since, args, now)
 
 
-def _replay_route(route: Route, dbs: list[str], since: float | None, args: argparse.Namespace, now: float) -> int:
+def _replay_route(route: Route, dbs: list[Where], since: float | None, args: argparse.Namespace, now: float) -> int:
     replays, skipped = plan(query.stored_requests(dbs, route.name, since), REDACTED.search, args.limit)
     outcomes: list[Outcome] = []
     if replays:
@@ -128,15 +130,15 @@ class Progress:
 
 def _record(db: Any, route: str, at: float, redactor: Redactor, outcomes: list[Outcome]) -> None:
     """Each outcome as a row of `replays`, in one transaction; its differences redacted as the store's."""
-    with transaction(db):
+    with db.transaction():
         for o in outcomes:
             db.execute("INSERT INTO replays (divergence_id, signature, route, at, matched, differences) "
                        "VALUES (?, ?, ?, ?, ?, ?)", [o.replay.divergence_id, o.replay.signature, route, at,
                                                      int(o.matched), json.dumps(_differences(o, redactor))])
 
 
-def _on(path: str, step: Any) -> Any:
-    db = open_database(path)
+def _on(place: Where, step: Any) -> Any:
+    db = open_database(place)
     try:
         return retrying_locks(lambda: step(db))
     finally:

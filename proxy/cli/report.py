@@ -10,7 +10,9 @@ import sys
 from datetime import datetime, timezone
 from typing import Any
 
+from proxy.model import ReportsSpec
 from reports import accepted, html, query
+from reports.db import StoreUnavailable, Where
 from reports.view import replayed_text
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE, EXIT_UNKNOWN = 0, 1, 2, 3
@@ -22,9 +24,9 @@ def add_commands(commands: Any, common: argparse.ArgumentParser) -> tuple[Any, a
     report = commands.add_parser("report", help="read the parallel run's divergence database(s)")
     which = report.add_subparsers(required=True, metavar="REPORT")
     dbs = argparse.ArgumentParser(add_help=False, parents=[common])
-    dbs.add_argument("--db", action="append", default=[], metavar="PATH",
-                     help="a divergence database; repeat to read a fleet's files as one "
-                          "(default: reports.database of routes.yaml)")
+    dbs.add_argument("--db", action="append", default=[], metavar="PATH|URL",
+                     help="a divergence store: a SQLite file or a postgresql:// URL; repeat to read several "
+                          "as one (default: reports.database of routes.yaml)")
     summary = which.add_parser("summary", parents=[dbs], help="per-route comparison and divergence statistics")
     summary.add_argument("--route")
     summary.add_argument("--format", choices=("text", "json"), default="text")
@@ -39,25 +41,41 @@ def add_commands(commands: Any, common: argparse.ArgumentParser) -> tuple[Any, a
     return which, dbs
 
 
-def databases(args: argparse.Namespace) -> list[str] | None:
-    """--db paths, or the database of routes.yaml."""
-    if args.db:
-        return args.db
+def databases(args: argparse.Namespace, given: list[str] | None = None) -> list[Where] | None:
+    """The stores to read: those `given` (default --db's), or routes.yaml's. A URL given takes its
+    password from the variable routes.yaml names, when routes.yaml can be read, or from libpq's own
+    PGPASSWORD or ~/.pgpass."""
     from proxy import config as config_file
     from proxy.model.errors import ConfigError
 
+    given = args.db if given is None else given
     try:
-        return [config_file.load(args.config).reports.database]
+        spec = config_file.load(args.config).reports
     except ConfigError as exc:
-        print("\n".join(str(p) for p in exc.problems), file=sys.stderr)
-        return None
+        if not given:
+            print("\n".join(str(p) for p in exc.problems), file=sys.stderr)
+            return None
+        spec = None
+    return stores(given, spec)
+
+
+def stores(given: list[str], spec: ReportsSpec | None) -> list[Where]:
+    """--db's stores (a URL with routes.yaml's password variable), or else routes.yaml's own."""
+    if not given:
+        assert spec is not None
+        return [Where.of(spec)]
+    return [Where(db, spec.password_env if spec is not None and Where(db).postgres else None) for db in given]
+
+
+def names(dbs: list[Where]) -> str:
+    return ", ".join(map(str, dbs))
 
 
 def _summary(args: argparse.Namespace) -> int:
     dbs = databases(args)
     try:
         routes = query.summary(dbs, args.route) if dbs else None
-    except FileNotFoundError as exc:
+    except (FileNotFoundError, StoreUnavailable) as exc:
         print(f"strangler report: {exc}", file=sys.stderr)
         return EXIT_INVALID
     if routes is None:
@@ -108,11 +126,11 @@ def _show(args: argparse.Namespace) -> int:
         return EXIT_INVALID
     try:
         found = query.show(dbs, args.id)
-    except FileNotFoundError as exc:
+    except (FileNotFoundError, StoreUnavailable) as exc:
         print(f"strangler report: {exc}", file=sys.stderr)
         return EXIT_INVALID
     if found is None:
-        print(f"strangler report: no divergence {args.id!r} in {', '.join(dbs)}", file=sys.stderr)
+        print(f"strangler report: no divergence {args.id!r} in {names(dbs)}", file=sys.stderr)
         return EXIT_UNKNOWN
     print(json.dumps(found, ensure_ascii=False) if args.format == "json" else show_text(found))
     return EXIT_OK

@@ -13,7 +13,6 @@ import os
 import sys
 import time
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
 from proxy import config as config_file
@@ -21,7 +20,8 @@ from proxy.model import Config, Provider, Route
 from proxy.model.errors import ConfigError
 from proxy.model.evidence import PlanState
 from proxy.rollout.plans import PlanView, in_force, view
-from reports.plans import SqlitePlans, operator
+from reports.db import Where
+from reports.plans import StorePlans, operator
 from toggles.unleash_admin import UnleashAdmin
 
 EXIT_OK, EXIT_REFUSED, EXIT_UNKNOWN = 0, 1, 3
@@ -51,7 +51,7 @@ def _status(args: argparse.Namespace) -> int:
     if found is None:
         return EXIT_UNKNOWN
     config, routes = found
-    store = SqlitePlans(config.reports.database)
+    store = StorePlans(Where.of(config.reports))
     try:
         seen = [(route, view(store, route, time.time())) for route in routes]
     finally:
@@ -116,7 +116,7 @@ def _move(args: argparse.Namespace, action: str, where: Any) -> int:
     if found is None:
         return EXIT_UNKNOWN
     config, (route,) = found
-    store = SqlitePlans(config.reports.database)
+    store = StorePlans(Where.of(config.reports))
     try:
         state = store.begin(route.name, route.rollout_plan.steps[0], time.time())
         target = where(route, state)
@@ -154,8 +154,8 @@ def plan_caps(config: Config) -> dict[str, int]:
     with no state yet stands at its first step."""
     planned = [route for route in config.routes if route.rollout_plan is not None]
     states: dict[str, int] = {}
-    if planned and Path(config.reports.database).exists():
-        store = SqlitePlans(config.reports.database)
+    if planned and Where.of(config.reports).present:
+        store = StorePlans(Where.of(config.reports))
         try:
             states = {state.route: state.percent for state in store.states()}
         finally:

@@ -15,12 +15,17 @@ from proxy.model.errors import ConfigError
 
 
 def problems(config: Config, environ: Mapping[str, str] = os.environ) -> list[Problem]:
-    """What the environment lacks: an admin token variable that is unset or empty."""
+    """What the environment lacks: an admin token or store password variable that is unset or empty."""
+    found = []
     name = config.admin.token_env
     if name is not None and not environ.get(name):
-        return [Problem(config.source, config.admin.line, f"admin.token_env names {name}, which is not set or is "
-                                                          "empty; set it to the admin bearer token")]
-    return []
+        found.append(Problem(config.source, config.admin.line, f"admin.token_env names {name}, which is not set "
+                                                               "or is empty; set it to the admin bearer token"))
+    name = config.reports.password_env
+    if name is not None and not environ.get(name):
+        found.append(Problem(config.source, config.reports.line, f"reports.password_env names {name}, which is "
+                                                                 "not set or is empty; set it to the store's password"))
+    return found
 
 
 def checked(config: Config) -> Config:

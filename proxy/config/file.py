@@ -22,6 +22,7 @@ from proxy.config.toggles import check_toggles, read_toggles
 from proxy.config.upstreams import read_upstreams
 from proxy.config.yamlsource import read_yaml
 from proxy.model import Address, AdminSpec, Config, Problem, ReportsSpec, ServerSpec, Upstream
+from proxy.model.config import POSTGRES_SCHEMES
 from proxy.model.errors import ConfigError
 
 MAX_BYTES = 1 << 20
@@ -125,9 +126,7 @@ def _admin(top: Section) -> AdminSpec:
     sec = top.section("admin", {"listen", "token_env"}, "admin")
     if sec is None:
         return AdminSpec()
-    token_env = sec.text("token_env", None)
-    if token_env is not None and not ENV_NAME.match(token_env):
-        sec.error("token_env", f"'token_env' names an environment variable, got {token_env!r}")
+    token_env = _env_name(sec, "token_env")
     return AdminSpec(_address(sec, "listen", AdminSpec().listen), token_env, top.reader.doc.line(sec.at("token_env")))
 
 
@@ -149,14 +148,44 @@ def _server(top: Section) -> ServerSpec:
 
 def _reports(top: Section, source: str) -> ReportsSpec:
     default = ReportsSpec()
-    sec = top.section("reports", {"database", "examples_per_signature", "retention_days", "max_body"}, "reports")
+    sec = top.section("reports", {"database", "password_env", "examples_per_signature", "retention_days",
+                                  "max_body"}, "reports")
     if sec is None:
         return ReportsSpec(str(Path(source).parent / default.database))
-    return ReportsSpec(str(Path(source).parent / sec.text("database", default.database)),
+    return ReportsSpec(_database(sec, source, default.database),
                        examples_per_signature=sec.integer("examples_per_signature", default.examples_per_signature,
                                                           0, 10_000),
                        retention_days=sec.number("retention_days", default.retention_days, positive=True),
-                       max_body=sec.integer("max_body", default.max_body, 0, 16 << 20))
+                       max_body=sec.integer("max_body", default.max_body, 0, 16 << 20),
+                       password_env=_env_name(sec, "password_env"),
+                       line=top.reader.doc.line(sec.at("password_env")))
+
+
+def _database(sec: Section, source: str, default: str) -> str:
+    """A SQLite path (relative to this file's folder), or a PostgreSQL URL that holds no password."""
+    database = sec.text("database", default)
+    if not isinstance(database, str):
+        return default
+    if not database.lower().startswith(POSTGRES_SCHEMES):
+        if "://" in database:
+            sec.error("database", f"'database' is a SQLite path or a postgresql:// URL, got {database!r}")
+        return str(Path(source).parent / database)
+    parts = urlsplit(database)
+    if parts.password is not None or "password=" in parts.query.lower():
+        sec.error("database", "'database' holds a password; take it out of the URL and name the variable that "
+                              "holds it in 'password_env'")
+        return default
+    if not parts.hostname and "host=" not in parts.query.lower():
+        sec.error("database", f"'database' names no host: {database!r} (postgresql://USER@HOST:PORT/DATABASE)")
+    return database
+
+
+def _env_name(sec: Section, key: str) -> str | None:
+    name = sec.text(key, None)
+    if name is not None and not ENV_NAME.match(name):
+        sec.error(key, f"'{key}' names an environment variable, got {name!r}")
+        return None
+    return name
 
 
 def _check_loops(reader: Reader, upstreams: Mapping[str, Upstream], own: tuple[Address, ...]) -> None:

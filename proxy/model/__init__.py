@@ -9,7 +9,7 @@ from proxy.model.config import Address, AdminSpec, Config, Problem, ReportsSpec,
 from proxy.model.exchange import (Answered, Comparison, Decision, Difference, Divergence, Failure, Observation,
                                   RequestFacts, RequestRecord, ToggleCheck)
 from proxy.model.kinds import (BreakerState, ClientFailure, FailureKind, Phase, Provider, Serve, Side, SkipReason,
-                               StickinessKind, TunnelEnd, Verdict)
+                               StickinessKind, StoreState, TunnelEnd, Verdict)
 from proxy.model.route import (BreakerSpec, CompareSpec, Gates, Match, ParallelRun, Rewrite, RolloutPlan, Route,
                                Stickiness, ToggleSpec, Upstream, is_segment_prefix)
 
@@ -17,5 +17,5 @@ __all__ = ["AdminSpec", "Address", "Answered", "BreakerSpec", "BreakerState", "C
            "Comparison", "Config", "Decision", "Difference", "Divergence", "Failure", "FailureKind", "Gates", "Match",
            "Observation", "ParallelRun", "Phase", "Problem", "Provider", "ReportsSpec", "RequestFacts",
            "RequestRecord", "Rewrite", "RolloutPlan", "Route", "Serve", "ServerSpec", "Side", "SkipReason", "Stickiness",
-           "StickinessKind", "ToggleCheck", "ToggleSpec", "TogglesSpec", "TunnelEnd", "UnleashSpec", "Upstream", "Verdict",
+           "StickinessKind", "StoreState", "ToggleCheck", "ToggleSpec", "TogglesSpec", "TunnelEnd", "UnleashSpec", "Upstream", "Verdict",
            "is_segment_prefix"]

@@ -86,12 +86,18 @@ class TogglesSpec:
         object.__setattr__(self, "provider", Provider(self.provider))  # "unleash" as written reads as UNLEASH
 
 
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+
+
 @dataclass(frozen=True, slots=True)
 class ReportsSpec:
-    database: str = "var/divergence.db"  # resolved against the config file's folder
+    database: str = "var/divergence.db"  # a SQLite file (resolved against the config file's folder) or a URL
     examples_per_signature: int = 5  # divergences kept whole per signature; the rest are counted
     retention_days: float = 14.0
     max_body: int = 64 << 10  # bytes of each body stored, after redaction
+    password_env: str | None = None  # the variable holding a PostgreSQL password (never the password)
+    line: int = 0  # where password_env is written, for the start-up check
+
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,4 +1,5 @@
-"""The one exception of our own: routes.yaml is not valid. Everything else is data."""
+"""The one exception of our own: routes.yaml is not valid. Everything else is data (and `one_line`
+says another library's exception in a line)."""
 
 from __future__ import annotations
 
@@ -13,3 +14,9 @@ class ConfigError(ValueError):
     def __init__(self, problems: Iterable[Problem]) -> None:
         self.problems = tuple(problems)
         super().__init__("\n".join(str(p) for p in self.problems))
+
+
+def one_line(exc: BaseException) -> str:
+    """What an exception says, in its first line (a driver's messages run over several), or its kind."""
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__

@@ -107,3 +107,12 @@ class TunnelEnd(StrEnum):
     UPSTREAM_CLOSED = "upstream_closed"
     IDLE = "idle"  # silent for server.tunnel_idle_timeout
     SHUTDOWN = "shutdown"  # the proxy drained and the tunnel was still open
+
+
+class StoreState(StrEnum):
+    """How the divergence store is keeping up, as /status shows it."""
+
+    CONNECTING = "connecting"  # not reached yet since start-up
+    CONNECTED = "connected"
+    LAGGING = "lagging"  # reachable, but evidence waits longer than it should
+    DOWN = "down"  # the last write failed; evidence waits, bounded

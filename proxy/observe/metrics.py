@@ -23,13 +23,14 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
-from proxy.model import BreakerState
+from proxy.model import BreakerState, StoreState
 
 disable_created_metrics()  # the *_created series double the output and help no dashboard
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 BREAKER_STATES = {BreakerState.CLOSED: 0, BreakerState.HALF_OPEN: 1, BreakerState.OPEN: 2}
+STORE_STATES = {StoreState.CONNECTED: 0, StoreState.CONNECTING: 1, StoreState.LAGGING: 2, StoreState.DOWN: 3}
 LATENCY_BUCKETS = (.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60)
 
 
@@ -68,7 +69,9 @@ class Metrics:
             "request_too_large, body_too_large, compare_busy, client_gone, fallback, breaker_open, internal_error.",
             ["route", "reason"], registry=r)
         self.report_problems = Counter(
-            "strangler_report_problems", "Divergence store trouble, by kind: queue_full (dropped), write_failed.",
+            "strangler_report_problems", "Divergence store trouble, by kind: queue_full and store_down (evidence "
+            "dropped: the bounded buffer was full, with the store up or down), write_failed (a write that will be "
+            "tried again).",
             ["kind"], registry=r)
         self.tunnels_open = Gauge(
             "strangler_tunnels_open", "WebSocket tunnels open, by route.", ["route"], registry=r,
@@ -107,6 +110,12 @@ class Metrics:
         self.rollout_moves = Counter(
             "strangler_rollout_moves", "Rollout plan moves, by route and action (advance, rollback).",
             ["route", "action"], registry=r)
+        self.store_state = Gauge(
+            "strangler_store_state", "The divergence store, by engine: 0 connected, 1 connecting, 2 lagging, 3 down "
+            "(with --workers, the worst of the workers').", ["engine"], registry=r, multiprocess_mode="livemax")
+        self.store_waiting = Gauge(
+            "strangler_store_waiting", "Evidence items queued or waiting for the divergence store, by engine.",
+            ["engine"], registry=r, multiprocess_mode="livesum")
 
     def refresh(self, pools: Mapping[str, Any], shadow_pools: Mapping[str, Any]) -> None:
         """Gauges read off the pools (at scrape time, or every second in a worker process)."""
@@ -114,6 +123,10 @@ class Metrics:
             self.in_flight.labels(name).set(pool.in_flight)
         for name, pool in shadow_pools.items():
             self.shadow_in_flight.labels(name).set(pool.in_flight)
+
+    def store(self, engine: str, state: StoreState, waiting: int) -> None:
+        self.store_state.labels(engine).set(STORE_STATES[state])
+        self.store_waiting.labels(engine).set(waiting)
 
     def breaker_changed(self, upstream: str, state: BreakerState) -> None:
         self.breaker_state.labels(upstream).set(BREAKER_STATES[state])

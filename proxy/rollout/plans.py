@@ -2,10 +2,14 @@
 
 Every tick the process hands its evidence to the store, then for each route with a plan
 reads the shared state, judges the step when its check is due, and moves the plan when
-the gates say so (a compare-and-set: of several workers, one moves it). The percent it
-finds becomes the cap routing applies to the toggle (local provider); with the unleash
-provider the process that moved the plan writes the step to Unleash as the feature's
-rollout, so every instance follows. A move is logged with its reason and counted.
+the gates say so (a compare-and-set: of several workers or instances, one moves it). The
+percent it finds becomes the cap routing applies to the toggle (local provider); with the
+unleash provider the process that moved the plan writes the step to Unleash as the
+feature's rollout, and every process that finds Unleash behind the plan polls it at once,
+so every instance follows within a tick. A move is logged with its reason and counted.
+
+Evidence missing means no verdict: while this process's evidence waits for the store (down
+or lagging), or the store cannot be read, plans hold where they were last seen, and say why.
 """
 
 from __future__ import annotations
@@ -14,9 +18,11 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Any, Callable
 
-from proxy.model import Config, Route, Serve
+from proxy.model import Config, Route, Serve, StoreState
+from proxy.model.errors import one_line
 from proxy.model.evidence import PlanState, StepEvidence
 from proxy.observe.metrics import Metrics
 from proxy.rollout.evidence import Evidence
@@ -83,6 +89,8 @@ class Rollouts:
         self.caps: dict[str, int] = {}  # route -> percent routing lets through the toggle (local provider)
         self.views: dict[str, PlanView] = {}
         self._judged: dict[str, float] = {}
+        self._unread: str | None = None  # why the store cannot be read, while it cannot
+        self._polled: dict[str, float] = {}  # route -> when the toggle server was last asked to catch up
 
     async def run(self) -> None:
         """Until cancelled: every TICK, hand over the evidence and follow (and move) the plans."""
@@ -91,11 +99,20 @@ class Rollouts:
             await self.checked()
 
     async def checked(self) -> None:
-        """One tick; the store failing is logged, never raised (plans stay where they were seen)."""
+        """One tick; the store failing is logged once an outage, never raised (plans stay where they
+        were seen, and say that their evidence is missing)."""
         try:
             await self.tick()
-        except Exception:  # noqa: BLE001
-            log.warning("rollout plans could not be checked", exc_info=True)
+        except Exception as exc:  # noqa: BLE001
+            if self._unread is None:
+                log.error("rollout plans cannot read the store; every plan holds where it stands",
+                          extra={"problem": one_line(exc)})
+            self._unread = f"evidence missing: the store cannot be read ({one_line(exc)})"
+            self._hold_all(self._unread)
+            return
+        if self._unread is not None:
+            log.info("rollout plans read the store again")
+            self._unread = None
 
     def cap(self, route: Route) -> int | None:
         """The percent routing lets through this plan route's toggle: None when the toggle server
@@ -115,6 +132,9 @@ class Rollouts:
     async def tick(self, now: float | None = None) -> None:
         now = time.time() if now is None else now
         self.hand_over(now)
+        if self.sink is not None and self.sink.health.state is StoreState.DOWN:
+            self._hold_all(self._missing())  # nothing to read either: the plans stay as last seen
+            return
         config = self.config()
         planned = [route for route in config.routes if route.rollout_plan is not None]
         for route in planned:
@@ -124,23 +144,52 @@ class Rollouts:
     async def _follow(self, route: Route, now: float) -> None:
         plan = route.rollout_plan
         assert plan is not None
-        due = now - self._judged.get(route.name, 0.0) >= plan.check_interval
+        missing = self._missing()
+        due = now - self._judged.get(route.name, 0.0) >= plan.check_interval and missing is None
         seen = await asyncio.to_thread(view, self.store, route, now) if due else None
         if seen is None:
             state = await asyncio.to_thread(self.store.state, route.name)
             old = self.views.get(route.name)
             if state is not None and old is not None:
-                self._show(route, PlanView(state, in_force(route, state.percent), old.judgement, old.step, old.recent))
+                judgement = old.judgement if missing is None else Judgement("stay", None, missing)
+                self._show(route, PlanView(state, in_force(route, state.percent), judgement, old.step, old.recent))
+                self._catch_up(route, now)
             return
         self._judged[route.name] = now
         first = route.name not in self.views
         self._show(route, seen)
+        self._catch_up(route, now)
         if not self.act or route.serve is not Serve.TOGGLE:
             return
         if seen.judgement.to is not None:
             await self._move(route, seen, now)
         elif first and self._shared():
             await self.publish(route, seen.percent)  # the toggle server starts where the plan stands
+
+    def _missing(self) -> str | None:
+        """Why this process's evidence is not all in the store (None: it is)."""
+        state = None if self.sink is None else self.sink.health.state
+        if state is StoreState.DOWN:
+            down = datetime.fromtimestamp(self.sink.health.down_since, timezone.utc).isoformat(timespec="seconds")
+            return f"evidence missing: the store is down since {down} ({self.sink.health.problem})"
+        if state is StoreState.LAGGING:
+            return "evidence missing: this instance's evidence is waiting to be written (the store is lagging)"
+        return None
+
+    def _hold_all(self, why: str) -> None:
+        """Every plan stays where it was last seen, its verdict replaced by `why`."""
+        for name, old in self.views.items():
+            self.views[name] = PlanView(old.state, old.percent, Judgement("stay", None, why), old.step, old.recent)
+
+    def _catch_up(self, route: Route, now: float) -> None:
+        """With a toggle server, poll it at once while its rollout is not the plan's: a move made by
+        another instance reaches this one within a tick, not at the next regular poll."""
+        if not self._shared() or route.toggle is None or route.serve is not Serve.TOGGLE:
+            return
+        toggles, percent = self.toggles(), self.views[route.name].percent
+        if toggles.rollout_of(route.toggle.name) != percent and now - self._polled.get(route.name, 0.0) >= TICK:
+            self._polled[route.name] = now
+            toggles.refresh()
 
     def _show(self, route: Route, view: PlanView) -> None:
         """Where the plan stands: what /status shows and what routing lets through change together."""

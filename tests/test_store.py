@@ -1,0 +1,207 @@
+"""One store, two engines: every read and write of the divergence store behaves the same on a SQLite file
+and on a real PostgreSQL database (the `store` fixture runs each test on both)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sqlite3
+import threading
+import time
+from collections import Counter
+
+import pytest
+
+from proxy.model import ReportsSpec, Side
+from proxy.model.evidence import Answers, EvidenceBatch, latency_bin
+from reports import accepted, html, query
+from reports.connections import Connections
+from reports.db import Where, connect
+from reports.plans import StorePlans
+from reports.schema import SCHEMA_VERSION, open_database
+from reports.store import StoreSink
+from tests.test_divergence_store import divergence
+
+
+def sink_on(store: Where, **spec) -> StoreSink:
+    sink = StoreSink(ReportsSpec(store.target, password_env=store.password_env, **spec))
+    sink.start()
+    return sink
+
+
+def evidence(at: float, compared: dict[str, int], new_seconds: float = 0.01, errors: int = 0) -> EvidenceBatch:
+    """One process's second of evidence for route `items`: comparisons by signature, each side's answers."""
+    total = sum(compared.values())
+    legacy = Answers(total, 0, Counter({latency_bin(0.01): total}))
+    new = Answers(total, errors, Counter({latency_bin(new_seconds): total}))
+    return EvidenceBatch(at, tuple(("items", sig, n) for sig, n in compared.items()),
+                         (("items", Side.LEGACY, legacy), ("items", Side.NEW, new)))
+
+
+def test_counts_signatures_examples_and_noise_read_back_the_same(store):
+    sink = sink_on(store, examples_per_signature=2)
+    now = time.time()
+    for n in range(10):
+        sink.count("orders", n < 4, now)
+    for _ in range(4):
+        sink.record(divergence())
+    sink.learn_noise("orders", ["$.updated_at"], now)
+    sink.learn_noise("orders", ["$.updated_at"], now)
+    sink.close()
+    [summary] = query.summary([store])
+    assert (summary.compared, summary.diverged, summary.divergence_rate) == (10, 4, 0.4)
+    assert [(s.signature, s.count, s.paths) for s in summary.signatures] == [("sig-price", 4, ["$.price"])]
+    assert summary.noise == [("$.updated_at", 2)]
+    kept = query.examples([store], "sig-price", limit=10)
+    assert len(kept) == 2 and kept[0]["differences"][0]["path"] == "$.price"
+    shown = query.show([store], kept[0]["id"])
+    assert shown["legacy_status"] == 200 and shown["request_headers"] == [["Host", "shop"]]
+    trend = query.trend([store], "orders", buckets=2, width=3600, now=now + 1)
+    assert (trend[-1][1], trend[-1][2]) == (10, 4)
+
+
+def test_two_writers_keep_no_more_examples_than_the_bound_and_count_every_one(store):
+    writers = [sink_on(store, examples_per_signature=3) for _ in range(2)]
+    for _ in range(10):
+        for sink in writers:
+            sink.record(divergence())
+    for sink in writers:
+        sink.close()
+    [summary] = query.summary([store])
+    assert summary.signatures[0].count == 20
+    assert len(query.examples([store], "sig-price", limit=100)) == 3
+
+
+def test_a_batch_the_store_already_took_is_not_counted_again(store):
+    """A batch retried after its connection broke may have been committed already: its id says so."""
+    sink = sink_on(store)
+    sink.close()
+    batch = [("count", "orders", True, time.time()), ("divergence", divergence())]
+    with sink.connections.use() as db:
+        sink._apply(db, "batch-1", batch)
+        sink._apply(db, "batch-1", batch)  # the same batch, retried
+        sink._apply(db, "batch-2", batch)
+    sink.connections.close()
+    [summary] = query.summary([store])
+    assert (summary.compared, summary.signatures[0].count) == (2, 2)
+
+
+def test_retention_runs_once_for_all_writers(store):
+    first, second = sink_on(store, retention_days=1), sink_on(store, retention_days=1)
+    first.record(divergence(at=time.time() - 3 * 86400, signature="old"))
+    first.flush()
+    db = connect(store, readonly=True)
+    pruned = db.execute("SELECT value FROM meta WHERE key = 'pruned_at'").fetchone()[0]
+    second.record(divergence(signature="fresh"))
+    second.flush()
+    assert db.execute("SELECT value FROM meta WHERE key = 'pruned_at'").fetchone()[0] == pruned  # not again
+    db.close()
+    first.close()
+    second.close()
+    [summary] = query.summary([store])
+    assert [s.signature for s in summary.signatures] == ["fresh"]
+
+
+def test_a_binary_body_with_nul_bytes_is_described_not_stored(store):
+    sink = sink_on(store)
+    found = divergence()
+    legacy = found.legacy._replace(body=b"\x00\x01 not text", headers=(("Content-Type", "text/plain"),))
+    sink.record(dataclasses.replace(found, legacy=legacy))
+    sink.close()
+    [kept] = query.examples([store], "sig-price")
+    assert kept["legacy_body"].startswith("[11 bytes of binary content, sha256 ")
+
+
+def test_acceptances_and_replays_on_either_engine(store):
+    sink = sink_on(store)
+    sink.record(divergence())
+    sink.close()
+    db = open_database(store)
+    accepted.accept(db, "sig-price", "orders", "prices now include tax", None, "ada", time.time())
+    accepted.accept(db, "sig-price", "orders", "tax, as agreed", None, "bob", time.time())  # again: replaces
+    db.execute("INSERT INTO replays (divergence_id, signature, route, at, matched, differences) VALUES "
+               "('d1', 'sig-price', 'orders', 100.0, 1, '[]'), ('d2', 'sig-price', 'orders', 100.0, 0, '[]')")
+    db.close()
+    [signature] = query.summary([store])[0].signatures
+    assert (signature.accepted_reason, signature.replayed) == ("tax, as agreed", (100.0, 1, 2))
+    db = open_database(store)
+    assert accepted.withdraw(db, "sig-price") and not accepted.withdraw(db, "sig-price")
+    db.close()
+    assert "prices now include tax" not in html.render([store])
+
+
+def test_plan_state_moves_by_compare_and_set(store):
+    one, two = StorePlans(store), StorePlans(store)
+    state = one.begin("items", 0, now=100.0)
+    assert two.begin("items", 50, now=101.0) == state  # made once; the second finds it
+    moved = one.move(state, "advance", 10, "gates", "gates", now=102.0)
+    assert moved is not None and moved.percent == 10
+    assert two.move(state, "advance", 10, "gates", "gates", now=102.5) is None  # judged the old state: lost
+    assert two.state("items") == moved
+    one.close()
+    two.close()
+    events = query.plan_timeline([store], "items").events
+    assert [(e["action"], e["from_percent"], e["to_percent"]) for e in events] == [("start", 0, 0), ("advance", 0, 10)]
+
+
+def test_evidence_from_several_writers_adds_up(store):
+    sinks = [sink_on(store) for _ in range(2)]
+    base = float(int(time.time()))
+    sinks[0].evidence(evidence(base + 1, {"": 30, "sig-a": 2}))
+    sinks[1].evidence(evidence(base + 1, {"": 50, "sig-b": 1}, new_seconds=0.2))
+    sinks[1].evidence(evidence(base + 2, {"": 17}, errors=3))
+    for sink in sinks:
+        sink.close()
+    plans = StorePlans(store)
+    step = plans.evidence("items", base, base + 2, accepted=frozenset({"sig-b"}))
+    plans.close()
+    assert (step.compared, step.diverged, step.accepted) == (100, 2, 1)
+    assert (step.new.answers, step.new.errors, step.legacy.answers) == (100, 3, 100)
+    assert step.new.p99 is not None and step.new.p99 >= 0.2 > step.legacy.p99  # the slow writer's bins count
+
+
+def test_many_processes_setting_up_an_empty_store_at_once_all_come_up(store):
+    failures: list[BaseException] = []
+
+    def open_one() -> None:
+        try:
+            with Connections(store).use() as db:
+                db.execute("SELECT COUNT(*) FROM counts").fetchone()
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            failures.append(exc)
+    threads = [threading.Thread(target=open_one) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert failures == []
+    db = connect(store, readonly=True)
+    assert db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == str(SCHEMA_VERSION)
+    db.close()
+
+
+def test_a_sqlite_file_of_version_1_is_migrated_with_its_latency_bins(tmp_path):
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as old:  # the tables version 1 made (sqlite-utils), as far as evidence goes
+        old.executescript("""
+            CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT);
+            INSERT INTO meta VALUES ('schema_version', '1');
+            CREATE TABLE gate_answers (route TEXT, second INTEGER, side TEXT, answers INTEGER, errors INTEGER,
+                                       bins TEXT, PRIMARY KEY (route, second, side));
+            CREATE TABLE gate_comparisons (route TEXT, second INTEGER, signature TEXT, count INTEGER,
+                                           PRIMARY KEY (route, second, signature));
+        """)
+        old.execute("INSERT INTO gate_answers VALUES ('items', 101, 'new', 40, 1, ?)",
+                    [json.dumps({str(latency_bin(0.5)): 40})])
+    plans = StorePlans(Where(str(path)))
+    step = plans.evidence("items", 100, 102, frozenset())
+    plans.close()
+    assert (step.new.answers, step.new.errors) == (40, 1) and step.new.p99 >= 0.5
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == str(SCHEMA_VERSION)
+
+
+@pytest.mark.external
+def test_a_store_url_never_shows_its_password(pg_store):
+    with_password = pg_store.target.replace("strangler@", "strangler:hunter2@")
+    assert "hunter2" not in str(Where(with_password)) and str(Where(with_password)).startswith("postgresql://")
