@@ -14,7 +14,11 @@ import threading
 from contextlib import contextmanager
 from typing import Any, Iterator
 
-from reports.db import CONNECT_TIMEOUT, Db, PostgresDb, SqliteDb, Where, connection_options
+import psycopg
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from proxy.model.errors import one_line
+from reports.db import CONNECT_TIMEOUT, Db, PostgresDb, SqliteDb, StoreUnavailable, Where, connection_options
 from reports.schema import retrying_locks, set_up
 
 POOL_SIZE = 2  # the writer's connection and the plans'
@@ -71,13 +75,27 @@ class Connections:
         with self._lock:
             if self._pool is None:
                 self._pool = _pool(self.where)
-        with self._pool.connection() as conn:
-            yield conn
+        try:
+            conn = self._pool.getconn()
+        except PoolTimeout:
+            raise StoreUnavailable(f"cannot reach the store at {self.where}: {why_not(self.where)}") from None
+        try:
+            with conn:
+                yield conn
+        finally:
+            self._pool.putconn(conn)
+
+
+def why_not(place: Where) -> str:
+    """Why the pool has no connection to lend: what connecting says now (the pool keeps it to itself)."""
+    try:
+        psycopg.connect(place.target, **connection_options(place)).close()
+    except psycopg.Error as exc:
+        return one_line(exc)
+    return f"no connection free within {CONNECT_TIMEOUT} s"
 
 
 def _pool(place: Where) -> Any:
-    from psycopg_pool import ConnectionPool
-
     # The pool's own log says each failed reconnect, every few seconds of an outage; the
     # store's users log an outage once, at each end.
     logging.getLogger("psycopg.pool").setLevel(logging.ERROR)

@@ -45,10 +45,11 @@ class Host:
         self.port, self.admin_port = free_port(), free_port()
         self.process: ProxyProcess | None = None
 
-    def write(self, upstreams: dict[str, str], routes: list[dict[str, Any]], store: Where) -> None:
+    def write(self, upstreams: dict[str, str], routes: list[dict[str, Any]], store: Where, **top: Any) -> None:
         self.config.write_text(routes_yaml(upstreams, routes, listen=f"127.0.0.1:{self.port}",
                                            admin={"listen": f"127.0.0.1:{self.admin_port}"},
-                                           reports={"database": store.target, "password_env": store.password_env}))
+                                           reports={"database": store.target, "password_env": store.password_env},
+                                           **top))
 
     def start(self) -> Host:
         self.process = ProxyProcess(self.config, "--drain-timeout", "5")
@@ -319,6 +320,11 @@ def _all_down(hosts: list[Host]) -> list[dict[str, Any]] | None:
     return found if all(s["state"] == "down" for s in found) else None
 
 
+def _state(host: Host, state: str) -> dict[str, Any] | None:
+    found = host.status()["store"]
+    return found if found["state"] == state else None
+
+
 def _holding(hosts: list[Host]) -> list[dict[str, Any]] | None:
     found = [host.status()["rollouts"][0] for host in hosts]
     return found if all(p["next"] == "stay" and p["why"].startswith("evidence missing") for p in found) else None
@@ -332,3 +338,29 @@ def _get_text(port: int, path: str) -> str:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as response:
         return response.read().decode()
 
+
+
+async def test_a_store_that_stalls_is_lagging_holds_the_plans_and_fails_no_request(make_upstream, fleet, pg_store):
+    legacy, new = await make_upstream("legacy", priced(lambda n: 10)), await make_upstream("new", priced(lambda n: 10))
+    [host] = fleet(1)
+    host.write({"legacy": legacy.url, "new": new.url}, [plan_route(steps=[10, 100])], pg_store)
+    await start_all([host])
+    failures: list[str] = []
+    await send([host.url], 50, failures)
+    await eventually(lambda: _is(compared(pg_store), 50), timeout=15, what="the first 50 comparisons")
+    stall = connect(pg_store)  # another session holds the table the writer needs: its batches wait
+    stall.execute("BEGIN")
+    stall.execute("LOCK TABLE counts IN ACCESS EXCLUSIVE MODE")
+    try:
+        await send([host.url], 50, failures)
+        store = await eventually(lambda: _state(host, "lagging"), timeout=12, what="the store to be lagging")
+        assert store["waiting"] > 0 and store["down_since"] is None
+        plan = await eventually(lambda: _holding([host]), timeout=5, what="the plan to hold")
+        assert "lagging" in plan[0]["why"]
+        await send([host.url], 50, failures)
+    finally:
+        stall.execute("ROLLBACK")
+        stall.close()
+    assert failures == []
+    await eventually(lambda: _is(compared(pg_store), 150), timeout=30, what="all 150 comparisons")
+    await eventually(lambda: _state(host, "connected"), timeout=10, what="the store to catch up")

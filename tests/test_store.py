@@ -6,6 +6,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -20,6 +22,7 @@ from reports.db import Where, connect
 from reports.plans import StorePlans
 from reports.schema import SCHEMA_VERSION, open_database
 from reports.store import StoreSink
+from tests.helpers import REPO, free_port, route, routes_yaml
 from tests.test_divergence_store import divergence
 
 
@@ -205,3 +208,20 @@ def test_a_sqlite_file_of_version_1_is_migrated_with_its_latency_bins(tmp_path):
 def test_a_store_url_never_shows_its_password(pg_store):
     with_password = pg_store.target.replace("strangler@", "strangler:hunter2@")
     assert "hunter2" not in str(Where(with_password)) and str(Where(with_password)).startswith("postgresql://")
+
+
+def test_rollout_status_on_an_unreachable_store_says_evidence_is_missing(tmp_path):
+    config = tmp_path / "routes.yaml"
+    config.write_text(routes_yaml({"legacy": "http://127.0.0.1:9", "new": "http://127.0.0.1:9"}, [route(
+        "items", "/api/items", new="new", serve="toggle", toggle={"name": "items-to-new", "stickiness": "header:X-User-Id"},
+        parallel_run={"enabled": True}, rollout_plan={"steps": [0, 50, 100]})],
+        reports={"database": f"postgresql://strangler@127.0.0.1:{free_port()}/x"}))
+    done = subprocess.run([sys.executable, "-m", "proxy", "rollout", "status", "--config", str(config)],
+                          capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert done.returncode == 1 and done.stdout == ""
+    assert done.stderr.startswith("strangler rollout: evidence missing: the store at postgresql://strangler@127.0.0.1:")
+    assert "Connection refused" in done.stderr and "no plan moves until it can" in done.stderr
+    summary = subprocess.run([sys.executable, "-m", "proxy", "report", "summary", "--config", str(config)],
+                             capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert summary.returncode == 1 and "cannot reach the store at postgresql://" in summary.stderr
+    assert "Traceback" not in summary.stderr

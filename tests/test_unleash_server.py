@@ -194,3 +194,61 @@ async def test_a_rollout_plan_writes_its_step_to_unleash_and_routing_follows_the
     await eventually(followed, left(), interval=0.2, what="routing never followed the server's rollout")
     events = query.plan_timeline([proxy.proxy.store.where], "orders").events
     assert events[-1]["action"] == "advance" and events[-1]["to_percent"] == 50
+
+
+async def test_a_fleet_on_one_store_follows_its_plan_in_unleash_within_a_check_and_a_second(
+        unleash, feature, server_toggles, make_upstream, pg_store, tmp_path):
+    """Two `strangler serve` processes, one PostgreSQL store, the unleash provider polling only every
+    30 s: each instance routes by each step within check_interval plus a second of the move."""
+    from tests.test_fleet import CHECK_INTERVAL, Host, send, start_all
+
+    legacy, new = await make_upstream("legacy"), await make_upstream("new")
+    toggles = {**server_toggles, "unleash": {**server_toggles["unleash"], "refresh_interval": 30}}
+    plan = {"steps": [0, 50, 100], "check_interval": CHECK_INTERVAL,
+            "advance": {"min_comparisons": 20, "min_seconds": 0.3, "max_latency_ratio": None},
+            "rollback": {"max_latency_ratio": None}}
+    hosts = [Host(tmp_path, name) for name in ("host1", "host2")]
+    for host in hosts:
+        host.write({"legacy": legacy.url, "new": new.url}, [route(
+            "items", "/api/items", new="new", serve="toggle", parallel_run={"enabled": True},
+            toggle={"name": feature, "stickiness": "header:X-User-Id"}, rollout_plan=plan)], pg_store, toggles=toggles)
+    await start_all(hosts)
+    seen: list[tuple[float, int | None, int | None]] = []  # when, and the rollout each instance routes by
+    failures: list[str] = []
+    stop = asyncio.Event()
+
+    async def watch() -> None:
+        while not stop.is_set():
+            found = await asyncio.gather(*(asyncio.to_thread(_routed_rollout, host) for host in hosts))
+            seen.append((time.time(), *found))
+            await asyncio.sleep(0.1)
+
+    async def users() -> None:
+        while not stop.is_set():
+            await send([h.url for h in hosts], 20, failures)
+    tasks = [asyncio.create_task(watch()), asyncio.create_task(users())]
+    try:
+        await eventually(lambda: seen and seen[-1][1:] == (100, 100), timeout=90, interval=0.2,
+                         what=lambda: f"both instances routing at 100%, as sampled: {seen[-1:]}")
+    finally:
+        stop.set()
+        await asyncio.gather(*tasks)
+        await asyncio.gather(*(asyncio.to_thread(host.stop) for host in hosts))
+    assert failures == []
+    events = query.plan_timeline([pg_store], "items").events
+    assert [(e["action"], e["to_percent"]) for e in events] == [("start", 0), ("advance", 50), ("advance", 100)]
+    for move in events[1:]:
+        due = move["at"] + CHECK_INTERVAL + 1.0 + 0.2  # 0.2: this test's own sampling
+        for index in (1, 2):
+            shown = next((at for at, *rollouts in seen if at >= move["at"] and rollouts[index - 1] is not None
+                          and rollouts[index - 1] >= move["to_percent"]), None)
+            assert shown is not None and shown <= due, (
+                f"instance {index} routed by {move['to_percent']}% {None if shown is None else shown - move['at']:.2} s"
+                f" after the move")
+
+
+def _routed_rollout(host) -> int | None:
+    """The flexibleRollout percent an instance's Unleash SDK evaluates the route's toggle by."""
+    [toggle] = host.status()["toggles"]["routes"]
+    strategies = (toggle["definition"] or {}).get("strategies", [])
+    return next((int(s["parameters"]["rollout"]) for s in strategies if s["name"] == "flexibleRollout"), None)

@@ -14,7 +14,7 @@ import os
 import socket
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any, Iterable, Mapping
 
 from UnleashClient import UnleashClient
@@ -35,8 +35,9 @@ class UnleashToggles(Toggles):
     """An UnleashClient and what it knows: which features exist, and when the server last answered."""
 
     def __init__(self, client: UnleashClient, cache: _KnowingCache, provider: str, key: Any,
-                 url: str | None = None, admin: UnleashAdmin | None = None) -> None:
+                 url: str | None = None, admin: UnleashAdmin | None = None, refresh_interval: int = 0) -> None:
         self._client, self._cache = client, cache
+        self.refresh_interval = refresh_interval
         self.provider, self.key, self.url = provider, key, url
         self._admin = admin
         self.shared_rollouts = admin is not None
@@ -64,7 +65,8 @@ class UnleashToggles(Toggles):
             custom_headers={"Authorization": token} if token else {}, cache=cache,
             multiple_instance_mode=InstanceAllowType.SILENTLY_ALLOW)
         admin = UnleashAdmin(spec.admin_url, spec.project, spec.environment, admin_token)
-        return cls(client, cache, "unleash", key=cls.server_key(spec, token), url=spec.url, admin=admin)
+        return cls(client, cache, "unleash", key=cls.server_key(spec, token), url=spec.url, admin=admin,
+                   refresh_interval=spec.refresh_interval)
 
     @staticmethod
     def server_key(spec: UnleashSpec, token: str | None) -> tuple[Any, ...]:
@@ -102,10 +104,14 @@ class UnleashToggles(Toggles):
     def refresh(self) -> None:
         if not self._started:
             return
+        # Without the ETag the server answers whole: an answer it cached just before a change can
+        # carry the new ETag, and asking with that one would get "not modified" until the next change.
+        self._cache.set(ETAG, "")
         now = datetime.now(timezone.utc)
-        try:  # the SDK's jobs run on an APScheduler it exposes: bring the poll (and the metrics) forward
+        try:  # the SDK polls on an APScheduler it exposes: bring its poll (the job on our interval) forward
             for job in self._client.unleash_scheduler.get_jobs():
-                job.modify(next_run_time=now)
+                if getattr(job.trigger, "interval", None) == timedelta(seconds=self.refresh_interval):
+                    job.modify(next_run_time=now)
         except Exception:  # noqa: BLE001 - the regular poll still comes
             log.debug("could not bring the toggle poll forward", exc_info=True)
 
@@ -226,3 +232,6 @@ def _quiet_sdk_logs() -> None:
     sdk = logging.getLogger("UnleashClient")
     if _QUIET not in sdk.filters:
         sdk.addFilter(_QUIET)
+    # Both log every poll at INFO ("Getting feature flag.", "Running job ..."): noise at any interval.
+    for chatty in (sdk, logging.getLogger("apscheduler")):
+        chatty.setLevel(logging.WARNING)

@@ -27,7 +27,8 @@ class UnleashAdmin:
     def set_rollout(self, feature: str, percent: int) -> None:
         base = f"/projects/{_q(self.project)}/features"
         if self._call("GET", f"{base}/{_q(feature)}", missing_ok=True) is None:
-            self._call("POST", base, {"name": feature, "type": "release"})
+            # 409: another instance of the fleet made it a moment ago
+            self._call("POST", base, {"name": feature, "type": "release"}, expected=409)
         strategies = f"{base}/{_q(feature)}/environments/{_q(self.environment)}/strategies"
         found = self._call("GET", strategies) or []
         rollout = next((s for s in found if s.get("name") == "flexibleRollout"), None)
@@ -41,7 +42,9 @@ class UnleashAdmin:
                         "constraints": rollout.get("constraints", [])})
         self._call("POST", f"{base}/{_q(feature)}/environments/{_q(self.environment)}/on")
 
-    def _call(self, method: str, path: str, body: Any = None, missing_ok: bool = False) -> Any:
+    def _call(self, method: str, path: str, body: Any = None, missing_ok: bool = False,
+              expected: int | None = None) -> Any:
+        """The API's answer as JSON; None for a 404 when `missing_ok`, or for the `expected` error status."""
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
         if self.token:
             headers["Authorization"] = self.token
@@ -51,7 +54,7 @@ class UnleashAdmin:
             with urllib.request.urlopen(request, timeout=TIMEOUT) as response:
                 raw = response.read()
         except urllib.error.HTTPError as exc:
-            if exc.code == 404 and missing_ok:
+            if (exc.code == 404 and missing_ok) or exc.code == expected:
                 return None
             detail = exc.read()[:300].decode("utf-8", "replace")
             raise RuntimeError(f"Unleash Admin API {method} {path}: {exc.code} {detail}") from None

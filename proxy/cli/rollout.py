@@ -17,10 +17,10 @@ from typing import Any
 
 from proxy import config as config_file
 from proxy.model import Config, Provider, Route
-from proxy.model.errors import ConfigError
+from proxy.model.errors import ConfigError, one_line
 from proxy.model.evidence import PlanState
 from proxy.rollout.plans import PlanView, in_force, view
-from reports.db import Where
+from reports.db import STORE_ERRORS, Where
 from reports.plans import StorePlans, operator
 from toggles.unleash_admin import UnleashAdmin
 
@@ -54,6 +54,10 @@ def _status(args: argparse.Namespace) -> int:
     store = StorePlans(Where.of(config.reports))
     try:
         seen = [(route, view(store, route, time.time())) for route in routes]
+    except STORE_ERRORS as exc:
+        print(f"strangler rollout: evidence missing: the store at {store.connections.where} cannot be read "
+              f"({one_line(exc)}); no plan moves until it can", file=sys.stderr)
+        return EXIT_REFUSED
     finally:
         store.close()
     if args.format == "json":

@@ -32,6 +32,7 @@ from toggles.base import Toggles
 
 log = logging.getLogger("strangler.rollout")
 TICK = 1.0  # seconds between evidence hand-overs and state reads
+CATCH_UP, CATCH_UP_FOR = 0.25, 10.0  # seconds between polls of a toggle server behind its plan, and for how long
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,13 +91,17 @@ class Rollouts:
         self.views: dict[str, PlanView] = {}
         self._judged: dict[str, float] = {}
         self._unread: str | None = None  # why the store cannot be read, while it cannot
-        self._polled: dict[str, float] = {}  # route -> when the toggle server was last asked to catch up
+        self._catching_up: dict[str, asyncio.Task[None]] = {}  # route -> polling the toggle server
 
     async def run(self) -> None:
         """Until cancelled: every TICK, hand over the evidence and follow (and move) the plans."""
-        while True:
-            await asyncio.sleep(TICK)
-            await self.checked()
+        try:
+            while True:
+                await asyncio.sleep(TICK)
+                await self.checked()
+        finally:
+            for task in self._catching_up.values():
+                task.cancel()
 
     async def checked(self) -> None:
         """One tick; the store failing is logged once an outage, never raised (plans stay where they
@@ -153,12 +158,12 @@ class Rollouts:
             if state is not None and old is not None:
                 judgement = old.judgement if missing is None else Judgement("stay", None, missing)
                 self._show(route, PlanView(state, in_force(route, state.percent), judgement, old.step, old.recent))
-                self._catch_up(route, now)
+                self._catch_up(route)
             return
         self._judged[route.name] = now
         first = route.name not in self.views
         self._show(route, seen)
-        self._catch_up(route, now)
+        self._catch_up(route)
         if not self.act or route.serve is not Serve.TOGGLE:
             return
         if seen.judgement.to is not None:
@@ -181,15 +186,25 @@ class Rollouts:
         for name, old in self.views.items():
             self.views[name] = PlanView(old.state, old.percent, Judgement("stay", None, why), old.step, old.recent)
 
-    def _catch_up(self, route: Route, now: float) -> None:
-        """With a toggle server, poll it at once while its rollout is not the plan's: a move made by
-        another instance reaches this one within a tick, not at the next regular poll."""
+    def _catch_up(self, route: Route) -> None:
+        """With a toggle server whose rollout is not the plan's, poll it every CATCH_UP seconds until it
+        is (up to CATCH_UP_FOR): a move, made here or by another instance, reaches this instance's
+        routing as soon as the server has it, not at the next regular poll."""
         if not self._shared() or route.toggle is None or route.serve is not Serve.TOGGLE:
             return
-        toggles, percent = self.toggles(), self.views[route.name].percent
-        if toggles.rollout_of(route.toggle.name) != percent and now - self._polled.get(route.name, 0.0) >= TICK:
-            self._polled[route.name] = now
+        running = self._catching_up.get(route.name)
+        if running is None or running.done():
+            name, percent = route.toggle.name, self.views[route.name].percent
+            if self.toggles().rollout_of(name) != percent:
+                self._catching_up[route.name] = asyncio.create_task(self._poll(name, percent))
+
+    async def _poll(self, name: str, percent: int) -> None:
+        for _ in range(int(CATCH_UP_FOR / CATCH_UP)):
+            toggles = self.toggles()
             toggles.refresh()
+            await asyncio.sleep(CATCH_UP)
+            if toggles.rollout_of(name) == percent:
+                return
 
     def _show(self, route: Route, view: PlanView) -> None:
         """Where the plan stands: what /status shows and what routing lets through change together."""
@@ -214,6 +229,7 @@ class Rollouts:
         log.log(level, f"rollout plan {judgement.action}: {seen.state.percent}% -> {moved.percent}%",
                 extra={"route": route.name, "reason": judgement.reason})
         await self.publish(route, percent)
+        self._catch_up(route)  # this instance's own routing, as soon as the server has the step
 
     async def publish(self, route: Route, percent: int) -> None:
         """With a toggle server, write the percent as the toggle's rollout, for every instance."""
