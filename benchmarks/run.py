@@ -37,6 +37,7 @@ from tests.helpers import free_port
 from tests.servers import apt_install
 
 SMALL = '{"id":1,"name":"item","price":10,"currency":"EUR","tags":["a","b"]}'
+DIFFER = SMALL.replace('"price":10', '"price":11')  # the shadow's answer at /diff: every comparison diverges
 NAIVE = Path(__file__).with_name("naive_proxy.py")
 HEADER = f"{'':<52} {'req/s':>10} {'p50 ms':>9} {'p99 ms':>9} {'non-2xx':>8} {'CPU µs/req':>11}"
 # Light load: 4 connections, each pausing a random while between requests (exponential, 10 ms on
@@ -249,24 +250,26 @@ class Bench:
         (self.scratch / "big-new.json").write_bytes(diffs.document(diffs.BIG, 11))
         for name, template in (("upstream", UPSTREAM_SERVERS), ("nginx", PROXY_SERVER)):
             conf = self.scratch / f"{name}.nginx.conf"
-            servers = template.format(scratch=self.scratch, small=SMALL, **self.ports)
+            servers = template.format(scratch=self.scratch, small=SMALL, differ=DIFFER, **self.ports)
             conf.write_text(NGINX.format(name=name, scratch=self.scratch, servers=servers))
             nginx = subprocess.Popen([shutil.which("nginx") or "/usr/sbin/nginx", "-c", str(conf)],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             self.running.callback(_stop, nginx)
             _wait_for(f"http://127.0.0.1:{self.ports[name]}/api/items/1")
 
-    def start_strangler(self, name: str, parallel: float | None, workers: int = 1) -> None:
+    def start_strangler(self, name: str, parallel: float | None, workers: int = 1,
+                        reports: dict[str, str] | None = None) -> None:
         self.ports[name], self.admins[name] = free_port(), free_port()
-        path = self.strangler_config(name, parallel)
+        path = self.strangler_config(name, parallel, reports)
         process = self.start("-m", "proxy", "serve", "--config", str(path), "--log-level", "WARNING",
                              "--workers", str(workers))
         self.pids[name] = process.pid
         _wait_for(f"http://127.0.0.1:{self.admins[name]}/readyz")
 
-    def strangler_config(self, name: str, parallel: float | None) -> Path:
+    def strangler_config(self, name: str, parallel: float | None, reports: dict[str, str] | None = None) -> Path:
         """routes.yaml for strangler `name` (on its ports) in front of the nginx upstream; `parallel`:
-        the share of requests run in parallel against the shadow upstream (None: no parallel run)."""
+        the share of requests run in parallel against the shadow upstream (None: no parallel run);
+        `reports`: its store (default: a SQLite file of its own)."""
         route = {"name": "items", "match": {"path": "/"}, "legacy": "upstream"}
         if parallel is not None:
             route |= {"new": "shadow", "parallel_run": {"enabled": True, "sample": parallel}}
@@ -275,7 +278,7 @@ class Bench:
                   "admin": {"listen": f"127.0.0.1:{self.admins[name]}"},
                   "upstreams": {"upstream": {"url": f"http://127.0.0.1:{self.ports['upstream']}", **upstream},
                                 "shadow": {"url": f"http://127.0.0.1:{self.ports['shadow']}", **upstream}},
-                  "reports": {"database": str(self.scratch / f"{name}.db")}, "routes": [route]}
+                  "reports": reports or {"database": str(self.scratch / f"{name}.db")}, "routes": [route]}
         path = self.scratch / f"{name}.yaml"
         path.write_text(json.dumps(config))  # JSON is YAML
         return path
@@ -379,6 +382,7 @@ UPSTREAM_SERVERS = """
   server {{ listen 127.0.0.1:{shadow};
            location /big {{ default_type application/json; alias {scratch}/big-new.json; }}
            location /same {{ default_type application/json; alias {scratch}/big-legacy.json; }}
+           location /diff {{ default_type application/json; return 200 '{differ}'; }}
            location / {{ default_type application/json; return 200 '{small}'; }} }}
 """
 PROXY_SERVER = """

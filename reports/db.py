@@ -9,6 +9,7 @@ how a table's existence is asked, how rows come back) differs only here.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import sqlite3
@@ -258,6 +259,7 @@ def connection_options(place: Where) -> dict[str, Any]:
     return options
 
 
+@functools.lru_cache(maxsize=256)
 def _pg(sql: str) -> str:
     """`?` placeholders as psycopg's `%s` (the store's SQL has no `?` or `%` anywhere else)."""
     return sql.replace("%", "%%").replace("?", "%s")

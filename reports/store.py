@@ -11,26 +11,23 @@ request. Several proxy processes, on one host or many, write one store.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
 import uuid
-from collections import Counter as Tally
 from collections import deque
 from typing import Any, Callable, Sequence
 
 from proxy.model import Divergence, ReportsSpec
-from proxy.model.evidence import EvidenceBatch
-from proxy.model.jsonpath import generalize
-from reports.connections import Connections
 from proxy.model.errors import one_line
+from proxy.model.evidence import EvidenceBatch
+from reports.connections import Connections
 from reports.db import Db, Where
 from reports.health import Health
-from reports.plans import prune_evidence, write_evidence
+from reports.plans import prune_evidence
 from reports.redact import Redactor
-from reports.rows import divergence_row
-from reports.schema import DIVERGENCE_COLUMNS, redaction_key, retrying_locks
+from reports.schema import redaction_key, retrying_locks
+from reports.writes import Writes
 
 log = logging.getLogger("strangler.reports")
 STOP = object()
@@ -54,6 +51,7 @@ class StoreSink:
         self._wake = threading.Event()  # for flush and close, which should not wait a batch out
         self._thread = threading.Thread(target=self._run, name="divergence-writer", daemon=True)
         self._redactor: Redactor | None = None
+        self.writes = Writes(spec)
         self._pruned = 0.0
 
     def count(self, route: str, diverged: bool, at: float) -> None:
@@ -161,51 +159,16 @@ class StoreSink:
     def _apply(self, db: Db, batch_id: str, batch: list[Any]) -> None:
         """One batch in one transaction, sent in one go; its id first, so that a batch the store took
         before the connection broke fails as a duplicate here rather than counting twice."""
+        assert self._redactor is not None
         try:
             with db.batch():
                 db.execute("INSERT INTO batches (id, at) VALUES (?, ?)", [batch_id, time.time()])
-                self._counts(db, [item for item in batch if item[0] == "count"])
-                for item in batch:
-                    if item[0] == "divergence":
-                        self._divergence(db, item[1])
-                    elif item[0] == "noise":
-                        self._noise(db, *item[1:])
-                    elif item[0] == "evidence":
-                        write_evidence(db, item[1])
+                attempts = self.writes.batch(db, batch, self._redactor)
         except Exception as exc:
             if not db.duplicate(exc, "batches"):
                 raise
-
-    def _counts(self, db: Db, items: list[Any]) -> None:
-        compared, diverged = Tally(), Tally()
-        for _, route, did, at in items:
-            compared[(route, int(at // 60))] += 1
-            diverged[(route, int(at // 60))] += int(did)
-        for (route, minute), n in compared.items():
-            db.execute("INSERT INTO counts (route, minute, compared, diverged) VALUES (?, ?, ?, ?) "
-                       "ON CONFLICT (route, minute) DO UPDATE SET compared = counts.compared + excluded.compared, "
-                       "diverged = counts.diverged + excluded.diverged", [route, minute, n, diverged[(route, minute)]])
-
-    def _divergence(self, db: Db, divergence: Divergence) -> None:
-        """Count the divergence under its signature; keep it whole while the signature has fewer than
-        `examples_per_signature` kept (decided in the store: every instance's examples count)."""
-        paths = json.dumps(sorted({generalize(d.path) for d in divergence.differences}))
-        at, signature, most = divergence.request.at, divergence.signature, self.spec.examples_per_signature
-        db.execute("INSERT INTO signatures (signature, route, paths, first_seen, last_seen, count, kept) "
-                   "VALUES (?, ?, ?, ?, ?, 1, 0) ON CONFLICT (signature) DO UPDATE SET "
-                   "count = signatures.count + 1, last_seen = CASE WHEN excluded.last_seen > signatures.last_seen "
-                   "THEN excluded.last_seen ELSE signatures.last_seen END",
-                   [signature, divergence.route, paths, at, at])
-        assert self._redactor is not None
-        row = divergence_row(divergence, self._redactor, self.spec.max_body)
-        db.execute(KEEP, [*(row[name] for name in DIVERGENCE_COLUMNS), signature, most])
-        db.execute("UPDATE signatures SET kept = kept + 1 WHERE signature = ? AND kept < ?", [signature, most])
-
-    def _noise(self, db: Db, route: str, paths: tuple[str, ...], at: float) -> None:
-        for path in paths:
-            db.execute("INSERT INTO noise (route, path, count, first_seen, last_seen) VALUES (?, ?, 1, ?, ?) "
-                       "ON CONFLICT (route, path) DO UPDATE SET count = noise.count + 1, "
-                       "last_seen = excluded.last_seen", [route, path, at, at])
+            return
+        self.writes.kept(attempts)
 
     def _prune(self, db: Db) -> None:
         """Retention: what is older than `retention_days` goes, examples and counts alike; once a
@@ -239,13 +202,3 @@ class StoreSink:
                 "store": str(self.connections.where), "down_seconds": round(time.time() - down, 1),
                 "waiting": self.held})
 
-
-def _keep() -> str:
-    """Insert a kept example only while its signature's `kept` is under the bound (same SQL for both
-    engines: typed casts, since PostgreSQL cannot infer a NULL's type in a SELECT list)."""
-    values = ", ".join(f"CAST(? AS {kind})" for kind in DIVERGENCE_COLUMNS.values())
-    return (f"INSERT INTO divergences ({', '.join(DIVERGENCE_COLUMNS)}) SELECT {values} "
-            "WHERE (SELECT kept FROM signatures WHERE signature = ?) < ?")
-
-
-KEEP = _keep()

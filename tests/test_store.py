@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections import Counter
 
 import pytest
@@ -225,3 +226,23 @@ def test_rollout_status_on_an_unreachable_store_says_evidence_is_missing(tmp_pat
                              capture_output=True, text=True, timeout=60, cwd=REPO)
     assert summary.returncode == 1 and "cannot reach the store at postgresql://" in summary.stderr
     assert "Traceback" not in summary.stderr
+
+
+@pytest.mark.external
+def test_the_grants_docs_fleet_md_gives_for_a_shared_database_are_enough(postgres, monkeypatch):
+    """A schema of its own in a database the role does not own (docs/fleet.md's second way)."""
+    name = f"shared_{uuid.uuid4().hex[:8]}"
+    role = f"strangler_{uuid.uuid4().hex[:8]}"
+    postgres.psql(f"CREATE DATABASE {name}")
+    postgres.psql(f"CREATE ROLE {role} LOGIN PASSWORD 'pw' NOSUPERUSER NOCREATEDB NOCREATEROLE",
+                  f"ALTER ROLE {role} SET search_path = strangler", f"GRANT CONNECT ON DATABASE {name} TO {role}")
+    postgres.psql(f"CREATE SCHEMA strangler AUTHORIZATION {role}", database=name)
+    monkeypatch.setenv("TEST_SHARED_PASSWORD", "pw")
+    store = Where(postgres.url(role, name), "TEST_SHARED_PASSWORD")
+    sink = sink_on(store)
+    sink.count("orders", True, time.time())
+    sink.record(divergence())
+    sink.close()
+    assert query.summary([store])[0].compared == 1
+    assert postgres.psql("SELECT count(*) FROM strangler.divergences", database=name).strip() == "1"
+    assert postgres.psql("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'", database=name).strip() == "0"
