@@ -12,10 +12,11 @@ from proxy.model.kinds import (BreakerState, ClientFailure, FailureKind, Phase, 
                                StickinessKind, StoreState, TunnelEnd, Verdict)
 from proxy.model.route import (BreakerSpec, CompareSpec, Gates, Match, ParallelRun, Rewrite, RolloutPlan, Route,
                                Stickiness, ToggleSpec, Upstream, is_segment_prefix)
+from proxy.model.tls import Certificate, ListenerTls, UpstreamTls
 
-__all__ = ["AdminSpec", "Address", "Answered", "BreakerSpec", "BreakerState", "ClientFailure", "CompareSpec",
-           "Comparison", "Config", "Decision", "Difference", "Divergence", "Failure", "FailureKind", "Gates", "Match",
-           "Observation", "ParallelRun", "Phase", "Problem", "Provider", "ReportsSpec", "RequestFacts",
-           "RequestRecord", "Rewrite", "RolloutPlan", "Route", "Serve", "ServerSpec", "Side", "SkipReason", "Stickiness",
-           "StickinessKind", "StoreState", "ToggleCheck", "ToggleSpec", "TogglesSpec", "TunnelEnd", "UnleashSpec", "Upstream", "Verdict",
-           "is_segment_prefix"]
+__all__ = ["AdminSpec", "Address", "Answered", "BreakerSpec", "BreakerState", "Certificate", "ClientFailure",
+           "CompareSpec", "Comparison", "Config", "Decision", "Difference", "Divergence", "Failure", "FailureKind",
+           "Gates", "ListenerTls", "Match", "Observation", "ParallelRun", "Phase", "Problem", "Provider",
+           "ReportsSpec", "RequestFacts", "RequestRecord", "Rewrite", "RolloutPlan", "Route", "Serve", "ServerSpec",
+           "Side", "SkipReason", "Stickiness", "StickinessKind", "StoreState", "ToggleCheck", "ToggleSpec",
+           "TogglesSpec", "TunnelEnd", "UnleashSpec", "Upstream", "UpstreamTls", "Verdict", "is_segment_prefix"]

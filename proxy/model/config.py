@@ -10,6 +10,7 @@ from typing import Mapping
 
 from proxy.model.kinds import Provider
 from proxy.model.route import Route, Upstream
+from proxy.model.tls import ListenerTls
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +58,7 @@ class ServerSpec:
 class AdminSpec:
     listen: Address = Address("127.0.0.1", 9901)
     token_env: str | None = None  # a variable that must hold the admin bearer token (set and not empty)
+    tls: ListenerTls | None = None  # admin over https
     line: int = field(default=0, compare=False)  # where token_env is written
 
 
@@ -113,4 +115,5 @@ class Config:
     toggles: TogglesSpec = TogglesSpec()
     reports: ReportsSpec = ReportsSpec()
     server: ServerSpec = ServerSpec()
+    tls: ListenerTls | None = None  # the edge over https
     warnings: tuple[Problem, ...] = field(default=(), compare=False)

@@ -10,6 +10,7 @@ from typing import Mapping
 
 from proxy.model.hosts import host_covers, host_matches
 from proxy.model.kinds import Serve, Side, StickinessKind
+from proxy.model.tls import UpstreamTls
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +34,7 @@ class Upstream:
     max_pending: int = 100  # requests waiting for a connection; beyond: 503 at once
     retry_budget: float = 0.2  # retries at most this share of the last 10 s of requests (3 always)
     breaker: BreakerSpec = BreakerSpec()
+    tls: UpstreamTls | None = None  # https:// only; None: the system's trust, no client certificate
 
 
 @dataclass(frozen=True, slots=True)
