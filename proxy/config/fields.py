@@ -60,6 +60,9 @@ class Section:
     def error(self, key: str, message: str) -> None:
         self.reader.error(self.at(key), self._prefixed(message))
 
+    def warn(self, key: str, message: str) -> None:
+        self.reader.warn(self.at(key), self._prefixed(message))
+
     def _prefixed(self, message: str) -> str:
         return f"{self.where}: {message}" if self.where else message
 

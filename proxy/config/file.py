@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 from proxy.config.fields import ENV_NAME, Reader, Section
 from proxy.config.routes import read_routes
+from proxy.config.tls import admin_tls, edge_tls
 from proxy.config.toggles import check_toggles, read_toggles
 from proxy.config.upstreams import read_upstreams
 from proxy.config.yamlsource import read_yaml
@@ -83,7 +84,7 @@ def _config(reader: Reader, data: Any, source: str, digest: str) -> Config | Non
     if data is None:
         return None
     top = reader.section((), data, "", {"version", "listen", "admin", "upstreams", "toggles",
-                                        "reports", "routes", "server"})
+                                        "reports", "routes", "server", "tls"})
     if top is None:
         return None
     top.get("version", "1 (the only format version so far)", lambda v: v == 1)
@@ -100,7 +101,7 @@ def _config(reader: Reader, data: Any, source: str, digest: str) -> Config | Non
     return Config(source=source, digest=digest, listen=listen, admin=admin,
                   upstreams=MappingProxyType(upstreams), routes=routes,
                   toggles=toggles, reports=_reports(top, source), server=_server(top),
-                  warnings=tuple(p for p in reader.problems if p.warning))
+                  tls=edge_tls(top), warnings=tuple(p for p in reader.problems if p.warning))
 
 
 def parse_address(text: str) -> Address | None:
@@ -123,11 +124,12 @@ def _address(sec: Section, key: str, default: Address) -> Address:
 
 
 def _admin(top: Section) -> AdminSpec:
-    sec = top.section("admin", {"listen", "token_env"}, "admin")
+    sec = top.section("admin", {"listen", "token_env", "tls"}, "admin")
     if sec is None:
         return AdminSpec()
     token_env = _env_name(sec, "token_env")
-    return AdminSpec(_address(sec, "listen", AdminSpec().listen), token_env, top.reader.doc.line(sec.at("token_env")))
+    return AdminSpec(_address(sec, "listen", AdminSpec().listen), token_env, admin_tls(sec),
+                     line=top.reader.doc.line(sec.at("token_env")))
 
 
 def _server(top: Section) -> ServerSpec:

@@ -8,6 +8,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from proxy.config.fields import NAME, Reader, Section
+from proxy.config.tls import UPSTREAM_KEYS, upstream_tls
 from proxy.model import BreakerSpec, Upstream
 
 
@@ -27,7 +28,7 @@ def read_upstreams(top: Section) -> dict[str, Upstream]:
 def _upstream(reader: Reader, name: str, data: Any) -> Upstream | None:
     sec = reader.section(("upstreams", name), data, f"upstream '{name}'",
                          {"url", "connect_timeout", "timeout", "max_connections", "max_pending", "retry_budget",
-                          "breaker"})
+                          "breaker", *UPSTREAM_KEYS})
     if sec is None:
         return None
     if not NAME.match(name):
@@ -37,7 +38,8 @@ def _upstream(reader: Reader, name: str, data: Any) -> Upstream | None:
                         sec.number("timeout", d.timeout, positive=True),
                         sec.integer("max_connections", d.max_connections, 1, 100_000),
                         sec.integer("max_pending", d.max_pending, 0, 1_000_000),
-                        sec.number("retry_budget", d.retry_budget, low=0, high=1), _breaker(sec))
+                        sec.number("retry_budget", d.retry_budget, low=0, high=1), _breaker(sec),
+                        upstream_tls(sec, url.startswith("https://")) if url is not None else None)
     return upstream if url is not None else None
 
 
