@@ -20,9 +20,9 @@ from aiohttp import web
 from comparators.deep import DeepDiffComparator
 from proxy import __version__
 from proxy.admin.app import create_admin_app
-from proxy.admin.status import Lifecycle, status
+from proxy.admin.status import Lifecycle, status, tls_status
 from proxy.config.environment import checked
-from proxy.model import Address, Config, Phase, Provider
+from proxy.model import Address, Certificate, Config, Phase, Provider
 from proxy.observe.buildinfo import BuildInfo
 from proxy.observe.metrics import Metrics
 from proxy.rollout.evidence import Evidence
@@ -36,6 +36,7 @@ from proxy.shadow.process import ComparisonProcess
 from proxy.shadow.run import ParallelRun
 from proxy.wire import internals
 from proxy.wire.server import EdgeServer
+from proxy.wire.tls import ListenerContext
 from reports import html
 from reports.connections import Connections
 from reports.db import Where
@@ -67,6 +68,7 @@ class Proxy:
         self.metrics = Metrics(__version__)
         self.live: LiveConfig | None = None
         self.edge_address: Address | None = None
+        self.tls: dict[str, ListenerContext | None] = {}  # by listener (edge, admin): None for plain HTTP
         self.admin_address: Address | None = None
         self.store = Connections(Where.of(config.reports))  # the writer's and the plans' (a pool with PostgreSQL)
         self.sink = StoreSink(config.reports, self.store,
@@ -113,7 +115,9 @@ class Proxy:
                           max_header_bytes=server.max_header_bytes)
         self._edge = web.ServerRunner(edge, shutdown_timeout=self.options.drain_timeout)
         worker = self.options.worker is not None
-        self.edge_address = await listen(self._edge, self.options.listen or self.config.listen, reuse_port=worker)
+        self.tls["edge"] = edge_tls(live)
+        self.edge_address = await listen(self._edge, self.options.listen or self.config.listen, reuse_port=worker,
+                                         tls=self.tls["edge"])
         self._chores.append(asyncio.create_task(live.watch(self.options.watch_interval)))
         self._chores.append(asyncio.create_task(rollouts.run()))
         if worker:  # the supervisor shows this process's gauges, read from other processes
@@ -121,7 +125,8 @@ class Proxy:
             return
         self.build = BuildInfo.collect()
         self._admin = web.AppRunner(create_admin_app(self, admin_token(self.config)), access_log=None)
-        self.admin_address = await listen(self._admin, self.config.admin.listen)
+        self.tls["admin"] = admin_tls(live)
+        self.admin_address = await listen(self._admin, self.config.admin.listen, tls=self.tls["admin"])
 
     async def _refresh_gauges(self) -> None:
         while True:
@@ -140,11 +145,13 @@ class Proxy:
         found = status(self.live, self.lifecycle, self.build, self.resilience.states())
         found["rollouts"] = self.rollouts.status() if self.rollouts is not None else []
         found["store"] = self.sink.status()
+        found["tls"] = tls_status(served(self.tls))
         return found
 
     def metrics_text(self) -> bytes:
         assert self.live is not None
         self._refresh()
+        self.metrics.certificates(served(self.tls))
         return self.metrics.render()
 
     def _refresh(self) -> None:
@@ -202,9 +209,28 @@ def admin_token(config: Config) -> str | None:
     return os.environ[config.admin.token_env] if config.admin.token_env else None
 
 
-async def listen(runner: web.BaseRunner, address: Address, reuse_port: bool = False) -> Address:
+def edge_tls(live: LiveConfig) -> ListenerContext | None:
+    """The edge's TLS, following reloads: a renewed certificate reaches new connections (proxy.wire.tls)."""
+    first = live.current.config.tls
+    return ListenerContext(first, lambda: live.current.config.tls) if first is not None else None
+
+
+def admin_tls(live: LiveConfig) -> ListenerContext | None:
+    """The admin listener's TLS, as the edge's."""
+    first = live.current.config.admin.tls
+    return ListenerContext(first, lambda: live.current.config.admin.tls) if first is not None else None
+
+
+def served(listeners: dict[str, ListenerContext | None]) -> dict[str, Certificate]:
+    """The certificate each TLS listener serves new connections, by listener."""
+    return {name: listener.pair.certificate for name, listener in listeners.items() if listener is not None}
+
+
+async def listen(runner: web.BaseRunner, address: Address, reuse_port: bool = False,
+                 tls: ListenerContext | None = None) -> Address:
     await runner.setup()
-    site = web.TCPSite(runner, address.host, address.port, backlog=1024, reuse_port=reuse_port or None)
+    site = web.TCPSite(runner, address.host, address.port, backlog=1024, reuse_port=reuse_port or None,
+                       ssl_context=tls.context if tls is not None else None)
     await site.start()
     host, port = runner.addresses[0][:2]
     return Address(host, port)

@@ -28,8 +28,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from proxy import __version__
 from proxy import config as config_file
 from proxy.admin.app import create_admin_app
-from proxy.admin.status import Lifecycle, status
-from proxy.app import Options, admin_token, listen, run_loop, serve, toggles_for
+from proxy.admin.status import Lifecycle, status, tls_status
+from proxy.app import Options, admin_tls, admin_token, listen, run_loop, serve, served, toggles_for
 from proxy.config.environment import checked
 from proxy.model import Config, Phase
 from proxy.observe import logs
@@ -38,6 +38,7 @@ from proxy.observe.metrics import STORE_STATES, Metrics, TallyFiles
 from proxy.rollout.evidence import Evidence
 from proxy.rollout.plans import Rollouts
 from proxy.serve.live import LiveConfig
+from proxy.wire.tls import ListenerContext
 from reports import html
 from reports.db import Where
 from reports.plans import StorePlans
@@ -58,6 +59,8 @@ class Supervisor:
         self._reports: Any = self._spawn.Queue()
         self.workers: dict[int, Any] = {}
         self.live: LiveConfig | None = None
+        self.metrics: Metrics | None = None
+        self.tls: dict[str, ListenerContext | None] = {}  # the admin listener's, when it has TLS
         self.build = BuildInfo.collect()
         self._admin: web.AppRunner | None = None
         self.plans = StorePlans(Where.of(config.reports))
@@ -66,7 +69,7 @@ class Supervisor:
 
     async def start(self) -> None:
         checked(self.config)  # the supervisor serves admin: its token variable must be set
-        metrics = Metrics(__version__)
+        self.metrics = metrics = Metrics(__version__)
         self.live = live = LiveConfig(self.options.config_path, self.config, metrics, toggles_for)
         # The workers move the rollout plans; the supervisor follows them, for /status.
         self.rollouts = Rollouts(self.plans, None, metrics, lambda: live.current.config,
@@ -77,7 +80,8 @@ class Supervisor:
         for _ in range(self.count):
             await self._wait_ready()
         self._admin = web.AppRunner(create_admin_app(self, admin_token(self.config)), access_log=None)
-        await listen(self._admin, self.config.admin.listen)
+        self.tls["admin"] = admin_tls(live)
+        await listen(self._admin, self.config.admin.listen, tls=self.tls["admin"])
         self.lifecycle.state = Phase.READY
         log.info("strangler is ready", extra={"workers": self.count, "edge": str(self.config.listen)})
 
@@ -146,6 +150,9 @@ class Supervisor:
                                for index, worker in sorted(self.workers.items())]
         document["rollouts"] = self.rollouts.status() if self.rollouts is not None else []
         document["store"] = self._store(samples)
+        config = self.live.current.config  # the workers load the same files
+        document["tls"] = tls_status({**({"edge": config.tls.certificate} if config.tls else {}),
+                                      **served(self.tls)})
         return document
 
     def _store(self, samples: dict[tuple[str, str], float]) -> dict[str, Any]:
@@ -157,6 +164,8 @@ class Supervisor:
                 "waiting": int(samples.get(("strangler_store_waiting", place.engine), 0))}
 
     def metrics_text(self) -> bytes:
+        if self.metrics is not None:  # the admin listener is this process's own; the workers count the edge's
+            self.metrics.certificates(served(self.tls))
         registry = CollectorRegistry()
         MultiProcessCollector(registry, path=self.metrics_dir)
         registry.register(TallyFiles(self.metrics_dir))

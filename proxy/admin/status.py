@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import time
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Mapping
 
-from proxy.model import BreakerState, Config, Phase
+from proxy.model import BreakerState, Certificate, Config, Phase, Upstream, UpstreamTls
 from proxy.observe.buildinfo import BuildInfo
 from proxy.serve.live import LiveConfig
 
@@ -40,9 +41,25 @@ def status(live: LiveConfig, lifecycle: Lifecycle, build: BuildInfo, breakers: d
         "upstreams": {name: {"url": pool.spec.url, "in_flight": pool.in_flight,
                              "max_connections": pool.spec.max_connections, "max_pending": pool.spec.max_pending,
                              "connect_timeout": pool.spec.connect_timeout, "timeout": pool.spec.timeout,
-                             "breaker": breakers.get(name, BreakerState.CLOSED)}
+                             "breaker": breakers.get(name, BreakerState.CLOSED), **_upstream_tls(pool.spec)}
                       for name, pool in generation.pools.items()},
     }
+
+
+def _upstream_tls(upstream: Upstream) -> dict[str, Any]:
+    """How an https:// upstream is checked: against which CAs, whether at all, with which client certificate."""
+    if not upstream.url.startswith("https://"):
+        return {}
+    tls = upstream.tls or UpstreamTls()
+    return {"tls": {"ca": tls.ca or "system", "verify": tls.verify, "client_cert": tls.client_cert}}
+
+
+def tls_status(certificates: Mapping[str, Certificate]) -> dict[str, Any]:
+    """Each TLS listener's certificate, as new connections get it."""
+    now = time.time()
+    return {listener: {"subject": c.subject, "issuer": c.issuer, "not_after": _iso(c.not_after),
+                       "expires_in_seconds": int(c.not_after - now), "serial": c.serial}
+            for listener, c in certificates.items()}
 
 
 def _toggles(state: dict[str, Any], config: Config) -> dict[str, Any]:

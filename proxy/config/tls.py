@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from proxy.config.fields import Section
-from proxy.model import Certificate, ListenerTls, UpstreamTls
+from proxy.model import Certificate, Config, ListenerTls, UpstreamTls
 
 PAIR = {"cert", "key"}
 UPSTREAM_KEYS = ("ca", "verify", "client_cert", "client_key")
@@ -250,3 +250,12 @@ def _digest(*files: Pem) -> str:
     for pem in files:
         digest.update(pem.path.encode() + b"\0" + pem.data)
     return digest.hexdigest()
+
+
+def tls_files(config: Config) -> list[str]:
+    """Every file the TLS keys of `config` name: what is watched for a renewal."""
+    found = [path for spec in (config.tls, config.admin.tls) if spec is not None for path in (spec.cert, spec.key)]
+    for upstream in config.upstreams.values():
+        if upstream.tls is not None:
+            found += [p for p in (upstream.tls.ca, upstream.tls.client_cert, upstream.tls.client_key) if p]
+    return found

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import platform
+import time
 from bisect import bisect_left
 from pathlib import Path
 from typing import Any, Iterator, Mapping
@@ -104,6 +105,11 @@ class Metrics:
             "strangler_config_loaded_timestamp_seconds", "When the configuration in use was loaded.", registry=r,
             multiprocess_mode="livemin")
 
+        self.tls_expiry = Gauge(
+            "strangler_tls_certificate_expiry_seconds", "Seconds until the certificate a listener serves expires "
+            "(negative once it has), by listener (edge, admin).", ["listener"], registry=r,
+            multiprocess_mode="livemin")
+
         self.rollout_percent = Gauge(
             "strangler_rollout_percent", "Percent of users a rollout plan sends to the new side, by route.",
             ["route"], registry=r, multiprocess_mode="livemax")
@@ -127,6 +133,12 @@ class Metrics:
     def store(self, engine: str, state: StoreState, waiting: int) -> None:
         self.store_state.labels(engine).set(STORE_STATES[state])
         self.store_waiting.labels(engine).set(waiting)
+
+    def certificates(self, served: Mapping[str, Any]) -> None:
+        """The expiry gauge, from the certificate (a proxy.model.Certificate) each TLS listener serves."""
+        now = time.time()
+        for listener, certificate in served.items():
+            self.tls_expiry.labels(listener).set(certificate.not_after - now)
 
     def breaker_changed(self, upstream: str, state: BreakerState) -> None:
         self.breaker_state.labels(upstream).set(BREAKER_STATES[state])

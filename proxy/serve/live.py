@@ -13,11 +13,12 @@ import logging
 import os
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Mapping
 
 from proxy import config as config_file
 from proxy.config.environment import checked
+from proxy.config.tls import tls_files
 from proxy.model import Config, Problem, Upstream
 from proxy.model.errors import ConfigError
 from proxy.observe.metrics import Metrics
@@ -65,7 +66,8 @@ class LiveConfig:
         self.current = Generation(first, _pools(first.upstreams, {}), _pools(_shadowed(first), {}),
                                   toggles_for(first, None), time.time())
         self.last_failure: ReloadFailure | None = None
-        self._signature = _signature(path)
+        self._signature = _signature(path, first)
+        _warn_unverified(first)
         self._chores: set[asyncio.Task[None]] = set()
         metrics.reloads.labels("ok").inc()
         metrics.config_loaded_at.set(self.current.loaded_at)
@@ -74,10 +76,10 @@ class LiveConfig:
         """Load the file again; swap it in if valid. Returns whether the running config is the file's.
         Whatever goes wrong loading it or building its generation is a reload error, shown in /status and
         counted: never raised."""
-        self._signature = _signature(self.path)
+        self._signature = _signature(self.path, self.current.config)
         try:
             config = await _in_daemon_thread(lambda: checked(config_file.load(self.path)), LOAD_TIMEOUT)
-            generation = None if config.digest == self.current.config.digest else self._next(config)
+            generation = None if _fingerprint(config) == _fingerprint(self.current.config) else self._next(config)
         except ConfigError as exc:
             return self._refuse(exc.problems, why)
         except TimeoutError:
@@ -86,11 +88,13 @@ class LiveConfig:
             log.warning("loading routes.yaml failed unexpectedly", exc_info=exc)
             return self._refuse((Problem(self.path, 0, f"could not be loaded ({type(exc).__name__}: {exc})"),), why)
         self.last_failure = None
+        _warn_unverified(config)
         if generation is None:
             self.metrics.reloads.labels("unchanged").inc()
             log.info("routes.yaml unchanged", extra={"trigger": why})
             return True
         self._swap(generation, why)
+        self._signature = _signature(self.path, config)  # the files the new configuration names, as loaded
         return True
 
     def _refuse(self, problems: tuple[Problem, ...], why: str) -> bool:
@@ -126,15 +130,15 @@ class LiveConfig:
         log.info("routes.yaml reloaded", extra={
             "trigger": why, "sha256": config.digest, "routes": len(config.routes),
             "warnings": [str(w) for w in config.warnings]})
-        for what in ("listen", "admin"):
-            if getattr(config, what) != getattr(old.config, what):
-                log.warning(f"a change of '{what}' takes effect at the next restart")
+        for what in _restart_needed(old.config, config):
+            log.warning(f"a change of '{what}' takes effect at the next restart")
 
     async def watch(self, interval: float = WATCH_INTERVAL) -> None:
-        """Reload whenever the file's identity (inode, size, mtime) changes. Runs until cancelled."""
+        """Reload whenever the identity (inode, size, mtime) of routes.yaml, or of a certificate, key or CA
+        file it names, changes: a renewed certificate is served without an edit. Runs until cancelled."""
         while True:
             await asyncio.sleep(interval)
-            if _signature(self.path) != self._signature:
+            if _signature(self.path, self.current.config) != self._signature:
                 try:
                     await self.reload("file changed")
                 except Exception:  # the watcher outlives anything a reload does
@@ -198,9 +202,39 @@ def _settle(done: asyncio.Future[Config], result: Config | None, exc: BaseExcept
         done.set_result(result)
 
 
-def _signature(path: str) -> tuple[int, ...] | None:
+def _signature(path: str, config: Config) -> tuple[tuple[int, ...] | None, ...]:
+    """The identity of routes.yaml and of each TLS file `config` names."""
+    return tuple(map(_identity, (path, *tls_files(config))))
+
+
+def _identity(path: str) -> tuple[int, ...] | None:
     try:
         st = os.stat(path)
     except OSError:
         return None
     return (st.st_ino, st.st_dev, st.st_size, st.st_mtime_ns)
+
+
+def _fingerprint(config: Config) -> tuple[str, ...]:
+    """What a reload compares: the file's bytes, and those of the TLS files it names (renewed in place,
+    they change what serves while routes.yaml stays byte for byte the same)."""
+    specs = (config.tls, config.admin.tls, *(u.tls for u in config.upstreams.values()))
+    return (config.digest, *(spec.digest for spec in specs if spec is not None))
+
+
+def _restart_needed(old: Config, new: Config) -> list[str]:
+    """What a reload changed that only a restart applies: the listeners' addresses, the admin token, and
+    whether a listener speaks TLS at all (renewed files apply at once)."""
+    changed = [what for what, (a, b) in {"listen": (old.listen, new.listen),
+                                         "admin": (replace(old.admin, tls=None), replace(new.admin, tls=None))}.items()
+               if a != b]
+    return changed + [what for what, (a, b) in {"tls": (old.tls, new.tls),
+                                                 "admin.tls": (old.admin.tls, new.admin.tls)}.items()
+                      if (a is None) != (b is None)]
+
+
+def _warn_unverified(config: Config) -> None:
+    """At every load: an upstream whose certificate is not checked is never a silent choice."""
+    for name, upstream in config.upstreams.items():
+        if upstream.tls is not None and not upstream.tls.verify:
+            log.warning("TLS verification of an upstream is off (verify: false)", extra={"upstream": name})

@@ -35,7 +35,15 @@ class NoConnection(Exception):
         self.kind = kind  # REFUSED or TIMEOUT
 
 
-UPSTREAM_ERRORS = (NoConnection, TimeoutError, aiohttp.ClientError, HttpProcessingError, OSError)
+class HandshakeFailed(Exception):
+    """The upstream's TLS handshake failed (its certificate did not verify, most often): nothing was sent."""
+
+    def __init__(self, exc: ssl.SSLError) -> None:
+        super().__init__(str(exc))
+        self.reason = getattr(exc, "verify_message", None) or exc.reason or type(exc).__name__
+
+
+UPSTREAM_ERRORS = (NoConnection, HandshakeFailed, TimeoutError, aiohttp.ClientError, HttpProcessingError, OSError)
 
 
 class UpstreamPool:
@@ -45,7 +53,7 @@ class UpstreamPool:
         self.spec = spec
         parts = urlsplit(spec.url)
         self.host, self.port = parts.hostname or "", parts.port or 80
-        self.tls = ssl.create_default_context() if parts.scheme == "https" else None
+        self.tls = _client_context(spec) if parts.scheme == "https" else None
         self.host_line = b"Host: %s\r\n" % parts.netloc.encode()  # when the client sent none
         self.last_answer = Repeated()  # the client's header lines made from this upstream's last answer
         self.capacity = spec.max_connections + spec.max_pending  # in flight, waiting included
@@ -99,6 +107,9 @@ class UpstreamPool:
     def failure_from(self, exc: BaseException) -> Failure:
         """Map what went wrong to what happened: refused, timed out, busy or broken."""
         name = self.spec.name
+        if isinstance(exc, HandshakeFailed):  # a wrong CA, an expired or misnamed certificate: never passed over
+            return Failure(FailureKind.BROKEN, 502, f"upstream {name} failed the TLS handshake ({exc.reason})",
+                           sent=False)
         if isinstance(exc, NoConnection) and exc.kind is FailureKind.REFUSED:
             return Failure(FailureKind.REFUSED, 502, f"upstream {name} refused the connection", sent=False)
         if isinstance(exc, NoConnection) and self.saturated:
@@ -159,6 +170,9 @@ class UpstreamPool:
         try:
             _, conn = await loop.create_connection(lambda: Connection(loop), self.host, self.port, ssl=self.tls,
                                                    server_hostname=self.host if self.tls else None)
+        except ssl.SSLError as exc:
+            self._forget()
+            raise HandshakeFailed(exc) from exc
         except OSError as exc:
             self._forget()
             raise NoConnection(FailureKind.REFUSED) from exc
@@ -202,3 +216,9 @@ class UpstreamPool:
             self._closing = asyncio.get_running_loop().create_task(self.close())
 
 
+def _client_context(spec: Upstream) -> ssl.SSLContext:
+    """The context routes.yaml's load built for this upstream (its CA, client certificate), else the system's
+    trust: either way made once per pool, never per connection."""
+    if spec.tls is not None and spec.tls.context is not None:
+        return spec.tls.context
+    return ssl.create_default_context()

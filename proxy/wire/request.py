@@ -21,6 +21,7 @@ class Client(Protocol):
     transport: asyncio.Transport | None
     loop: asyncio.AbstractEventLoop
     remote: str | None
+    scheme: str  # "http", or "https" when the connection is TLS
     closing: bool
     last_head: Repeated
     tunnel: Tunnel | None  # set once the request became a WebSocket tunnel
@@ -39,8 +40,7 @@ class EdgeRequest:
     (The names are aiohttp's BaseRequest's, for the few fields a proxy reads.)"""
 
     __slots__ = ("method", "raw_path", "version", "headers", "raw_headers", "content", "body_exists", "chunked",
-                 "upgrade", "should_close", "protocol", "remote", "started", "send_timeout")
-    scheme = "http"
+                 "upgrade", "should_close", "protocol", "remote", "scheme", "started", "send_timeout")
 
     def __init__(self, message: RawRequestMessage, payload: StreamReader, protocol: Client) -> None:
         self.method, self.raw_path, self.version = message.method, message.path, message.version
@@ -51,7 +51,7 @@ class EdgeRequest:
         # a request to switch protocols that is not switched to ends its connection: what the client
         # sends after it may not be HTTP/1.1 (and llhttp drops what followed it in the same read)
         self.should_close = message.should_close or message.upgrade
-        self.protocol, self.remote = protocol, protocol.remote
+        self.protocol, self.remote, self.scheme = protocol, protocol.remote, protocol.scheme
         self.started = False  # whether an answer's first bytes have left
         self.send_timeout = 60.0  # seconds the client may take none of its answer (the handler sets it)
 

@@ -57,6 +57,7 @@ class EdgeConnection(Intake):
         self.waiting: asyncio.Future[None] | None = None  # set while `serving` waits for a request
         self.current: EdgeRequest | None = None
         self.remote: str | None = None
+        self.scheme = "http"  # "https" over TLS: X-Forwarded-Proto for every request of this connection
         self.last_head = Repeated()  # the upstream head made for this connection's last request
         self.closing = False  # no request after the one being answered
         self.idle_since = 0.0
@@ -70,6 +71,8 @@ class EdgeConnection(Intake):
         tcp_keepalive(self.transport)
         peer = transport.get_extra_info("peername")
         self.remote = str(peer[0]) if isinstance(peer, (list, tuple)) else peer and str(peer)
+        if transport.get_extra_info("sslcontext") is not None:  # asked once: the handshake is done by now
+            self.scheme = "https"
         self.server.connection_made(self, transport)
         self._idle()
 
