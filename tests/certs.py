@@ -26,8 +26,9 @@ class Issued:
 
     @property
     def serial_hex(self) -> str:
-        """As getpeercert() and /status write it."""
-        return f"{self.serial:X}"
+        """As getpeercert() and /status write it: whole bytes, so an even number of digits."""
+        digits = f"{self.serial:X}"
+        return digits.zfill(len(digits) + len(digits) % 2)
 
 
 class Authority:
