@@ -31,7 +31,7 @@ from proxy.admin.app import create_admin_app
 from proxy.admin.status import Lifecycle, status, tls_status
 from proxy.app import Options, admin_tls, admin_token, listen, run_loop, serve, served, toggles_for
 from proxy.config.environment import checked
-from proxy.model import Config, Phase
+from proxy.model import Certificate, Config, Phase
 from proxy.observe import logs
 from proxy.observe.buildinfo import BuildInfo
 from proxy.observe.metrics import STORE_STATES, Metrics, TallyFiles
@@ -150,9 +150,7 @@ class Supervisor:
                                for index, worker in sorted(self.workers.items())]
         document["rollouts"] = self.rollouts.status() if self.rollouts is not None else []
         document["store"] = self._store(samples)
-        config = self.live.current.config  # the workers load the same files
-        document["tls"] = tls_status({**({"edge": config.tls.certificate} if config.tls else {}),
-                                      **served(self.tls)})
+        document["tls"] = tls_status(self._certificates())
         return document
 
     def _store(self, samples: dict[tuple[str, str], float]) -> dict[str, Any]:
@@ -164,12 +162,20 @@ class Supervisor:
                 "waiting": int(samples.get(("strangler_store_waiting", place.engine), 0))}
 
     def metrics_text(self) -> bytes:
-        if self.metrics is not None:  # the admin listener is this process's own; the workers count the edge's
-            self.metrics.certificates(served(self.tls))
         registry = CollectorRegistry()
         MultiProcessCollector(registry, path=self.metrics_dir)
         registry.register(TallyFiles(self.metrics_dir))
+        if self.metrics is not None:  # the expiry gauge is the supervisor's alone: one series per listener
+            self.metrics.certificates(self._certificates())
+            registry.register(self.metrics.tls_expiry)
         return generate_latest(registry)
+
+    def _certificates(self) -> dict[str, Certificate]:
+        """The edge's certificate as the supervisor loaded it (the workers load the same files, on the same
+        signals and file changes), and its own admin listener's."""
+        assert self.live is not None
+        config = self.live.current.config
+        return {**({"edge": config.tls.certificate} if config.tls is not None else {}), **served(self.tls)}
 
     def report(self) -> str:
         return html.render([Where.of(self.config.reports)], missing_ok=True)

@@ -19,7 +19,7 @@ from proxy import config as config_file
 from proxy.app import Options, Proxy
 from tests.certs import Authority, Issued
 from tests.conftest import RunningProxy
-from tests.helpers import ProxyProcess, admin_json, free_port, raw_exchange, route, routes_yaml
+from tests.helpers import ProxyProcess, _get, admin_json, free_port, raw_exchange, route, routes_yaml
 
 EDGE = {"cert": "certs/edge.pem", "key": "certs/edge-key.pem"}
 
@@ -252,6 +252,8 @@ async def test_workers_serve_tls_and_sighup_renews_every_worker(make_upstream, t
         assert len(served) == 1 and served != {second.serial_hex}
         status = await asyncio.to_thread(admin_json, proxy.admin_port, "/status")
         assert status["tls"]["edge"]["serial"] == second.serial_hex
+        metrics = (await asyncio.to_thread(_get, proxy.admin_port, "/metrics")).decode()
+        assert len(re.findall(r'^strangler_tls_certificate_expiry_seconds\{listener="edge"\} ', metrics, re.M)) == 1
         assert upstream.seen == []
     finally:
         assert await asyncio.to_thread(proxy.stop) == 0
