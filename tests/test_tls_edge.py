@@ -14,6 +14,7 @@ from typing import Any, AsyncIterator, Awaitable, Callable
 
 import aiohttp
 import pytest
+from aiohttp import web
 
 from proxy import config as config_file
 from proxy.app import Options, Proxy
@@ -231,6 +232,32 @@ async def test_admin_may_have_its_own_tls(make_upstream, start_tls, ca):
     assert 'strangler_tls_certificate_expiry_seconds{listener="admin"}' in metrics
     assert 'strangler_tls_certificate_expiry_seconds{listener="edge"}' in metrics
     assert not (await raw_exchange(admin_port, b"GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n", 3.0)).startswith(b"HTTP")
+
+
+async def test_a_websocket_crosses_tls_on_both_sides(aiohttp_server, start_tls, ca):
+    ca.issue("edge")
+    upstream_pair = ca.issue("chat")
+
+    async def echo(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        await ws.send_str(request.headers["X-Forwarded-Proto"])
+        async for message in ws:
+            await ws.send_str(message.data)
+        return ws
+
+    app = web.Application()
+    app.router.add_get("/chat", echo)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(upstream_pair.cert, upstream_pair.key)
+    server = await aiohttp_server(app, ssl=context)
+    proxy = await start_tls({"legacy": {"url": f"https://localhost:{server.port}", "ca": "certs/strangler-test-ca.pem"}},
+                            [route("all")], tls=EDGE)
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ca.client_context())) as client:
+        async with client.ws_connect(f"wss://127.0.0.1:{proxy.port}/chat") as ws:
+            assert (await ws.receive(timeout=5)).data == "https"
+            await ws.send_str("over TLS twice")
+            assert (await ws.receive(timeout=5)).data == "over TLS twice"
 
 
 async def test_workers_serve_tls_and_sighup_renews_every_worker(make_upstream, tmp_path, ca):
