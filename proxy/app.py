@@ -36,7 +36,7 @@ from proxy.shadow.process import ComparisonProcess
 from proxy.shadow.run import ParallelRun
 from proxy.wire import internals
 from proxy.wire.server import EdgeServer
-from proxy.wire.tls import ListenerContext
+from proxy.wire.tls import HANDSHAKE_TIMEOUT, ListenerContext, TlsSite
 from reports import html
 from reports.connections import Connections
 from reports.db import Where
@@ -117,7 +117,7 @@ class Proxy:
         worker = self.options.worker is not None
         self.tls["edge"] = edge_tls(live)
         self.edge_address = await listen(self._edge, self.options.listen or self.config.listen, reuse_port=worker,
-                                         tls=self.tls["edge"])
+                                         tls=self.tls["edge"], handshake_timeout=server.header_timeout)
         self._chores.append(asyncio.create_task(live.watch(self.options.watch_interval)))
         self._chores.append(asyncio.create_task(rollouts.run()))
         if worker:  # the supervisor shows this process's gauges, read from other processes
@@ -227,10 +227,14 @@ def served(listeners: dict[str, ListenerContext | None]) -> dict[str, Certificat
 
 
 async def listen(runner: web.BaseRunner, address: Address, reuse_port: bool = False,
-                 tls: ListenerContext | None = None) -> Address:
+                 tls: ListenerContext | None = None, handshake_timeout: float = HANDSHAKE_TIMEOUT) -> Address:
     await runner.setup()
-    site = web.TCPSite(runner, address.host, address.port, backlog=1024, reuse_port=reuse_port or None,
-                       ssl_context=tls.context if tls is not None else None)
+    if tls is None:
+        site: web.BaseSite = web.TCPSite(runner, address.host, address.port, backlog=1024,
+                                         reuse_port=reuse_port or None)
+    else:
+        site = TlsSite(runner, address.host, address.port, tls=tls, handshake_timeout=handshake_timeout,
+                       backlog=1024, reuse_port=reuse_port or None)
     await site.start()
     host, port = runner.addresses[0][:2]
     return Address(host, port)

@@ -20,7 +20,7 @@ from proxy import config as config_file
 from proxy.app import Options, Proxy
 from tests.certs import Authority, Issued
 from tests.conftest import RunningProxy
-from tests.helpers import ProxyProcess, _get, admin_json, free_port, raw_exchange, route, routes_yaml
+from tests.helpers import ProxyProcess, _get, admin_json, free_port, raw_exchange, read_for, route, routes_yaml
 
 EDGE = {"cert": "certs/edge.pem", "key": "certs/edge-key.pem"}
 
@@ -89,6 +89,18 @@ async def test_plain_http_on_the_tls_port_reaches_no_upstream(make_upstream, sta
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ca.client_context())) as client:
         async with client.get(https(proxy)) as response:  # and the listener goes on serving TLS
             assert response.status == 200
+
+
+async def test_a_handshake_that_stalls_is_cut_off_at_the_header_timeout(make_upstream, start_tls, ca):
+    ca.issue("edge")
+    upstream = await make_upstream()
+    proxy = await start_tls({"legacy": upstream.url}, [route("all")], tls=EDGE, server={"header_timeout": 0.5})
+    reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+    started = time.monotonic()
+    writer.write(b"\x16\x03\x01\x02\x00")  # the start of a ClientHello, and then nothing
+    received, closed = await read_for(reader, 5.0)
+    writer.close()
+    assert closed and received == b"" and time.monotonic() - started < 3.0  # not asyncio's 60 s
 
 
 async def test_tls_1_1_is_refused_and_alpn_says_http_1_1(make_upstream, start_tls, ca, tmp_path):
