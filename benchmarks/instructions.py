@@ -20,7 +20,8 @@ import time
 from contextlib import ExitStack
 from pathlib import Path
 
-from benchmarks.run import NAIVE, Bench, _wait_for, install_missing
+from benchmarks.measure import install_missing, wait_for
+from benchmarks.run import NAIVE, Bench
 from tests.helpers import free_port
 
 WARM_UP, COUNTED, CONNECTIONS = 300, 3000, 50
@@ -65,7 +66,7 @@ def count(command, out: Path) -> float:
                                *command(str(port))], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         url = f"http://127.0.0.1:{port}/api/items/1"
-        _wait_for(url, 120)
+        wait_for(url, 120)
         asyncio.run(load(port, WARM_UP))
         subprocess.run(["callgrind_control", "--zero", str(server.pid)], capture_output=True, check=True)
         asyncio.run(load(port, COUNTED))

@@ -16,9 +16,7 @@ process's CPU time over the requests it served) moves less than requests per sec
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
-import os
 import re
 import shutil
 import statistics
@@ -26,15 +24,16 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from contextlib import ExitStack
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
-from benchmarks import diffs
+from benchmarks import diffs, websocket
+from benchmarks.measure import cpu_seconds, get, install_missing, machine, ms, rss, stop, wait_for
+from benchmarks.websocket import WebSocketBench
+from tests.certs import Authority
 from tests.helpers import free_port
-from tests.servers import apt_install
 
 SMALL = '{"id":1,"name":"item","price":10,"currency":"EUR","tags":["a","b"]}'
 DIFFER = SMALL.replace('"price":10', '"price":11')  # the shadow's answer at /diff: every comparison diverges
@@ -54,6 +53,7 @@ LIGHT_ROUNDS, LIGHT_SECONDS = 21, 2
 # too): the throughput ratios are the median of many short rounds, each taking the three proxies in turn.
 THROUGHPUT_ROUNDS, THROUGHPUT_SECONDS = 9, 2
 LIGHT = (TARGETS[0], *TARGETS[3:])  # the ratios need direct, and strangler with and without a parallel run
+HTTPS = (("nginx as proxy, 1 worker, HTTPS", "nginx-https"), ("strangler, 1 process, HTTPS", "https"))
 BIG = [("strangler, 1 process, 200 KiB", "strangler", "/big"),
        ("  parallel run on all, identical (nothing compared)", "parallel", "/same"),
        ("  parallel run on all, differing (queue kept full)", "parallel", "/big")]
@@ -90,17 +90,6 @@ def main() -> int:
         return Bench(Path(scratch), running, args.seconds).run()
 
 
-def install_missing(*tools: str) -> None:
-    """The Debian tools a benchmark drives, and uvloop (the `fast` extra, which the quick start does not
-    install): the Python baselines run on it, and strangler without it would not be itself."""
-    for tool in tools:
-        if not (shutil.which(tool) or Path(f"/usr/sbin/{tool}").exists()):
-            apt_install(tool)
-    if importlib.util.find_spec("uvloop") is None:
-        print("installing uvloop (pip)", flush=True)
-        subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "uvloop>=0.19"], check=True)
-
-
 class Bench:
     def __init__(self, scratch: Path, running: ExitStack, seconds: int) -> None:
         self.scratch, self.running, self.seconds = scratch, running, seconds
@@ -126,10 +115,13 @@ class Bench:
               "work)\n" + HEADER, flush=True)
         loaded += [self.wrk(f"{name}, -c4", target, 4) for name, target in TARGETS]
         throughput = self.throughput()
+        edge = self.https()
         light = self.light()
         burst = self.burst()
         memory = self.memory()
-        Report(loaded, throughput, light, burst, memory, diffs.measure(), self.rounds).print()
+        rates, tunnels = WebSocketBench(self.scratch, self.running, THROUGHPUT_SECONDS).run()
+        websocket.report(rates, tunnels)
+        Report(loaded, throughput, light, burst, memory, diffs.measure(), self.rounds, edge | tunnels).print()
         return 0
 
     def throughput(self) -> dict[str, float]:
@@ -146,6 +138,20 @@ class Bench:
             print(f"  strangler / nginx {ratios['nginx'][-1]:.2f}, strangler / naive {ratios['naive'][-1]:.2f}",
                   flush=True)
         return {peer: statistics.median(each) for peer, each in ratios.items()}
+
+    def https(self) -> dict[str, float]:
+        """HTTPS with keep-alive: nginx and strangler each terminating TLS (the same certificate) in front of
+        the same plain-HTTP upstream, in turn under load; strangler's throughput over nginx's, the median
+        of the rounds."""
+        print(f"\nHTTPS with keep-alive: wrk -t1 -c50, nginx and strangler terminating TLS in turn, "
+              f"{THROUGHPUT_ROUNDS} rounds of {THROUGHPUT_SECONDS} s, median\n" + HEADER, flush=True)
+        self.start_strangler("https", None, tls=self.certificate)
+        rounds = [[self.wrk(name, target, 50, quiet=True, seconds=THROUGHPUT_SECONDS) for name, target in HTTPS]
+                  for _ in range(THROUGHPUT_ROUNDS)]
+        for column in zip(*rounds, strict=True):
+            print(sorted(column, key=lambda run: run.rps)[len(column) // 2].row(), flush=True)
+        ratio = statistics.median(strangler.rps / nginx.rps for nginx, strangler in rounds)
+        return {"HTTPS keep-alive throughput: strangler / nginx": ratio}
 
     def light(self) -> list[Run]:
         print("\nlight load: wrk -t1 -c4, a random pause (10 ms on average) between a connection's "
@@ -197,7 +203,7 @@ class Bench:
         return served
 
     def counters(self, name: str) -> dict[str, float]:
-        text = _get(f"http://127.0.0.1:{self.admins[name]}/metrics").decode()
+        text = get(f"http://127.0.0.1:{self.admins[name]}/metrics").decode()
         found = {"requests": 0.0}
         for metric, labels, value in re.findall(r"^(strangler_\w+)\{(.*)\} (\S+)$", text, re.M):
             if metric == "strangler_requests_total":
@@ -211,7 +217,8 @@ class Bench:
 
     def wrk(self, name: str, target: str, connections: int, path: str = "/api/items/1", paced: bool = False,
             quiet: bool = False, seconds: int | None = None) -> Run:
-        url = f"http://127.0.0.1:{self.ports[target]}{path}"
+        scheme = "https" if target in dict(HTTPS).values() else "http"
+        url = f"{scheme}://127.0.0.1:{self.ports[target]}{path}"
         pace = ["-s", str(self.scratch / "pace.lua")] if paced else []
         pid = self.pids.get(target)
         cpu = cpu_seconds(pid) if pid else 0.0
@@ -220,7 +227,7 @@ class Bench:
         requests = int(re.search(r"(\d+) requests in", out)[1])
         cpu_us = (cpu_seconds(pid) - cpu) / requests * 1e6 if pid and requests else None
         non_2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
-        run = Run(name, float(re.search(r"Requests/sec:\s+([\d.]+)", out)[1]), _ms(out, "50%"), _ms(out, "99%"),
+        run = Run(name, float(re.search(r"Requests/sec:\s+([\d.]+)", out)[1]), ms(out, "50%"), ms(out, "99%"),
                   int(non_2xx[1]) if non_2xx else 0, cpu_us)
         if not quiet:
             print(run.row(), flush=True)
@@ -228,7 +235,7 @@ class Bench:
 
     def start(self, *command: str) -> subprocess.Popen:
         process = subprocess.Popen([sys.executable, *command], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        self.running.callback(_stop, process)
+        self.running.callback(stop, process)
         return process
 
     def start_python(self, name: str, *command: str, upstream: bool = False) -> None:
@@ -236,40 +243,44 @@ class Bench:
         self.ports[name] = free_port()
         ports = [str(self.ports[name]), *([str(self.ports["upstream"])] if upstream else [])]
         self.pids[name] = self.start(*command, *ports).pid
-        _wait_for(f"http://127.0.0.1:{self.ports[name]}/api/items/1")
+        wait_for(f"http://127.0.0.1:{self.ports[name]}/api/items/1")
 
     def start_nginx(self) -> None:
         """The nginx upstream (its own process, one worker) and nginx as the reference proxy (another
         process with one worker of its own): the proxy's worker must not also be the upstream, as no
         proxy under test is."""
-        for name in ("upstream", "shadow", "nginx"):
+        for name in ("upstream", "shadow", "nginx", "nginx-https"):
             self.ports[name] = free_port()
+        edge = Authority(self.scratch / "certificates").issue("edge")
+        self.certificate = {"cert": str(edge.cert), "key": str(edge.key)}
         self.scratch.chmod(0o755)  # nginx's workers (user nobody) read the documents it serves
         (self.scratch / "pace.lua").write_text(PACE)
         (self.scratch / "big-legacy.json").write_bytes(diffs.document(diffs.BIG, 10))
         (self.scratch / "big-new.json").write_bytes(diffs.document(diffs.BIG, 11))
         for name, template in (("upstream", UPSTREAM_SERVERS), ("nginx", PROXY_SERVER)):
             conf = self.scratch / f"{name}.nginx.conf"
-            servers = template.format(scratch=self.scratch, small=SMALL, differ=DIFFER, **self.ports)
+            servers = template.format(scratch=self.scratch, small=SMALL, differ=DIFFER, **self.ports,
+                                      **self.certificate)
             conf.write_text(NGINX.format(name=name, scratch=self.scratch, servers=servers))
             nginx = subprocess.Popen([shutil.which("nginx") or "/usr/sbin/nginx", "-c", str(conf)],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            self.running.callback(_stop, nginx)
-            _wait_for(f"http://127.0.0.1:{self.ports[name]}/api/items/1")
+            self.running.callback(stop, nginx)
+            wait_for(f"http://127.0.0.1:{self.ports[name]}/api/items/1")
 
     def start_strangler(self, name: str, parallel: float | None, workers: int = 1,
-                        reports: dict[str, str] | None = None) -> None:
+                        reports: dict[str, str] | None = None, tls: dict[str, str] | None = None) -> None:
         self.ports[name], self.admins[name] = free_port(), free_port()
-        path = self.strangler_config(name, parallel, reports)
+        path = self.strangler_config(name, parallel, reports, tls)
         process = self.start("-m", "proxy", "serve", "--config", str(path), "--log-level", "WARNING",
                              "--workers", str(workers))
         self.pids[name] = process.pid
-        _wait_for(f"http://127.0.0.1:{self.admins[name]}/readyz")
+        wait_for(f"http://127.0.0.1:{self.admins[name]}/readyz")
 
-    def strangler_config(self, name: str, parallel: float | None, reports: dict[str, str] | None = None) -> Path:
+    def strangler_config(self, name: str, parallel: float | None, reports: dict[str, str] | None = None,
+                         tls: dict[str, str] | None = None) -> Path:
         """routes.yaml for strangler `name` (on its ports) in front of the nginx upstream; `parallel`:
         the share of requests run in parallel against the shadow upstream (None: no parallel run);
-        `reports`: its store (default: a SQLite file of its own)."""
+        `reports`: its store (default: a SQLite file of its own); `tls`: the edge's certificate and key."""
         route = {"name": "items", "match": {"path": "/"}, "legacy": "upstream"}
         if parallel is not None:
             route |= {"new": "shadow", "parallel_run": {"enabled": True, "sample": parallel}}
@@ -278,7 +289,8 @@ class Bench:
                   "admin": {"listen": f"127.0.0.1:{self.admins[name]}"},
                   "upstreams": {"upstream": {"url": f"http://127.0.0.1:{self.ports['upstream']}", **upstream},
                                 "shadow": {"url": f"http://127.0.0.1:{self.ports['shadow']}", **upstream}},
-                  "reports": reports or {"database": str(self.scratch / f"{name}.db")}, "routes": [route]}
+                  "reports": reports or {"database": str(self.scratch / f"{name}.db")}, "routes": [route],
+                  **({"tls": tls} if tls else {})}
         path = self.scratch / f"{name}.yaml"
         path.write_text(json.dumps(config))  # JSON is YAML
         return path
@@ -297,6 +309,7 @@ class Report:
     memory: tuple[int, int, int]
     compare: dict[str, float]
     rounds: dict[str, list[Run]]
+    edge: dict[str, float]  # HTTPS and WebSocket throughput, strangler's over nginx's (no target yet)
 
     def paired(self, name: str, baseline: str, measure: Callable[[Run, Run], float] = _p50_ratio) -> float:
         """`measure` of two interleaved rows, taken round by round (the two runs of a round are
@@ -360,6 +373,7 @@ class Report:
             ("non-2xx answers, every run", non_2xx, "0", non_2xx == 0),
             (f"RSS growth, 10k -> {served // 1000}k requests (MiB)", (late - early) / 1024, "< 20",
              late - early < 20 * 1024),
+            *((name, value, "measured (no target yet)", True) for name, value in self.edge.items()),
         ]
 
 
@@ -389,61 +403,10 @@ PROXY_SERVER = """
   upstream origin {{ server 127.0.0.1:{upstream}; keepalive 64; }}
   server {{ listen 127.0.0.1:{nginx};
            location / {{ proxy_pass http://origin; proxy_http_version 1.1; proxy_set_header Connection ""; }} }}
+  server {{ listen 127.0.0.1:{nginx-https} ssl; ssl_certificate {cert}; ssl_certificate_key {key};
+           ssl_protocols TLSv1.2 TLSv1.3;
+           location / {{ proxy_pass http://origin; proxy_http_version 1.1; proxy_set_header Connection ""; }} }}
 """
-
-
-def machine() -> str:
-    info = Path("/proc/cpuinfo").read_text().splitlines()
-    cpu = next((line.split(":", 1)[1].strip() for line in info if line.startswith("model name")), "unknown CPU")
-    cores = sum(line.startswith("processor") for line in info)
-    return f"{cores} cores ({cpu}), Python {sys.version.split()[0]}"
-
-
-def cpu_seconds(pid: int) -> float:
-    """CPU time (user and system) of a process and all its descendants (a supervisor's workers)."""
-    stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    total = (int(stat[11]) + int(stat[12])) / os.sysconf("SC_CLK_TCK")
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        for child in (task / "children").read_text().split():
-            total += cpu_seconds(int(child))
-    return total
-
-
-def rss(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise KeyError("VmRSS")
-
-
-def _ms(text: str, percentile: str) -> float:
-    value, unit = re.search(rf"{percentile}\s+([\d.]+)(us|ms|s)\b", text).groups()
-    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
-
-
-def _get(url: str) -> bytes:
-    with urllib.request.urlopen(url, timeout=5) as response:
-        return response.read()
-
-
-def _wait_for(url: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            _get(url)
-            return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.1)
-
-
-def _stop(process: subprocess.Popen) -> None:
-    process.terminate()
-    try:
-        process.wait(30)
-    except subprocess.TimeoutExpired:
-        process.kill()
 
 
 if __name__ == "__main__":

@@ -22,7 +22,8 @@ from collections import Counter
 from contextlib import ExitStack
 from pathlib import Path
 
-from benchmarks.run import HEADER, Bench, Run, _get, install_missing
+from benchmarks.measure import get, install_missing
+from benchmarks.run import HEADER, Bench, Run
 from proxy.model import ReportsSpec, Side
 from proxy.model.evidence import Answers, EvidenceBatch
 from reports.db import Where
@@ -83,7 +84,7 @@ class StoreBench(Bench):
 
     def dropped(self, name: str) -> float:
         """Evidence the instance dropped, its queue full (by either reason)."""
-        text = _get(f"http://127.0.0.1:{self.admins[name]}/metrics").decode()
+        text = get(f"http://127.0.0.1:{self.admins[name]}/metrics").decode()
         return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
                    if line.startswith("strangler_report_problems_total{") and "write_failed" not in line)
 

@@ -22,6 +22,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
+from benchmarks.measure import cpu_seconds, stop
 from tests.helpers import free_port
 
 ROUNDS = 5
@@ -88,31 +89,18 @@ class WebSocketBench:
 
     def spawn(self, name: str, command: list[str]) -> None:
         process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        self.running.callback(_stop, process)
+        self.running.callback(stop, process)
         self.pids[name] = process.pid
 
     def rate(self, name: str, target: str, tunnels: int) -> Rate:
         pid = self.pids.get(target) if target != "upstream" else None
-        cpu = _cpu_seconds(pid) if pid else 0.0
+        cpu = cpu_seconds(pid) if pid else 0.0
         done = subprocess.run([sys.executable, "-m", "benchmarks.wsload", "load", str(self.ports[target]),
                                str(tunnels), str(self.seconds)], capture_output=True, text=True, check=True)
         result = json.loads(done.stdout)
         messages = result["messages"]
-        cpu_us = (_cpu_seconds(pid) - cpu) / messages * 1e6 if pid and messages else None
+        cpu_us = (cpu_seconds(pid) - cpu) / messages * 1e6 if pid and messages else None
         return Rate(name, messages / result["seconds"], cpu_us)
-
-
-def _cpu_seconds(pid: int) -> float:
-    from benchmarks.run import cpu_seconds
-    return cpu_seconds(pid)
-
-
-def _stop(process: subprocess.Popen) -> None:
-    process.terminate()
-    try:
-        process.wait(30)
-    except subprocess.TimeoutExpired:
-        process.kill()
 
 
 def report(rates: list[Rate], ratios: dict[str, float]) -> None:

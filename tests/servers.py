@@ -129,6 +129,16 @@ class Postgres:
                    "-v", "ON_ERROR_STOP=1", "-At"]
         return self._run(*command, *[arg for sql in statements for arg in ("-c", sql)])
 
+    def serve_tls(self, cert: Path, key: Path) -> None:
+        """Accept TLS from now on with this pair (a reload is enough: ssl is a reloadable setting)."""
+        for name, source in (("server.crt", cert), ("server.key", key)):
+            target = self.base / "data" / name
+            shutil.copyfile(source, target)
+            target.chmod(0o600)  # PostgreSQL refuses a key others may read
+            if self._as:
+                shutil.chown(target, "postgres")
+        self.psql("ALTER SYSTEM SET ssl = on", "SELECT pg_reload_conf()")
+
     def url(self, user: str, database: str) -> str:
         return f"postgresql://{user}@127.0.0.1:{self.port}/{database}"
 

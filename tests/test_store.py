@@ -19,11 +19,13 @@ from proxy.model import ReportsSpec, Side
 from proxy.model.evidence import Answers, EvidenceBatch, latency_bin
 from reports import accepted, html, query
 from reports.connections import Connections
-from reports.db import Where, connect
+from reports.db import StoreUnavailable, Where, connect
 from reports.plans import StorePlans
 from reports.schema import SCHEMA_VERSION, open_database
 from reports.store import StoreSink
+from tests.certs import Authority
 from tests.helpers import REPO, free_port, route, routes_yaml
+from tests.servers import Postgres, install_postgres
 from tests.test_divergence_store import divergence
 
 
@@ -246,3 +248,35 @@ def test_the_grants_docs_fleet_md_gives_for_a_shared_database_are_enough(postgre
     assert query.summary([store])[0].compared == 1
     assert postgres.psql("SELECT count(*) FROM strangler.divergences", database=name).strip() == "1"
     assert postgres.psql("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'", database=name).strip() == "0"
+
+
+@pytest.mark.external
+def test_tls_to_postgresql_is_the_urls_sslmode(tmp_path, monkeypatch):
+    """docs/fleet.md's way: `sslmode=verify-full` and `sslrootcert` in the URL; the store's connections are
+    then encrypted and the server's certificate checked, and a server the CA did not sign is not reached."""
+    install_postgres()
+    server = Postgres()
+    server.start()
+    try:
+        ca = Authority(tmp_path / "ca")
+        pair = ca.issue("db", names=("127.0.0.1",))
+        server.serve_tls(pair.cert, pair.key)
+        server.psql("CREATE ROLE tls_user LOGIN PASSWORD 'pw'", "CREATE DATABASE tls_store OWNER tls_user")
+        monkeypatch.setenv("TEST_TLS_PASSWORD", "pw")
+        url = server.url("tls_user", "tls_store")
+        store = Where(f"{url}?sslmode=verify-full&sslrootcert={ca.pem}", "TEST_TLS_PASSWORD")
+        connections = Connections(store)
+        with connections.use() as db:
+            [row] = db.query("SELECT ssl, version FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+        connections.close()
+        assert row["ssl"] is True and row["version"] in ("TLSv1.2", "TLSv1.3")
+        sink = sink_on(store)
+        sink.count("orders", True, time.time())
+        sink.close()
+        assert query.summary([store])[0].compared == 1
+        stranger = Authority(tmp_path / "other", "Another CA")
+        wrong = Where(f"{url}?sslmode=verify-full&sslrootcert={stranger.pem}", "TEST_TLS_PASSWORD")
+        with pytest.raises(StoreUnavailable, match="certificate verify failed"):
+            connect(wrong)
+    finally:
+        server.stop()
