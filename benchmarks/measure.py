@@ -1,0 +1,80 @@
+"""What the benchmarks share: starting and stopping the servers they drive, and reading a process's costs."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from tests.servers import apt_install
+
+
+def install_missing(*tools: str) -> None:
+    """The Debian tools a benchmark drives, and uvloop (the `fast` extra, which the quick start does not
+    install): the Python baselines run on it, and strangler without it would not be itself."""
+    for tool in tools:
+        if not (shutil.which(tool) or Path(f"/usr/sbin/{tool}").exists()):
+            apt_install(tool)
+    if importlib.util.find_spec("uvloop") is None:
+        print("installing uvloop (pip)", flush=True)
+        subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "uvloop>=0.19"], check=True)
+
+
+def machine() -> str:
+    info = Path("/proc/cpuinfo").read_text().splitlines()
+    cpu = next((line.split(":", 1)[1].strip() for line in info if line.startswith("model name")), "unknown CPU")
+    cores = sum(line.startswith("processor") for line in info)
+    return f"{cores} cores ({cpu}), Python {sys.version.split()[0]}"
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user and system) of a process and all its descendants (a supervisor's workers)."""
+    stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    total = (int(stat[11]) + int(stat[12])) / os.sysconf("SC_CLK_TCK")
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            total += cpu_seconds(int(child))
+    return total
+
+
+def rss(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise KeyError("VmRSS")
+
+
+def ms(text: str, percentile: str) -> float:
+    value, unit = re.search(rf"{percentile}\s+([\d.]+)(us|ms|s)\b", text).groups()
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+def get(url: str) -> bytes:
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return response.read()
+
+
+def wait_for(url: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            get(url)
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+def stop(process: subprocess.Popen) -> None:
+    process.terminate()
+    try:
+        process.wait(30)
+    except subprocess.TimeoutExpired:
+        process.kill()
