@@ -5,7 +5,8 @@ SO_REUSEPORT (the kernel spreads connections), reloads routes.yaml itself, and w
 divergences to the shared SQLite file (WAL) and metrics to a shared folder. The
 supervisor serves admin: /metrics merges the workers' files (prometheus-client's
 multiprocess mode), /status adds each worker. It forwards SIGHUP, drains the workers on
-SIGTERM/SIGINT, and starts a worker again when one dies.
+SIGTERM/SIGINT, and starts a worker again when one dies: at once the first time, then after
+a delay that doubles while it keeps dying (up to 30 s), saying so once per crash loop.
 """
 
 from __future__ import annotations
@@ -14,9 +15,11 @@ import asyncio
 import logging
 import multiprocessing
 import os
+import queue
 import shutil
 import signal
 import tempfile
+import time
 from dataclasses import replace
 from typing import Any
 
@@ -29,6 +32,7 @@ from proxy import __version__
 from proxy import config as config_file
 from proxy.admin.app import create_admin_app
 from proxy.admin.status import Lifecycle, status, tls_status
+from proxy.children import die_with_parent
 from proxy.app import Options, admin_tls, admin_token, listen, run_loop, serve, served, toggles_for
 from proxy.config.environment import checked
 from proxy.model import Certificate, Config, Phase
@@ -45,6 +49,8 @@ from reports.plans import StorePlans
 
 log = logging.getLogger("strangler.supervisor")
 START_TIMEOUT = 60.0
+FIRST_DELAY, MAX_DELAY = 0.5, 30.0  # seconds before starting again a worker that keeps dying
+STABLE_AFTER = 60.0  # seconds up after which a worker's next death starts a new crash loop
 
 
 class Supervisor:
@@ -66,6 +72,8 @@ class Supervisor:
         self.plans = StorePlans(Where.of(config.reports))
         self.rollouts: Rollouts | None = None
         self._following: asyncio.Task[None] | None = None
+        self._started: dict[int, float] = {}  # monotonic time each worker was last started
+        self._crashes: dict[int, int] = {}  # deaths in a row, each soon after its start
 
     async def start(self) -> None:
         checked(self.config)  # the supervisor serves admin: its token variable must be set
@@ -90,9 +98,19 @@ class Supervisor:
                                      args=(replace(self.options, worker=index), self.log_level, self._reports))
         worker.start()
         self.workers[index] = worker
+        self._started[index] = time.monotonic()
 
     async def _wait_ready(self) -> None:
-        kind, index, detail = await asyncio.to_thread(self._reports.get, True, START_TIMEOUT)
+        """A worker's report that it serves. Waits in short polls, so a SIGTERM meanwhile is not held up by
+        a thread blocked on the queue (the loop's shutdown waits for its threads)."""
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            try:
+                kind, index, detail = await asyncio.to_thread(self._reports.get, True, 0.5)
+                break
+            except queue.Empty:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"no worker said it was ready within {START_TIMEOUT:.0f} s") from None
         if kind != "ready":
             raise RuntimeError(f"worker {index} could not start: {detail}")
 
@@ -101,12 +119,32 @@ class Supervisor:
         while not stop.is_set():
             for index, worker in list(self.workers.items()):
                 if worker.exitcode is not None and not stop.is_set():
-                    log.error("a worker died; starting it again", extra={"worker": index, "pid": worker.pid,
-                                                                           "exitcode": worker.exitcode})
                     mark_process_dead(worker.pid, self.metrics_dir)
+                    delay = self._after_death(index, worker)
+                    if delay:
+                        try:  # a SIGTERM meanwhile ends the wait
+                            await asyncio.wait_for(stop.wait(), delay)
+                            return
+                        except TimeoutError:
+                            pass
                     self._start_worker(index)
                     await self._wait_ready()
             await asyncio.sleep(0.5)
+
+    def _after_death(self, index: int, worker: Any) -> float:
+        """How long to wait before starting `worker` again; the first death of a crash loop is logged, the
+        rest wait longer each time (a worker that cannot start must not spin the machine)."""
+        stable = time.monotonic() - self._started.get(index, 0.0) >= STABLE_AFTER
+        crashes = 0 if stable else self._crashes.get(index, 0) + 1
+        self._crashes[index] = crashes
+        if crashes <= 1:
+            log.error("a worker died; starting it again", extra={"worker": index, "pid": worker.pid,
+                                                                   "exitcode": worker.exitcode})
+        elif crashes == 2:
+            log.error("a worker keeps dying; starting it again with a growing delay",
+                      extra={"worker": index, "pid": worker.pid, "exitcode": worker.exitcode,
+                             "max_delay": MAX_DELAY})
+        return 0.0 if crashes <= 1 else min(MAX_DELAY, FIRST_DELAY * 2 ** (crashes - 2))
 
     async def reload(self, why: str) -> None:
         for worker in self.workers.values():
@@ -193,7 +231,9 @@ def _samples(text: bytes) -> dict[tuple[str, str], float]:
 
 
 def worker_main(options: Options, log_level: str, reports: Any) -> None:
-    """A worker process: a whole proxy without admin, on the shared edge port."""
+    """A worker process: a whole proxy without admin, on the shared edge port. It drains and ends when the
+    supervisor goes, however the supervisor ends."""
+    die_with_parent(signal.SIGTERM)
     logs.setup(log_level)
     try:
         config = config_file.load(options.config_path)  # the file as it is now, not as it was
@@ -219,4 +259,5 @@ async def supervise(options: Options, config: Config, count: int, log_level: str
     await stop.wait()
     watching.cancel()
     await supervisor.stop()
-    return 0 if all(w.exitcode == 0 for w in supervisor.workers.values()) else 1
+    # A worker SIGTERMed while it was still starting dies of the signal itself: that is a clean stop too.
+    return 0 if all(w.exitcode in (0, -signal.SIGTERM) for w in supervisor.workers.values()) else 1

@@ -28,7 +28,7 @@ RUNGS = (
     {"proxy.cli"},
 )
 WIRING = RUNGS.index({"proxy.app"})
-GROUPS = {"proxy.workers": "proxy.app", "proxy.__main__": "proxy.cli"}
+GROUPS = {"proxy.workers": "proxy.app", "proxy.__main__": "proxy.cli", "proxy.children": "proxy"}
 
 
 def modules() -> dict[str, Path]:

@@ -131,10 +131,6 @@ async def test_a_worker_that_dies_is_started_again(workers):
     assert [line["msg"] for line in errors] == ["a worker died; starting it again"]
 
 
-@pytest.mark.xfail(strict=True, reason="proxy/workers.py: Supervisor.watch waits for the restarted worker's "
-                   "'ready' in a thread (asyncio.to_thread(reports.get, True, START_TIMEOUT)); cancelling watch "
-                   "leaves that thread blocked, and the loop's shutdown waits for it: a worker SIGTERMed before it "
-                   "was ready never reports, so the supervisor logs 'stopped' and exits up to 60 s later")
 async def test_sigterm_while_a_worker_is_started_again_still_exits_in_time(workers):
     proxy, _, _ = workers
     first = (await asyncio.to_thread(status, proxy))["workers"][0]["pid"]
@@ -149,10 +145,6 @@ async def test_sigterm_while_a_worker_is_started_again_still_exits_in_time(worke
     assert code == 0
 
 
-@pytest.mark.xfail(strict=True, reason="proxy/shadow/process.py: a worker's comparison process (a spawned "
-                   "ProcessPoolExecutor child) waits on its call queue forever when its worker dies by SIGKILL "
-                   "(the OOM killer's way): each restart of a killed worker leaves one process, and the "
-                   "multiprocessing resource tracker it holds open, behind")
 async def test_a_worker_killed_outright_leaves_no_process_behind(workers):
     proxy, _, _ = workers
     first = (await asyncio.to_thread(status, proxy))["workers"][0]["pid"]
@@ -164,6 +156,39 @@ async def test_a_worker_killed_outright_leaves_no_process_behind(workers):
     finally:
         end(orphans)
         await eventually(lambda: workers_ready(proxy) == 3, timeout=20, interval=0.2)  # a quick teardown
+
+
+async def test_a_worker_that_keeps_dying_is_started_again_later_each_time_and_said_so_once(workers):
+    proxy, _, _ = workers
+    ready = workers_ready(proxy)
+    for death in range(3):  # each soon after its start: a crash loop
+        pid = (await asyncio.to_thread(status, proxy))["workers"][0]["pid"]
+        os.kill(pid, signal.SIGKILL)
+        await eventually(lambda: workers_ready(proxy) == ready + death + 1, timeout=20, interval=0.2)
+    errors = [line["msg"] for line in proxy.log_lines() if line["level"] == "ERROR"]
+    assert errors == ["a worker died; starting it again",
+                      "a worker keeps dying; starting it again with a growing delay"]
+    assert set(await fresh_connections(f"http://127.0.0.1:{proxy.port}/x", 6)) == {"legacy"}
+
+
+async def test_a_supervisor_killed_outright_takes_its_workers_and_their_children_with_it(workers):
+    proxy, _, _ = workers
+    pids = [w["pid"] for w in (await asyncio.to_thread(status, proxy))["workers"]]
+    descendants = pids + [child for pid in pids for child in children(pid)]
+    os.kill(proxy.proc.pid, signal.SIGKILL)
+    try:
+        await eventually(lambda: not any(Path(f"/proc/{pid}").exists() and _alive(pid) for pid in descendants),
+                         timeout=15)
+    finally:
+        end(descendants)
+
+
+def _alive(pid: int) -> bool:
+    """Not a zombie waiting for a parent to read its exit status."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
 
 
 async def test_sigterm_drains_every_worker_and_exits_zero(workers):

@@ -14,6 +14,7 @@ from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
 from comparators.base import Comparator
+from proxy.children import die_with_parent
 from proxy.model import CompareSpec, Comparison, Observation
 
 
@@ -51,5 +52,7 @@ class ComparisonProcess:
 
 
 def _yield_cpu() -> None:
-    """In the child: the lowest priority there is (nice 19), below the proxy and its neighbours."""
+    """In the child: the lowest priority there is (nice 19), below the proxy and its neighbours; and an
+    end with the proxy process, even one killed outright (it would otherwise wait on its queue forever)."""
+    die_with_parent()
     os.nice(19 - os.nice(0))
