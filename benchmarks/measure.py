@@ -16,8 +16,8 @@ from tests.servers import apt_install
 
 
 def install_missing(*tools: str) -> None:
-    """The Debian tools a benchmark drives, and uvloop (the `fast` extra, which the quick start does not
-    install): the Python baselines run on it, and strangler without it would not be itself."""
+    """The Debian tools a benchmark drives, and uvloop (a dependency, but an install made before it was
+    one lacks it): the Python baselines run on it, and strangler without it would not be itself."""
     for tool in tools:
         if not (shutil.which(tool) or Path(f"/usr/sbin/{tool}").exists()):
             apt_install(tool)
