@@ -55,8 +55,8 @@ def ms(text: str, percentile: str) -> float:
     return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
 
 
-def get(url: str) -> bytes:
-    with urllib.request.urlopen(url, timeout=5) as response:
+def get(url: str, timeout: float = 5.0) -> bytes:
+    with urllib.request.urlopen(url, timeout=timeout) as response:
         return response.read()
 
 
