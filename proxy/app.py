@@ -96,8 +96,10 @@ class Proxy:
             await self._close()
             raise
         self.lifecycle.state = Phase.READY
-        log.info("strangler is ready", extra={"edge": str(self.edge_address), "admin": str(self.admin_address),
-                                              "routes": len(self.config.routes)})
+        listening = {"edge": str(self.edge_address)}
+        if self.admin_address is not None:  # a worker has none: the supervisor serves admin
+            listening["admin"] = str(self.admin_address)
+        log.info("strangler is ready", extra={**listening, "routes": len(self.config.routes)})
 
     async def _start(self) -> None:
         self.sink.start()

@@ -234,7 +234,7 @@ def worker_main(options: Options, log_level: str, reports: Any) -> None:
     """A worker process: a whole proxy without admin, on the shared edge port. It drains and ends when the
     supervisor goes, however the supervisor ends."""
     die_with_parent(signal.SIGTERM)
-    logs.setup(log_level)
+    logs.setup(log_level, worker=options.worker)
     try:
         config = config_file.load(options.config_path)  # the file as it is now, not as it was
         run_loop(lambda: serve(options, config, on_ready=lambda _: reports.put(("ready", options.worker, ""))))

@@ -125,12 +125,40 @@ async def test_logs_are_json_lines_with_the_request_id(make_upstream, tmp_path):
     lines = proxy.log_lines()
     assert len(lines) == len(text)  # every line is one JSON object
     by_id = {line.get("request_id"): line for line in lines if "request_id" in line}
-    assert by_id["trace-1"] | {"ts": None, "ms": None} == {
+    assert by_id["trace-1"]["bytes_out"] > 100  # the answer's head and body, as sent
+    assert by_id["trace-1"] | {"ts": None, "ms": None, "bytes_out": None} == {
         "level": "INFO", "logger": "strangler.access", "msg": "request", "method": "GET", "path": "/x",
         "status": 200, "client": "127.0.0.1", "route": "all", "upstream": "legacy", "request_id": "trace-1",
-        "ts": None, "ms": None}
+        "side": "legacy", "bytes_in": 0, "bytes_out": None, "pid": proxy.proc.pid, "ts": None, "ms": None}
+    assert all(line["pid"] == proxy.proc.pid for line in lines)
+    assert not [line for line in text if '"None"' in line]
     assert (by_id[failed_id]["level"], by_id[failed_id]["failure"]) == ("WARNING", "refused")
     assert not [line for line in lines if line["level"] == "ERROR"]  # nothing here needs a person
+
+
+async def test_the_access_line_says_the_side_the_toggles_verdict_the_shadow_and_bytes_each_way(make_upstream,
+                                                                                                tmp_path):
+    legacy, new = await make_upstream("legacy"), await make_upstream("new")
+    toggle = {"name": "orders-to-new", "rollout": 100, "stickiness": "header:X-User"}
+    path = config_file(tmp_path, {"legacy": legacy.url, "new": new.url},
+                       [route("orders", "/orders", new="new", serve="toggle", toggle=toggle,
+                              parallel_run={"enabled": True, "methods": ["GET", "POST"]}), route("all")])
+    proxy = await asyncio.to_thread(ProxyProcess, path)
+    try:
+        async with aiohttp.ClientSession() as http:
+            for rid, data in (("with-user", None), ("posted", b"x" * 1234)):
+                async with http.post(f"http://127.0.0.1:{proxy.port}/orders/1", data=data,
+                                     headers={"X-Request-Id": rid, "X-User": "ann"}) as response:
+                    sent = len(await response.read())
+            async with http.get(f"http://127.0.0.1:{proxy.port}/x", headers={"X-Request-Id": "plain"}):
+                pass
+    finally:
+        await asyncio.to_thread(proxy.stop)
+    by_id = {line.get("request_id"): line for line in proxy.log_lines() if line["logger"] == "strangler.access"}
+    posted = by_id["posted"]
+    assert (posted["side"], posted["toggle"], posted["shadow"], posted["bytes_in"]) == ("new", "on", "sent", 1234)
+    assert posted["bytes_out"] > sent  # the body and the head before it
+    assert "toggle" not in by_id["plain"] and "shadow" not in by_id["plain"]
 
 
 async def test_log_level_hides_what_is_below_it(make_upstream, tmp_path):

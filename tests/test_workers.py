@@ -164,7 +164,8 @@ async def test_a_worker_that_keeps_dying_is_started_again_later_each_time_and_sa
     for death in range(3):  # each soon after its start: a crash loop
         pid = (await asyncio.to_thread(status, proxy))["workers"][0]["pid"]
         os.kill(pid, signal.SIGKILL)
-        await eventually(lambda: workers_ready(proxy) == ready + death + 1, timeout=20, interval=0.2)
+        expected = ready + death + 1
+        await eventually(lambda: workers_ready(proxy) == expected, timeout=20, interval=0.2)  # noqa: B023
     errors = [line["msg"] for line in proxy.log_lines() if line["level"] == "ERROR"]
     assert errors == ["a worker died; starting it again",
                       "a worker keeps dying; starting it again with a growing delay"]
@@ -235,3 +236,19 @@ async def test_workers_judge_one_shared_plan_and_move_it_once(make_upstream, tmp
 
 def query_events(database) -> list[dict]:
     return query.plan_timeline([str(database)], "items").events
+
+
+async def test_every_line_says_which_process_wrote_it(workers):
+    """One SIGHUP is one line from each process: the supervisor's and each worker's, told apart."""
+    proxy, _, _ = workers
+    pids = {w["worker"]: w["pid"] for w in (await asyncio.to_thread(status, proxy))["workers"]}
+    proxy.signal(signal.SIGHUP)
+
+    def unchanged() -> list[dict]:
+        return [line for line in proxy.log_lines() if line["msg"] == "routes.yaml unchanged"]
+    await eventually(lambda: len(unchanged()) == 3, timeout=10, interval=0.1)
+    assert sorted((line["pid"], line.get("worker", -1)) for line in unchanged()) == sorted(
+        [(proxy.proc.pid, -1), *((pid, index) for index, pid in pids.items())])
+    ready = [line for line in proxy.log_lines() if line["msg"] == "strangler is ready" and "worker" in line]
+    assert ready and all("admin" not in line for line in ready)  # a worker has no admin listener to name
+    assert all("pid" in line for line in proxy.log_lines())

@@ -1,4 +1,6 @@
-"""Structured logs: one JSON object a line, carrying the request id of the request being served.
+"""Structured logs: one JSON object a line, carrying the request id of the request being served, and the
+process that wrote it (its pid, and with `--workers` the worker's index), so the lines of several
+processes sharing one stream can be told apart.
 
 Everything goes through `logging`, except the access line (one per request), which has a
 path of its own: the same JSON object, written in batches, because at INFO the logging
@@ -10,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import sys
 import time
 from contextvars import ContextVar
@@ -24,17 +27,26 @@ LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
 class RequestIdFilter(logging.Filter):
-    """Stamps every record logged while a request is served with that request's id."""
+    """Stamps every record with the process that wrote it and, while a request is served, that request's
+    id."""
+
+    def __init__(self, worker: int | None) -> None:
+        super().__init__()
+        self.pid, self.worker = os.getpid(), worker
 
     def filter(self, record: logging.LogRecord) -> bool:
         rid = REQUEST_ID.get()
         if rid is not None and not hasattr(record, "request_id"):
             record.request_id = rid
+        record.pid = self.pid
+        if self.worker is not None:
+            record.worker = self.worker
         return True
 
 
 ACCESS = "strangler.access"
 _stream: TextIO | None = None  # where setup() sent the logs; stderr until then
+_process = ""  # the access line's pid (and worker) fields, as setup() found them
 
 
 class AccessLog:
@@ -53,7 +65,7 @@ class AccessLog:
         # What json.dumps would write, without building a dict for it: the keys are fixed.
         pairs = "".join(f', "{key}": {_json(value)}' for key, value in fields.items())
         self._lines.append(f'{{"level": "{logging.getLevelName(level)}", "logger": "{ACCESS}", "msg": {_json(msg)}'
-                           f'{pairs}, "ts": "{self._now()}"}}')
+                           f'{pairs}{_process}, "ts": "{self._now()}"}}')
         if len(self._lines) == 1:
             asyncio.get_running_loop().call_later(self.FLUSH_SECONDS, self.flush)
         elif len(self._lines) >= self.FLUSH_LINES:
@@ -87,16 +99,18 @@ def _json(value: Any) -> str:
     return encode_basestring(str(value))
 
 
-def setup(level: str = "INFO", stream: TextIO | None = None) -> None:
-    """Send all logging to `stream` (stderr) as JSON lines at `level` and above."""
-    global _stream
+def setup(level: str = "INFO", stream: TextIO | None = None, worker: int | None = None) -> None:
+    """Send all logging to `stream` (stderr) as JSON lines at `level` and above; `worker`: this process's
+    index under `--workers`."""
+    global _stream, _process
     _stream = stream
+    _process = f', "pid": {os.getpid()}' + (f', "worker": {worker}' if worker is not None else "")
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter(
         "{levelname}{name}{message}", style="{", timestamp="ts",
         rename_fields={"levelname": "level", "name": "logger", "message": "msg"},
         json_ensure_ascii=False))
-    handler.addFilter(RequestIdFilter())
+    handler.addFilter(RequestIdFilter(worker))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

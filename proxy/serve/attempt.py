@@ -44,6 +44,8 @@ class Outcome:
     answered: Answered | None = None  # the answer as a parallel run compares it, when one asked (Outgoing.keep)
     tunnel: Tunnel | None = None  # the WebSocket tunnel the request became, once it has ended
     sent: str | None = None  # the target the upstream got, when a rewrite made it other than the client's
+    toggle: str | None = None  # the toggle's verdict, when one decided the side
+    shadow: str | None = None  # what the parallel run did: "sent", "not_sampled" or why it was skipped
 
 
 class Outgoing:

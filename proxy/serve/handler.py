@@ -34,6 +34,7 @@ VALID_HOST = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~!$&'()*+,;=%-]+)(?:
 CLIENT_FAILURES = {FailureKind.CLIENT_BODY_TIMEOUT: ClientFailure.BODY_TIMEOUT}
 # Failures that say nothing about the side: the proxy's own shedding, the client's slowness.
 NOT_THE_SIDES = frozenset({FailureKind.BUSY, FailureKind.OVERLOADED, *CLIENT_FAILURES})
+SHADOW_SENT, NOT_SAMPLED = "sent", "not_sampled"  # the access line's `shadow`, beside SkipReason's values
 
 
 class EdgeHandler:
@@ -83,7 +84,7 @@ class EdgeHandler:
             return Outcome(error_response(404, "no_route", f"no route matches {method} {path}", rid))
         decision, facts = self._decide(request, route, path, generation)
         if request.upgrade and wants_websocket(request.headers):
-            return await self._tunnel(request, route, decision, rid, generation)
+            return _decided(await self._tunnel(request, route, decision, rid, generation), decision)
         head = upstream_head(request.raw_headers, peer=request.remote, proto=request.scheme, rid=rid,
                              last=request.protocol.last_head)
         server = generation.config.server
@@ -104,7 +105,7 @@ class EdgeHandler:
             return Outcome(slow, failure, route=route)
         if outcome.failure is not None and outcome.failure.kind is FailureKind.CLIENT_BODY_TIMEOUT:
             outcome.response.force_close()
-        return outcome
+        return _decided(outcome, decision)
 
     async def _tunnel(self, request: EdgeRequest, route: Route, decision: Decision, rid: str,
                       generation: Generation) -> Outcome:
@@ -119,12 +120,16 @@ class EdgeHandler:
             refused = error_response(400, code, problem, rid)
             refused.force_close()
             return Outcome(refused, route=route)
-        if decision.shadow is not None:
+        shadowed = decision.shadow is not None
+        if shadowed:
             self.parallel_run.skip(route, SkipReason.UPGRADE)
             decision = decision._replace(shadow=None)
         head = upstream_head(request.raw_headers, peer=request.remote, proto=request.scheme, rid=rid) + UPGRADE_LINES
-        return await self.forwarder.serve(request, decision, generation.pools, request.raw_path, head, rid, NO_BODY,
-                                          tunnel_idle=generation.config.server.tunnel_idle_timeout)
+        outcome = await self.forwarder.serve(request, decision, generation.pools, request.raw_path, head, rid,
+                                             NO_BODY, tunnel_idle=generation.config.server.tunnel_idle_timeout)
+        if shadowed:
+            outcome.shadow = SkipReason.UPGRADE
+        return outcome
 
     def _decide(self, request: EdgeRequest, route: Route, path: str,
                 generation: Generation) -> tuple[Decision, RequestFacts | None]:
@@ -145,13 +150,15 @@ class EdgeHandler:
         """A request whose decision has a shadow: served, and (when it is in the run's sample) shadowed.
         `facts`: the run's sample may hash a toggle's sticky value."""
         server, run = generation.config.server, decision.route.parallel_run
-        shadow = None
+        shadow, note = None, NOT_SAMPLED  # note: what the access line says the parallel run did
         if self.parallel_run.sampled(decision, facts, generation.toggles):
             body, waited = await _buffered(request, max(run.max_body, server.request_buffer), server.body_timeout)
             if body.stream is None and len(body.data or b"") <= run.max_body:
                 shadow = self.parallel_run.begin(decision, request, rid, head, body.data, generation.shadow_pools)
+                note = SHADOW_SENT if shadow is not None else SkipReason.BUSY
             else:
                 self.parallel_run.skip(decision.route, SkipReason.REQUEST_TOO_LARGE)
+                note = SkipReason.REQUEST_TOO_LARGE
         else:
             body, waited = await _buffered(request, server.request_buffer, server.body_timeout)
         try:
@@ -163,7 +170,9 @@ class EdgeHandler:
             raise
         if shadow is not None:  # after a fallback the served answer is not the side decided on
             shadow.deliver(SkipReason.FALLBACK if outcome.fell_back else outcome.answered or SkipReason.INTERNAL_ERROR)
+            note = SkipReason.FALLBACK if outcome.fell_back else note
         outcome.waited += waited
+        outcome.shadow = note
         return outcome
 
     def _evidence(self, outcome: Outcome, route: str, status: int, elapsed: float) -> None:
@@ -215,7 +224,13 @@ class EdgeHandler:
         if not self.access.enabled(level):
             return  # the access line is off: do not build it
         fields = _fields(request, status, started, route=route, upstream=outcome.upstream,
-                         request_id=REQUEST_ID.get())
+                         request_id=REQUEST_ID.get(), bytes_in=_received(request), bytes_out=outcome.response.written)
+        if outcome.side is not None:
+            fields["side"] = outcome.side
+        if outcome.toggle is not None:
+            fields["toggle"] = outcome.toggle
+        if outcome.shadow is not None:
+            fields["shadow"] = outcome.shadow
         if outcome.fell_back:
             fields["fell_back"] = outcome.fell_back
         if outcome.sent is not None:  # a rewrite: the path the upstream read, beside the client's
@@ -229,6 +244,18 @@ class EdgeHandler:
         fields.update(failure=failure.kind, detail=failure.detail)
         self.access.write(logging.INFO if clients else level, "client too slow" if clients else "upstream failed",
                           fields)
+
+
+def _decided(outcome: Outcome, decision: Decision) -> Outcome:
+    """The toggle's verdict on the outcome, for the access line."""
+    if decision.toggle is not None:
+        outcome.toggle = decision.toggle.verdict
+    return outcome
+
+
+def _received(request: EdgeRequest) -> int:
+    """The request body's bytes read from the client so far (Envoy's BYTES_RECEIVED)."""
+    return getattr(request.content, "total_bytes", 0)
 
 
 def _tunnel_fields(tunnel: Tunnel) -> dict[str, Any]:

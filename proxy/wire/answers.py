@@ -34,13 +34,14 @@ PHRASES = {status.value: status.phrase.encode() for status in HTTPStatus}
 class Relayed:
     """What both kinds of relayed answer share: the head, and how it is written."""
 
-    __slots__ = ("status", "reason", "lines", "dated", "keep_alive", "prepared", "closes")
+    __slots__ = ("status", "reason", "lines", "dated", "keep_alive", "prepared", "closes", "written")
 
     def __init__(self, status: int, reason: str, lines: bytes, dated: bool) -> None:
         self.status, self.lines, self.dated = status, lines, dated  # lines: from proxy.wire.headers.client_lines
         # the upstream's reason phrase as it sent it, or the standard one when it sent none
         self.reason = reason.encode("utf-8", "surrogateescape") if reason else PHRASES.get(status, b"")
         self.keep_alive = self.prepared = self.closes = False
+        self.written = 0  # bytes sent to the client, head included (nginx's $bytes_sent)
 
     def force_close(self) -> None:
         """Say `Connection: close`: the connection ends with this answer."""
@@ -70,6 +71,7 @@ class Relayed:
         if transport is None or transport.is_closing():
             raise ConnectionResetError("the client went away")
         transport.write(data)
+        self.written += len(data)
         request.started = True
         return protocol.writing_paused
 
