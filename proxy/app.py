@@ -24,7 +24,7 @@ from proxy.admin.status import Lifecycle, status, tls_status
 from proxy.config.environment import checked
 from proxy.model import Address, Certificate, Config, Phase, Provider
 from proxy.observe.buildinfo import BuildInfo
-from proxy.observe.metrics import Metrics
+from proxy.observe.metrics import Metrics, process_collectors
 from proxy.rollout.evidence import Evidence
 from proxy.rollout.plans import Rollouts
 from proxy.serve.forward import Forwarder
@@ -66,6 +66,9 @@ class Proxy:
         self.config = config
         self.lifecycle = Lifecycle()
         self.metrics = Metrics(__version__)
+        self._published = 0  # requests answered that the worker_requests counter has counted
+        if options.worker is None:  # under --workers the supervisor reports every process's
+            process_collectors(self.metrics.registry)
         self.live: LiveConfig | None = None
         self.edge_address: Address | None = None
         self.tls: dict[str, ListenerContext | None] = {}  # by listener (edge, admin): None for plain HTTP
@@ -138,7 +141,9 @@ class Proxy:
     def _publish(self) -> None:
         """A worker's gauges and request tally, for the supervisor to read."""
         self._refresh()
-        self.metrics.worker_requests.labels(str(self.options.worker)).set(self.handler.answered)
+        answered = self.handler.answered
+        self.metrics.worker_requests.labels(str(self.options.worker)).inc(answered - self._published)
+        self._published = answered
         self.metrics.tally.save(os.environ["PROMETHEUS_MULTIPROC_DIR"], str(os.getpid()))  # a new file per process
 
     def status(self) -> dict[str, Any]:

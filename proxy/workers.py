@@ -21,10 +21,12 @@ import signal
 import tempfile
 import time
 from dataclasses import replace
-from typing import Any
+from typing import Any, Iterator
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector, generate_latest
+from prometheus_client.core import Metric
+from prometheus_client.registry import Collector
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -184,7 +186,7 @@ class Supervisor:
             upstream["in_flight"] = int(samples.get(("strangler_upstream_in_flight", name), 0))
             upstream["breaker"] = ("closed", "half_open", "open")[int(samples.get(("strangler_breaker_state", name), 0))]
         document["workers"] = [{"worker": index, "pid": worker.pid, "alive": worker.is_alive(),
-                                "requests": int(samples.get(("strangler_worker_requests", str(index)), 0))}
+                                "requests": int(samples.get(("strangler_worker_requests_total", str(index)), 0))}
                                for index, worker in sorted(self.workers.items())]
         document["rollouts"] = self.rollouts.status() if self.rollouts is not None else []
         document["store"] = self._store(samples)
@@ -203,6 +205,9 @@ class Supervisor:
         registry = CollectorRegistry()
         MultiProcessCollector(registry, path=self.metrics_dir)
         registry.register(TallyFiles(self.metrics_dir))
+        registry.register(Processes(self.workers))
+        PlatformCollector(registry=registry)
+        GCCollector(registry=registry)
         if self.metrics is not None:  # the expiry gauge is the supervisor's alone: one series per listener
             self.metrics.certificates(self._certificates())
             registry.register(self.metrics.tls_expiry)
@@ -217,6 +222,26 @@ class Supervisor:
 
     def report(self) -> str:
         return html.render([Where.of(self.config.reports)], missing_ok=True)
+
+
+class Processes(Collector):
+    """process_* for the supervisor and each worker alive, a worker's labelled with its index: summed, they
+    are the whole proxy's (prometheus-client's multiprocess mode has no process_* of its own)."""
+
+    def __init__(self, workers: dict[int, Any]) -> None:
+        self.workers = workers
+
+    def collect(self) -> Iterator[Metric]:
+        merged: dict[str, Metric] = {}
+        processes = [(None, os.getpid())] + [(index, w.pid) for index, w in sorted(self.workers.items())
+                                               if w.pid is not None and w.is_alive()]
+        for index, pid in processes:
+            for family in ProcessCollector(pid=lambda pid=pid: pid, registry=None).collect():
+                into = merged.setdefault(family.name, Metric(family.name, family.documentation, family.type))
+                labels = {} if index is None else {"worker": str(index)}
+                for sample in family.samples:
+                    into.add_sample(sample.name, {**sample.labels, **labels}, sample.value)
+        return iter(merged.values())
 
 
 def _samples(text: bytes) -> dict[tuple[str, str], float]:

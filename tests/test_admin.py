@@ -54,10 +54,32 @@ async def test_metrics_are_prometheus_text_by_route_and_upstream(make_upstream, 
         families = {f.name: f for f in text_string_to_metric_families(await response.text())}
     requests = {(s.labels["method_class"], s.labels["status_class"]): s.value
                 for s in families["strangler_requests"].samples if s.name.endswith("_total")}
-    assert requests == {("safe", "2xx"): 3.0, ("unsafe", "2xx"): 1.0}
+    assert requests == {("safe", "2xx"): 3.0, ("unsafe", "2xx"): 1.0, ("safe", "5xx"): 0.0, ("unsafe", "5xx"): 0.0}
     counts = [s for s in families["strangler_request_duration_seconds"].samples if s.name.endswith("_count")]
     assert [(s.labels, s.value) for s in counts] == [({"route": "all", "upstream": "legacy"}, 4.0)]
     assert "strangler_upstream_in_flight" in families and "strangler_config_reloads" in families
+    assert {"process_cpu_seconds", "process_resident_memory_bytes", "python_info"} <= set(families)
+
+
+async def test_every_series_an_alert_watches_exists_from_the_start(make_upstream, start_proxy, http):
+    """Before any request, failure or comparison: an alert on a series that does not exist sees nothing."""
+    legacy, new = await make_upstream("legacy"), await make_upstream("new")
+    plan = {"steps": [0, 50, 100]}
+    proxy = await start_proxy({"legacy": legacy.url, "new": new.url},
+                              [route("orders", "/orders", new="new", parallel_run={"enabled": True},
+                                     serve="toggle", toggle={"name": "t", "rollout": 100,
+                                                             "stickiness": "header:X-User"},
+                                     rollout_plan=plan), route("all")])
+    async with http.get(proxy.admin_url + "/metrics") as response:
+        samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+                   for f in text_string_to_metric_families(await response.text()) for s in f.samples}
+    assert samples[("strangler_breaker_state", (("upstream", "new"),))] == 0
+    assert samples[("strangler_upstream_errors_total", (("kind", "timeout"), ("upstream", "legacy")))] == 0
+    assert samples[("strangler_requests_total", (("method_class", "safe"), ("route", "orders"),
+                                                 ("status_class", "5xx"), ("upstream", "new")))] == 0
+    assert samples[("strangler_comparisons_total", (("result", "diverged"), ("route", "orders")))] == 0
+    assert samples[("strangler_shadows_skipped_total", (("reason", "busy"), ("route", "orders")))] == 0
+    assert samples[("strangler_rollout_moves_total", (("action", "rollback"), ("route", "orders")))] == 0
 
 
 async def test_edge_listener_never_serves_admin_paths(make_upstream, start_proxy, http):

@@ -86,6 +86,12 @@ async def test_two_workers_share_the_port_and_admin_speaks_for_both(workers):
     requests = sum(s.value for f in text_string_to_metric_families(metrics) for s in f.samples
                    if s.name == "strangler_requests_total")
     assert requests == 40
+    memory = {s.labels.get("worker", "supervisor") for f in text_string_to_metric_families(metrics)
+              for s in f.samples if s.name == "process_resident_memory_bytes"}
+    assert memory == {"supervisor", "0", "1"}  # summed, the whole proxy's
+    counted = sum(s.value for f in text_string_to_metric_families(metrics) for s in f.samples
+                  if s.name == "strangler_worker_requests_total")
+    assert counted == 40  # a counter now: each worker adds what it answered since it last published
 
 
 async def test_an_edit_reaches_every_worker_and_their_comparisons_one_store(workers):

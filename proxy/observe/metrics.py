@@ -18,13 +18,14 @@ from bisect import bisect_left
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, disable_created_metrics, generate_latest
+from prometheus_client import (CollectorRegistry, Counter, Gauge, GCCollector, PlatformCollector, ProcessCollector,
+                               disable_created_metrics, generate_latest)
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
-from proxy.model import BreakerState, StoreState
+from proxy.model import BreakerState, Config, FailureKind, SkipReason, StoreState
 
 disable_created_metrics()  # the *_created series double the output and help no dashboard
 
@@ -33,6 +34,15 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 BREAKER_STATES = {BreakerState.CLOSED: 0, BreakerState.HALF_OPEN: 1, BreakerState.OPEN: 2}
 STORE_STATES = {StoreState.CONNECTED: 0, StoreState.CONNECTING: 1, StoreState.LAGGING: 2, StoreState.DOWN: 3}
 LATENCY_BUCKETS = (.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60)
+UPSTREAM_FAILURES = tuple(kind for kind in FailureKind if kind is not FailureKind.CLIENT_BODY_TIMEOUT)
+PLAN_MOVES = ("advance", "rollback")
+
+
+def process_collectors(registry: CollectorRegistry) -> None:
+    """prometheus-client's process_*, python_* and python_gc_* series for this process."""
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    GCCollector(registry=registry)
 
 
 class Metrics:
@@ -58,9 +68,9 @@ class Metrics:
         self.in_flight = Gauge(
             "strangler_upstream_in_flight", "Requests in flight to each upstream.", ["upstream"], registry=r,
             multiprocess_mode="livesum")
-        self.worker_requests = Gauge(
+        self.worker_requests = Counter(
             "strangler_worker_requests", "Requests each worker process has answered (with --workers).",
-            ["worker"], registry=r, multiprocess_mode="livemax")
+            ["worker"], registry=r)
         self.toggle_verdicts = Counter(
             "strangler_toggle_verdicts", "Toggle evaluations by verdict: on, off, and the ones that fell back "
             "to legacy for want of an answer (unknown, not_synced, error).",
@@ -123,6 +133,25 @@ class Metrics:
             "strangler_store_waiting", "Evidence items queued or waiting for the divergence store, by engine.",
             ["engine"], registry=r, multiprocess_mode="livesum")
 
+    def prime(self, config: Config) -> None:
+        """Every series an alert or a dashboard watches, at zero from the start (and for what a reload adds):
+        a series that does not exist yet is no zero to an alert, it is nothing (Prometheus's advice is to
+        initialise the label sets known in advance)."""
+        for name in config.upstreams:
+            self.breaker_state.labels(name)
+            for kind in UPSTREAM_FAILURES:
+                self.upstream_errors.labels(name, kind)
+        for route in config.routes:
+            self.tally.prime(route.name, [side.name for side in (route.legacy, route.new) if side is not None])
+            if route.new is not None and route.parallel_run.enabled:
+                self.tally.prime_comparisons(route.name)
+                for reason in SkipReason:
+                    self.shadows_skipped.labels(route.name, reason)
+            if route.rollout_plan is not None:
+                self.rollout_percent.labels(route.name)
+                for action in PLAN_MOVES:
+                    self.rollout_moves.labels(route.name, action)
+
     def refresh(self, pools: Mapping[str, Any], shadow_pools: Mapping[str, Any]) -> None:
         """Gauges read off the pools (at scrape time, or every second in a worker process)."""
         for name, pool in pools.items():
@@ -169,6 +198,18 @@ class Tally(Collector):
         key = (route, upstream, method in SAFE_METHODS, status // 100)
         self.answered[key] = self.answered.get(key, 0) + 1
         _binned(self.latency, key[:2], seconds)
+
+    def prime(self, route: str, upstreams: list[str]) -> None:
+        """A route's answers from each of its upstreams, 2xx and 5xx for either method class, at zero: what
+        an error-rate alert divides."""
+        for upstream in upstreams:
+            for safe in (True, False):
+                for status_class in (2, 5):
+                    self.answered.setdefault((route, upstream, safe, status_class), 0)
+
+    def prime_comparisons(self, route: str) -> None:
+        for result in ("matched", "diverged"):
+            self.compared.setdefault((route, result), 0)
 
     def comparison(self, route: str, result: str) -> None:
         key = (route, result)

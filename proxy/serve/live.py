@@ -69,6 +69,7 @@ class LiveConfig:
         self._signature = _signature(path, first)
         _warn_unverified(first)
         self._chores: set[asyncio.Task[None]] = set()
+        metrics.prime(first)
         metrics.reloads.labels("ok").inc()
         metrics.config_loaded_at.set(self.current.loaded_at)
 
@@ -124,6 +125,7 @@ class LiveConfig:
         if new.toggles is not old.toggles:
             self._in_thread(new.toggles.start)
             self._in_thread(old.toggles.close)
+        self.metrics.prime(new.config)
         self.metrics.reloads.labels("ok").inc()
         self.metrics.config_loaded_at.set(new.loaded_at)
         config = new.config
