@@ -25,6 +25,7 @@ from proxy.config.environment import checked
 from proxy.model import Address, Certificate, Config, Phase, Provider
 from proxy.observe.buildinfo import BuildInfo
 from proxy.observe.metrics import Metrics, process_collectors
+from proxy.observe.tracing import Tracer, Untraced
 from proxy.rollout.evidence import Evidence
 from proxy.rollout.plans import Rollouts
 from proxy.serve.forward import Forwarder
@@ -67,6 +68,7 @@ class Proxy:
         self.lifecycle = Lifecycle()
         self.metrics = Metrics(__version__)
         self._published = 0  # requests answered that the worker_requests counter has counted
+        self.tracer = tracer_for(config)
         if options.worker is None:  # under --workers the supervisor reports every process's
             process_collectors(self.metrics.registry)
         self.live: LiveConfig | None = None
@@ -114,7 +116,8 @@ class Proxy:
         self.rollouts = rollouts = Rollouts(self.plans, self.sink, self.metrics, lambda: live.current.config,
                                             lambda: live.current.toggles, self.evidence)
         self.handler = handler = EdgeHandler(live, self.metrics, self.parallel_run,
-                                             Forwarder(self.resilience, self.metrics), self.evidence, rollouts.cap)
+                                             Forwarder(self.resilience, self.metrics), self.evidence, rollouts.cap,
+                                             self.tracer)
         await rollouts.checked()  # where the plans stand, before the first request
         edge = EdgeServer(handler, keepalive_timeout=server.keepalive_timeout, header_timeout=server.header_timeout,
                           max_header_bytes=server.max_header_bytes)
@@ -204,10 +207,19 @@ class Proxy:
         await asyncio.to_thread(self.sink.close)
         await asyncio.to_thread(self.store.close)
         await asyncio.to_thread(self.comparisons.close)
+        await asyncio.to_thread(self.tracer.close)  # the spans of the requests that just finished
         if self._admin is not None:
             await self._admin.cleanup()
         if self.live is not None:
             await self.live.close()
+
+
+def tracer_for(config: Config) -> Tracer:
+    """OpenTelemetry's SDK when routes.yaml asks for spans; loaded only then."""
+    if config.tracing is None:
+        return Untraced()
+    from proxy.observe.otel import OtelTracer
+    return OtelTracer(config.tracing, __version__)
 
 
 def admin_token(config: Config) -> str | None:

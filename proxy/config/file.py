@@ -20,6 +20,7 @@ from proxy.config.fields import ENV_NAME, Reader, Section
 from proxy.config.routes import read_routes
 from proxy.config.tls import admin_tls, edge_tls
 from proxy.config.toggles import check_toggles, read_toggles
+from proxy.config.tracing import read_tracing
 from proxy.config.upstreams import read_upstreams
 from proxy.config.yamlsource import read_yaml
 from proxy.model import Address, AdminSpec, Config, Problem, ReportsSpec, ServerSpec, Upstream
@@ -84,7 +85,7 @@ def _config(reader: Reader, data: Any, source: str, digest: str) -> Config | Non
     if data is None:
         return None
     top = reader.section((), data, "", {"version", "listen", "admin", "upstreams", "toggles",
-                                        "reports", "routes", "server", "tls"})
+                                        "reports", "routes", "server", "tls", "tracing"})
     if top is None:
         return None
     top.get("version", "1 (the only format version so far)", lambda v: v == 1)
@@ -101,7 +102,7 @@ def _config(reader: Reader, data: Any, source: str, digest: str) -> Config | Non
     return Config(source=source, digest=digest, listen=listen, admin=admin,
                   upstreams=MappingProxyType(upstreams), routes=routes,
                   toggles=toggles, reports=_reports(top, source), server=_server(top),
-                  tls=edge_tls(top), warnings=tuple(p for p in reader.problems if p.warning))
+                  tls=edge_tls(top), tracing=read_tracing(top), warnings=tuple(p for p in reader.problems if p.warning))
 
 
 def parse_address(text: str) -> Address | None:

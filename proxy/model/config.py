@@ -101,6 +101,14 @@ class ReportsSpec:
     line: int = 0  # where password_env is written, for the start-up check
 
 
+@dataclass(frozen=True, slots=True)
+class TracingSpec:
+    """`tracing:`, spans exported as OTLP over HTTP (off when absent)."""
+
+    endpoint: str  # the collector's traces URL, e.g. http://127.0.0.1:4318/v1/traces
+    sample: float = 1.0  # the share of traces the edge starts that are recorded (a client's choice is followed)
+    service_name: str = "strangler"
+
 
 @dataclass(frozen=True, slots=True)
 class Config:
@@ -116,4 +124,5 @@ class Config:
     reports: ReportsSpec = ReportsSpec()
     server: ServerSpec = ServerSpec()
     tls: ListenerTls | None = None  # the edge over https
+    tracing: TracingSpec | None = None  # spans exported; None: only trace context passes through
     warnings: tuple[Problem, ...] = field(default=(), compare=False)

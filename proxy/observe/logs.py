@@ -30,7 +30,7 @@ class RequestIdFilter(logging.Filter):
     """Stamps every record with the process that wrote it and, while a request is served, that request's
     id."""
 
-    def __init__(self, worker: int | None) -> None:
+    def __init__(self, worker: int | None = None) -> None:
         super().__init__()
         self.pid, self.worker = os.getpid(), worker
 

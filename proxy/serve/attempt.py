@@ -46,6 +46,7 @@ class Outcome:
     sent: str | None = None  # the target the upstream got, when a rewrite made it other than the client's
     toggle: str | None = None  # the toggle's verdict, when one decided the side
     shadow: str | None = None  # what the parallel run did: "sent", "not_sampled" or why it was skipped
+    trace: str | None = None  # the trace id, for the access line
 
 
 class Outgoing:

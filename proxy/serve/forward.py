@@ -14,9 +14,11 @@ from __future__ import annotations
 import asyncio
 import random
 from functools import partial
+from typing import Awaitable
 
 from proxy.model import Decision, Failure, FailureKind, Route, Side, Upstream
 from proxy.observe.metrics import Metrics
+from proxy.observe.tracing import CURRENT, NOTHING, SpanKind
 from proxy.serve.attempt import Outcome, Outgoing, attempt
 from proxy.serve.resilience import Resilience
 from proxy.wire.answers import WholeAnswer, error_response
@@ -76,7 +78,8 @@ class Forwarder:
             retry_left = budget is not None and tried < route.retries and budget.room()
             hold = partial(_worth_holding, outgoing, may_fall_back, retry_left) if may_fall_back or retry_left \
                 else _never
-            result = await attempt(outgoing, pool, breaker, self.metrics, hold)
+            sending = attempt(outgoing, pool, breaker, self.metrics, hold)
+            result = await (sending if CURRENT.get() is NOTHING else _traced(sending, upstream.name, tried))
             if isinstance(result, Outcome) or not self._retry(outgoing, route, upstream, result, tried):
                 return result
             await asyncio.sleep(random.uniform(0, min(BACKOFF_CAP, BACKOFF_BASE * 2 ** tried)))
@@ -90,6 +93,24 @@ class Forwarder:
             return False
         self.metrics.retries.labels(route.name, upstream.name, "stale_connection" if stale else failure.kind).inc()
         return True
+
+
+async def _traced(sending: Awaitable[Outcome | Failure], upstream: str, tried: int) -> Outcome | Failure:
+    """An attempt, as a span under the edge request's (spans are recorded)."""
+    span = CURRENT.get().child(f"upstream {upstream}", SpanKind.CLIENT, {"strangler.upstream": upstream,
+                                                                   "strangler.attempt": tried + 1})
+    try:
+        result = await sending
+    except BaseException as exc:
+        span.fail(type(exc).__name__)
+        span.end()
+        raise
+    if isinstance(result, Outcome):
+        span.set({"http.response.status_code": result.response.status})
+    else:
+        span.fail(result.detail)
+    span.end()
+    return result
 
 
 def _never(status: int) -> bool:

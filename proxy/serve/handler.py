@@ -6,13 +6,14 @@ import asyncio
 import logging
 import re
 import time
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 from aiohttp.http import HttpVersion10, HttpVersion11
 
 from proxy.model import ClientFailure, Decision, Failure, FailureKind, RequestFacts, Route, Side, SkipReason
 from proxy.observe.logs import REQUEST_ID, AccessLog
 from proxy.observe.metrics import Metrics
+from proxy.observe.tracing import CURRENT, Span, TraceContext, Tracer, incoming
 from proxy.observe.verdicts import VerdictLog
 from proxy.rollout.evidence import Evidence
 from proxy.routing.decide import decide, match_route
@@ -29,6 +30,7 @@ from proxy.wire.tunnel import Tunnel, handshake_refusal, wants_websocket
 
 # RFC 3986 host (a reg-name without userinfo, or an IP literal) with an optional port; nginx refuses
 # the rest with a 400 too.
+TRACEPARENT_LINE = re.compile(rb"(?im)^traceparent:[^\r\n]*\r\n")
 VALID_HOST = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~!$&'()*+,;=%-]+)(?::[0-9]{0,5})?\Z")
 # Failures that are the client's, as strangler_client_errors_total counts them.
 CLIENT_FAILURES = {FailureKind.CLIENT_BODY_TIMEOUT: ClientFailure.BODY_TIMEOUT}
@@ -42,8 +44,8 @@ class EdgeHandler:
     returns."""
 
     def __init__(self, live: LiveConfig, metrics: Metrics, parallel_run: ParallelRun, forwarder: Forwarder,
-                 evidence: Evidence, cap: Callable[[Route], int | None]) -> None:
-        self.live, self.metrics = live, metrics
+                 evidence: Evidence, cap: Callable[[Route], int | None], tracer: Tracer) -> None:
+        self.live, self.metrics, self.tracer = live, metrics, tracer
         self.evidence, self.cap = evidence, cap  # cap: the percent a route's rollout plan stands at
         self.parallel_run, self.forwarder = parallel_run, forwarder
         self.verdicts = VerdictLog()
@@ -60,17 +62,35 @@ class EdgeHandler:
             self.metrics.shed.labels("listener").inc()  # shed at once: a queue that grows helps nobody
             return error_response(503, "overloaded", "the proxy is at its limit of requests in flight", rid, 1)
         self.in_flight += 1
+        trace = self._trace(request, rid)
         try:
-            outcome = await self._serve(request, rid, generation)
+            outcome = await self._serve(request, rid, generation, trace)
         except (asyncio.CancelledError, ConnectionError) as exc:
             self._client_failed(request, exc, started, rid)
+            CURRENT.get().fail("the client went away")
+            CURRENT.get().end()
             raise
         finally:
             self.in_flight -= 1
+        outcome.trace = trace.context.trace_id
         self._record(request, outcome, started)
         return outcome.response
 
-    async def _serve(self, request: EdgeRequest, rid: str, generation: Generation) -> Outcome:
+    def _trace(self, request: EdgeRequest, rid: str) -> Trace:
+        """Where this request stands in a trace, and the `traceparent` line its upstream gets: the client's
+        own when spans are not recorded (it passes as sent), else the edge span's."""
+        parent = incoming(request.headers)
+        if self.tracer.recording:
+            span = self.tracer.edge(parent, request.method, {"http.request.method": request.method,
+                                                             "strangler.request_id": rid})
+            CURRENT.set(span)
+            return Trace(span.context, b"traceparent: %s\r\n" % span.context.traceparent, parent is not None)
+        if parent is not None:
+            return Trace(parent, b"", False)
+        started = TraceContext.started()  # an invalid one is ignored, as W3C says, and replaced
+        return Trace(started, b"traceparent: %s\r\n" % started.traceparent, "traceparent" in request.headers)
+
+    async def _serve(self, request: EdgeRequest, rid: str, generation: Generation, trace: Trace) -> Outcome:
         refusal = _refusal(request)
         path = parse_target(request.raw_path) if refusal is None else refusal
         if isinstance(path, Refusal):
@@ -84,9 +104,9 @@ class EdgeHandler:
             return Outcome(error_response(404, "no_route", f"no route matches {method} {path}", rid))
         decision, facts = self._decide(request, route, path, generation)
         if request.upgrade and wants_websocket(request.headers):
-            return _decided(await self._tunnel(request, route, decision, rid, generation), decision)
-        head = upstream_head(request.raw_headers, peer=request.remote, proto=request.scheme, rid=rid,
-                             last=request.protocol.last_head)
+            return _decided(await self._tunnel(request, route, decision, rid, generation, trace), decision)
+        head = trace.onto(upstream_head(request.raw_headers, peer=request.remote, proto=request.scheme, rid=rid,
+                                        last=request.protocol.last_head))
         server = generation.config.server
         request.send_timeout = server.send_timeout
         try:
@@ -108,7 +128,7 @@ class EdgeHandler:
         return _decided(outcome, decision)
 
     async def _tunnel(self, request: EdgeRequest, route: Route, decision: Decision, rid: str,
-                      generation: Generation) -> Outcome:
+                      generation: Generation, trace: Trace) -> Outcome:
         """A WebSocket handshake: checked, then forwarded like any request, never shadowed; after the
         upstream's 101 it is a tunnel (proxy.serve.attempt)."""
         problem = handshake_refusal(request.method, request.version, request.headers, request.body_exists)
@@ -124,7 +144,8 @@ class EdgeHandler:
         if shadowed:
             self.parallel_run.skip(route, SkipReason.UPGRADE)
             decision = decision._replace(shadow=None)
-        head = upstream_head(request.raw_headers, peer=request.remote, proto=request.scheme, rid=rid) + UPGRADE_LINES
+        head = trace.onto(upstream_head(request.raw_headers, peer=request.remote, proto=request.scheme, rid=rid)) \
+            + UPGRADE_LINES
         outcome = await self.forwarder.serve(request, decision, generation.pools, request.raw_path, head, rid,
                                              NO_BODY, tunnel_idle=generation.config.server.tunnel_idle_timeout)
         if shadowed:
@@ -220,11 +241,15 @@ class EdgeHandler:
             self.metrics.upstream_errors.labels(outcome.upstream, failure.kind).inc()
         if outcome.route is not None and outcome.route.rollout_plan is not None and outcome.side is not None:
             self._evidence(outcome, route, status, elapsed)
+        span = CURRENT.get()
+        if self.tracer.recording:
+            _finished(span, outcome, route, status)
         level = logging.INFO if failure is None else logging.WARNING
         if not self.access.enabled(level):
             return  # the access line is off: do not build it
         fields = _fields(request, status, started, route=route, upstream=outcome.upstream,
-                         request_id=REQUEST_ID.get(), bytes_in=_received(request), bytes_out=outcome.response.written)
+                         request_id=REQUEST_ID.get(), trace_id=outcome.trace, bytes_in=_received(request),
+                         bytes_out=outcome.response.written)
         if outcome.side is not None:
             fields["side"] = outcome.side
         if outcome.toggle is not None:
@@ -244,6 +269,28 @@ class EdgeHandler:
         fields.update(failure=failure.kind, detail=failure.detail)
         self.access.write(logging.INFO if clients else level, "client too slow" if clients else "upstream failed",
                           fields)
+
+
+class Trace(NamedTuple):
+    """A request's place in its trace, and how its upstreams are told of it."""
+
+    context: TraceContext
+    line: bytes  # the traceparent line an upstream gets, or b"" when the client's passes as sent
+    replaces: bool  # the client's own traceparent is taken out first
+
+    def onto(self, head: bytes) -> bytes:
+        if self.replaces:
+            head = TRACEPARENT_LINE.sub(b"", head)
+        return head + self.line
+
+
+def _finished(span: Span, outcome: Outcome, route: str, status: int) -> None:
+    """The edge span's last attributes, and its end."""
+    span.set({"http.route": route, "http.response.status_code": status, "strangler.upstream": outcome.upstream,
+              **({"strangler.side": outcome.side} if outcome.side is not None else {})})
+    if status >= 500:
+        span.fail(outcome.failure.detail if outcome.failure is not None else f"status {status}")
+    span.end()
 
 
 def _decided(outcome: Outcome, decision: Decision) -> Outcome:

@@ -22,6 +22,7 @@ from typing import Any, Mapping, Protocol
 from proxy.model import (Answered, Decision, FailureKind, Observation, RequestFacts, RequestRecord, Route, Side,
                          SkipReason, Upstream)
 from proxy.observe.metrics import Metrics
+from proxy.observe.tracing import CURRENT, NOTHING, SpanKind
 from proxy.rollout.evidence import Evidence
 from proxy.routing.rewrite import relocated_pairs, side_target
 from proxy.routing.stickiness import sticky_value
@@ -125,10 +126,16 @@ class ParallelRun:
 
     async def _run(self, shadow: Shadow) -> None:
         route = shadow.decision.route
+        if shadow.span is not NOTHING:  # spans are recorded: the shadow's is the parent of its comparison's
+            assert shadow.decision.shadow is not None
+            shadow.span = shadow.span.child(f"shadow {shadow.decision.shadow.name}", SpanKind.CLIENT,
+                                            {"strangler.route": route.name,
+                                             "strangler.upstream": shadow.decision.shadow.name})
         try:
             reason = await self._compare(shadow, route)
             if reason is not None:
                 self.skip(route, reason)
+                shadow.span.set({"strangler.skipped": reason})
         except asyncio.CancelledError:
             raise
         except Exception:  # a bug here must never reach a client: count it and say it once
@@ -137,6 +144,7 @@ class ParallelRun:
                                                                           "request_id": shadow.rid})
         finally:
             self.in_flight[route.name] -= 1
+            shadow.span.end()
 
     async def _compare(self, shadow: Shadow, route: Route) -> SkipReason | None:
         """Send the shadow (and a noise probe), wait for the served answer, compare; or why not."""
@@ -159,7 +167,13 @@ class ParallelRun:
         legacy, new = (served, other) if served.side is Side.LEGACY else (other, served)
         if probe is not None:
             await self.comparer.learn_noise(route, legacy, probe, shadow.at)
-        return await self.comparer.compare(route, served.side, shadow.record(), legacy, new)
+        if shadow.span is NOTHING:
+            return await self.comparer.compare(route, served.side, shadow.record(), legacy, new)
+        span = shadow.span.child("compare", SpanKind.INTERNAL, {"strangler.route": route.name})
+        try:
+            return await self.comparer.compare(route, served.side, shadow.record(), legacy, new)
+        finally:
+            span.end()
 
     async def _send(self, shadow: Shadow, route: Route) -> tuple[Observation, Observation | None]:
         """The other side's answer, and legacy's second answer when this request probes for noise."""
@@ -177,7 +191,7 @@ class Shadow:
     it comes."""
 
     __slots__ = ("run", "decision", "request", "rid", "at", "started", "head", "body", "pools", "head_start",
-                 "gone", "answered", "seconds", "waiting")
+                 "gone", "answered", "seconds", "waiting", "span")
 
     def __init__(self, run: ParallelRun, decision: Decision, request: EdgeRequest, rid: str, head: bytes,
                  body: bytes | None, pools: Mapping[str, UpstreamPool]) -> None:
@@ -189,6 +203,7 @@ class Shadow:
         self.answered: Answered | SkipReason | None = None  # the served answer, or why there is none
         self.seconds = 0.0  # the served side's time
         self.waiting: asyncio.Future[None] | None = None  # made only when the shadow is back first
+        self.span = CURRENT.get()  # the edge request's: the shadow's span is its child
 
     def go(self) -> None:
         """The served side has had its head start: send the shadow (once)."""
