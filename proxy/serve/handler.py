@@ -16,7 +16,7 @@ from proxy.observe.metrics import Metrics
 from proxy.observe.tracing import CURRENT, Span, TraceContext, Tracer, incoming
 from proxy.observe.verdicts import VerdictLog
 from proxy.rollout.evidence import Evidence
-from proxy.routing.decide import decide, match_route
+from proxy.routing.decide import decide
 from proxy.serve.attempt import Outcome
 from proxy.serve.forward import Forwarder
 from proxy.serve.live import Generation, LiveConfig
@@ -99,7 +99,7 @@ class EdgeHandler:
             refused.force_close()  # what follows on this connection cannot be trusted either
             return Outcome(refused)
         method = request.method
-        route = match_route(generation.config.routes, method, path, request.headers)
+        route = generation.index.match(method, path, request.headers)
         if route is None:
             return Outcome(error_response(404, "no_route", f"no route matches {method} {path}", rid))
         decision, facts = self._decide(request, route, path, generation)

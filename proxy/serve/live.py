@@ -23,6 +23,7 @@ from proxy.model import Config, Problem, Upstream
 from proxy.model.errors import ConfigError
 from proxy.observe.metrics import Metrics
 from proxy.routing.decide import FixedDecisions
+from proxy.routing.index import RouteIndex
 from proxy.wire.pool import UpstreamPool
 from toggles.base import Toggles
 
@@ -42,9 +43,11 @@ class Generation:
     toggles: Toggles
     loaded_at: float
     fixed: FixedDecisions = field(init=False)
+    index: RouteIndex = field(init=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "fixed", FixedDecisions(self.config.routes))
+        object.__setattr__(self, "index", RouteIndex(self.config.routes))
 
     def all_pools(self) -> list[UpstreamPool]:
         return [*self.pools.values(), *self.shadow_pools.values()]
