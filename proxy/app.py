@@ -175,7 +175,8 @@ class Proxy:
         place = self.store.where
         if place.present:  # a report never creates the file
             self.sink.flush(timeout=2.0)
-        return html.render([place], missing_ok=True)
+        assert self.live is not None
+        return html.render([place], missing_ok=True, ignored=self.live.current.config.ignored_paths())
 
     async def reload(self, why: str) -> bool:
         assert self.live is not None

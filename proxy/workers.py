@@ -221,7 +221,9 @@ class Supervisor:
         return {**({"edge": config.tls.certificate} if config.tls is not None else {}), **served(self.tls)}
 
     def report(self) -> str:
-        return html.render([Where.of(self.config.reports)], missing_ok=True)
+        assert self.live is not None
+        return html.render([Where.of(self.config.reports)], missing_ok=True,
+                           ignored=self.live.current.config.ignored_paths())
 
 
 class Processes(Collector):

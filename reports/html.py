@@ -6,6 +6,7 @@ Bodies, paths and headers come from upstreams: Jinja2 escapes all of them (autoe
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Mapping
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
@@ -17,11 +18,13 @@ TEMPLATES = Environment(loader=FileSystemLoader(Path(__file__).with_name("templa
                         undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
 
 
-def render(databases: list[Place], now: float | None = None, missing_ok: bool = False) -> str:
-    """The report on `databases` read as one; with `missing_ok`, files not created yet show as empty.
+def render(databases: list[Place], now: float | None = None, missing_ok: bool = False,
+           ignored: Mapping[str, tuple[str, ...]] | None = None) -> str:
+    """The report on `databases` read as one; with `missing_ok`, files not created yet show as empty;
+    `ignored`: each route's ignore_paths, from routes.yaml.
 
     Raises FileNotFoundError for a missing file otherwise."""
-    return render_page(page(databases, now, missing_ok))
+    return render_page(page(databases, now, missing_ok, ignored))
 
 
 def render_page(report: Page) -> str:

@@ -1,6 +1,8 @@
 """Two bodies as a reviewer compares them: pretty-printed, aligned line by line, the differing lines marked.
 
 Line pairs come from difflib.SequenceMatcher; within a changed pair the differing characters are marked too.
+A differing line whose JSON path the route ignores, or that was learned as noise, is marked as such
+(`excused`), never as a change: the comparison did not count it.
 """
 
 from __future__ import annotations
@@ -8,6 +10,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from difflib import SequenceMatcher
+from typing import Callable
 
 SIGNS = {"": " ", "changed": "~", "removed": "−", "added": "+", "filler": ""}
 MAX_INLINE = 2000  # characters of a changed pair compared character by character; longer lines are marked whole
@@ -22,6 +25,7 @@ class Line:
     number: int | None
     mark: str
     segments: tuple[Segment, ...]
+    excused: str = ""  # "ignored" or "noise": a differing line the comparison did not count
 
     @property
     def sign(self) -> str:
@@ -55,9 +59,31 @@ def pretty(body: str | None) -> str | None:
         return body
 
 
-def side_by_side(legacy: str, new: str) -> list[Row]:
-    """The two texts as aligned rows: equal lines side by side, differing ones marked, gaps filled."""
-    left, right = legacy.splitlines(), new.splitlines()
+def side_by_side(legacy: str, new: str, paths: tuple[list[str], list[str]] | None = None,
+                 excuse: Callable[[str], str] | None = None) -> list[Row]:
+    """The two texts as aligned rows: equal lines side by side, differing ones marked, gaps filled.
+    `paths`: the JSON path each line of each side shows; `excuse`: what a path's difference is, when the
+    comparison did not count it ("ignored", "noise"), else ""."""
+    rows = _aligned(legacy.splitlines(), new.splitlines())
+    if paths is None or excuse is None:
+        return rows
+    return [_excused(row, paths, excuse) for row in rows]
+
+
+def _excused(row: Row, paths: tuple[list[str], list[str]], excuse: Callable[[str], str]) -> Row:
+    """A differing row whose every line is excused the same way, marked so."""
+    if not row.differs:
+        return row
+    found = {excuse(paths[n][line.number - 1]) for n, line in enumerate((row.legacy, row.new))
+             if line.number is not None}
+    if len(found) != 1 or "" in found:
+        return row
+    why = found.pop()
+    return Row(*(Line(line.number, line.mark, line.segments, why) if line.number is not None else line
+                 for line in (row.legacy, row.new)))
+
+
+def _aligned(left: list[str], right: list[str]) -> list[Row]:
     rows: list[Row] = []
     for tag, i1, i2, j1, j2 in SequenceMatcher(None, left, right, autojunk=False).get_opcodes():
         if tag == "equal":

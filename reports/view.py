@@ -10,12 +10,13 @@ import re
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Mapping
 
 from reports import query
 from reports.accepted import until_text
 from reports.db import Where, where
 from reports.query import Place
+from reports.linepaths import excused, lines
 from reports.sidebyside import Row, pretty, side_by_side
 
 TOP_PATHS, TOP_SIGNATURES = 10, 10
@@ -130,19 +131,23 @@ class Page:
     routes: list[RouteView]
 
 
-def page(databases: list[Place], now: float | None = None, missing_ok: bool = False) -> Page:
-    """The whole report; with `missing_ok`, files not created yet are listed and skipped."""
+def page(databases: list[Place], now: float | None = None, missing_ok: bool = False,
+         ignored: Mapping[str, tuple[str, ...]] | None = None) -> Page:
+    """The whole report; with `missing_ok`, files not created yet are listed and skipped. `ignored`: each
+    route's `compare.ignore_paths`, when routes.yaml is at hand (their lines are then marked as such)."""
     now = time.time() if now is None else now
     places = [where(db) for db in databases]
     present = [db for db in places if not missing_ok or db.present]
     summaries = sorted(query.summary(present, top=TOP_PATHS), key=lambda r: (-r.divergence_rate, r.route))
     return Page(iso(now), [(str(db), db.present) for db in places],
-                [route_view(present, s, now) for s in summaries])
+                [route_view(present, s, now, (ignored or {}).get(s.route, ())) for s in summaries])
 
 
-def route_view(databases: list[Where], summary: query.RouteSummary, now: float) -> RouteView:
+def route_view(databases: list[Where], summary: query.RouteSummary, now: float,
+               ignored: tuple[str, ...] = ()) -> RouteView:
     chosen = summary.signatures[:TOP_SIGNATURES]
-    examples = {s.signature: example_view(found[0], s)
+    noise = tuple(path for path, _ in summary.noise)
+    examples = {s.signature: example_view(found[0], s, ignored, noise)
                 for s in chosen if (found := query.examples(databases, s.signature, limit=1))}
     return RouteView(
         summary.route, "route-" + anchor(summary.route), summary.compared, summary.diverged,
@@ -253,14 +258,32 @@ def ago(seconds: float) -> str:
     return "just now"
 
 
-def example_view(row: dict[str, Any], signature: query.Signature) -> Example:
-    """One stored divergence laid out for reading: answers, differences, and the bodies aligned."""
+def example_view(row: dict[str, Any], signature: query.Signature, ignored: tuple[str, ...] = (),
+                 noise: tuple[str, ...] = ()) -> Example:
+    """One stored divergence laid out for reading: answers, differences, and the bodies aligned, with the
+    lines of paths the route ignores or learned as noise marked as such."""
     legacy, new = pretty(row["legacy_body"]), pretty(row["new_body"])
+    noise = (*noise, *(d["path"] for d in row["noise"]))
+    paths = (_line_paths(row["legacy_body"]), _line_paths(row["new_body"]))
+    rows = None
+    if legacy is not None and new is not None:
+        rows = side_by_side(legacy, new, paths if None not in paths else None,  # type: ignore[arg-type]
+                            lambda path: excused(path, ignored, noise))
     return Example(
         "example-" + anchor(signature.signature), signature.signature, signature.paths, row, iso(row["at"]),
         answer(row, "legacy"), answer(row, "new"),
         [difference_row(d, False) for d in row["differences"]] + [difference_row(d, True) for d in row["noise"]],
-        None if legacy is None or new is None else side_by_side(legacy, new), legacy, new)
+        rows, legacy, new)
+
+
+def _line_paths(body: str | None) -> list[str] | None:
+    """The JSON path of each line of the body as pretty() prints it; None when it is not JSON."""
+    if body is None:
+        return None
+    try:
+        return [path for _, path in lines(json.loads(body))]
+    except ValueError:
+        return None
 
 
 def answer(row: dict[str, Any], side: str) -> str:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from proxy.model import Difference, Divergence, Observation, ReportsSpec, RequestRecord, Side
-from reports import html, view
+from reports import html, linepaths, view
 from reports.sidebyside import pretty, side_by_side
 from reports.store import StoreSink
 from tests.helpers import REPO, route
@@ -96,6 +96,33 @@ def test_a_line_only_one_side_has_faces_a_filler():
     marks = [(r.legacy.mark, r.new.mark) for r in rows if r.differs]
     assert marks == [("changed", "changed"), ("filler", "added")]  # "2" became "2," and "3" came
     assert [r.new.sign for r in rows if r.differs] == ["~", "+"]
+
+
+@pytest.mark.parametrize("document", [{"a": 1, "b": [1, {"c": None, "d": []}, {}], "é": "ü", "x.y": {"z": True}},
+                                      [], {}, 3, "text", [[1, [2]], {"k": [{}]}]])
+def test_line_paths_print_what_json_dumps_prints(document):
+    assert "\n".join(line for line, _ in linepaths.lines(document)) == pretty(json.dumps(document))
+
+
+def test_line_paths_name_each_lines_value():
+    assert linepaths.lines({"orders": [{"at": 1}], "x.y": 2}) == [
+        ("{", "$"), ('  "orders": [', "$.orders"), ("    {", "$.orders[0]"), ('      "at": 1', "$.orders[0].at"),
+        ("    }", "$.orders[0]"), ("  ],", "$.orders"), ('  "x.y": 2', "$['x.y']"), ("}", "$")]
+
+
+def test_ignored_and_noise_lines_are_not_drawn_as_changes(tmp_path):
+    """The demo's case: $.updated_at ignored by the route, $.etag learned as noise, $.status really changed."""
+    legacy = {"id": 7, "status": "paid", "updated_at": "t1", "etag": "a"}
+    new = {"id": 7, "status": "shipped", "updated_at": "t2", "etag": "b"}
+    found = divergence(legacy=legacy, new=new, signature="sig-status")
+    found = dataclasses.replace(found, differences=(Difference("$.status", "paid", "shipped"),))
+    page = html.render([str(plant(tmp_path / "d.db", "orders", 2, [found], noise=("$.etag",)))],
+                       ignored={"orders": ("$.updated_at",)})
+    body = page.split('class="side-by-side"', 1)[1]
+    assert re.findall(r'data-excused="(\w+)">\s*&#34;(\w+)&#34;', body) == [
+        ("noise", "etag"), ("noise", "etag"), ("ignored", "updated_at"), ("ignored", "updated_at")]
+    changed = re.findall(r'class="code (?:legacy|new) changed hl">\s*&#34;(\w+)&#34;', body)
+    assert changed == ["status", "status"]
 
 
 def test_everything_from_the_database_is_escaped(tmp_path):

@@ -136,12 +136,23 @@ def _show(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _ignored(path: str) -> dict[str, tuple[str, ...]]:
+    """Each route's ignore_paths from routes.yaml, when it can be read (the report is made without)."""
+    from proxy import config as config_file
+    from proxy.model.errors import ConfigError
+
+    try:
+        return config_file.load(path).ignored_paths()
+    except (ConfigError, OSError):
+        return {}
+
+
 def _html(args: argparse.Namespace) -> int:
     dbs = databases(args)
     if dbs is None:
         return EXIT_INVALID
     try:
-        page = html.render(dbs)
+        page = html.render(dbs, ignored=_ignored(args.config))
         if args.out:
             _write_private(args.out, page)
     except OSError as exc:  # FileNotFoundError: a database; anything else: --out

@@ -125,4 +125,8 @@ class Config:
     server: ServerSpec = ServerSpec()
     tls: ListenerTls | None = None  # the edge over https
     tracing: TracingSpec | None = None  # spans exported; None: only trace context passes through
+
+    def ignored_paths(self) -> dict[str, tuple[str, ...]]:
+        """Each route's `compare.ignore_paths`: what the report marks as ignored in the bodies it shows."""
+        return {route.name: route.compare.ignore_paths for route in self.routes}
     warnings: tuple[Problem, ...] = field(default=(), compare=False)
