@@ -12,6 +12,7 @@ import gc
 import logging
 import os
 import signal
+import time
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Coroutine
 
@@ -40,13 +41,14 @@ from proxy.wire.server import EdgeServer
 from proxy.wire.tls import HANDSHAKE_TIMEOUT, ListenerContext, TlsSite
 from reports import html
 from reports.connections import Connections
-from reports.db import Where
+from reports.db import STORE_ERRORS, Where
 from reports.plans import StorePlans
 from reports.store import StoreSink
 from toggles.base import Toggles
 from toggles.unleash import UnleashToggles
 
 log = logging.getLogger("strangler")
+ACCEPTED_EVERY = 5.0  # seconds between reads of the accepted signatures
 YOUNG_OBJECTS = 10_000  # new objects between two young-generation collections (see serve)
 
 
@@ -84,7 +86,7 @@ class Proxy:
         self.plans = StorePlans(self.store)
         self.rollouts: Rollouts | None = None
         self.evidence = Evidence()
-        comparer = Comparer(comparator, self.comparisons, self.sink, self.metrics, self.evidence)
+        self.comparer = comparer = Comparer(comparator, self.comparisons, self.sink, self.metrics, self.evidence)
         self.parallel_run = ParallelRun(comparer, self.metrics, self.resilience, self.evidence)
         self.handler: EdgeHandler | None = None
         self._edge: web.BaseRunner | None = None
@@ -128,6 +130,7 @@ class Proxy:
                                          tls=self.tls["edge"], handshake_timeout=server.header_timeout)
         self._chores.append(asyncio.create_task(live.watch(self.options.watch_interval)))
         self._chores.append(asyncio.create_task(rollouts.run()))
+        self._chores.append(asyncio.create_task(self._follow_acceptances()))
         if worker:  # the supervisor shows this process's gauges, read from other processes
             self._chores.append(asyncio.create_task(self._refresh_gauges()))
             return
@@ -135,6 +138,17 @@ class Proxy:
         self._admin = web.AppRunner(create_admin_app(self, admin_token(self.config)), access_log=None)
         self.tls["admin"] = admin_tls(live)
         self.admin_address = await listen(self._admin, self.config.admin.listen, tls=self.tls["admin"])
+
+    async def _follow_acceptances(self) -> None:
+        """The signatures accepted in the store, for the divergences metric (an accept elsewhere shows within
+        ACCEPTED_EVERY seconds). A store that cannot be read leaves the last set in place."""
+        while True:
+            try:
+                if self.store.where.present:  # a SQLite file is not made for this
+                    self.comparer.accepted = await asyncio.to_thread(self.plans.accepted, time.time())
+            except STORE_ERRORS:
+                pass
+            await asyncio.sleep(ACCEPTED_EVERY)
 
     async def _refresh_gauges(self) -> None:
         while True:

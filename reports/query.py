@@ -12,7 +12,7 @@ import json
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator
+from typing import Any, Collection, Iterable, Iterator
 
 from reports.accepted import Acceptance, current
 from reports.db import Db, Where
@@ -69,11 +69,24 @@ class RouteSummary:
     def divergence_rate_unaccepted(self) -> float:
         return round((self.diverged - self.accepted) / self.compared, 4) if self.compared else 0.0
 
+    @property
+    def open(self) -> int:
+        """Divergences no one has explained: what a rollout's gates count (accepted signatures left out,
+        and differences learned as noise never counted as divergences in the first place)."""
+        return self.diverged - self.accepted
+
+    @property
+    def open_rate(self) -> float:
+        """The headline: open divergences over comparisons, as the gates' `max_divergence_rate` reads it."""
+        return self.divergence_rate_unaccepted
+
     def as_json(self) -> dict[str, Any]:
         return {"route": self.route, "compared": self.compared, "diverged": self.diverged,
                 "divergence_rate": self.divergence_rate,
                 "top_paths": [{"path": p, "count": n} for p, n in self.top_paths],
                 "accepted": self.accepted, "divergence_rate_unaccepted": self.divergence_rate_unaccepted,
+                "open": self.open, "open_rate": self.open_rate,
+                "noise": [{"path": p, "count": n} for p, n in self.noise],
                 "signatures": [s.as_json() for s in self.signatures]}
 
 
@@ -172,20 +185,31 @@ def examples(databases: Iterable[Place], signature: str, limit: int = 5) -> list
 
 
 def trend(databases: Iterable[Place], route: str, buckets: int = 24, width: float = 3600.0,
-          now: float | None = None) -> list[tuple[float, int, int]]:
-    """(bucket start, compared, diverged) for the last `buckets` periods of `width` seconds, oldest first."""
+          now: float | None = None, accepted: Collection[str] = ()) -> list[tuple[float, int, int, int]]:
+    """(bucket start, compared, diverged, of which accepted) for the last `buckets` periods of `width`
+    seconds, oldest first; `accepted`: the signatures accepted now."""
     end = now if now is not None else time.time()
     start = end - buckets * width
-    series = [[start + i * width, 0, 0] for i in range(buckets)]
+    series = [[start + i * width, 0, 0, 0] for i in range(buckets)]
+
+    def bucket(minute: int) -> list | None:
+        index = min(int((minute * 60 - start) // width), buckets - 1)
+        return series[index] if index >= 0 else None
+
     for db in _open(databases):
         for minute, compared, diverged in db.execute(
                 "SELECT minute, compared, diverged FROM counts WHERE route = ? AND minute >= ?",
                 [route, int(start // 60)]):
-            index = min(int((minute * 60 - start) // width), buckets - 1)
-            if index >= 0:
-                series[index][1] += compared
-                series[index][2] += diverged
-    return [(at, compared, diverged) for at, compared, diverged in series]
+            if (found := bucket(minute)) is not None:
+                found[1] += compared
+                found[2] += diverged
+        if accepted:
+            for minute, signature, count in db.execute(
+                    "SELECT minute, signature, count FROM signature_minutes WHERE route = ? AND minute >= ?",
+                    [route, int(start // 60)]):
+                if signature in accepted and (found := bucket(minute)) is not None:
+                    found[3] += count
+    return [(at, compared, diverged, min(excused, diverged)) for at, compared, diverged, excused in series]
 
 
 def _open(databases: Iterable[Place]) -> Iterator[Db]:

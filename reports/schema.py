@@ -8,6 +8,8 @@ accepted     signatures people marked as intended differences (reports/accepted.
 replays      each stored request sent again by `strangler replay`: one row per request and run
 batches      the writers' batches already applied: a batch retried after an outage counts once
 meta         the redaction key, the schema version, when retention last ran
+signature_minutes  each signature's divergences per minute: accepted ones left out of a trend, sparklines
+actions      what people did from the review console: who, when, what, why
 rollouts, rollout_events, gate_comparisons, gate_answers, gate_bins: rollout plans (reports/plans.py)
 
 Setting up runs in one transaction holding the store's schema lock, so instances that
@@ -26,7 +28,7 @@ from typing import Callable, TypeVar
 
 from reports.db import Db, Where, connect
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 T = TypeVar("T")
 # A kept divergence's columns and their types (reports/rows.py makes the rows).
 # legacy_target, new_target: what each side was sent, when a route's rewrite made it other than `target`.
@@ -67,6 +69,14 @@ TABLES = (
     "CREATE TABLE IF NOT EXISTS gate_bins (route TEXT NOT NULL, second BIGINT NOT NULL, side TEXT NOT NULL, "
     "bin BIGINT NOT NULL, count BIGINT, PRIMARY KEY (route, second, side, bin))",
     "CREATE TABLE IF NOT EXISTS batches (id TEXT PRIMARY KEY, at DOUBLE PRECISION)",
+    *(VERSION_3 := (
+        "CREATE TABLE IF NOT EXISTS signature_minutes (signature TEXT NOT NULL, minute BIGINT NOT NULL, "
+        "route TEXT NOT NULL, count BIGINT, PRIMARY KEY (signature, minute))",
+        "CREATE INDEX IF NOT EXISTS idx_signature_minutes_route ON signature_minutes (route, minute)",
+        "CREATE TABLE IF NOT EXISTS actions (id {serial}, at DOUBLE PRECISION NOT NULL, by TEXT NOT NULL, "
+        "action TEXT NOT NULL, route TEXT NOT NULL, subject TEXT, reason TEXT NOT NULL, origin TEXT)",
+        "CREATE INDEX IF NOT EXISTS idx_actions_route_at ON actions (route, at)",
+    )),
 )
 
 
@@ -128,7 +138,13 @@ def _to_2(db: Db) -> None:
                            "excluded.count", [route, second, side, int(index), count])
 
 
-MIGRATIONS: tuple[Callable[[Db], None], ...] = (lambda db: None, _to_2)  # MIGRATIONS[v] moves v to v + 1
+def _to_3(db: Db) -> None:
+    """Version 2 to 3: divergences per signature and minute, and the console's actions."""
+    for statement in VERSION_3:
+        db.execute(statement.format(serial=type(db).SERIAL))
+
+
+MIGRATIONS: tuple[Callable[[Db], None], ...] = (lambda db: None, _to_2, _to_3)  # MIGRATIONS[v] moves v to v + 1
 
 
 def redaction_key(db: Db) -> bytes:

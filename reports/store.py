@@ -184,6 +184,7 @@ class StoreSink:
                 return  # another instance pruned a moment ago
             for table, column, when in (("divergences", "at", cutoff), ("signatures", "last_seen", cutoff),
                                         ("counts", "minute", int(cutoff // 60)), ("noise", "last_seen", cutoff),
+                                        ("signature_minutes", "minute", int(cutoff // 60)),
                                         ("replays", "at", cutoff), ("batches", "at", now - 86400)):
                 db.execute(f"DELETE FROM {table} WHERE {column} < ?", [when])
             prune_evidence(db, cutoff)

@@ -33,7 +33,7 @@ class Bar:
     width: float
     height: float
     title: str
-    kind: str  # "" diverged, "ok" compared without divergence, "none" nothing compared
+    kind: str  # "" open divergences, "ok" none open (accepted ones aside), "none" nothing compared
 
 
 @dataclass(frozen=True)
@@ -115,13 +115,16 @@ class RouteView:
     anchor: str
     compared: int
     diverged: int
-    rate: str
+    rate: str  # the open divergence rate: the headline, as the gates count
     trend: Trend
     top_paths: list[PathCount]
     noise: list[tuple[str, int]]
     signatures: list[SignatureRow]
     examples: list[Example]
     plan: PlanView | None = None
+    accepted: int = 0  # divergences whose signature is accepted, shown beside the rate
+    open: int = 0  # diverged less accepted
+    noise_seen: int = 0  # differences learned as noise (never counted as divergences)
 
 
 @dataclass(frozen=True)
@@ -138,7 +141,7 @@ def page(databases: list[Place], now: float | None = None, missing_ok: bool = Fa
     now = time.time() if now is None else now
     places = [where(db) for db in databases]
     present = [db for db in places if not missing_ok or db.present]
-    summaries = sorted(query.summary(present, top=TOP_PATHS), key=lambda r: (-r.divergence_rate, r.route))
+    summaries = sorted(query.summary(present, top=TOP_PATHS), key=lambda r: (-r.open_rate, r.route))
     return Page(iso(now), [(str(db), db.present) for db in places],
                 [route_view(present, s, now, (ignored or {}).get(s.route, ())) for s in summaries])
 
@@ -151,10 +154,13 @@ def route_view(databases: list[Where], summary: query.RouteSummary, now: float,
                 for s in chosen if (found := query.examples(databases, s.signature, limit=1))}
     return RouteView(
         summary.route, "route-" + anchor(summary.route), summary.compared, summary.diverged,
-        percent(summary.diverged, summary.compared),
-        trend_view(query.trend(databases, summary.route, now=now)), path_counts(summary.top_paths),
+        percent(summary.open, summary.compared),
+        trend_view(query.trend(databases, summary.route, now=now,
+                               accepted={s.signature for s in summary.signatures if s.accepted})),
+        path_counts(summary.top_paths),
         summary.noise, [signature_row(s, examples.get(s.signature), now) for s in summary.signatures],
-        list(examples.values()), plan_view(query.plan_timeline(databases, summary.route)))
+        list(examples.values()), plan_view(query.plan_timeline(databases, summary.route)),
+        summary.accepted, summary.open, sum(count for _, count in summary.noise))
 
 
 def plan_view(timeline: query.PlanTimeline | None) -> PlanView | None:
@@ -190,37 +196,40 @@ def percent(part: int, whole: int) -> str:
     return f"{rate:.2%}" if 0 < rate < 0.01 else f"{rate:.1%}"
 
 
-def trend_view(series: list[tuple[float, int, int]]) -> Trend:
-    """Bars of the divergence rate per hour, scaled to the worst one, with a tick every 6 hours."""
-    rates = [diverged / compared if compared else 0.0 for _, compared, diverged in series]
+def trend_view(series: list[tuple[float, int, int, int]]) -> Trend:
+    """Bars of the open divergence rate per hour (accepted signatures left out, as the gates count),
+    scaled to the worst one, with a tick every 6 hours."""
+    rates = [(diverged - accepted) / compared if compared else 0.0 for _, compared, diverged, accepted in series]
     top = next(step for step in SCALE if step >= max(rates, default=0.0))
     slot = CHART["width"] / max(len(series), 1)
     bars, ticks = [], []
-    for n, ((at, compared, diverged), rate) in enumerate(zip(series, rates, strict=True)):
+    for n, ((at, compared, diverged, accepted), rate) in enumerate(zip(series, rates, strict=True)):
         height = max(CHART["height"] * rate / top, 1.5)
         x = CHART["left"] + n * slot
-        kind = "none" if not compared else "ok" if not diverged else ""
+        kind = "none" if not compared else "ok" if diverged == accepted else ""
         bars.append(Bar(round(x + 1, 2), round(CHART["top"] + CHART["height"] - height, 2), round(slot - 2, 2),
-                        round(height, 2), _bar_title(at, compared, diverged), kind))
+                        round(height, 2), _bar_title(at, compared, diverged, accepted), kind))
         if n % 6 == 0:
             ticks.append((round(x, 2), f"{len(series) - n} h ago"))
     return Trend(bars, f"{top:.0%}", ticks, trend_summary(series))
 
 
-def _bar_title(at: float, compared: int, diverged: int) -> str:
+def _bar_title(at: float, compared: int, diverged: int, accepted: int = 0) -> str:
     hour = datetime.fromtimestamp(at, timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     if not compared:
         return f"{hour}: no comparisons"
-    return f"{hour}: {diverged} of {compared} diverged ({percent(diverged, compared)})"
+    aside = f"; {accepted} more accepted" if accepted else ""
+    return f"{hour}: {diverged - accepted} of {compared} diverged ({percent(diverged - accepted, compared)}){aside}"
 
 
-def trend_summary(series: list[tuple[float, int, int]]) -> str:
-    """The trend in words: the last period against the ones before it."""
+def trend_summary(series: list[tuple[float, int, int, int]]) -> str:
+    """The trend in words, open divergences only: the last period against the ones before it."""
     if not series:
         return "no trend"
-    *before, (_, compared, diverged) = series
-    earlier_compared = sum(c for _, c, _ in before)
-    earlier_diverged = sum(d for _, _, d in before)
+    *before, (_, compared, diverged, accepted) = series
+    diverged -= accepted
+    earlier_compared = sum(c for _, c, _, _ in before)
+    earlier_diverged = sum(d - a for _, _, d, a in before)
     return (f"last hour {_in_words(diverged, compared)}; "
             f"previous {len(before)} hours {_in_words(earlier_diverged, earlier_compared)}")
 

@@ -63,6 +63,7 @@ class Writes:
         most, attempts = self.spec.examples_per_signature, Counter()
         for signature, found in by_signature.items():
             _count(db, signature, found)
+            _by_minute(db, signature, found)
             for divergence in found[:max(0, most - self.tried[signature])]:
                 row = divergence_row(divergence, redactor, self.spec.max_body)
                 db.execute(KEEP, [*(row[name] for name in DIVERGENCE_COLUMNS), signature, most])
@@ -87,6 +88,14 @@ def _count(db: Db, signature: str, found: list[Divergence]) -> None:
                "count = signatures.count + excluded.count, last_seen = CASE WHEN excluded.last_seen > "
                "signatures.last_seen THEN excluded.last_seen ELSE signatures.last_seen END",
                [signature, first.route, paths, min(times), max(times), len(found)])
+
+
+def _by_minute(db: Db, signature: str, found: list[Divergence]) -> None:
+    minutes = Counter(int(d.request.at // 60) for d in found)
+    for minute, n in minutes.items():
+        db.execute("INSERT INTO signature_minutes (signature, minute, route, count) VALUES (?, ?, ?, ?) "
+                   "ON CONFLICT (signature, minute) DO UPDATE SET count = signature_minutes.count + excluded.count",
+                   [signature, minute, found[0].route, n])
 
 
 def _keep() -> str:

@@ -57,7 +57,8 @@ def test_an_accepted_signature_shows_apart_in_summary_show_and_html(db):
         (TAX, None), (PRICE, {"reason": "prices now include tax", "expires": 4086547200.0})]  # accepted ones last
 
     text = strangler("report", "summary", "--db", str(db)).stdout.splitlines()
-    assert text[1].split() == ["orders", "10", "4", "40.0%", "$.price", "(3),", "$.tax", "(1)"]
+    assert text[1].split() == ["orders", "10", "4", "3", "10.0%", "$.price", "(3),", "$.tax", "(1)"]  # open: 10%
+    assert (route["open"], route["open_rate"]) == (1, 0.1)  # what the gates count
     assert text[3:] == ["orders: 2 signatures, 3 divergences accepted (rate without them 10.0%)",
                         f"  {TAX}        1  $.tax",
                         f"  {PRICE}        3  $.price  [accepted: prices now include tax (until 2099-06-30)]"]
@@ -154,3 +155,37 @@ def test_a_database_older_than_the_table_has_no_acceptances(db):
 ])
 def test_an_expiry_reads_back_as_written(text, until):
     assert accepted.until_text(accepted.parse_expiry(text, time.time())) == until
+
+
+def test_once_the_only_signature_is_accepted_the_headline_says_what_the_gates_count(tmp_path):
+    """The walkthrough's case: after the only signature is accepted, the headline is 0.0%, not 100.0% in red,
+    and the trend's last hour shows nothing open."""
+    path = tmp_path / "divergence.db"
+    sink = sink_at(path)
+    for _ in range(4):
+        sink.count("orders", True, time.time())
+        sink.record(divergence(signature=PRICE))
+    sink.close()
+    assert strangler("report", "accept", PRICE, "--reason", "tax included", "--db", str(path)).returncode == 0
+    route = summary_json(path)
+    assert (route["divergence_rate"], route["open_rate"], route["open"], route["accepted"]) == (1.0, 0.0, 0, 4)
+    page = strangler("report", "html", "--db", str(path)).stdout
+    stats = page.split('data-route="orders"', 1)[1].split("</dl>", 1)[0]
+    assert re.search(r'<dd class="rate"\s[^>]*data-field="rate">0.0%</dd>', stats)  # not "rate bad"
+    assert re.search(r'data-field="accepted">4<', stats)
+    last_hour = re.findall(r'<rect class="bar ?(\w*)"', page)[-1]
+    assert last_hour == "ok"
+
+
+def test_summary_and_the_html_agree_on_every_number(db):
+    assert strangler("report", "accept", PRICE, "--reason", "tax included", "--db", str(db)).returncode == 0
+    route = summary_json(db)
+    page = strangler("report", "html", "--db", str(db)).stdout
+    stats = page.split('data-route="orders"', 1)[1].split("</dl>", 1)[0]
+    shown = dict(re.findall(r'data-field="(\w+)">([^<]*)<', stats))
+    assert shown == {"rate": f"{route['open_rate']:.1%}", "compared": str(route["compared"]),
+                     "open": str(route["open"]), "accepted": str(route["accepted"]),
+                     "diverged": str(route["diverged"]), "noise": str(sum(n["count"] for n in route["noise"]))}
+    overview = page.split('class="overview"', 2)[2].split("</tbody>", 1)[0]
+    cells = re.findall(r'<td class="num">([^<]*)</td>', overview)
+    assert cells == [str(route["compared"]), str(route["open"]), str(route["accepted"]), f"{route['open_rate']:.1%}"]

@@ -146,7 +146,7 @@ def test_report_commands_read_a_fleets_files_as_one(tmp_path):
                         "top_paths": [{"path": "$.price", "count": 4}]}
     assert (found["accepted"], found["divergence_rate_unaccepted"]) == (0, 0.2)  # the extension: nothing accepted
     text = strangler("report", "summary", *dbs).stdout.splitlines()
-    assert text[1].split() == ["orders", "20", "4", "20.0%", "$.price", "(4)"]
+    assert text[1].split() == ["orders", "20", "4", "0", "20.0%", "$.price", "(4)"]
     example = query.summary([str(p) for p in paths])[0].signatures[0].example
     shown = strangler("report", "show", example, *dbs)
     assert shown.returncode == 0 and "$.price  changed: 10 -> 11" in shown.stdout

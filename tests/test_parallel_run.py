@@ -13,7 +13,8 @@ from aiohttp import web
 from proxy.model import Stickiness, ToggleSpec, Verdict
 from proxy.shadow import compare
 from proxy.shadow import run as shadow_run
-from reports import query
+from reports import accepted, query
+from reports.schema import open_database
 from tests.helpers import eventually, free_port, route
 from toggles.unleash import UnleashToggles
 
@@ -338,3 +339,27 @@ async def test_metrics_show_comparisons_skips_and_shadow_latency(make_upstream, 
     assert 'strangler_comparisons_total{result="diverged",route="items"} 1.0' in text
     assert 'strangler_comparisons_total{result="matched",route="items"} 3.0' in text
     assert 'strangler_shadow_duration_seconds_count{route="items"} 4.0' in text
+
+
+async def test_divergences_are_counted_by_whether_their_signature_is_accepted(make_upstream, start_proxy, http,
+                                                                               database, monkeypatch):
+    monkeypatch.setattr("proxy.app.ACCEPTED_EVERY", 0.1)
+    legacy, new = await make_upstream("legacy", legacy_items), await make_upstream("new", new_items)
+    proxy = await start_proxy({"legacy": legacy.url, "new": new.url},
+                              items_route(compare={"ignore_paths": ["$.updated_at"]}), reports={"database": database})
+    registry = proxy.proxy.metrics.registry
+
+    def divergences(accepted: str) -> float:
+        return registry.get_sample_value("strangler_divergences_total", {"route": "items", "accepted": accepted})
+    assert (divergences("true"), divergences("false")) == (0, 0)  # there from the start
+    await get_all(http, proxy.url, [f"/items/{n}" for n in range(20)])
+    await settle(proxy, 20)
+    assert (divergences("true"), divergences("false")) == (0, 5)
+    [signature] = query.summary([database])[0].signatures
+    db = open_database(database)
+    accepted.accept(db, signature.signature, "items", "prices now include tax", None, "test", time.time())
+    db.close()
+    await eventually(lambda: signature.signature in proxy.proxy.comparer.accepted, timeout=5)
+    await get_all(http, proxy.url, [f"/items/{n}" for n in range(20, 40)])
+    await settle(proxy, 40)
+    assert (divergences("true"), divergences("false")) == (5, 5)

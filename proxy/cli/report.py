@@ -91,10 +91,12 @@ def _summary_table(routes: list[query.RouteSummary]) -> str:
     if not routes:
         return "no comparisons recorded yet"
     width = max(5, *(len(r.route) for r in routes))
-    lines = [f"{'route':<{width}}  {'compared':>9}  {'diverged':>9}  {'rate':>7}  top diverging paths"]
+    lines = [f"{'route':<{width}}  {'compared':>9}  {'diverged':>9}  {'accepted':>9}  {'open rate':>9}  "
+             "top diverging paths"]
     for r in routes:
         top = ", ".join(f"{path} ({count})" for path, count in r.top_paths) or "-"
-        lines.append(f"{r.route:<{width}}  {r.compared:>9}  {r.diverged:>9}  {r.divergence_rate:>7.1%}  {top}")
+        lines.append(f"{r.route:<{width}}  {r.compared:>9}  {r.diverged:>9}  {r.accepted:>9}  {r.open_rate:>9.1%}  "
+                     f"{top}")
     for r in routes:
         lines += _signature_lines(r) if r.signatures else []
     return "\n".join(lines)

@@ -79,6 +79,10 @@ class Metrics:
             "strangler_shadows_skipped", "Eligible requests not compared, by reason: busy (too many in flight), "
             "request_too_large, body_too_large, compare_busy, client_gone, fallback, breaker_open, internal_error.",
             ["route", "reason"], registry=r)
+        self.divergences = Counter(
+            "strangler_divergences", "Parallel-run divergences, by route and whether their signature is accepted "
+            "(true: an intended difference, left out of the open divergence rate the gates read).",
+            ["route", "accepted"], registry=r)
         self.report_problems = Counter(
             "strangler_report_problems", "Divergence store trouble, by kind: queue_full and store_down (evidence "
             "dropped: the bounded buffer was full, with the store up or down), write_failed (a write that will be "
@@ -145,6 +149,8 @@ class Metrics:
             self.tally.prime(route.name, [side.name for side in (route.legacy, route.new) if side is not None])
             if route.new is not None and route.parallel_run.enabled:
                 self.tally.prime_comparisons(route.name)
+                for accepted in ("true", "false"):
+                    self.divergences.labels(route.name, accepted)
                 for reason in SkipReason:
                     self.shadows_skipped.labels(route.name, reason)
             if route.rollout_plan is not None:

@@ -41,6 +41,7 @@ class Comparer:
         self.max_pending = max_pending
         self.pending = 0  # comparisons handed to the comparison process and not yet back
         self.noise: dict[str, set[str]] = {}  # route -> paths learned as noise
+        self.accepted: frozenset[str] = frozenset()  # signatures accepted in the store (refreshed by the proxy)
 
     async def compare(self, route: Route, served: Side, request: RequestRecord, legacy: Observation,
                       new: Observation) -> SkipReason | None:
@@ -55,6 +56,7 @@ class Comparer:
         if route.rollout_plan is not None:
             self.evidence.compared(route.name, found)
         if real:
+            self.metrics.divergences.labels(route.name, "true" if found in self.accepted else "false").inc()
             self.sink.record(Divergence(route.name, request, served, legacy, new, real, noise, found))
         return None
 
