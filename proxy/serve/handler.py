@@ -13,7 +13,7 @@ from aiohttp.http import HttpVersion10, HttpVersion11
 from proxy.model import ClientFailure, Decision, Failure, FailureKind, RequestFacts, Route, Side, SkipReason
 from proxy.observe.logs import REQUEST_ID, AccessLog
 from proxy.observe.metrics import Metrics
-from proxy.observe.tracing import CURRENT, Span, TraceContext, Tracer, incoming
+from proxy.observe.tracing import CURRENT, Span, Tracer, incoming, started_line
 from proxy.observe.verdicts import VerdictLog
 from proxy.rollout.evidence import Evidence
 from proxy.routing.decide import decide
@@ -72,7 +72,7 @@ class EdgeHandler:
             raise
         finally:
             self.in_flight -= 1
-        outcome.trace = trace.context.trace_id
+        outcome.trace = trace.trace_id
         self._record(request, outcome, started)
         return outcome.response
 
@@ -84,11 +84,12 @@ class EdgeHandler:
             span = self.tracer.edge(parent, request.method, {"http.request.method": request.method,
                                                              "strangler.request_id": rid})
             CURRENT.set(span)
-            return Trace(span.context, b"traceparent: %s\r\n" % span.context.traceparent, parent is not None)
+            context = span.context
+            return Trace(context.trace_id, b"traceparent: %s\r\n" % context.traceparent, parent is not None)
         if parent is not None:
-            return Trace(parent, b"", False)
-        started = TraceContext.started()  # an invalid one is ignored, as W3C says, and replaced
-        return Trace(started, b"traceparent: %s\r\n" % started.traceparent, "traceparent" in request.headers)
+            return Trace(parent.trace_id, b"", False)
+        trace_id, line = started_line()  # an invalid one is ignored, as W3C says, and replaced
+        return Trace(trace_id, line, "traceparent" in request.headers)
 
     async def _serve(self, request: EdgeRequest, rid: str, generation: Generation, trace: Trace) -> Outcome:
         refusal = _refusal(request)
@@ -274,7 +275,7 @@ class EdgeHandler:
 class Trace(NamedTuple):
     """A request's place in its trace, and how its upstreams are told of it."""
 
-    context: TraceContext
+    trace_id: str
     line: bytes  # the traceparent line an upstream gets, or b"" when the client's passes as sent
     replaces: bool  # the client's own traceparent is taken out first
 
