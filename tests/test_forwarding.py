@@ -8,8 +8,7 @@ from aiohttp import web
 
 from tests.helpers import eventually, json_body, raw_exchange, route, status_of
 
-FORWARDING = {"host", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "via", "x-request-id",
-              "traceparent"}  # the trace the edge starts for a request that came without one
+FORWARDING = {"host", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "via", "x-request-id"}
 
 
 async def test_upstream_gets_only_what_the_client_sent_plus_forwarding_headers(make_upstream, start_proxy):

@@ -1,18 +1,16 @@
 """W3C trace context at the edge, and the seam that records spans.
 
-Every request an upstream gets carries a `traceparent` (W3C Trace Context): the client's as
-it sent it, or, when it sent none, one the edge starts, so the request's trail continues in
-the services behind. `tracestate` passes as sent. With `tracing:` in routes.yaml the spans
-are recorded and exported (proxy/observe/otel.py, wired by proxy/app.py): the edge request,
-each upstream attempt, the shadow and the comparison. Without it, `Untraced` stands in: no
-span is made, and what is left costs a header lookup and, for a request that has none, a
-random id.
+Without `tracing:` in routes.yaml a client's `traceparent` and `tracestate` pass as sent and
+the edge does nothing else (`Untraced`): tracing off costs nothing. With it, spans are
+recorded and exported (proxy/observe/otel.py, wired by proxy/app.py): the edge request (a
+child of the client's trace, or the root of one the edge starts, with the request id as an
+attribute), each upstream attempt, the shadow and the comparison; upstreams get the edge
+span's `traceparent`, so the trail continues in the services behind.
 """
 
 from __future__ import annotations
 
 import re
-from random import getrandbits
 from contextvars import ContextVar
 from dataclasses import dataclass
 from enum import StrEnum
@@ -41,14 +39,6 @@ class TraceContext:
     @property
     def traceparent(self) -> bytes:
         return b"00-%s-%s-%s" % (self.trace_id.encode(), self.span_id.encode(), b"01" if self.sampled else b"00")
-
-
-def started_line() -> tuple[str, bytes]:
-    """A new trace, not sampled, for a request that came without one: its id, and the traceparent line its
-    upstreams get. Made without a TraceContext: this runs for most requests when tracing is off (ids
-    need to be unique, not secret, so Python's generator does)."""
-    trace_id = "%032x" % getrandbits(128)
-    return trace_id, b"traceparent: 00-%s-%016x-00\r\n" % (trace_id.encode(), getrandbits(64) or 1)
 
 
 def incoming(headers: CIMultiDictProxy[str]) -> TraceContext | None:

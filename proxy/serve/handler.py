@@ -13,7 +13,7 @@ from aiohttp.http import HttpVersion10, HttpVersion11
 from proxy.model import ClientFailure, Decision, Failure, FailureKind, RequestFacts, Route, Side, SkipReason
 from proxy.observe.logs import REQUEST_ID, AccessLog
 from proxy.observe.metrics import Metrics
-from proxy.observe.tracing import CURRENT, Span, Tracer, incoming, started_line
+from proxy.observe.tracing import CURRENT, Span, Tracer, incoming
 from proxy.observe.verdicts import VerdictLog
 from proxy.rollout.evidence import Evidence
 from proxy.routing.decide import decide
@@ -72,24 +72,23 @@ class EdgeHandler:
             raise
         finally:
             self.in_flight -= 1
-        outcome.trace = trace.trace_id
+        outcome.trace = trace.trace_id or None
         self._record(request, outcome, started)
         return outcome.response
 
     def _trace(self, request: EdgeRequest, rid: str) -> Trace:
-        """Where this request stands in a trace, and the `traceparent` line its upstream gets: the client's
-        own when spans are not recorded (it passes as sent), else the edge span's."""
-        parent = incoming(request.headers)
-        if self.tracer.recording:
-            span = self.tracer.edge(parent, request.method, {"http.request.method": request.method,
-                                                             "strangler.request_id": rid})
-            CURRENT.set(span)
-            context = span.context
-            return Trace(context.trace_id, b"traceparent: %s\r\n" % context.traceparent, parent is not None)
-        if parent is not None:
-            return Trace(parent.trace_id, b"", False)
-        trace_id, line = started_line()  # an invalid one is ignored, as W3C says, and replaced
-        return Trace(trace_id, line, "traceparent" in request.headers)
+        """With tracing on: the edge span (a child of the client's trace, or the root of a new one, which the
+        request id is an attribute of) and the `traceparent` line its upstreams get in place of the
+        client's. With tracing off the client's trace context passes as sent and nothing is done at all,
+        as Envoy does without a tracer."""
+        if not self.tracer.recording:
+            return UNTRACED
+        given = "traceparent" in request.headers
+        span = self.tracer.edge(incoming(request.headers) if given else None, request.method,
+                                {"http.request.method": request.method, "strangler.request_id": rid})
+        CURRENT.set(span)
+        context = span.context
+        return Trace(context.trace_id, b"traceparent: %s\r\n" % context.traceparent, given)
 
     async def _serve(self, request: EdgeRequest, rid: str, generation: Generation, trace: Trace) -> Outcome:
         refusal = _refusal(request)
@@ -249,8 +248,10 @@ class EdgeHandler:
         if not self.access.enabled(level):
             return  # the access line is off: do not build it
         fields = _fields(request, status, started, route=route, upstream=outcome.upstream,
-                         request_id=REQUEST_ID.get(), trace_id=outcome.trace, bytes_in=_received(request),
+                         request_id=REQUEST_ID.get(), bytes_in=_received(request),
                          bytes_out=outcome.response.written)
+        if outcome.trace is not None:
+            fields["trace_id"] = outcome.trace
         if outcome.side is not None:
             fields["side"] = outcome.side
         if outcome.toggle is not None:
@@ -280,9 +281,14 @@ class Trace(NamedTuple):
     replaces: bool  # the client's own traceparent is taken out first
 
     def onto(self, head: bytes) -> bytes:
+        if not self.line:
+            return head
         if self.replaces:
             head = TRACEPARENT_LINE.sub(b"", head)
         return head + self.line
+
+
+UNTRACED = Trace("", b"", False)  # tracing off: the head is sent as made
 
 
 def _finished(span: Span, outcome: Outcome, route: str, status: int) -> None:
