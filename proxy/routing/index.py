@@ -38,14 +38,19 @@ class RouteIndex:
 
     def match(self, method: str, path: str, headers: Mapping[str, str]) -> Route | None:
         """The first route in file order whose match takes this request, or None."""
-        found = [self.root.routes] if self.root.routes else []
         node = self.root
-        for segment in _segments(path):
-            node = node.children.get(segment)  # type: ignore[assignment]
+        found = [node.routes] if node.routes else []
+        start = 1
+        while node.children:  # a segment at a time, and no further than the routes go
+            end = path.find("/", start)
+            node = node.children.get(path[start:] if end < 0 else path[start:end])  # type: ignore[assignment]
             if node is None:
                 break
             if node.routes:
                 found.append(node.routes)
+            if end < 0:
+                break
+            start = end + 1
         candidates = found[0] if len(found) == 1 else merge(*found) if found else ()
         host, read = None, False
         for _, route in candidates:
