@@ -110,10 +110,10 @@ def test_a_prefix_names_one_signature_or_is_refused(tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--reason", "r", "--expires", "2020-01-01"], "--expires 2020-01-01 is in the past"),
-    (["--reason", "r", "--expires", "2020-01-01T10:00:00Z"], "--expires 2020-01-01T10:00:00Z is in the past"),
-    (["--reason", "r", "--expires", "next week"], "--expires wants YYYY-MM-DD or an ISO datetime"),
-    (["--reason", "   "], "--reason must say why the difference is intended"),
+    (["--reason", "r", "--expires", "2020-01-01"], "the expiry 2020-01-01 is in the past"),
+    (["--reason", "r", "--expires", "2020-01-01T10:00:00Z"], "the expiry 2020-01-01T10:00:00Z is in the past"),
+    (["--reason", "r", "--expires", "next week"], "the expiry wants YYYY-MM-DD or an ISO datetime"),
+    (["--reason", "   "], "the reason must say why the difference is intended"),
     ([], "the following arguments are required: --reason"),
 ])
 def test_a_bad_reason_or_expiry_is_refused_and_nothing_is_accepted(db, args, message):

@@ -28,7 +28,8 @@ RUNGS = (
     {"proxy.cli"},
 )
 WIRING = RUNGS.index({"proxy.app"})
-GROUPS = {"proxy.workers": "proxy.app", "proxy.__main__": "proxy.cli", "proxy.children": "proxy"}
+GROUPS = {"proxy.workers": "proxy.app", "proxy.steer": "proxy.app", "proxy.__main__": "proxy.cli",
+          "proxy.children": "proxy"}
 
 
 def modules() -> dict[str, Path]:

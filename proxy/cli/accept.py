@@ -5,17 +5,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
-from typing import Any, Callable, Mapping, TypeVar
+from typing import Any, Callable
 
-from proxy.cli.report import EXIT_INVALID, EXIT_OK, EXIT_UNKNOWN, databases, names, usage
-from reports import accepted, query
-from reports.db import Db, Where
+from proxy import steer
+from proxy.cli.report import EXIT_INVALID, EXIT_OK, EXIT_UNKNOWN, databases, usage
+from proxy.steer import MIN_PREFIX
+from reports.db import Where
 from reports.plans import operator
-from reports.schema import open_database, retrying_locks
-
-MIN_PREFIX = 6  # characters of a signature that may stand for it, as with git's commits
-T = TypeVar("T")
 
 
 def add_commands(which: Any, dbs: argparse.ArgumentParser) -> None:
@@ -31,55 +27,30 @@ def add_commands(which: Any, dbs: argparse.ArgumentParser) -> None:
 
 
 def _accept(args: argparse.Namespace) -> int:
-    now = time.time()
-    if not args.reason.strip():
-        return usage("--reason must say why the difference is intended")
-    try:
-        expires = accepted.parse_expiry(args.expires, now) if args.expires else None
-    except ValueError as exc:
-        return usage(str(exc))
     dbs = _existing(databases(args))
     if dbs is None:
         return EXIT_INVALID
-    known = {s.signature: s for r in query.summary(dbs) for s in r.signatures}
-    found = _resolve(args.signature, {k: f"{s.route}: {', '.join(s.paths)}" for k, s in known.items()}, dbs)
-    if isinstance(found, int):
-        return found
-    sig = known[found]
-    _each(dbs, lambda db: accepted.accept(db, found, sig.route, args.reason, expires, operator(), now))
-    print(f"accepted {found} (route {sig.route}: {', '.join(sig.paths)}) "
-          f"{'until ' + accepted.until_text(expires) if expires else 'until withdrawn'}: {args.reason.strip()}")
-    return EXIT_OK
+    return _done(lambda: steer.accept(dbs, args.signature, args.reason, args.expires, operator(), "cli"))
 
 
 def _unaccept(args: argparse.Namespace) -> int:
     dbs = _existing(databases(args))
     if dbs is None:
         return EXIT_INVALID
-    known = {k: f"{a.route}: {a.reason}" for found in _each(dbs, accepted.recorded) for k, a in found.items()}
-    found = _resolve(args.signature, known, dbs, "accepted ")
-    if isinstance(found, int):
-        return found
-    _each(dbs, lambda db: accepted.withdraw(db, found))
-    print(f"withdrew the acceptance of {found} ({known[found]})")
+    return _done(lambda: steer.unaccept(dbs, args.signature, operator(), "cli"))
+
+
+def _done(act: Callable[[], steer.Done]) -> int:
+    """Do it, and say what happened (or why not, with the exit status docs/cli.md gives)."""
+    try:
+        done = act()
+    except steer.Refused as exc:
+        if exc.status == 404:
+            print(f"strangler report: {exc.message}", file=sys.stderr)
+            return EXIT_UNKNOWN
+        return usage(exc.message)
+    print(done.message)
     return EXIT_OK
-
-
-def _resolve(given: str, known: Mapping[str, str], dbs: list[Where], kind: str = "") -> str | int:
-    """The signature `given` names, whole or by a unique prefix; else the exit status, after saying why.
-    `known`: each signature and how to describe it."""
-    if given in known:
-        return given
-    if len(given) < MIN_PREFIX:
-        return usage(f"{given!r} is too short: give a whole signature or at least {MIN_PREFIX} characters of one")
-    matches = sorted(s for s in known if s.startswith(given.lower()))
-    if not matches:
-        print(f"strangler report: no {kind}signature {given!r} in {names(dbs)}", file=sys.stderr)
-        return EXIT_UNKNOWN
-    if len(matches) > 1:
-        return usage(f"{given!r} is ambiguous: it starts {len(matches)} signatures"
-                      + "".join(f"\n  {s}  ({known[s]})" for s in matches))
-    return matches[0]
 
 
 def _existing(dbs: list[Where] | None) -> list[Where] | None:
@@ -88,16 +59,3 @@ def _existing(dbs: list[Where] | None) -> list[Where] | None:
     for db in missing:
         print(f"strangler report: no divergence database at {db}", file=sys.stderr)
     return None if dbs is None or missing else dbs
-
-
-def _each(dbs: list[Where], step: Callable[[Db], T]) -> list[T]:
-    """`step` on each store, opened for writing: an acceptance goes into every store given, where
-    the proxies writing it (their rollout gates) read it."""
-    done = []
-    for place in dbs:
-        db = open_database(place)
-        try:
-            done.append(retrying_locks(lambda: step(db)))  # noqa: B023 - called before the next db
-        finally:
-            db.close()
-    return done

@@ -9,20 +9,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from datetime import datetime, timezone
 from typing import Any
 
 from proxy import config as config_file
-from proxy.model import Config, Provider, Route
+from proxy import steer
+from proxy.model import Config, Route
 from proxy.model.errors import ConfigError, one_line
-from proxy.model.evidence import PlanState
 from proxy.rollout.plans import PlanView, in_force, view
 from reports.db import STORE_ERRORS, Where
 from reports.plans import StorePlans, operator
-from toggles.unleash_admin import UnleashAdmin
 
 EXIT_OK, EXIT_REFUSED, EXIT_UNKNOWN = 0, 1, 3
 
@@ -85,70 +83,35 @@ def describe(route: Route, seen: PlanView) -> str:
 
 
 def _advance(args: argparse.Namespace) -> int:
-    def up(route: Route, state: PlanState) -> tuple[int, bool] | str:
-        plan = route.rollout_plan
-        assert plan is not None
-        to = plan.above(state.percent)
-        if to is None:
-            return "already at the last step"
-        if to > route.ceiling:
-            return f"the next step ({to}%) is above routes.yaml's rollout ({route.ceiling}%): raise it there first"
-        return to, state.held
-    return _move(args, "advance", up)
+    return _move(args, "advance")
 
 
 def _hold(args: argparse.Namespace) -> int:
-    return _move(args, "hold", lambda route, state: (state.percent, True))
+    return _move(args, "hold")
 
 
 def _resume(args: argparse.Namespace) -> int:
-    return _move(args, "resume", lambda route, state: (state.percent, False))
+    return _move(args, "resume")
 
 
 def _rollback(args: argparse.Namespace) -> int:
-    def down(route: Route, state: PlanState) -> tuple[int, bool] | str:
-        plan = route.rollout_plan
-        assert plan is not None
-        if state.percent == 0:
-            return "no users are on the new side: nothing to roll back"
-        return (0 if args.to == "legacy" else plan.below(state.percent)), True
-    return _move(args, "rollback", down)
+    return _move(args, "rollback")
 
 
-def _move(args: argparse.Namespace, action: str, where: Any) -> int:
+def _move(args: argparse.Namespace, action: str) -> int:
     found = _plans(args, args.route)
     if found is None:
         return EXIT_UNKNOWN
     config, (route,) = found
-    store = StorePlans(Where.of(config.reports))
     try:
-        state = store.begin(route.name, route.rollout_plan.steps[0], time.time())
-        target = where(route, state)
-        if isinstance(target, str):
-            print(f"strangler rollout: {route.name}: {target}", file=sys.stderr)
-            return EXIT_REFUSED
-        to, held = target
-        reason = args.reason or f"{action} by hand"
-        moved = store.move(state, action, to, reason, f"manual:{operator()}", time.time(), held=held)
-    finally:
-        store.close()
-    if moved is None:
-        print(f"strangler rollout: {route.name}: the plan moved meanwhile; look again", file=sys.stderr)
+        done = steer.move(config, route.name, action, args.reason, f"manual:{operator()}",
+                          to_legacy=getattr(args, "to", "previous") == "legacy")
+    except steer.Refused as exc:
+        print(f"strangler rollout: {route.name}: {exc.message}", file=sys.stderr)
         return EXIT_REFUSED
-    print(f"{route.name}: {state.percent}% -> {moved.percent}%" + (" (held)" if moved.held else ""))
-    return _publish(config, route, moved.percent)
-
-
-def _publish(config: Config, route: Route, percent: int) -> int:
-    """With the unleash provider, the toggle's rollout follows the plan."""
-    spec = config.toggles.unleash
-    if config.toggles.provider is not Provider.UNLEASH or spec is None or route.toggle is None:
-        return EXIT_OK
-    token = os.environ.get(spec.admin_token_env) if spec.admin_token_env else None
-    try:
-        UnleashAdmin(spec.admin_url, spec.project, spec.environment, token).set_rollout(route.toggle.name, percent)
-    except (OSError, RuntimeError) as exc:
-        print(f"strangler rollout: the plan moved, but Unleash was not told: {exc}", file=sys.stderr)
+    print(done.message)
+    if done.warning:
+        print(f"strangler rollout: {done.warning}", file=sys.stderr)
         return EXIT_REFUSED
     return EXIT_OK
 
