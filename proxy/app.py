@@ -20,7 +20,9 @@ from aiohttp import web
 
 from comparators.deep import DeepDiffComparator
 from proxy import __version__
+from proxy import steer
 from proxy.admin.app import create_admin_app
+from proxy.admin.console import Act, Filters, Forms
 from proxy.admin.status import Lifecycle, status, tls_status
 from proxy.config.environment import checked
 from proxy.model import Address, Certificate, Config, Phase, Provider
@@ -39,7 +41,6 @@ from proxy.shadow.run import ParallelRun
 from proxy.wire import internals
 from proxy.wire.server import EdgeServer
 from proxy.wire.tls import HANDSHAKE_TIMEOUT, ListenerContext, TlsSite
-from reports import html
 from reports.connections import Connections
 from reports.db import STORE_ERRORS, Where
 from reports.plans import StorePlans
@@ -184,13 +185,18 @@ class Proxy:
         store = self.sink.status()
         self.metrics.store(store["engine"], self.sink.health.state, store["waiting"])
 
-    def report(self) -> str:
-        """The HTML report on this proxy's database, what is queued for it written first (blocks: a thread's)."""
+    def report(self, filters: Filters, forms: Forms) -> str:
+        """The console on this proxy's store, what is queued for it written first (blocks: a thread's)."""
         place = self.store.where
         if place.present:  # a report never creates the file
             self.sink.flush(timeout=2.0)
         assert self.live is not None
-        return html.render([place], missing_ok=True, ignored=self.live.current.config.ignored_paths())
+        return steer.console_page(place, self.live.current.config, filters, forms)
+
+    def act(self, act: Act) -> tuple[int, str]:
+        assert self.live is not None
+        self.sink.flush(timeout=2.0)  # the signature acted on is in the store
+        return steer.console_act(self.store.where, self.live.current.config, act)
 
     async def reload(self, why: str) -> bool:
         assert self.live is not None

@@ -13,12 +13,14 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
+from proxy.admin.console import Act, ActKind, Filters, Forms
 from proxy.model import Config, Provider, Route
 from proxy.model.evidence import PlanState
-from reports import accepted, query
+from reports import accepted, html, query
 from reports.db import Where
 from reports.plans import StorePlans
 from reports.schema import open_database, retrying_locks
+from reports.view import Console
 from toggles.unleash_admin import UnleashAdmin
 
 MIN_PREFIX = 6  # characters of a signature that may stand for it, as with git's commits
@@ -165,3 +167,32 @@ def _each(dbs: list[Where], step: Callable) -> list:
         finally:
             db.close()
     return done
+
+
+def console_page(place: Where, config: Config, filters: Filters, forms: Forms) -> str:
+    """The admin listener's /reports: the report on this proxy's store, filtered, with the forms that act."""
+    console = Console(forms.acting, forms.token, [route.name for route in config.routes], filters.route,
+                      filters.signature, _day(filters.since), _day(filters.until, -1), forms.notice)
+    return html.render([place], missing_ok=True, ignored=config.ignored_paths(), console=console,
+                       since=filters.since, until=filters.until)
+
+
+def console_act(place: Where, config: Config, act: Act) -> tuple[int, str]:
+    """Do what a console form asks, as the matching command would: (HTTP status, what happened or why not)."""
+    try:
+        if act.kind is ActKind.ACCEPT:
+            done = accept([place], act.signature, act.reason, act.expires or None, act.by, "console")
+        elif act.kind is ActKind.UNACCEPT:
+            done = unaccept([place], act.signature, act.by, "console", act.reason)
+        else:
+            done = move(config, act.route, act.kind.value, act.reason, f"console:{act.by}")
+    except Refused as exc:
+        return exc.status, exc.message
+    return 200, done.message + (f"; {done.warning}" if done.warning else "")
+
+
+def _day(moment: float | None, back: float = 0) -> str:
+    """A filter's time as its date field shows it (`until` is the end of its day, so one second back)."""
+    if moment is None:
+        return ""
+    return time.strftime("%Y-%m-%d", time.gmtime(moment + back))

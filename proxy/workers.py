@@ -32,7 +32,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from proxy import __version__
 from proxy import config as config_file
+from proxy import steer
 from proxy.admin.app import create_admin_app
+from proxy.admin.console import Act, Filters, Forms
 from proxy.admin.status import Lifecycle, status, tls_status
 from proxy.children import die_with_parent
 from proxy.app import Options, admin_tls, admin_token, listen, run_loop, serve, served, toggles_for
@@ -45,7 +47,6 @@ from proxy.rollout.evidence import Evidence
 from proxy.rollout.plans import Rollouts
 from proxy.serve.live import LiveConfig
 from proxy.wire.tls import ListenerContext
-from reports import html
 from reports.db import Where
 from reports.plans import StorePlans
 
@@ -220,10 +221,13 @@ class Supervisor:
         config = self.live.current.config
         return {**({"edge": config.tls.certificate} if config.tls is not None else {}), **served(self.tls)}
 
-    def report(self) -> str:
+    def report(self, filters: Filters, forms: Forms) -> str:
         assert self.live is not None
-        return html.render([Where.of(self.config.reports)], missing_ok=True,
-                           ignored=self.live.current.config.ignored_paths())
+        return steer.console_page(Where.of(self.config.reports), self.live.current.config, filters, forms)
+
+    def act(self, act: Act) -> tuple[int, str]:
+        assert self.live is not None
+        return steer.console_act(Where.of(self.config.reports), self.live.current.config, act)
 
 
 class Processes(Collector):

@@ -11,7 +11,7 @@ from typing import Mapping
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
 from reports.query import Place
-from reports.view import Page, page
+from reports.view import Console, Page, page
 
 TEMPLATES = Environment(loader=FileSystemLoader(Path(__file__).with_name("templates")),
                         autoescape=select_autoescape(default=True, default_for_string=True),
@@ -19,12 +19,14 @@ TEMPLATES = Environment(loader=FileSystemLoader(Path(__file__).with_name("templa
 
 
 def render(databases: list[Place], now: float | None = None, missing_ok: bool = False,
-           ignored: Mapping[str, tuple[str, ...]] | None = None) -> str:
+           ignored: Mapping[str, tuple[str, ...]] | None = None, console: Console | None = None,
+           since: float | None = None, until: float | None = None) -> str:
     """The report on `databases` read as one; with `missing_ok`, files not created yet show as empty;
-    `ignored`: each route's ignore_paths, from routes.yaml.
+    `ignored`: each route's ignore_paths, from routes.yaml; `console`: the admin listener's filters and
+    forms (none in a snapshot).
 
     Raises FileNotFoundError for a missing file otherwise."""
-    return render_page(page(databases, now, missing_ok, ignored))
+    return render_page(page(databases, now, missing_ok, ignored, console, since, until))
 
 
 def render_page(report: Page) -> str:

@@ -91,21 +91,25 @@ class RouteSummary:
 
 
 def summary(databases: Iterable[Place], route: str | None = None, top: int = 5,
-            now: float | None = None) -> list[RouteSummary]:
+            now: float | None = None, since: float | None = None, until: float | None = None) -> list[RouteSummary]:
     """Per route: comparisons, divergences, the most frequent diverging paths, signatures (accepted
-    ones last) and noise."""
+    ones last) and noise; with `since`/`until` (seconds), the comparisons of those minutes and the
+    signatures seen within them."""
+    low, high = int((since or 0) // 60), int((until or 4e10) // 60)
     databases = list(databases)
     routes: dict[str, RouteSummary] = {}
     signatures: dict[str, Signature] = {}
     noise: dict[str, Counter[str]] = defaultdict(Counter)
     for db in _open(databases):
         for name, compared, diverged in db.execute(
-                "SELECT route, CAST(SUM(compared) AS BIGINT), CAST(SUM(diverged) AS BIGINT) FROM counts GROUP BY route"):
+                "SELECT route, CAST(SUM(compared) AS BIGINT), CAST(SUM(diverged) AS BIGINT) FROM counts "
+                "WHERE minute >= ? AND minute <= ? GROUP BY route", [low, high]):
             entry = routes.setdefault(name, RouteSummary(name))
             entry.compared += compared
             entry.diverged += diverged
         for row in _signatures(db):
-            _merge(signatures, row)
+            if (since is None or row.last_seen >= since) and (until is None or row.first_seen <= until):
+                _merge(signatures, row)
         for name, path, count in db.execute("SELECT route, path, count FROM noise"):
             noise[name][path] += count
     _annotate(signatures, acceptances(databases, now), replays(databases))
@@ -272,6 +276,22 @@ class PlanTimeline:
     events: list[dict[str, Any]]
 
 
+def actions(db: Db, route: str) -> list[dict[str, Any]]:
+    """What reviewers did to a route's signatures (accept, unaccept), as timeline events."""
+    if not db.exists("actions"):
+        return []
+    return [{"at": a["at"], "action": a["action"], "from_percent": None, "to_percent": None, "reason": a["reason"],
+             "by": a["by"], "evidence": None, "subject": a["subject"]}
+            for a in db.query("SELECT * FROM actions WHERE route = ? ORDER BY at", [route])]
+
+
+def recent_actions(databases: Iterable[Place], route: str) -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = []
+    for db in _open(databases):
+        found += actions(db, route)
+    return sorted(found, key=lambda e: e["at"])
+
+
 def plan_timeline(databases: Iterable[Place], route: str) -> PlanTimeline | None:
     """None when the route has no plan in any of the files (or the files predate plans)."""
     state, events = None, []
@@ -282,6 +302,7 @@ def plan_timeline(databases: Iterable[Place], route: str) -> PlanTimeline | None
         state = state or row
         events += [{**e, "evidence": json.loads(e["evidence"]) if e["evidence"] else None}
                    for e in db.query("SELECT * FROM rollout_events WHERE route = ? ORDER BY at, id", [route])]
+        events += actions(db, route)
     if state is None:
         return None
     return PlanTimeline(state[0], state[1], bool(state[2]), state[3] or "", sorted(events, key=lambda e: e["at"]))

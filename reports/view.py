@@ -8,9 +8,9 @@ from __future__ import annotations
 import json
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from reports import query
 from reports.accepted import until_text
@@ -94,11 +94,12 @@ class Move:
 
     at: str
     action: str
-    before: int
-    after: int
+    before: int | None  # None: a reviewer's act on a signature, not a move
+    after: int | None
     reason: str
     by: str
     evidence: str  # the step's evidence in words; "" when the move was not the gates'
+    subject: str = ""  # the signature a reviewer's act was on
 
 
 @dataclass(frozen=True)
@@ -122,9 +123,24 @@ class RouteView:
     signatures: list[SignatureRow]
     examples: list[Example]
     plan: PlanView | None = None
+    actions: list[Move] = field(default_factory=list)  # reviewers' acts, shown apart when there is no plan
     accepted: int = 0  # divergences whose signature is accepted, shown beside the rate
     open: int = 0  # diverged less accepted
     noise_seen: int = 0  # differences learned as noise (never counted as divergences)
+
+
+@dataclass(frozen=True)
+class Console:
+    """What the admin listener's console adds to the report: filters, and (with an admin token) forms."""
+
+    acting: bool  # whether acts are on (an admin token is configured)
+    form_token: Callable[[str, str], str]  # a token for the form of an act on a subject
+    routes: list[str]  # every route, for the filter
+    route: str = ""
+    signature: str = ""
+    since: str = ""  # YYYY-MM-DD, as the filter form took it
+    until: str = ""
+    notice: str = ""  # what the last act did
 
 
 @dataclass(frozen=True)
@@ -132,23 +148,32 @@ class Page:
     generated: str
     databases: list[tuple[str, bool]]  # each store as shown (never a password), and whether it exists
     routes: list[RouteView]
+    console: Console | None = None  # None: a read-only snapshot (`strangler report html`)
 
 
 def page(databases: list[Place], now: float | None = None, missing_ok: bool = False,
-         ignored: Mapping[str, tuple[str, ...]] | None = None) -> Page:
+         ignored: Mapping[str, tuple[str, ...]] | None = None, console: Console | None = None,
+         since: float | None = None, until: float | None = None) -> Page:
     """The whole report; with `missing_ok`, files not created yet are listed and skipped. `ignored`: each
-    route's `compare.ignore_paths`, when routes.yaml is at hand (their lines are then marked as such)."""
+    route's `compare.ignore_paths`, when routes.yaml is at hand (their lines are then marked as such).
+    `console`: the admin listener's filters and forms; `since`/`until`: its time range."""
     now = time.time() if now is None else now
     places = [where(db) for db in databases]
     present = [db for db in places if not missing_ok or db.present]
-    summaries = sorted(query.summary(present, top=TOP_PATHS), key=lambda r: (-r.open_rate, r.route))
+    summaries = sorted(query.summary(present, top=TOP_PATHS, since=since, until=until),
+                       key=lambda r: (-r.open_rate, r.route))
+    only = console.signature.lower() if console is not None else ""
+    if console is not None and console.route:
+        summaries = [s for s in summaries if s.route == console.route]
     return Page(iso(now), [(str(db), db.present) for db in places],
-                [route_view(present, s, now, (ignored or {}).get(s.route, ())) for s in summaries])
+                [route_view(present, s, now, (ignored or {}).get(s.route, ()), only) for s in summaries], console)
 
 
 def route_view(databases: list[Where], summary: query.RouteSummary, now: float,
-               ignored: tuple[str, ...] = ()) -> RouteView:
-    chosen = summary.signatures[:TOP_SIGNATURES]
+               ignored: tuple[str, ...] = (), only: str = "") -> RouteView:
+    """`only`: show the signatures that start with it (the route's figures stay the whole route's)."""
+    shown = [s for s in summary.signatures if s.signature.startswith(only)]
+    chosen = shown[:TOP_SIGNATURES]
     noise = tuple(path for path, _ in summary.noise)
     examples = {s.signature: example_view(found[0], s, ignored, noise)
                 for s in chosen if (found := query.examples(databases, s.signature, limit=1))}
@@ -158,18 +183,23 @@ def route_view(databases: list[Where], summary: query.RouteSummary, now: float,
         trend_view(query.trend(databases, summary.route, now=now,
                                accepted={s.signature for s in summary.signatures if s.accepted})),
         path_counts(summary.top_paths),
-        summary.noise, [signature_row(s, examples.get(s.signature), now) for s in summary.signatures],
+        summary.noise, [signature_row(s, examples.get(s.signature), now) for s in shown],
         list(examples.values()), plan_view(query.plan_timeline(databases, summary.route)),
+        [move_view(e) for e in query.recent_actions(databases, summary.route)],
         summary.accepted, summary.open, sum(count for _, count in summary.noise))
 
 
 def plan_view(timeline: query.PlanTimeline | None) -> PlanView | None:
     if timeline is None:
         return None
-    moves = [Move(iso(e["at"]), e["action"], e["from_percent"], e["to_percent"], e["reason"], e["by"],
-                  evidence_text(e["evidence"], e["action"])) for e in timeline.events]
+    moves = [move_view(e) for e in timeline.events]
     return PlanView(timeline.percent, iso(timeline.since), timeline.reason or "held" if timeline.held else None,
                     moves)
+
+
+def move_view(event: dict[str, Any]) -> Move:
+    return Move(iso(event["at"]), event["action"], event["from_percent"], event["to_percent"], event["reason"],
+                event["by"], evidence_text(event["evidence"], event["action"]), event.get("subject", ""))
 
 
 def evidence_text(evidence: dict[str, Any] | None, action: str) -> str:

@@ -19,7 +19,7 @@ from tests.helpers import REPO, route
 
 JSON = (("Content-Type", "application/json"),)
 PLANTED = '<script>window.__pwned = 1</script><img src=x onerror="window.__pwned=2">'
-CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
+CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; form-action 'self'; frame-ancestors 'none'"
 
 
 def divergence(route_name: str = "orders", legacy: dict | None = None, new: dict | None = None,

@@ -1,0 +1,145 @@
+"""The review console's safety: who may act, and that a form was made here, for this act, once.
+
+A browser cannot send the admin token as a bearer header from a plain form, so signing in
+trades it for a session cookie (HttpOnly, SameSite=Strict) that holds an expiring HMAC made
+with the token, never the token itself. Every act is a POST that must come from this
+listener's own origin (the Origin header, or Sec-Fetch-Site where a browser sends no
+Origin) and carry a form token: an HMAC over the session, the act and its subject, with an
+expiry, spent on first use so a replayed form changes nothing. A client that authenticates
+with the bearer header (a script, not a browser) needs neither: no cookie rides along with
+its requests for a forged page to borrow.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import time
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Callable, Mapping
+
+SESSION_COOKIE = "strangler_session"
+SESSION_SECONDS = 12 * 3600
+FORM_SECONDS = 3600  # a page's forms stay good for an hour
+
+
+class ActKind(StrEnum):
+    ACCEPT = "accept"
+    UNACCEPT = "unaccept"
+    HOLD = "hold"
+    RESUME = "resume"
+    ROLLBACK = "rollback"
+
+
+@dataclass(frozen=True, slots=True)
+class Act:
+    """One act a reviewer asks for from the console."""
+
+    kind: ActKind
+    route: str
+    signature: str  # accept and unaccept; "" for a plan's acts
+    reason: str
+    expires: str  # accept: YYYY-MM-DD or an ISO datetime; "" until withdrawn
+    by: str  # who, as the reviewer names themself
+
+    @property
+    def subject(self) -> str:
+        return self.signature or self.route
+
+
+@dataclass(frozen=True, slots=True)
+class Forms:
+    """What a console page's forms need: whether acts are on, a token per form, what the last act did."""
+
+    acting: bool
+    token: Callable[[str, str], str]  # (act, subject) -> the form's token
+    notice: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Filters:
+    """What the console shows: a route, a signature (or its prefix), a time range (seconds, UTC)."""
+
+    route: str = ""
+    signature: str = ""
+    since: float | None = None
+    until: float | None = None
+
+
+class Guard:
+    """Sessions and form tokens, keyed by the admin token (None: the console is read-only)."""
+
+    def __init__(self, token: str | None) -> None:
+        self.key = token.encode() if token else None
+        self._spent: dict[str, float] = {}  # form nonce -> when it would have expired
+
+    @property
+    def acting(self) -> bool:
+        return self.key is not None
+
+    def signs_in(self, given: str) -> bool:
+        return self.key is not None and hmac.compare_digest(given.encode(), self.key)
+
+    def session(self, now: float | None = None) -> str:
+        expires = str(int((time.time() if now is None else now) + SESSION_SECONDS))
+        return f"{expires}.{self._mac('session', expires)}"
+
+    def valid_session(self, value: str | None, now: float | None = None) -> bool:
+        if not value or self.key is None or value.count(".") != 1:
+            return False
+        expires, mac = value.split(".")
+        return expires.isdigit() and int(expires) > (time.time() if now is None else now) and \
+            hmac.compare_digest(mac, self._mac("session", expires))
+
+    def form(self, session: str, kind: str, subject: str, now: float | None = None) -> str:
+        """A token for one form: this session, this act on this subject, within the hour."""
+        nonce, expires = secrets.token_hex(8), str(int((time.time() if now is None else now) + FORM_SECONDS))
+        return f"{nonce}.{expires}.{self._mac('form', session, kind, subject, nonce, expires)}"
+
+    def spend(self, token: str, session: str, kind: str, subject: str, now: float | None = None) -> str | None:
+        """None when the token is good, and spend it; else why not."""
+        now = time.time() if now is None else now
+        parts = token.split(".")
+        if len(parts) != 3 or not parts[1].isdigit():
+            return "the form carries no token from this console"
+        nonce, expires, mac = parts
+        if not hmac.compare_digest(mac, self._mac("form", session, kind, subject, nonce, expires)):
+            return "the form was not made by this console for this act (a forged or altered form)"
+        if int(expires) < now:
+            return "the form is over an hour old: load the page again"
+        self._spent = {n: at for n, at in self._spent.items() if at >= now}
+        if nonce in self._spent:
+            return "the form was already sent once (a replayed form)"
+        self._spent[nonce] = float(expires)
+        return None
+
+    def _mac(self, *parts: str) -> str:
+        assert self.key is not None
+        return hmac.new(self.key, "\x00".join(parts).encode(), hashlib.sha256).hexdigest()
+
+
+def same_origin(headers: Mapping[str, str], scheme: str, host: str) -> bool:
+    """Whether a POST comes from this listener's own pages (what OWASP's CSRF advice checks first)."""
+    origin = headers.get("Origin")
+    if origin is not None:
+        return origin == f"{scheme}://{host}"
+    return headers.get("Sec-Fetch-Site") in ("same-origin", None)
+
+
+def act_from(form: Mapping[str, str]) -> Act | str:
+    """The act a posted form asks for; else what is wrong with it."""
+    try:
+        kind = ActKind(form.get("action", ""))
+    except ValueError:
+        return f"no act {form.get('action', '')!r} (one of {', '.join(ActKind)})"
+    act = Act(kind, form.get("route", "").strip(), form.get("signature", "").strip(), form.get("reason", ""),
+              form.get("expires", "").strip(), form.get("by", "").strip())
+    if not act.by:
+        return "say who you are (the 'by' field): every act is recorded with its author"
+    if not act.route:
+        return "the form names no route"
+    if kind in (ActKind.ACCEPT, ActKind.UNACCEPT) and not act.signature:
+        return "the form names no signature"
+    return act
