@@ -147,7 +147,7 @@ def _login(guard: Guard) -> Handler:
             return _refused(request, 403, "cross_site", "the sign-in was posted from another site")
         if not guard.signs_in(str(form.get("token", ""))):
             return _html(signin_page(target, "That is not the admin token."), 401)
-        response = web.HTTPSeeOther(target)
+        response = _see_other(target)
         response.set_cookie(SESSION_COOKIE, guard.session(), max_age=SESSION_SECONDS, path="/", httponly=True,
                             samesite="Strict", secure=request.scheme == "https")
         return response
@@ -156,7 +156,7 @@ def _login(guard: Guard) -> Handler:
 
 
 async def _logout(request: web.Request) -> web.Response:
-    response = web.HTTPSeeOther("/login")
+    response = _see_other("/login")
     response.del_cookie(SESSION_COOKIE, path="/")
     return response
 
@@ -199,6 +199,11 @@ def _next(target: str) -> str:
     """Where to go after signing in: a path on this listener only (never another site)."""
     parts = urlsplit(target)
     return target if target.startswith("/") and not target.startswith("//") and not parts.netloc else "/reports"
+
+
+def _see_other(target: str) -> web.Response:
+    """A 303 that can carry a cookie (aiohttp's HTTPSeeOther is raised, not returned)."""
+    return web.Response(status=303, headers={"Location": target, "Cache-Control": "no-store"})
 
 
 def _wants_html(request: web.Request) -> bool:
