@@ -8,6 +8,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from proxy.admin import console as console_guard
 from reports import accepted, query
 from reports.schema import open_for_reading
 from tests.helpers import eventually, route
@@ -163,3 +164,16 @@ async def test_without_a_token_the_console_reads_and_says_how_to_act(make_upstre
             assert (response.status, (await response.json())["error"]) == (403, "actions_off")
         async with http.get(proxy.admin_url + "/reports?since=yesterday") as response:
             assert response.status == 400
+
+
+@pytest.mark.parametrize("headers, same", [
+    ({"Origin": "http://127.0.0.1:9901"}, True),
+    ({"Origin": "https://evil.example"}, False),
+    ({"Origin": "null", "Sec-Fetch-Site": "same-origin"}, True),  # Chromium under Referrer-Policy: no-referrer
+    ({"Origin": "null", "Sec-Fetch-Site": "cross-site"}, False),  # a sandboxed frame elsewhere
+    ({"Origin": "null"}, False),
+    ({"Sec-Fetch-Site": "same-site"}, False),  # another port or subdomain is another origin
+    ({}, True),  # no browser at all (a script); the form token or bearer still decides
+])
+def test_same_origin_reads_origin_then_sec_fetch_site(headers, same):
+    assert console_guard.same_origin(headers, "http", "127.0.0.1:9901") is same

@@ -121,11 +121,15 @@ class Guard:
 
 
 def same_origin(headers: Mapping[str, str], scheme: str, host: str) -> bool:
-    """Whether a POST comes from this listener's own pages (what OWASP's CSRF advice checks first)."""
-    origin = headers.get("Origin")
-    if origin is not None:
+    """Whether a POST comes from this listener's own pages (what OWASP's CSRF advice checks first). The
+    pages say `Referrer-Policy: no-referrer`, under which Chromium sends `Origin: null` even to the same
+    origin; Sec-Fetch-Site then says where the form was. A client that sends neither is no browser."""
+    origin, site = headers.get("Origin"), headers.get("Sec-Fetch-Site")
+    if origin is not None and origin != "null":
         return origin == f"{scheme}://{host}"
-    return headers.get("Sec-Fetch-Site") in ("same-origin", None)
+    if site is not None:
+        return site in ("same-origin", "none")
+    return origin is None
 
 
 def act_from(form: Mapping[str, str]) -> Act | str:
