@@ -46,6 +46,7 @@ class EdgeHandler:
     def __init__(self, live: LiveConfig, metrics: Metrics, parallel_run: ParallelRun, forwarder: Forwarder,
                  evidence: Evidence, cap: Callable[[Route], int | None], tracer: Tracer) -> None:
         self.live, self.metrics, self.tracer = live, metrics, tracer
+        self.tracing = tracer.recording  # read once: most proxies do not trace, and pay nothing for it
         self.evidence, self.cap = evidence, cap  # cap: the percent a route's rollout plan stands at
         self.parallel_run, self.forwarder = parallel_run, forwarder
         self.verdicts = VerdictLog()
@@ -62,7 +63,7 @@ class EdgeHandler:
             self.metrics.shed.labels("listener").inc()  # shed at once: a queue that grows helps nobody
             return error_response(503, "overloaded", "the proxy is at its limit of requests in flight", rid, 1)
         self.in_flight += 1
-        trace = self._trace(request, rid)
+        trace = self._trace(request, rid) if self.tracing else UNTRACED
         try:
             outcome = await self._serve(request, rid, generation, trace)
         except (asyncio.CancelledError, ConnectionError) as exc:
@@ -72,17 +73,16 @@ class EdgeHandler:
             raise
         finally:
             self.in_flight -= 1
-        outcome.trace = trace.trace_id or None
+        if self.tracing:
+            outcome.trace = trace.trace_id
         self._record(request, outcome, started)
         return outcome.response
 
     def _trace(self, request: EdgeRequest, rid: str) -> Trace:
-        """With tracing on: the edge span (a child of the client's trace, or the root of a new one, which the
-        request id is an attribute of) and the `traceparent` line its upstreams get in place of the
-        client's. With tracing off the client's trace context passes as sent and nothing is done at all,
-        as Envoy does without a tracer."""
-        if not self.tracer.recording:
-            return UNTRACED
+        """With tracing on (only then is it called): the edge span, a child of the client's trace or the root
+        of a new one (the request id an attribute of it), and the `traceparent` line its upstreams get in
+        place of the client's. With tracing off the client's trace context passes as sent and nothing is
+        done at all, as Envoy does without a tracer."""
         given = "traceparent" in request.headers
         span = self.tracer.edge(incoming(request.headers) if given else None, request.method,
                                 {"http.request.method": request.method, "strangler.request_id": rid})
@@ -105,8 +105,10 @@ class EdgeHandler:
         decision, facts = self._decide(request, route, path, generation)
         if request.upgrade and wants_websocket(request.headers):
             return _decided(await self._tunnel(request, route, decision, rid, generation, trace), decision)
-        head = trace.onto(upstream_head(request.raw_headers, peer=request.remote, proto=request.scheme, rid=rid,
-                                        last=request.protocol.last_head))
+        head = upstream_head(request.raw_headers, peer=request.remote, proto=request.scheme, rid=rid,
+                             last=request.protocol.last_head)
+        if self.tracing:
+            head = trace.onto(head)
         server = generation.config.server
         request.send_timeout = server.send_timeout
         try:
