@@ -80,6 +80,7 @@ async def test_every_series_an_alert_watches_exists_from_the_start(make_upstream
     assert samples[("strangler_comparisons_total", (("result", "diverged"), ("route", "orders")))] == 0
     assert samples[("strangler_shadows_skipped_total", (("reason", "busy"), ("route", "orders")))] == 0
     assert samples[("strangler_rollout_moves_total", (("action", "rollback"), ("route", "orders")))] == 0
+    assert samples[("strangler_report_problems_total", (("kind", "queue_full"),))] == 0
 
 
 async def test_edge_listener_never_serves_admin_paths(make_upstream, start_proxy, http):

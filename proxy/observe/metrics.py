@@ -36,6 +36,7 @@ STORE_STATES = {StoreState.CONNECTED: 0, StoreState.CONNECTING: 1, StoreState.LA
 LATENCY_BUCKETS = (.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60)
 UPSTREAM_FAILURES = tuple(kind for kind in FailureKind if kind is not FailureKind.CLIENT_BODY_TIMEOUT)
 PLAN_MOVES = ("advance", "rollback")
+STORE_PROBLEMS = ("queue_full", "store_down", "write_failed")  # the kinds reports/store.py reports
 
 
 def process_collectors(registry: CollectorRegistry) -> None:
@@ -141,6 +142,8 @@ class Metrics:
         """Every series an alert or a dashboard watches, at zero from the start (and for what a reload adds):
         a series that does not exist yet is no zero to an alert, it is nothing (Prometheus's advice is to
         initialise the label sets known in advance)."""
+        for kind in STORE_PROBLEMS:
+            self.report_problems.labels(kind)
         for name in config.upstreams:
             self.breaker_state.labels(name)
             for kind in UPSTREAM_FAILURES:
