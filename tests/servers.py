@@ -1,4 +1,5 @@
-"""Real outside programs for the tests: PostgreSQL and unleash-server 6.x on 127.0.0.1, and Chromium.
+"""Real outside programs for the tests: PostgreSQL and unleash-server 6.x on 127.0.0.1, Chromium, and
+Prometheus (with promtool).
 
 `python -m tests.servers install` provisions them all (.ci/run calls it); the tests
 provision on first use as well, so `python -m pytest` also works on a fresh machine.
@@ -17,6 +18,7 @@ import sys
 import tempfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -47,6 +49,7 @@ def install() -> None:
     """Everything below, unless already there."""
     install_chromium()
     install_unleash()
+    install_prometheus()
 
 
 def install_chromium() -> str:
@@ -54,6 +57,12 @@ def install_chromium() -> str:
     if not Path(CHROMIUM).exists():
         apt_install("chromium")
     return CHROMIUM
+
+
+def install_prometheus() -> None:
+    """Debian's Prometheus, which brings promtool (the ops kit's tests: tests/test_ops.py)."""
+    if shutil.which("prometheus") is None or shutil.which("promtool") is None:
+        apt_install("prometheus")
 
 
 def install_postgres() -> None:
@@ -213,6 +222,64 @@ class Unleash:
     def switch(self, feature: str, on: bool, environment: str = "development") -> None:
         self.call("POST", f"/api/admin/projects/default/features/{feature}/environments/{environment}/"
                           f"{'on' if on else 'off'}")
+
+
+class Prometheus:
+    """A Prometheus server on 127.0.0.1 and a free port, in a scratch folder, scraping `targets` (HOST:PORT of
+    /metrics) every second and evaluating `rule_files` as often."""
+
+    def __init__(self, base: Path, targets: list[str], rule_files: list[Path]) -> None:
+        self.base = base
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = base / "prometheus.log"
+        self._proc: subprocess.Popen[bytes] | None = None
+        base.mkdir(parents=True, exist_ok=True)
+        (base / "prometheus.yml").write_text(json.dumps({  # JSON is YAML
+            "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
+            "rule_files": [str(path) for path in rule_files],
+            "scrape_configs": [{"job_name": "strangler", "static_configs": [{"targets": targets}]}]}))
+
+    def start(self, timeout: float = 60) -> None:
+        with open(self.log, "ab") as log:
+            self._proc = subprocess.Popen(
+                ["prometheus", f"--config.file={self.base / 'prometheus.yml'}",
+                 f"--storage.tsdb.path={self.base / 'data'}", f"--web.listen-address=127.0.0.1:{self.port}",
+                 "--log.level=warn"], stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                raise RuntimeError(f"prometheus exited:\n{self.log.read_text()[-3000:]}")
+            try:
+                with urllib.request.urlopen(self.url + "/-/ready", timeout=2) as response:
+                    if response.status == 200:
+                        return
+            except OSError:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError(f"prometheus did not become ready:\n{self.log.read_text()[-3000:]}")
+
+    def query(self, expr: str) -> list[dict[str, Any]]:
+        """The samples of an instant query at this moment (/api/v1/query): each {"metric": labels, "value": ...}."""
+        url = f"{self.url}/api/v1/query?{urllib.parse.urlencode({'query': expr})}"
+        with urllib.request.urlopen(url, timeout=10) as response:
+            answer = json.load(response)
+        assert answer["status"] == "success", answer
+        return answer["data"]["result"]
+
+    def alerts(self) -> list[dict[str, Any]]:
+        """The alerts pending or firing (/api/v1/alerts)."""
+        with urllib.request.urlopen(self.url + "/api/v1/alerts", timeout=10) as response:
+            return json.load(response)["data"]["alerts"]
+
+    def stop(self) -> None:
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.terminate()
+            try:
+                self._proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait(10)
 
 
 if __name__ == "__main__":
