@@ -20,6 +20,7 @@ from aiohttp import web
 from tests.certs import Authority
 from tests.helpers import REPO, ProxyProcess, eventually, free_port, route, routes_yaml
 from tests.servers import Prometheus, install_prometheus
+from tests.test_docs import slugs
 
 OPS = REPO / "ops"
 ALERTS = OPS / "prometheus" / "alerts.yml"
@@ -87,13 +88,7 @@ def test_every_rule_waits_says_how_bad_names_what_and_links_its_runbook(rule):
     assert rule["annotations"]["summary"] and "{{ $labels." in rule["annotations"]["description"]
     assert COMPARISON.search(rule["expr"]), "the threshold is a comparison (as_values relies on it)"
     page, _, anchor = rule["annotations"]["runbook_url"].partition("#")
-    assert anchor in anchors(REPO / page)
-
-
-def anchors(page: Path) -> set[str]:
-    """GitHub's anchors of a page's headings."""
-    return {re.sub(r"[^\w\- ]", "", line.lstrip("#").strip().lower()).replace(" ", "-")
-            for line in page.read_text().splitlines() if line.startswith("#")}
+    assert anchor in slugs((REPO / page).read_text())
 
 
 def test_the_dashboard_repeats_a_row_per_route_with_each_panel_the_issue_asks_for():
