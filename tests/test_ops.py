@@ -93,7 +93,7 @@ def test_every_rule_waits_says_how_bad_names_what_and_links_its_runbook(rule):
 
 def test_the_dashboard_repeats_a_row_per_route_with_each_panel_the_issue_asks_for():
     dashboard = json.loads(DASHBOARD.read_text())
-    assert dashboard["schemaVersion"] >= 36  # Grafana 10 and later
+    assert dashboard["schemaVersion"] >= 38  # Grafana 10.0 and later
     variables = {v["name"]: v for v in dashboard["templating"]["list"]}
     assert variables["route"]["query"]["query"] == "label_values(strangler_requests_total, route)"
     rows = [panel for panel in dashboard["panels"] if panel["type"] == "row"]
