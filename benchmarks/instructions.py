@@ -34,8 +34,6 @@ def main() -> int:
         bench = Bench(Path(scratch), running, 5)
         bench.start_nginx()
         upstream = str(bench.ports["upstream"])
-        # spans go to a port nobody listens on: the SDK's whole cost on the request path, none of a collector's
-        traced = {"tracing": {"endpoint": f"http://127.0.0.1:{free_port()}/v1/traces", "sample": 1.0}}
         servers = {
             "a bare protocol on aiohttp's C parser, answering itself": lambda port: [str(BARE), port],
             "aiohttp's server alone, answering itself": lambda port: ["-m", "benchmarks.floors", "aiohttp", port],
@@ -43,7 +41,6 @@ def main() -> int:
             "strangler's edge + upstream client (the floor)":
                 lambda port: ["-m", "benchmarks.floors", "floor", port, upstream],
             "strangler, 1 process": lambda port: _strangler(bench, port),
-            "strangler, 1 process, tracing on (every trace recorded)": lambda port: _strangler(bench, port, traced),
             "naive aiohttp proxy (uvloop)": lambda port: [str(NAIVE), port, upstream],
         }
         print(f"instructions per request, callgrind, {COUNTED:,} keep-alive requests on {CONNECTIONS} connections\n")
@@ -53,13 +50,12 @@ def main() -> int:
             print(f"  {name:<60} {counted[name] / 1000:>8.1f} k", flush=True)
         naive, one = counted["naive aiohttp proxy (uvloop)"], counted["strangler, 1 process"]
         print(f"\n  naive proxy / strangler: {naive / one:.2f}")
-        print(f"  tracing on / off: {counted['strangler, 1 process, tracing on (every trace recorded)'] / one:.2f}")
     return 0
 
 
-def _strangler(bench: Bench, port: str, extra: dict | None = None) -> list[str]:
+def _strangler(bench: Bench, port: str) -> list[str]:
     bench.ports["counted"], bench.admins["counted"] = int(port), free_port()
-    path = bench.strangler_config("counted", None, **(extra or {}))
+    path = bench.strangler_config("counted", None)
     return ["-m", "proxy", "serve", "--config", str(path), "--log-level", "WARNING"]
 
 

@@ -27,7 +27,7 @@ import time
 from contextlib import ExitStack
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 from benchmarks import diffs, websocket
 from benchmarks.measure import cpu_seconds, get, install_missing, machine, ms, rss, stop, wait_for
@@ -277,11 +277,10 @@ class Bench:
         wait_for(f"http://127.0.0.1:{self.admins[name]}/readyz")
 
     def strangler_config(self, name: str, parallel: float | None, reports: dict[str, str] | None = None,
-                         tls: dict[str, str] | None = None, **extra: Any) -> Path:
+                         tls: dict[str, str] | None = None) -> Path:
         """routes.yaml for strangler `name` (on its ports) in front of the nginx upstream; `parallel`:
         the share of requests run in parallel against the shadow upstream (None: no parallel run);
-        `reports`: its store (default: a SQLite file of its own); `tls`: the edge's certificate and key;
-        `extra`: more top-level keys (say `tracing`)."""
+        `reports`: its store (default: a SQLite file of its own); `tls`: the edge's certificate and key."""
         route = {"name": "items", "match": {"path": "/"}, "legacy": "upstream"}
         if parallel is not None:
             route |= {"new": "shadow", "parallel_run": {"enabled": True, "sample": parallel}}
@@ -291,7 +290,7 @@ class Bench:
                   "upstreams": {"upstream": {"url": f"http://127.0.0.1:{self.ports['upstream']}", **upstream},
                                 "shadow": {"url": f"http://127.0.0.1:{self.ports['shadow']}", **upstream}},
                   "reports": reports or {"database": str(self.scratch / f"{name}.db")}, "routes": [route],
-                  **({"tls": tls} if tls else {}), **extra}
+                  **({"tls": tls} if tls else {})}
         path = self.scratch / f"{name}.yaml"
         path.write_text(json.dumps(config))  # JSON is YAML
         return path
