@@ -20,7 +20,7 @@ import json
 from collections import Counter
 from typing import Any, Callable, TypeVar
 
-from proxy.model.evidence import EvidenceBatch, PlanState, SideEvidence, StepEvidence, quantile
+from proxy.model.evidence import EvidenceBatch, PlanState, SideEvidence, StepEvidence, quantile, tally
 from reports.accepted import active
 from reports.connections import Connections
 from reports.db import Db, Where
@@ -105,17 +105,11 @@ class StorePlans:
         Evidence is kept by the second it was handed over in: the second `since` falls in is left
         out (it may hold the step before)."""
         def read(db: Db) -> StepEvidence:
-            compared = diverged = excused = 0
-            for signature, count in db.execute(
-                    "SELECT signature, CAST(SUM(count) AS BIGINT) FROM gate_comparisons WHERE route = ? AND second > ? "
-                    "AND second <= ? GROUP BY signature", [route, int(since), int(until)]):
-                compared += count
-                if signature in accepted:
-                    excused += count
-                elif signature:
-                    diverged += count
+            found = tally(db.execute(
+                "SELECT signature, CAST(SUM(count) AS BIGINT) FROM gate_comparisons WHERE route = ? AND second > ? "
+                "AND second <= ? GROUP BY signature", [route, int(since), int(until)]), accepted)
             sides = {side: _side(db, route, side, since, until) for side in ("legacy", "new")}
-            return StepEvidence(since, until, compared, diverged, excused, sides["legacy"], sides["new"])
+            return StepEvidence(since, until, found.compared, found.open, found.accepted, sides["legacy"], sides["new"])
         return self._run(read)
 
     def accepted(self, now: float) -> frozenset[str]:

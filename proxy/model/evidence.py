@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Collection, Iterable
 
 from proxy.model.kinds import Side
 
@@ -41,6 +41,42 @@ def quantile(bins: Counter[int], q: float) -> float | None:
         if seen >= rank:
             return bin_bound(index)
     return bin_bound(max(bins))
+
+
+def rate(part: int, whole: int) -> float:
+    """`part` over `whole`, 0 when there is no whole: every divergence rate the gates and reports show."""
+    return part / whole if whole else 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Tally:
+    """Comparisons as the gates count them: all, those that diverged, and of those the ones whose
+    signature is accepted. Learned noise never makes a divergence (proxy.shadow.compare), so it is
+    not here to leave out."""
+
+    compared: int = 0
+    diverged: int = 0
+    accepted: int = 0
+
+    @property
+    def open(self) -> int:
+        """Divergences no one has explained: what `max_divergence_rate` judges."""
+        return self.diverged - self.accepted
+
+    @property
+    def open_rate(self) -> float:
+        return rate(self.open, self.compared)
+
+
+def tally(counts: Iterable[tuple[str, int]], accepted: Collection[str]) -> Tally:
+    """Add up (signature, count) pairs, '' for a comparison that matched."""
+    compared = diverged = excused = 0
+    for signature, count in counts:
+        compared += count
+        if signature:
+            diverged += count
+            excused += count if signature in accepted else 0
+    return Tally(compared, diverged, excused)
 
 
 @dataclass
@@ -92,7 +128,7 @@ class StepEvidence:
 
     @property
     def divergence_rate(self) -> float:
-        return self.diverged / self.compared if self.compared else 0.0
+        return rate(self.diverged, self.compared)
 
     @property
     def latency_ratio(self) -> float | None:
