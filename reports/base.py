@@ -21,8 +21,9 @@ class StoreHealth(Protocol):
 class DivergenceSink(Protocol):
     health: StoreHealth
 
-    def count(self, route: str, diverged: bool, at: float) -> None:
-        """Count one comparison of `route`."""
+    def count(self, route: str, diverged: bool, at: float, endpoint: str | None = None, signature: str = "") -> None:
+        """Count one comparison of `route`; with its endpoint template, also by endpoint and `signature`
+        ('' for a match)."""
         ...
 
     def record(self, divergence: Divergence) -> None:

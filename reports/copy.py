@@ -20,6 +20,7 @@ TABLES: dict[str, tuple[str, ...] | None] = {
     "meta": None, "counts": None, "signatures": None, "divergences": None, "noise": None, "accepted": None,
     "replays": ("divergence_id", "at"), "rollouts": None, "rollout_events": ("route", "at", "action", "to_percent"),
     "gate_comparisons": None, "gate_answers": None, "gate_bins": None, "signature_minutes": None,
+    "endpoint_comparisons": None,
     "actions": ("at", "by", "action", "route"),
 }
 SKIPPED_META = ("schema_version", "pruned_at")  # the target's own

@@ -14,6 +14,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Collection, Iterable, Iterator
 
+from proxy.model.evidence import Tally
 from reports.accepted import Acceptance, current
 from reports.db import Db, Where
 from reports.schema import open_for_reading
@@ -66,19 +67,24 @@ class RouteSummary:
         return min(self.diverged, sum(s.count for s in self.signatures if s.accepted))
 
     @property
+    def tally(self) -> Tally:
+        """The route's numbers as the gates count them (proxy.model.evidence)."""
+        return Tally(self.compared, self.diverged, self.accepted)
+
+    @property
     def divergence_rate_unaccepted(self) -> float:
-        return round((self.diverged - self.accepted) / self.compared, 4) if self.compared else 0.0
+        return round(self.tally.open_rate, 4)
 
     @property
     def open(self) -> int:
         """Divergences no one has explained: what a rollout's gates count (accepted signatures left out,
         and differences learned as noise never counted as divergences in the first place)."""
-        return self.diverged - self.accepted
+        return self.tally.open
 
     @property
     def open_rate(self) -> float:
         """The headline: open divergences over comparisons, as the gates' `max_divergence_rate` reads it."""
-        return self.divergence_rate_unaccepted
+        return round(self.tally.open_rate, 4)
 
     def as_json(self) -> dict[str, Any]:
         return {"route": self.route, "compared": self.compared, "diverged": self.diverged,
@@ -100,7 +106,7 @@ def summary(databases: Iterable[Place], route: str | None = None, top: int = 5,
     routes: dict[str, RouteSummary] = {}
     signatures: dict[str, Signature] = {}
     noise: dict[str, Counter[str]] = defaultdict(Counter)
-    for db in _open(databases):
+    for db in opened(databases):
         for name, compared, diverged in db.execute(
                 "SELECT route, CAST(SUM(compared) AS BIGINT), CAST(SUM(diverged) AS BIGINT) FROM counts "
                 "WHERE minute >= ? AND minute <= ? GROUP BY route", [low, high]):
@@ -127,7 +133,7 @@ def show(databases: Iterable[Place], divergence_id: str, now: float | None = Non
     """One kept divergence, its JSON columns parsed, with its signature's acceptance under
     "accepted" (None when not accepted); None when no file holds it."""
     databases = list(databases)
-    for db in _open(databases):
+    for db in opened(databases):
         rows = list(db.query("SELECT * FROM divergences WHERE id = ?", [divergence_id]))
         if rows:
             found = _parsed(rows[0])
@@ -145,7 +151,7 @@ def acceptances(databases: Iterable[Place], now: float | None = None) -> dict[st
     """The acceptances in force at `now` in any of the files (the latest one where several say so)."""
     now = time.time() if now is None else now
     found: dict[str, Acceptance] = {}
-    for db in _open(databases):
+    for db in opened(databases):
         for signature, acceptance in current(db, now).items():
             if signature not in found or acceptance.accepted_at > found[signature].accepted_at:
                 found[signature] = acceptance
@@ -155,7 +161,7 @@ def acceptances(databases: Iterable[Place], now: float | None = None) -> dict[st
 def replays(databases: Iterable[Place]) -> dict[str, tuple[float, int, int]]:
     """Per signature, its latest replay run: (at, matched, total), a run's rows from every file."""
     latest: dict[str, tuple[float, int, int]] = {}
-    for db in _open(databases):
+    for db in opened(databases):
         if not db.exists("replays"):
             continue
         for signature, at, matched, total in db.execute(
@@ -173,7 +179,7 @@ def stored_requests(databases: Iterable[Place], route: str, since: float | None 
     """The requests of a route's kept divergences, newest first, with the file each is in
     ("database"); headers parsed, bodies left out."""
     databases, found = list(databases), []
-    for path, db in zip(databases, _open(databases), strict=True):
+    for path, db in zip(databases, opened(databases), strict=True):
         found += [{**row, "request_headers": json.loads(row["request_headers"] or "[]"), "database": path}
                   for row in db.query("SELECT id, signature, route, at, request_id, method, target, request_headers "
                                       "FROM divergences WHERE route = ? AND at >= ?", [route, since or 0.0])]
@@ -182,7 +188,7 @@ def stored_requests(databases: Iterable[Place], route: str, since: float | None 
 
 def examples(databases: Iterable[Place], signature: str, limit: int = 5) -> list[dict[str, Any]]:
     found = []
-    for db in _open(databases):
+    for db in opened(databases):
         found += [_parsed(r) for r in db.query(
             "SELECT * FROM divergences WHERE signature = ? ORDER BY at DESC LIMIT ?", [signature, limit])]
     return sorted(found, key=lambda r: -r["at"])[:limit]
@@ -200,7 +206,7 @@ def trend(databases: Iterable[Place], route: str, buckets: int = 24, width: floa
         index = min(int((minute * 60 - start) // width), buckets - 1)
         return series[index] if index >= 0 else None
 
-    for db in _open(databases):
+    for db in opened(databases):
         for minute, compared, diverged in db.execute(
                 "SELECT minute, compared, diverged FROM counts WHERE route = ? AND minute >= ?",
                 [route, int(start // 60)]):
@@ -216,7 +222,8 @@ def trend(databases: Iterable[Place], route: str, buckets: int = 24, width: floa
     return [(at, compared, diverged, min(excused, diverged)) for at, compared, diverged, excused in series]
 
 
-def _open(databases: Iterable[Place]) -> Iterator[Db]:
+def opened(databases: Iterable[Place]) -> Iterator[Db]:
+    """Each store open for reading in turn, closed once the caller moves on."""
     for place in databases:
         db = open_for_reading(place)
         try:
@@ -287,7 +294,7 @@ def actions(db: Db, route: str) -> list[dict[str, Any]]:
 
 def recent_actions(databases: Iterable[Place], route: str) -> list[dict[str, Any]]:
     found: list[dict[str, Any]] = []
-    for db in _open(databases):
+    for db in opened(databases):
         found += actions(db, route)
     return sorted(found, key=lambda e: e["at"])
 
@@ -295,7 +302,7 @@ def recent_actions(databases: Iterable[Place], route: str) -> list[dict[str, Any
 def plan_timeline(databases: Iterable[Place], route: str) -> PlanTimeline | None:
     """None when the route has no plan in any of the files (or the files predate plans)."""
     state, events = None, []
-    for db in _open(databases):
+    for db in opened(databases):
         if not db.exists("rollouts"):
             continue
         row = db.execute("SELECT percent, since, held, reason FROM rollouts WHERE route = ?", [route]).fetchone()

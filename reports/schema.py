@@ -10,6 +10,7 @@ batches      the writers' batches already applied: a batch retried after an outa
 meta         the redaction key, the schema version, when retention last ran
 signature_minutes  each signature's divergences per minute: accepted ones left out of a trend, sparklines
 actions      what people did from the review console: who, when, what, why
+endpoint_comparisons  comparisons per route, endpoint template, hour and signature ('' for a match)
 rollouts, rollout_events, gate_comparisons, gate_answers, gate_bins: rollout plans (reports/plans.py)
 
 Setting up runs in one transaction holding the store's schema lock, so instances that
@@ -77,6 +78,11 @@ TABLES = (
         "action TEXT NOT NULL, route TEXT NOT NULL, subject TEXT, reason TEXT NOT NULL, origin TEXT)",
         "CREATE INDEX IF NOT EXISTS idx_actions_route_at ON actions (route, at)",
     )),
+    # Created on every start that finds them missing: a new table needs no new version.
+    *(ADDED := (
+        "CREATE TABLE IF NOT EXISTS endpoint_comparisons (route TEXT NOT NULL, endpoint TEXT NOT NULL, "
+        "hour BIGINT NOT NULL, signature TEXT NOT NULL, count BIGINT, PRIMARY KEY (route, endpoint, hour, signature))",
+    )),
 )
 
 
@@ -110,6 +116,8 @@ def set_up(db: Db) -> None:
         elif version < SCHEMA_VERSION:
             for migrate in MIGRATIONS[version:SCHEMA_VERSION]:
                 migrate(db)
+        for statement in ADDED:
+            db.execute(statement.format(serial=type(db).SERIAL))
         db.execute("INSERT INTO meta (key, value) VALUES ('schema_version', ?) ON CONFLICT (key) DO UPDATE "
                    "SET value = excluded.value", [str(SCHEMA_VERSION)])
 

@@ -54,8 +54,8 @@ class StoreSink:
         self.writes = Writes(spec)
         self._pruned = 0.0
 
-    def count(self, route: str, diverged: bool, at: float) -> None:
-        self._put(("count", route, diverged, at))
+    def count(self, route: str, diverged: bool, at: float, endpoint: str | None = None, signature: str = "") -> None:
+        self._put(("count", route, diverged, at, endpoint, signature))
 
     def record(self, divergence: Divergence) -> None:
         self._put(("divergence", divergence))
@@ -185,6 +185,7 @@ class StoreSink:
             for table, column, when in (("divergences", "at", cutoff), ("signatures", "last_seen", cutoff),
                                         ("counts", "minute", int(cutoff // 60)), ("noise", "last_seen", cutoff),
                                         ("signature_minutes", "minute", int(cutoff // 60)),
+                                        ("endpoint_comparisons", "hour", int(cutoff // 3600)),
                                         ("replays", "at", cutoff), ("batches", "at", now - 86400)):
                 db.execute(f"DELETE FROM {table} WHERE {column} < ?", [when])
             prune_evidence(db, cutoff)

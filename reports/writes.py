@@ -1,5 +1,6 @@
 """What one batch writes. Every statement is result-free, so a batch goes to the store in one round trip,
-and everything that can be added up first is: one row per route and minute, one per signature.
+and everything that can be added up first is: one row per route and minute, one per signature,
+one per route, endpoint, hour and signature.
 
 A signature keeps at most `examples_per_signature` whole examples, decided in the store (every
 instance's count); each attempt to keep one either takes a slot or finds them full, so once
@@ -45,14 +46,20 @@ class Writes:
         self.tried.update(attempts)
 
     def _counts(self, db: Db, items: list[tuple[Any, ...]]) -> None:
-        compared, diverged = Counter(), Counter()
-        for _, route, did, at in items:
+        compared, diverged, endpoints = Counter(), Counter(), Counter()
+        for _, route, did, at, endpoint, signature in items:
             compared[(route, int(at // 60))] += 1
             diverged[(route, int(at // 60))] += int(did)
+            if endpoint is not None:
+                endpoints[(route, endpoint, int(at // 3600), signature)] += 1
         for (route, minute), n in compared.items():
             db.execute("INSERT INTO counts (route, minute, compared, diverged) VALUES (?, ?, ?, ?) "
                        "ON CONFLICT (route, minute) DO UPDATE SET compared = counts.compared + excluded.compared, "
                        "diverged = counts.diverged + excluded.diverged", [route, minute, n, diverged[(route, minute)]])
+        for key, n in endpoints.items():
+            db.execute("INSERT INTO endpoint_comparisons (route, endpoint, hour, signature, count) "
+                       "VALUES (?, ?, ?, ?, ?) ON CONFLICT (route, endpoint, hour, signature) DO UPDATE SET "
+                       "count = endpoint_comparisons.count + excluded.count", [*key, n])
 
     def _divergences(self, db: Db, divergences: list[Divergence], redactor: Redactor) -> Counter[str]:
         """Each signature counted once for all its divergences in the batch; examples tried while it

@@ -15,11 +15,13 @@ from collections import Counter
 
 import pytest
 
-from proxy.model import ReportsSpec, Side
+from proxy.model import Gates, ReportsSpec, Side
 from proxy.model.evidence import Answers, EvidenceBatch, latency_bin
 from reports import accepted, html, query
+from proxy.rollout.gates import advance_checks
 from reports.connections import Connections
 from reports.db import StoreUnavailable, Where, connect
+from reports.endpoints import by_endpoint
 from reports.plans import StorePlans
 from reports.schema import SCHEMA_VERSION, open_database
 from reports.store import StoreSink
@@ -164,6 +166,33 @@ def test_evidence_from_several_writers_adds_up(store):
     assert (step.compared, step.diverged, step.accepted) == (100, 2, 1)
     assert (step.new.answers, step.new.errors, step.legacy.answers) == (100, 3, 100)
     assert step.new.p99 is not None and step.new.p99 >= 0.2 > step.legacy.p99  # the slow writer's bins count
+
+
+def test_once_the_only_signature_is_accepted_the_headline_and_the_gates_both_count_nothing_open(store):
+    """The walkthrough's case on both engines: the headline said 100.0% while the gates counted 0%."""
+    sink = sink_on(store)
+    base = float(int(time.time()))
+    for _ in range(4):
+        sink.count("items", True, base, "/items/{id}", "sig-price")
+        sink.record(divergence("items"))
+    sink.evidence(evidence(base + 1, {"sig-price": 4}))
+    sink.close()
+
+    def numbers() -> tuple:
+        [route] = query.summary([store])
+        plans = StorePlans(store)
+        step = plans.evidence("items", base, base + 1, plans.accepted(time.time()))
+        plans.close()
+        [gate] = [c for c in advance_checks(Gates(max_divergence_rate=0.01), step) if c.gate == "divergence_rate"]
+        [endpoint] = by_endpoint([store])
+        return (route.divergence_rate, route.open_rate, route.accepted, route.open, gate.value, gate.ok,
+                endpoint.open_rate, endpoint.tally.accepted)
+
+    assert numbers() == (1.0, 1.0, 0, 4, 1.0, False, 1.0, 0)
+    db = open_database(store)
+    accepted.accept(db, "sig-price", "items", "prices now include tax", None, "tester", time.time())
+    db.close()
+    assert numbers() == (1.0, 0.0, 4, 0, 0.0, True, 0.0, 4)  # divergence_rate keeps its meaning: all of them
 
 
 def test_many_processes_setting_up_an_empty_store_at_once_all_come_up(store):

@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from proxy.model import ReportsSpec
-from reports import accepted, html, query
+from reports import accepted, endpoints, html, query
 from reports.db import StoreUnavailable, Where
 from reports.view import replayed_text
 
@@ -30,6 +30,8 @@ def add_commands(commands: Any, common: argparse.ArgumentParser) -> tuple[Any, a
     summary = which.add_parser("summary", parents=[dbs], help="per-route comparison and divergence statistics")
     summary.add_argument("--route")
     summary.add_argument("--format", choices=("text", "json"), default="text")
+    summary.add_argument("--by", choices=("route", "endpoint"), default="route",
+                         help="a line per route (default), or per endpoint template of each route")
     summary.set_defaults(run=_summary)
     show = which.add_parser("show", parents=[dbs], help="one recorded divergence")
     show.add_argument("id")
@@ -72,6 +74,8 @@ def names(dbs: list[Where]) -> str:
 
 
 def _summary(args: argparse.Namespace) -> int:
+    if args.by == "endpoint":
+        return _by_endpoint(args)
     dbs = databases(args)
     try:
         routes = query.summary(dbs, args.route) if dbs else None
@@ -85,6 +89,36 @@ def _summary(args: argparse.Namespace) -> int:
     else:
         print(_summary_table(routes))
     return EXIT_OK
+
+
+def _by_endpoint(args: argparse.Namespace) -> int:
+    dbs = databases(args)
+    try:
+        found = endpoints.by_endpoint(dbs, args.route) if dbs else None
+    except (FileNotFoundError, StoreUnavailable) as exc:
+        print(f"strangler report: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    if found is None:
+        return EXIT_INVALID
+    if args.format == "json":
+        print(json.dumps({"endpoints": [e.as_json() for e in found]}))
+    else:
+        print(endpoint_table(found))
+    return EXIT_OK
+
+
+def endpoint_table(found: list[endpoints.EndpointSummary]) -> str:
+    if not found:
+        return "no comparisons by endpoint recorded yet"
+    route_width = max(5, *(len(e.route) for e in found))
+    width = max(8, *(len(e.endpoint) for e in found))
+    lines = [f"{'route':<{route_width}}  {'endpoint':<{width}}  {'compared':>9}  {'diverged':>9}  {'accepted':>9}  "
+             f"{'open rate':>9}  signatures"]
+    for e in found:
+        signatures = ", ".join(f"{s} ({n}{', accepted' if s in e.accepted else ''})" for s, n in e.signatures) or "-"
+        lines.append(f"{e.route:<{route_width}}  {e.endpoint:<{width}}  {e.tally.compared:>9}  {e.tally.diverged:>9}  "
+                     f"{e.tally.accepted:>9}  {e.open_rate:>9.1%}  {signatures}")
+    return "\n".join(lines)
 
 
 def _summary_table(routes: list[query.RouteSummary]) -> str:

@@ -60,6 +60,10 @@ class Section:
     def error(self, key: str, message: str) -> None:
         self.reader.error(self.at(key), self._prefixed(message))
 
+    def item_error(self, key: str, index: int, message: str) -> None:
+        """An error at one item of a list, on that item's own line."""
+        self.reader.error(self.at(key) + (index,), self._prefixed(message))
+
     def warn(self, key: str, message: str) -> None:
         self.reader.warn(self.at(key), self._prefixed(message))
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from typing import Any, Mapping
 
+from proxy.config.endpoints import read_endpoints
 from proxy.config.fields import TOKEN, Reader, Section
 from proxy.config.match import read_match, read_methods
 from proxy.config.plans import check_plan, read_plan
@@ -17,7 +18,7 @@ from proxy.model import CompareSpec, ParallelRun, Route, Serve, Side, Stickiness
 from proxy.model.jsonpath import parse_path
 
 ROUTE_KEYS = {"name", "match", "legacy", "new", "serve", "toggle", "fallback", "parallel_run", "compare", "retries",
-              "rollout_plan", "websocket", "rewrite", "timeout"}
+              "rollout_plan", "websocket", "rewrite", "timeout", "endpoints"}
 ROUTE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
@@ -56,7 +57,7 @@ def _route(reader: Reader, index: int, data: Any, upstreams: Mapping[str, Upstre
                   toggle=_toggle(sec), fallback=fallback, parallel_run=_parallel_run(sec),
                   compare=_compare(sec), retries=sec.integer("retries", 0, 0, 10), rollout_plan=read_plan(sec),
                   websocket=sec.flag("websocket", True), legacy_rewrite=legacy_rewrite, new_rewrite=new_rewrite,
-                  timeout=_timeout(sec), line=reader.doc.line(sec.path))
+                  timeout=_timeout(sec), endpoints=read_endpoints(sec, match), line=reader.doc.line(sec.path))
     _check_sides(sec, route)
     check_plan(sec, route)
     return route if isinstance(name, str) and match and legacy else None

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Mapping
 
+from proxy.model.endpoints import EndpointTemplate
 from proxy.model.hosts import host_covers, host_matches
 from proxy.model.kinds import Serve, Side, StickinessKind
 from proxy.model.tls import UpstreamTls
@@ -192,6 +193,7 @@ class Route:
     legacy_rewrite: Rewrite | None = None  # None: legacy gets the path as the client sent it
     new_rewrite: Rewrite | None = None
     timeout: float | None = None  # seconds for each exchange, over the upstream's own `timeout`
+    endpoints: tuple[EndpointTemplate, ...] = ()  # templates the report groups requests by, before the default rule
     line: int = 0
 
     def upstream(self, side: Side) -> Upstream | None:

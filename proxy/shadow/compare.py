@@ -15,6 +15,7 @@ from typing import Awaitable, Callable, Collection
 from comparators.base import Comparator
 from proxy.model import (CompareSpec, Comparison, Difference, Divergence, Observation, RequestRecord, Route, Side,
                          SkipReason)
+from proxy.model.endpoints import OTHER, endpoint
 from proxy.model.jsonpath import covers, generalize
 from proxy.observe.metrics import Metrics
 from proxy.rollout.evidence import Evidence
@@ -29,6 +30,7 @@ INLINE_BYTES = 16 << 10
 # (docs/performance.md has the measurement).
 COMPARE_QUEUE = 4
 MATCHED = Comparison(())
+ENDPOINTS_PER_ROUTE = 200
 
 
 class Comparer:
@@ -42,6 +44,7 @@ class Comparer:
         self.pending = 0  # comparisons handed to the comparison process and not yet back
         self.noise: dict[str, set[str]] = {}  # route -> paths learned as noise
         self.accepted: frozenset[str] = frozenset()  # signatures accepted in the store (refreshed by the proxy)
+        self.endpoints: dict[str, set[str]] = {}  # route -> endpoint templates counted so far
 
     async def compare(self, route: Route, served: Side, request: RequestRecord, legacy: Observation,
                       new: Observation) -> SkipReason | None:
@@ -51,14 +54,23 @@ class Comparer:
             return comparison
         noise, real = _noise_and_real(comparison.differences, self.noise.get(route.name, ()))
         self.metrics.tally.comparison(route.name, "diverged" if real else "matched")
-        self.sink.count(route.name, bool(real), request.at)
         found = signature(route.name, real) if real else ""
+        self.sink.count(route.name, bool(real), request.at, self._endpoint(route, request.target), found)
         if route.rollout_plan is not None:
             self.evidence.compared(route.name, found)
         if real:
             self.metrics.divergences.labels(route.name, "true" if found in self.accepted else "false").inc()
             self.sink.record(Divergence(route.name, request, served, legacy, new, real, noise, found))
         return None
+
+    def _endpoint(self, route: Route, target: str) -> str:
+        """The request's endpoint template; past ENDPOINTS_PER_ROUTE of them in this process, OTHER (a
+        route whose paths hold free text would otherwise grow the store without bound)."""
+        found, seen = endpoint(target, route.endpoints), self.endpoints.setdefault(route.name, set())
+        if found not in seen and len(seen) >= ENDPOINTS_PER_ROUTE:
+            return OTHER
+        seen.add(found)
+        return found
 
     async def learn_noise(self, route: Route, legacy: Observation, again: Observation, at: float) -> None:
         """What differs between two answers of legacy to one request changes on its own: noise."""
