@@ -84,7 +84,7 @@ def test_a_batch_the_store_already_took_is_not_counted_again(store):
     """A batch retried after its connection broke may have been committed already: its id says so."""
     sink = sink_on(store)
     sink.close()
-    batch = [("count", "orders", True, time.time()), ("divergence", divergence())]
+    batch = [("count", "orders", True, time.time(), "/api/orders/{id}", "sig-price"), ("divergence", divergence())]
     with sink.connections.use() as db:
         sink._apply(db, "batch-1", batch)
         sink._apply(db, "batch-1", batch)  # the same batch, retried
@@ -92,6 +92,8 @@ def test_a_batch_the_store_already_took_is_not_counted_again(store):
     sink.connections.close()
     [summary] = query.summary([store])
     assert (summary.compared, summary.signatures[0].count) == (2, 2)
+    [endpoint] = by_endpoint([store])
+    assert (endpoint.tally.compared, endpoint.signatures) == (2, (("sig-price", 2),))
 
 
 def test_retention_runs_once_for_all_writers(store):
