@@ -197,6 +197,23 @@ def test_once_the_only_signature_is_accepted_the_headline_and_the_gates_both_cou
     assert numbers() == (1.0, 0.0, 4, 0, 0.0, True, 0.0, 4)  # divergence_rate keeps its meaning: all of them
 
 
+def test_a_store_of_the_current_version_gains_a_new_table_on_the_next_start(store):
+    """Tables added without a new schema version (endpoint_comparisons) are made when a start finds them
+    missing; what the store held stays."""
+    sink = sink_on(store)
+    sink.count("orders", False, time.time())
+    sink.close()
+    db = open_database(store)
+    db.execute("DROP TABLE endpoint_comparisons")
+    db.close()
+    db = open_database(store)
+    try:
+        assert db.exists("endpoint_comparisons")
+    finally:
+        db.close()
+    assert by_endpoint([store]) == [] and query.summary([store])[0].compared == 1
+
+
 def test_many_processes_setting_up_an_empty_store_at_once_all_come_up(store):
     failures: list[BaseException] = []
 
