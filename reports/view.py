@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable, Mapping
 
-from reports import query
+from reports import charts, endpoints, query, series
 from reports.accepted import until_text
 from reports.db import Where, where
 from reports.query import Place
@@ -62,6 +62,7 @@ class SignatureRow:
     accepted: str | None = None  # the reason it was accepted as intended; None: not accepted
     accepted_until: str | None = None  # when the acceptance ends; None: until withdrawn
     replayed: str | None = None  # the latest replay's outcome, in words
+    spark: str = ""  # SVG polyline points: its divergences per hour over 14 days
 
 
 @dataclass(frozen=True)
@@ -127,6 +128,8 @@ class RouteView:
     accepted: int = 0  # divergences whose signature is accepted, shown beside the rate
     open: int = 0  # diverged less accepted
     noise_seen: int = 0  # differences learned as noise (never counted as divergences)
+    zooms: list[charts.Zoom] = field(default_factory=list)  # the last hour per minute, 14 days per hour
+    endpoints: list[charts.EndpointRow] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -177,16 +180,27 @@ def route_view(databases: list[Where], summary: query.RouteSummary, now: float,
     noise = tuple(path for path, _ in summary.noise)
     examples = {s.signature: example_view(found[0], s, ignored, noise)
                 for s in chosen if (found := query.examples(databases, s.signature, limit=1))}
+    accepted = {s.signature for s in summary.signatures if s.accepted}
+    sparks = series.signature_trends(databases, summary.route, series.FORTNIGHT, now)
     return RouteView(
         summary.route, "route-" + anchor(summary.route), summary.compared, summary.diverged,
         percent(summary.open, summary.compared),
-        trend_view(query.trend(databases, summary.route, now=now,
-                               accepted={s.signature for s in summary.signatures if s.accepted})),
+        trend_view(query.trend(databases, summary.route, now=now, accepted=accepted)),
         path_counts(summary.top_paths),
-        summary.noise, [signature_row(s, examples.get(s.signature), now) for s in shown],
+        summary.noise,
+        [signature_row(s, examples.get(s.signature), now, charts.sparkline(sparks.get(s.signature))) for s in shown],
         list(examples.values()), plan_view(query.plan_timeline(databases, summary.route)),
         [move_view(e) for e in query.recent_actions(databases, summary.route)],
-        summary.accepted, summary.open, sum(count for _, count in summary.noise))
+        summary.accepted, summary.open, sum(count for _, count in summary.noise),
+        zoom_views(databases, summary.route, now, accepted),
+        charts.endpoint_rows(endpoints.by_endpoint(databases, summary.route, now)))
+
+
+def zoom_views(databases: list[Where], route: str, now: float, accepted: set[str]) -> list[charts.Zoom]:
+    spans = {"last hour, per minute": series.LAST_HOUR, "last 14 days, per hour": series.FORTNIGHT}
+    return charts.zooms({title: series.route_trend(databases, route, span, now, accepted)
+                         for title, span in spans.items()},
+                        {title: series.rollout_steps(databases, route, span, now) for title, span in spans.items()})
 
 
 def plan_view(timeline: query.PlanTimeline | None) -> PlanView | None:
@@ -275,12 +289,13 @@ def path_counts(top_paths: list[tuple[str, int]]) -> list[PathCount]:
     return [PathCount(path, count, round(100 * count / widest, 1) if widest else 0.0) for path, count in top_paths]
 
 
-def signature_row(signature: query.Signature, example: Example | None, now: float | None = None) -> SignatureRow:
+def signature_row(signature: query.Signature, example: Example | None, now: float | None = None,
+                  spark: str = "") -> SignatureRow:
     expires = signature.accepted_expires
     return SignatureRow(signature.signature, signature.paths, signature.count, iso(signature.first_seen),
                         iso(signature.last_seen), example.anchor if example else None, signature.accepted_reason,
                         None if expires is None else until_text(expires),
-                        None if signature.replayed is None else replayed_text(signature.replayed, now))
+                        None if signature.replayed is None else replayed_text(signature.replayed, now), spark)
 
 
 def replayed_text(replayed: tuple[float, int, int], now: float | None = None) -> str:

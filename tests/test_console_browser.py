@@ -90,6 +90,10 @@ async def test_a_reviewer_accepts_the_worst_signature_and_a_stranger_cannot(prox
         assert await orders.locator('[data-field="accepted"]').inner_text() == "10"
         act = orders.locator('table.timeline tr[data-action="accept"]')
         assert "ana" in await act.inner_text() and "agreed with ops" in await act.inner_text()
+        chart = await orders.locator("figure.zoom svg").first.bounding_box()
+        assert chart is not None and chart["width"] > 200 and chart["height"] > 40  # drawn, under the CSP
+        endpoint = orders.locator('tr[data-endpoint="/orders/{id}"]')
+        assert [c.strip() for c in await endpoint.locator("td.num").all_inner_texts()] == ["10", "0", "10", "0.0%"]
         await page.screenshot(path=SCREENSHOT or str(tmp_path / "console.png"), full_page=False)
 
         stranger = await page.context.browser.new_context()  # no session: the same form is refused
