@@ -172,7 +172,8 @@ def _each(dbs: list[Where], step: Callable) -> list:
 def console_page(place: Where, config: Config, filters: Filters, forms: Forms) -> str:
     """The admin listener's /reports: the report on this proxy's store, filtered, with the forms that act."""
     console = Console(forms.acting, forms.token, [route.name for route in config.routes], filters.route,
-                      filters.signature, _day(filters.since), _day(filters.until, -1), forms.notice)
+                      filters.signature, _day(filters.since), _day(filters.until, -1), forms.notice,
+                      filters.endpoint)
     return html.render([place], missing_ok=True, ignored=config.ignored_paths(), console=console,
                        since=filters.since, until=filters.until)
 

@@ -144,6 +144,7 @@ class Console:
     since: str = ""  # YYYY-MM-DD, as the filter form took it
     until: str = ""
     notice: str = ""  # what the last act did
+    endpoint: str = ""  # only this endpoint's signatures and row
 
 
 @dataclass(frozen=True)
@@ -166,16 +167,23 @@ def page(databases: list[Place], now: float | None = None, missing_ok: bool = Fa
     summaries = sorted(query.summary(present, top=TOP_PATHS, since=since, until=until),
                        key=lambda r: (-r.open_rate, r.route))
     only = console.signature.lower() if console is not None else ""
+    endpoint = console.endpoint if console is not None else ""
     if console is not None and console.route:
         summaries = [s for s in summaries if s.route == console.route]
     return Page(iso(now), [(str(db), db.present) for db in places],
-                [route_view(present, s, now, (ignored or {}).get(s.route, ()), only) for s in summaries], console)
+                [route_view(present, s, now, (ignored or {}).get(s.route, ()), only, endpoint) for s in summaries],
+                console)
 
 
 def route_view(databases: list[Where], summary: query.RouteSummary, now: float,
-               ignored: tuple[str, ...] = (), only: str = "") -> RouteView:
-    """`only`: show the signatures that start with it (the route's figures stay the whole route's)."""
-    shown = [s for s in summary.signatures if s.signature.startswith(only)]
+               ignored: tuple[str, ...] = (), only: str = "", endpoint: str = "") -> RouteView:
+    """`only`: show the signatures that start with it; `endpoint`: those seen at that endpoint, and its row
+    alone (the route's figures stay the whole route's)."""
+    rows = endpoints.by_endpoint(databases, summary.route, now)
+    if endpoint:
+        rows = [e for e in rows if e.endpoint == endpoint]
+        at = {s for e in rows for s, _ in e.signatures}
+    shown = [s for s in summary.signatures if s.signature.startswith(only) and (not endpoint or s.signature in at)]
     chosen = shown[:TOP_SIGNATURES]
     noise = tuple(path for path, _ in summary.noise)
     examples = {s.signature: example_view(found[0], s, ignored, noise)
@@ -193,7 +201,7 @@ def route_view(databases: list[Where], summary: query.RouteSummary, now: float,
         [move_view(e) for e in query.recent_actions(databases, summary.route)],
         summary.accepted, summary.open, sum(count for _, count in summary.noise),
         zoom_views(databases, summary.route, now, accepted),
-        charts.endpoint_rows(endpoints.by_endpoint(databases, summary.route, now)))
+        charts.endpoint_rows(rows))
 
 
 def zoom_views(databases: list[Where], route: str, now: float, accepted: set[str]) -> list[charts.Zoom]:

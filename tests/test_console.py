@@ -177,3 +177,17 @@ async def test_without_a_token_the_console_reads_and_says_how_to_act(make_upstre
 ])
 def test_same_origin_reads_origin_then_sec_fetch_site(headers, same):
     assert console_guard.same_origin(headers, "http", "127.0.0.1:9901") is same
+
+
+async def test_the_endpoint_filter_shows_that_endpoints_signatures_only(console):
+    proxy, _ = console
+    async with await signed_in(proxy) as http:
+        async with http.get(proxy.admin_url + "/reports", params={"route": "orders", "endpoint": "/orders/{id}"},
+                            headers=HTML) as response:
+            page = await response.text()
+            assert 'data-endpoint="/orders/{id}"' in page and page.count("data-signature=") == 1
+            assert 'value="/orders/{id}"' in page  # the filter form shows what it filters by
+        async with http.get(proxy.admin_url + "/reports", params={"route": "orders", "endpoint": "/elsewhere"},
+                            headers=HTML) as response:
+            page = await response.text()
+            assert "data-endpoint=" not in page and "data-signature=" not in page

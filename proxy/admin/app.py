@@ -192,7 +192,8 @@ def _filters(query: Any) -> Filters | str:
             except ValueError:
                 return f"'{name}' is a date, YYYY-MM-DD; got {text!r}"
             times[name] = day + (86400 if name == "until" else 0)
-    return Filters(query.get("route", ""), query.get("signature", "").strip(), times.get("since"), times.get("until"))
+    return Filters(query.get("route", ""), query.get("signature", "").strip(), times.get("since"), times.get("until"),
+                   query.get("endpoint", "").strip())
 
 
 def _next(target: str) -> str:

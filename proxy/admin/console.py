@@ -60,12 +60,13 @@ class Forms:
 
 @dataclass(frozen=True, slots=True)
 class Filters:
-    """What the console shows: a route, a signature (or its prefix), a time range (seconds, UTC)."""
+    """What the console shows: a route, an endpoint, a signature (or its prefix), a time range (seconds, UTC)."""
 
     route: str = ""
     signature: str = ""
     since: float | None = None
     until: float | None = None
+    endpoint: str = ""  # as the endpoint table writes it: /api/orders/{id}
 
 
 class Guard:
