@@ -67,6 +67,20 @@ def test_promtool_finds_the_rules_valid(promtool):
 
 
 @pytest.mark.external
+async def test_every_metric_name_and_unit_follows_prometheus_conventions(promtool, make_upstream, start_proxy, http):
+    """promtool's linter on the proxy's whole /metrics, every series primed from start-up included."""
+    legacy, new = await make_upstream("legacy"), await make_upstream("new")
+    proxy = await start_proxy({"legacy": legacy.url, "new": new.url},
+                              [route("orders", "/orders", new="new", parallel_run={"enabled": True},
+                                     rollout_plan={"steps": [0, 50, 100]}), route("all")])
+    async with http.get(proxy.admin_url + "/metrics") as response:
+        text = await response.text()
+    linted = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True, timeout=60)
+    assert (linted.returncode, linted.stdout + linted.stderr) == (0, "")
+    assert "process_cpu_seconds_total" in text and "strangler_divergences_total" in text
+
+
+@pytest.mark.external
 def test_every_rule_passes_its_promtool_unit_tests(promtool):
     tested = run(promtool, "test", "rules", ALERTS_TEST)
     assert tested.returncode == 0, tested.stdout + tested.stderr
