@@ -44,9 +44,9 @@ class Done:
 
 
 def accept(dbs: list[Where], given: str, reason: str, expires: str | None, by: str, origin: str,
-           now: float | None = None) -> Done:
+           now: float | None = None, route: str | None = None) -> Done:
     """Accept the signature `given` (whole, or a unique prefix) in every store, until `expires` (a day or an
-    ISO datetime, ahead of now) or until withdrawn."""
+    ISO datetime, ahead of now) or until withdrawn; with `route`, only a signature of that route."""
     now = time.time() if now is None else now
     if not reason.strip():
         raise Refused(400, "the reason must say why the difference is intended")
@@ -57,6 +57,7 @@ def accept(dbs: list[Where], given: str, reason: str, expires: str | None, by: s
     known = {s.signature: s for r in query.summary(_present(dbs)) for s in r.signatures}
     found = resolve(given, {k: f"{s.route}: {', '.join(s.paths)}" for k, s in known.items()}, dbs)
     sig = known[found]
+    _on_route(found, sig.route, route)
     _each(dbs, lambda db: accepted.accept(db, found, sig.route, reason, until, by, now))
     _record(dbs, now, by, "accept", sig.route, found, reason, origin)
     return Done(f"accepted {found} (route {sig.route}: {', '.join(sig.paths)}) "
@@ -64,9 +65,10 @@ def accept(dbs: list[Where], given: str, reason: str, expires: str | None, by: s
                 sig.route)
 
 
-def unaccept(dbs: list[Where], given: str, by: str, origin: str, reason: str = "") -> Done:
+def unaccept(dbs: list[Where], given: str, by: str, origin: str, reason: str = "", route: str | None = None) -> Done:
     known = {k: a for found in _each(_present(dbs), accepted.recorded) for k, a in found.items()}
     found = resolve(given, {k: f"{a.route}: {a.reason}" for k, a in known.items()}, dbs, "accepted ")
+    _on_route(found, known[found].route, route)
     _each(dbs, lambda db: accepted.withdraw(db, found))
     _record(dbs, time.time(), by, "unaccept", known[found].route, found, reason or "acceptance withdrawn", origin)
     return Done(f"withdrew the acceptance of {found} ({known[found].route}: {known[found].reason})",
@@ -105,6 +107,12 @@ def resolve(given: str, known: dict[str, str], dbs: list[Where], kind: str = "")
         raise Refused(400, f"{given!r} is ambiguous: it starts {len(matches)} signatures"
                            + "".join(f"\n  {s}  ({known[s]})" for s in matches))
     return matches[0]
+
+
+def _on_route(signature: str, its_route: str, named: str | None) -> None:
+    """A form names the route it was shown under: a signature of another route is not the one meant."""
+    if named is not None and named != its_route:
+        raise Refused(404, f"no signature {signature} on route {named!r} (it is route {its_route!r}'s)")
 
 
 def _target(route: Route, state: PlanState, action: str, to_legacy: bool) -> tuple[int, bool]:
@@ -182,9 +190,9 @@ def console_act(place: Where, config: Config, act: Act) -> tuple[int, str]:
     """Do what a console form asks, as the matching command would: (HTTP status, what happened or why not)."""
     try:
         if act.kind is ActKind.ACCEPT:
-            done = accept([place], act.signature, act.reason, act.expires or None, act.by, "console")
+            done = accept([place], act.signature, act.reason, act.expires, act.by, "console", route=act.route)
         elif act.kind is ActKind.UNACCEPT:
-            done = unaccept([place], act.signature, act.by, "console", act.reason)
+            done = unaccept([place], act.signature, act.by, "console", act.reason, route=act.route)
         else:
             done = move(config, act.route, act.kind.value, act.reason, f"console:{act.by}")
     except Refused as exc:

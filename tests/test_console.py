@@ -15,6 +15,8 @@ from tests.helpers import eventually, route
 
 TOKEN = "s3cret-admin-token"
 HTML = {"Accept": "text/html"}
+BEARER = {"Authorization": f"Bearer {TOKEN}"}
+LATER = time.strftime("%Y-%m-%d", time.gmtime(time.time() + 30 * 86400))  # an expiry ahead
 
 
 async def legacy_answer(request: web.BaseRequest) -> web.Response:
@@ -62,7 +64,8 @@ def accept_form(page: str) -> dict[str, str]:
     fields = dict(re.findall(r'<input type="hidden" name="(\w+)" value="([^"]*)"', form))
     before = page.split('<input type="hidden" name="action" value="accept">', 1)[0].rsplit("<form", 1)[1]
     fields |= dict(re.findall(r'<input type="hidden" name="(\w+)" value="([^"]*)"', before))
-    return {**fields, "action": "accept", "reason": "status wording changed on purpose", "by": "ana"}
+    return {**fields, "action": "accept", "reason": "status wording changed on purpose", "by": "ana",
+            "expires": LATER}
 
 
 def acceptances(database: str) -> dict:
@@ -104,9 +107,17 @@ async def test_a_browser_signs_in_accepts_once_and_the_act_is_recorded(console):
 
 @pytest.mark.parametrize("change, status, why", [
     ({"form": "0.1.forged"}, 403, "forged"),
+    ({"form": ""}, 403, "no token"),
+    ({"signature": "ffffffffffff"}, 403, "forged"),  # the token is for another subject
+    ({"action": "unaccept"}, 403, "forged"),  # ... and another act
     ({"reason": "  "}, 400, "reason"),
     ({"expires": "2020-01-01"}, 400, "in the past"),
+    ({"expires": ""}, 400, "expiry"),
+    ({"expires": "soon"}, 400, "expiry"),
     ({"by": ""}, 400, "who you are"),
+    ({"reason": "x" * 1001}, 400, "over 1000 characters"),
+    ({"route": "all"}, 404, "on route 'all'"),  # the signature is another route's
+    ({"action": "publish"}, 400, "no act"),
 ])
 async def test_a_bad_form_is_refused_and_changes_nothing(console, change, status, why):
     proxy, database = console
@@ -135,18 +146,98 @@ async def test_a_form_posted_from_another_site_or_without_a_session_is_refused(c
     assert acceptances(database) == {}
 
 
-async def test_an_unknown_signature_is_a_404_and_a_script_acts_with_the_bearer_token(console):
+@pytest.mark.parametrize("act, status, why", [
+    ({"action": "accept", "route": "orders", "signature": "ffffffffffff"}, 404, "no signature"),
+    ({"action": "unaccept", "route": "orders", "signature": "ffffffffffff"}, 404, "no accepted signature"),
+    ({"action": "hold", "route": "nowhere"}, 404, "no route 'nowhere'"),
+    ({"action": "rollback", "route": "all"}, 404, "no route 'all' with a rollout_plan"),
+    ({"action": "rollback", "route": "orders"}, 409, "nothing to roll back"),
+    ({"action": "hold", "route": "orders", "reason": ""}, 400, "reason"),
+])
+async def test_an_unknown_signature_or_route_is_refused_and_changes_nothing(console, act, status, why):
     proxy, database = console
-    bearer = {"Authorization": f"Bearer {TOKEN}"}
+    before = query.plan_timeline([database], "orders")
     async with aiohttp.ClientSession() as script:
-        act = {"action": "accept", "route": "orders", "signature": "ffffffffffff", "reason": "r", "by": "ci"}
-        async with script.post(proxy.admin_url + "/reports/actions", data=act, headers=bearer) as response:
-            assert response.status == 404
+        form = {"reason": "r", "by": "ci", "expires": LATER} | act
+        async with script.post(proxy.admin_url + "/reports/actions", data=form, headers=BEARER) as response:
+            assert response.status == status and why in (await response.json())["detail"]
+    assert acceptances(database) == {}
+    assert query.plan_timeline([database], "orders") == before
+
+
+async def test_a_script_acts_with_the_bearer_token_and_html_stays_text(console):
+    proxy, database = console
+    [signature] = [s.signature for s in query.summary([database])[0].signatures]
+    reason = '<script>alert("x")</script><b>intended</b>'
+    async with aiohttp.ClientSession() as script:
         act = {"action": "hold", "route": "orders", "reason": "reviewing the status wording", "by": "ci"}
-        async with script.post(proxy.admin_url + "/reports/actions", data=act, headers=bearer) as response:
+        async with script.post(proxy.admin_url + "/reports/actions", data=act, headers=BEARER) as response:
             assert response.status == 200 and "(held)" in (await response.json())["done"]
-    event = query.plan_timeline([database], "orders").events[-1]  # after the plan's own start
-    assert (event["action"], event["by"], event["reason"]) == ("hold", "console:ci", "reviewing the status wording")
+        act = {"action": "accept", "route": "orders", "signature": signature[:8], "reason": reason,
+               "by": "<i>ci</i>", "expires": LATER}
+        async with script.post(proxy.admin_url + "/reports/actions", data=act, headers=BEARER) as response:
+            assert response.status == 200 and reason in (await response.json())["done"]
+        async with script.get(proxy.admin_url + "/reports?route=orders", headers=BEARER) as response:
+            page = await response.text()
+            assert response.headers["Content-Security-Policy"].endswith("form-action 'self'; frame-ancestors 'none'")
+    hold, accept = query.plan_timeline([database], "orders").events[-2:]  # after the plan's own start
+    assert (hold["action"], hold["by"], hold["reason"]) == ("hold", "console:ci", "reviewing the status wording")
+    assert (accept["action"], accept["by"], accept["subject"]) == ("accept", "<i>ci</i>", signature)
+    assert "<script" not in page and "<b>intended" not in page and "<i>ci" not in page
+    assert "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;&lt;b&gt;intended&lt;/b&gt;" in page
+
+
+async def test_a_wrong_or_missing_token_gets_no_session_and_no_answer(console):
+    proxy, _ = console
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
+        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": TOKEN}):
+            async with http.get(proxy.admin_url + "/status", headers=headers) as response:
+                assert response.status == 401 and (await response.json())["error"] == "unauthorized"
+        async with http.post(proxy.admin_url + "/login", data={"token": "wrong"}, headers=HTML,
+                             allow_redirects=False) as response:
+            assert response.status == 401 and "Set-Cookie" not in response.headers
+            assert "not the admin token" in await response.text()
+        async with http.post(proxy.admin_url + "/login", data={"token": TOKEN},
+                             headers={"Origin": "https://evil.example"}, allow_redirects=False) as response:
+            assert response.status == 403 and "Set-Cookie" not in response.headers
+        forged = {"strangler_session": f"0.{int(time.time()) + 3600}.{'0' * 64}"}
+        async with http.get(proxy.admin_url + "/status", cookies=forged) as response:
+            assert response.status == 401
+
+
+async def test_signing_out_ends_the_session_even_where_a_copy_was_kept(console):
+    proxy, database = console
+    async with await signed_in(proxy) as http:
+        [cookie] = [c for c in http.cookie_jar if c.key == "strangler_session"]
+        async with http.get(proxy.admin_url + "/reports", headers=HTML) as response:
+            form = accept_form(await response.text())
+        async with http.post(proxy.admin_url + "/logout", headers={"Origin": "https://evil.example"},
+                             allow_redirects=False) as response:
+            assert response.status == 403  # another site cannot sign a reviewer out either
+        async with http.post(proxy.admin_url + "/logout", headers={"Origin": proxy.admin_url},
+                             allow_redirects=False) as response:
+            assert response.status == 303 and response.headers["Location"] == "/login"
+    async with aiohttp.ClientSession(cookies={"strangler_session": cookie.value}) as copy:
+        async with copy.get(proxy.admin_url + "/status") as response:
+            assert response.status == 401
+        async with copy.post(proxy.admin_url + "/reports/actions", data=form,
+                             headers={**HTML, "Origin": proxy.admin_url}) as response:
+            assert response.status == 401 and "Sign in" in await response.text()  # a browser: the sign-in page
+    assert acceptances(database) == {}
+
+
+async def test_only_the_consoles_own_notices_are_shown(console):
+    proxy, _ = console
+    async with await signed_in(proxy) as http:
+        async with http.get(proxy.admin_url + "/reports", headers=HTML) as response:
+            form = accept_form(await response.text())
+        async with http.post(proxy.admin_url + "/reports/actions", data=form,
+                             headers={**HTML, "Origin": proxy.admin_url}) as response:
+            assert response.status == 200 and "accepted " in await response.text()  # the redirect, followed
+            assert 'role="status"' in await response.text()
+        spoof = "/reports?done=Your+session+ended:+sign+in+at+evil.example&seal=0123"
+        async with http.get(proxy.admin_url + spoof, headers=HTML) as response:
+            assert "evil.example" not in await response.text()
 
 
 async def test_without_a_token_the_console_reads_and_says_how_to_act(make_upstream, start_proxy, tmp_path):
@@ -155,7 +246,13 @@ async def test_without_a_token_the_console_reads_and_says_how_to_act(make_upstre
     async with aiohttp.ClientSession() as http:
         async with http.get(proxy.admin_url + "/") as response:
             paths = [e["path"] for e in (await response.json())["endpoints"]]
-            assert paths == ["/healthz", "/readyz", "/status", "/metrics", "/reports"]
+            assert paths == ["/healthz", "/readyz", "/status", "/metrics", "/reports", "/reports/actions", "/login",
+                             "/logout"]
+        async with http.get(proxy.admin_url + "/", headers=HTML) as response:
+            index = await response.text()
+            assert '<a href="/reports">' in index and '<a href="/logout">' not in index  # POST only: named
+        async with http.post(proxy.admin_url + "/login", data={"token": "anything"}) as response:
+            assert response.status == 403 and "admin.token_env" in await response.text()
         async with http.get(proxy.admin_url + "/reports?route=all&since=2026-01-01", headers=HTML) as response:
             page = await response.text()
             assert response.status == 200 and "admin.token_env" in page and 'name="form"' not in page

@@ -10,13 +10,13 @@ from __future__ import annotations
 import asyncio
 import hmac
 import sqlite3
-from datetime import datetime, timezone
 from typing import Any, Awaitable, Callable, Protocol
 from urllib.parse import quote, urlsplit
 
 from aiohttp import web
 
-from proxy.admin.console import SESSION_COOKIE, SESSION_SECONDS, Act, Filters, Forms, Guard, act_from, same_origin
+from proxy.admin.console import (SESSION_COOKIE, SESSION_SECONDS, Act, Filters, Forms, Guard, act_from, filters_from,
+                                  same_origin)
 from proxy.admin.pages import index_page, message_page, signin_page
 from proxy.admin.status import Lifecycle
 from proxy.observe.metrics import CONTENT_TYPE
@@ -28,9 +28,13 @@ REPORT_HEADERS = {"Content-Security-Policy": "default-src 'none'; style-src 'uns
                                              "form-action 'self'; frame-ancestors 'none'",
                   "X-Content-Type-Options": "nosniff", "Cache-Control": "no-store", "Referrer-Policy": "no-referrer"}
 OPEN_PATHS = {"/login"}  # reachable without being signed in
+NO_TOKEN = "No admin token is configured: the console reads without signing in, and acting from it is off " \
+           "(set admin.token_env in routes.yaml to the name of a variable holding a token)."
 ENDPOINTS = {"/healthz": "liveness", "/readyz": "readiness (503 while starting or draining)",
              "/status": "configuration, upstreams, rollouts, store, TLS (JSON)", "/metrics": "Prometheus metrics",
-             "/reports": "the review console: the divergence report, filters, and acts"}
+             "/reports": "the review console: the divergence report, filters, and acts",
+             "/reports/actions": "POST: one act from the console (with admin.token_env set)",
+             "/login": "signing a browser in with the admin token", "/logout": "POST: signing it out"}
 
 
 class AdminView(Protocol):
@@ -79,23 +83,20 @@ def create_admin_app(view: AdminView, token: str | None) -> web.Application:
     app.router.add_get("/metrics", metrics_page)
     app.router.add_get("/reports", _reports_page(view, guard))
     app.router.add_post("/reports/actions", _act(view, guard))
-    async def signin(request: web.Request) -> web.Response:
-        return await _signin(request, guard)
-
-    app.router.add_get("/login", signin)
+    app.router.add_get("/login", _signin(guard))
     app.router.add_post("/login", _login(guard))
-    app.router.add_post("/logout", _logout)
+    app.router.add_post("/logout", _logout(guard))
     return app
 
 
 def _reports_page(view: AdminView, guard: Guard) -> Handler:
     async def reports_page(request: web.Request) -> web.Response:
-        filters = _filters(request.query)
+        filters = filters_from(request.query)
         if isinstance(filters, str):
             return _refused(request, 400, "bad_filter", filters)
         session = request.cookies.get(SESSION_COOKIE, "")
         forms = Forms(guard.acting, lambda kind, subject: guard.form(session, kind, subject),
-                      request.query.get("done", "")[:500])
+                      guard.unseal(request.query.get("done", ""), request.query.get("seal", "")))
         try:
             page = await asyncio.to_thread(view.report, filters, forms)  # the store's reads stay off the loop
         except (OSError, sqlite3.Error) as exc:
@@ -128,15 +129,17 @@ def _act(view: AdminView, guard: Guard) -> Handler:
             return _refused(request, status, "refused", message)
         if not _wants_html(request):
             return _json({"done": message})
-        raise web.HTTPSeeOther(f"/reports?route={quote(asked.route)}&done={quote(message)}#route-{quote(asked.route)}")
+        raise web.HTTPSeeOther(f"/reports?route={quote(asked.route)}&done={quote(message)}"
+                               f"&seal={guard.seal(message)}#route-{quote(asked.route)}")
 
     return act
 
 
-async def _signin(request: web.Request, guard: Guard) -> web.Response:
-    note = "" if guard.acting else "No admin token is configured: the console reads without signing in, and " \
-                                   "acting from it is off (set admin.token_env in routes.yaml)."
-    return _html(signin_page(_next(request.query.get("next", "/reports")), note))
+def _signin(guard: Guard) -> Handler:
+    async def signin(request: web.Request) -> web.Response:
+        return _html(signin_page(_next(request.query.get("next", "/reports")), "" if guard.acting else NO_TOKEN))
+
+    return signin
 
 
 def _login(guard: Guard) -> Handler:
@@ -145,6 +148,8 @@ def _login(guard: Guard) -> Handler:
         target = _next(str(form.get("next", "/reports")))
         if not same_origin(request.headers, request.scheme, request.host):
             return _refused(request, 403, "cross_site", "the sign-in was posted from another site")
+        if not guard.acting:
+            return _html(signin_page(target, NO_TOKEN), 403)
         if not guard.signs_in(str(form.get("token", ""))):
             return _html(signin_page(target, "That is not the admin token."), 401)
         response = _see_other(target)
@@ -155,10 +160,16 @@ def _login(guard: Guard) -> Handler:
     return login
 
 
-async def _logout(request: web.Request) -> web.Response:
-    response = _see_other("/login")
-    response.del_cookie(SESSION_COOKIE, path="/")
-    return response
+def _logout(guard: Guard) -> Handler:
+    async def logout(request: web.Request) -> web.Response:
+        if not same_origin(request.headers, request.scheme, request.host):
+            return _refused(request, 403, "cross_site", "the sign-out was posted from another site")
+        guard.end(request.cookies.get(SESSION_COOKIE))
+        response = _see_other("/login")
+        response.del_cookie(SESSION_COOKIE, path="/")
+        return response
+
+    return logout
 
 
 def _signed_in(guard: Guard) -> Any:
@@ -169,6 +180,8 @@ def _signed_in(guard: Guard) -> Any:
             return await handler(request)
         if request.method == "GET" and _wants_html(request):
             raise web.HTTPSeeOther(f"/login?next={quote(request.path_qs)}")
+        if _wants_html(request):  # a browser's form with no session (or an ended one): nothing done
+            return _html(signin_page("/reports", "Not signed in: nothing was done. Sign in and send it again."), 401)
         return web.json_response({"error": "unauthorized", "detail": "admin needs a bearer token"},
                                  status=401, headers={"WWW-Authenticate": "Bearer"})
 
@@ -179,21 +192,6 @@ def _bearer_ok(request: web.Request, guard: Guard) -> bool:
     given = request.headers.get("Authorization", "")
     return guard.key is not None and given.startswith("Bearer ") and \
         hmac.compare_digest(given[7:].encode("utf-8", "replace"), guard.key)
-
-
-def _filters(query: Any) -> Filters | str:
-    """The console's filters from the query string; what is wrong with one."""
-    times = {}
-    for name in ("since", "until"):
-        text = query.get(name, "")
-        if text:
-            try:
-                day = datetime.strptime(text, "%Y-%m-%d").replace(tzinfo=timezone.utc).timestamp()
-            except ValueError:
-                return f"'{name}' is a date, YYYY-MM-DD; got {text!r}"
-            times[name] = day + (86400 if name == "until" else 0)
-    return Filters(query.get("route", ""), query.get("signature", "").strip(), times.get("since"), times.get("until"),
-                   query.get("endpoint", "").strip())
 
 
 def _next(target: str) -> str:

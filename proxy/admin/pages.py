@@ -11,7 +11,7 @@ HEAD = ('<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{titl
 
 
 def index_page(endpoints: dict[str, str]) -> str:
-    items = "".join(f'<li><a href="{escape(path)}"><code>{escape(path)}</code></a> {escape(what)}</li>'
+    items = "".join(f'<li>{_link(path, not what.startswith("POST"))} {escape(what)}</li>'
                     for path, what in endpoints.items())
     return HEAD.format(title="strangler admin") + f"<h1>strangler admin</h1><ul>{items}</ul></body></html>"
 
@@ -29,3 +29,9 @@ def signin_page(target: str, note: str = "") -> str:
 def message_page(text: str, back: str) -> str:
     return HEAD.format(title="strangler admin") + (
         f'<p role="alert">{escape(text)}</p><p><a href="{escape(back)}">Back to the console</a></p></body></html>')
+
+
+def _link(path: str, followed: bool) -> str:
+    """A link for what a browser can open; a POST-only path is named, not linked (a GET would be a 405)."""
+    code = f"<code>{escape(path)}</code>"
+    return f'<a href="{escape(path)}">{code}</a>' if followed else code
