@@ -82,6 +82,9 @@ async def test_a_reviewer_accepts_the_worst_signature_and_a_stranger_cannot(prox
                   for name in ("action", "route", "signature", "form")}
         await form.get_by_label("reason").fill("shipped is the new word for paid, agreed with ops")
         await form.get_by_label("by").fill("ana")
+        await form.get_by_role("button", name="accept").click()  # no expiry yet: the browser keeps the form
+        assert "/reports" in page.url and await form.get_by_label("until").evaluate("e => !e.validity.valid")
+        await form.get_by_label("until").fill(time.strftime("%Y-%m-%d", time.gmtime(time.time() + 30 * 86400)))
         await form.get_by_role("button", name="accept").click()
         await page.wait_for_url("**/reports?route=orders*")
         assert "accepted" in await page.get_by_role("status").inner_text()
@@ -102,6 +105,11 @@ async def test_a_reviewer_accepts_the_worst_signature_and_a_stranger_cannot(prox
                                               headers={"Origin": proxy.admin_url}, max_redirects=0)
         assert refused.status == 401
         await stranger.close()
+
+        await page.get_by_role("button", name="sign out").click()
+        await page.wait_for_url("**/login")
+        await page.goto(proxy.admin_url + "/reports")
+        assert "/login" in page.url  # signed out: the console is closed again
     assert Path(SCREENSHOT or tmp_path / "console.png").stat().st_size > 10_000
 
 
