@@ -89,6 +89,14 @@ def test_unaccept_withdraws_and_says_when_there_is_nothing_to_withdraw(db):
     assert (again.returncode, again.stderr) == (3, f"strangler report: no accepted signature {PRICE!r} in {db}\n")
 
 
+def test_the_command_line_records_who_acts_as_the_console_does(db):
+    assert strangler("report", "accept", PRICE, "--reason", "intended", "--by", "ana", "--db", str(db)).returncode == 0
+    done = strangler("report", "unaccept", PRICE, "--reason", "the fix landed", "--by", "bo", "--db", str(db))
+    assert done.returncode == 0
+    rows = sqlite3.connect(db).execute("SELECT action, by, subject, reason, origin FROM actions ORDER BY at").fetchall()
+    assert rows == [("accept", "ana", PRICE, "intended", "cli"), ("unaccept", "bo", PRICE, "the fix landed", "cli")]
+
+
 def test_a_prefix_names_one_signature_or_is_refused(tmp_path):
     path = tmp_path / "d.db"
     sink = sink_at(path)

@@ -173,7 +173,8 @@ async def test_the_rollout_commands_steer_a_running_proxy(make_upstream, start_p
     status, out, _ = await strangler("explain", "GET", "/api/items/1", "-H", f"X-User-Id: {outside}", *config)
     assert "serve:    legacy" in out and "held back by the rollout plan (at 10%)" in out  # what the proxy does
 
-    status, out, _ = await strangler("rollout", "hold", "items", "--reason", "waiting for QA", *config)
+    status, out, _ = await strangler("rollout", "hold", "items", "--reason", "waiting for QA", "--by", "qa-lead",
+                                     *config)
     assert (status, out) == (0, "items: 10% -> 10% (held)\n")
     status, out, _ = await strangler("rollout", "status", "items", *config)
     assert "items: 10% of users on the new side" in out and "HELD: waiting for QA" in out
@@ -192,7 +193,7 @@ async def test_the_rollout_commands_steer_a_running_proxy(make_upstream, start_p
     assert status == 3 and "routes with one: items" in err
     actions = [(e["action"], e["by"]) for e in query.plan_timeline([proxy.proxy.store.where], "items").events]
     assert [a for a, _ in actions] == ["start", "advance", "hold", "rollback"]
-    assert all(by.startswith("manual:") for _, by in actions[1:])
+    assert all(by.startswith("manual:") for _, by in actions[1:]) and actions[2] == ("hold", "manual:qa-lead")
 
 
 async def test_routes_yaml_caps_the_plan_and_an_edit_there_wins(make_upstream, start_proxy):

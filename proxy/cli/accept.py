@@ -23,21 +23,29 @@ def add_commands(which: Any, dbs: argparse.ArgumentParser) -> None:
     accept.set_defaults(run=_accept)
     unaccept = which.add_parser("unaccept", parents=[dbs], help="withdraw the acceptance of a signature")
     unaccept.add_argument("signature", help=f"a signature, or a unique prefix of at least {MIN_PREFIX} characters")
+    unaccept.add_argument("--reason", default="", help="why it is withdrawn (shown in the route's timeline)")
     unaccept.set_defaults(run=_unaccept)
+    for command in (accept, unaccept):
+        command.add_argument("--by", metavar="NAME", default=None, help="who acts, for the record (default: the OS "
+                                                                        "user), as the console's 'by' field")
 
 
 def _accept(args: argparse.Namespace) -> int:
     dbs = _existing(databases(args))
     if dbs is None:
         return EXIT_INVALID
-    return _done(lambda: steer.accept(dbs, args.signature, args.reason, args.expires, operator(), "cli"))
+    return _done(lambda: steer.accept(dbs, args.signature, args.reason, args.expires, _by(args), "cli"))
 
 
 def _unaccept(args: argparse.Namespace) -> int:
     dbs = _existing(databases(args))
     if dbs is None:
         return EXIT_INVALID
-    return _done(lambda: steer.unaccept(dbs, args.signature, operator(), "cli"))
+    return _done(lambda: steer.unaccept(dbs, args.signature, _by(args), "cli", args.reason))
+
+
+def _by(args: argparse.Namespace) -> str:
+    return (args.by or "").strip() or operator()
 
 
 def _done(act: Callable[[], steer.Done]) -> int:

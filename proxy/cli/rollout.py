@@ -39,6 +39,8 @@ def add_commands(commands: Any, common: argparse.ArgumentParser) -> None:
         action = which.add_parser(name, parents=[common], help=text)
         action.add_argument("route")
         action.add_argument("--reason", default="", help="why, for the plan's timeline")
+        action.add_argument("--by", metavar="NAME", default=None,
+                            help="who moves it, for the timeline (default: the OS user), as the console's 'by'")
         if name == "rollback":
             action.add_argument("--to", choices=("previous", "legacy"), default="previous")
         action.set_defaults(run=run)
@@ -103,8 +105,9 @@ def _move(args: argparse.Namespace, action: str) -> int:
     if found is None:
         return EXIT_UNKNOWN
     config, (route,) = found
+    by = (args.by or "").strip() or operator()
     try:
-        done = steer.move(config, route.name, action, args.reason, f"manual:{operator()}",
+        done = steer.move(config, route.name, action, args.reason, f"manual:{by}",
                           to_legacy=getattr(args, "to", "previous") == "legacy")
     except steer.Refused as exc:
         print(f"strangler rollout: {route.name}: {exc.message}", file=sys.stderr)
