@@ -1,7 +1,9 @@
 """The review console on the admin listener, through real sockets: signing in, acting as the CLI does, and
 every forged, replayed or wrong form refused with nothing changed."""
 
+import asyncio
 import re
+import sys
 import time
 
 import aiohttp
@@ -11,7 +13,7 @@ from aiohttp import web
 from proxy.admin import console as console_guard
 from reports import accepted, query
 from reports.schema import open_for_reading
-from tests.helpers import eventually, route
+from tests.helpers import REPO, eventually, route
 
 TOKEN = "s3cret-admin-token"
 HTML = {"Accept": "text/html"}
@@ -288,3 +290,18 @@ async def test_the_endpoint_filter_shows_that_endpoints_signatures_only(console)
                             headers=HTML) as response:
             page = await response.text()
             assert "data-endpoint=" not in page and "data-signature=" not in page
+
+
+async def test_the_static_snapshot_shows_the_acts_but_has_no_forms(console):
+    proxy, database = console
+    [signature] = [s.signature for s in query.summary([database])[0].signatures]
+    async with aiohttp.ClientSession() as script:
+        act = {"action": "accept", "route": "orders", "signature": signature, "reason": "intended", "by": "ci",
+               "expires": LATER}
+        async with script.post(proxy.admin_url + "/reports/actions", data=act, headers=BEARER) as response:
+            assert response.status == 200
+    done = await asyncio.create_subprocess_exec(sys.executable, "-m", "proxy", "report", "html", "--db", database,
+                                                stdout=asyncio.subprocess.PIPE, cwd=REPO)
+    page = (await asyncio.wait_for(done.communicate(), 60))[0].decode()
+    assert done.returncode == 0 and 'data-action="accept"' in page and "intended" in page
+    assert "<form" not in page and 'name="form"' not in page and "sign out" not in page
