@@ -263,6 +263,8 @@ async def test_without_a_token_the_console_reads_and_says_how_to_act(make_upstre
             assert (response.status, (await response.json())["error"]) == (403, "actions_off")
         async with http.get(proxy.admin_url + "/reports?since=yesterday") as response:
             assert response.status == 400
+        async with http.get(proxy.admin_url + "/reports?since=2026-02-01&until=2026-01-01") as response:
+            assert response.status == 400 and "after 'until'" in (await response.json())["detail"]
 
 
 @pytest.mark.parametrize("headers, same", [
