@@ -29,17 +29,18 @@ from typing import Callable, TypeVar
 
 from reports.db import Db, Where, connect
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 T = TypeVar("T")
 # A kept divergence's columns and their types (reports/rows.py makes the rows).
-# legacy_target, new_target: what each side was sent, when a route's rewrite made it other than `target`.
+# legacy_target, new_target: what each side was sent, when a route's rewrite made it other than `target`;
+# slot: which of its signature's examples it is (reports/reservoir.py).
 DIVERGENCE_COLUMNS = {
     "id": "TEXT", "signature": "TEXT", "route": "TEXT", "at": "DOUBLE PRECISION", "request_id": "TEXT",
     "method": "TEXT", "target": "TEXT", "served": "TEXT", "legacy_status": "BIGINT", "new_status": "BIGINT",
     "legacy_error": "TEXT", "new_error": "TEXT", "legacy_ms": "DOUBLE PRECISION", "new_ms": "DOUBLE PRECISION",
     "differences": "TEXT", "noise": "TEXT", "request_headers": "TEXT", "legacy_headers": "TEXT",
     "new_headers": "TEXT", "request_body": "TEXT", "legacy_body": "TEXT", "new_body": "TEXT",
-    "legacy_target": "TEXT", "new_target": "TEXT"}
+    "legacy_target": "TEXT", "new_target": "TEXT", "slot": "BIGINT"}
 TABLES = (
     "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)",
     "CREATE TABLE IF NOT EXISTS counts (route TEXT NOT NULL, minute BIGINT NOT NULL, compared BIGINT NOT NULL, "
@@ -152,7 +153,24 @@ def _to_3(db: Db) -> None:
         db.execute(statement.format(serial=type(db).SERIAL))
 
 
-MIGRATIONS: tuple[Callable[[Db], None], ...] = (lambda db: None, _to_2, _to_3)  # MIGRATIONS[v] moves v to v + 1
+# A divergence's place in its signature's order of arrival, the latest last (the id breaks ties).
+_EARLIER = ("FROM divergences AS other WHERE other.signature = divergences.signature AND (other.at {0} divergences.at "
+            "OR (other.at = divergences.at AND other.id {0} divergences.id))")
+
+
+def _to_4(db: Db) -> None:
+    """Version 3 to 4: each kept example gets its slot (reports/reservoir.py). The examples kept so far
+    were a signature's first ones: the earliest becomes its first, the newest its latest, the others
+    fill the reservoir in order, as sampling would have put them."""
+    if "slot" not in db.columns("divergences"):
+        db.execute("ALTER TABLE divergences ADD COLUMN slot BIGINT")
+    db.execute(f"UPDATE divergences SET slot = (SELECT COUNT(*) {_EARLIER.format('<')})")  # 0 for the first
+    db.execute(f"UPDATE divergences SET slot = -1 WHERE slot > 0 AND NOT EXISTS (SELECT 1 {_EARLIER.format('>')})")
+    db.execute("UPDATE divergences SET slot = slot + 1 WHERE slot >= 0")  # first: 1, the rest from 2
+    db.execute("UPDATE divergences SET slot = 0 WHERE slot = -1")  # latest
+
+
+MIGRATIONS: tuple[Callable[[Db], None], ...] = (lambda db: None, _to_2, _to_3, _to_4)  # MIGRATIONS[v] moves v to v + 1
 
 
 def redaction_key(db: Db) -> bytes:

@@ -2,15 +2,17 @@
 and everything that can be added up first is: one row per route and minute, one per signature,
 one per route, endpoint, hour and signature.
 
-A signature keeps at most `examples_per_signature` whole examples, decided in the store (every
-instance's count); each attempt to keep one either takes a slot or finds them full, so once
-this process has tried that many times the signature is full for good, and its further
-divergences are counted without being turned into rows at all.
+A signature keeps at most `examples_per_signature` whole examples: its first, its latest, and a
+uniform sample of the rest (reports/reservoir.py), placed by the store from the signature's
+count there (every instance's). Only the divergences that some count could keep are turned
+into rows: the latest of each batch, and the few the reservoir might take.
 """
 
 from __future__ import annotations
 
+import functools
 import json
+import random
 from collections import Counter
 from typing import Any
 
@@ -19,19 +21,23 @@ from proxy.model.jsonpath import generalize
 from reports.db import Db
 from reports.plans import write_evidence
 from reports.redact import Redactor
+from reports.reservoir import DISCARD, LATEST, Draw, Reservoir
 from reports.rows import divergence_row
 from reports.schema import DIVERGENCE_COLUMNS
 
 
 class Writes:
-    """One writer's statements, and the signatures it has tried to keep examples of."""
+    """One writer's statements, and how many divergences of each signature it has written."""
 
-    def __init__(self, spec: ReportsSpec) -> None:
+    def __init__(self, spec: ReportsSpec, rng: random.Random | None = None) -> None:
         self.spec = spec
-        self.tried: Counter[str] = Counter()  # signature -> examples this process has tried to keep
+        self.reservoir = Reservoir(spec.examples_per_signature)
+        self.rng = rng or random.Random()
+        # signature -> divergences this process has written: the least its count in the store can be
+        self.seen: Counter[str] = Counter()
 
     def batch(self, db: Db, batch: list[tuple[Any, ...]], redactor: Redactor) -> Counter[str]:
-        """Write `batch` (inside the caller's transaction); the attempts to keep examples it made, for
+        """Write `batch` (inside the caller's transaction); the divergences it wrote per signature, for
         `kept` once the transaction is through."""
         self._counts(db, [item for item in batch if item[0] == "count"])
         attempts = self._divergences(db, [item[1] for item in batch if item[0] == "divergence"], redactor)
@@ -42,8 +48,8 @@ class Writes:
                 write_evidence(db, item[1])
         return attempts
 
-    def kept(self, attempts: Counter[str]) -> None:
-        self.tried.update(attempts)
+    def kept(self, written: Counter[str]) -> None:
+        self.seen.update(written)
 
     def _counts(self, db: Db, items: list[tuple[Any, ...]]) -> None:
         compared, diverged, endpoints = Counter(), Counter(), Counter()
@@ -62,22 +68,36 @@ class Writes:
                        "count = endpoint_comparisons.count + excluded.count", [*key, n])
 
     def _divergences(self, db: Db, divergences: list[Divergence], redactor: Redactor) -> Counter[str]:
-        """Each signature counted once for all its divergences in the batch; examples tried while it
-        may still have room."""
+        """Each signature counted once for all its divergences in the batch, then its examples."""
         by_signature: dict[str, list[Divergence]] = {}
         for divergence in divergences:
             by_signature.setdefault(divergence.signature, []).append(divergence)
-        most, attempts = self.spec.examples_per_signature, Counter()
+        written: Counter[str] = Counter()
         for signature, found in by_signature.items():
             _count(db, signature, found)
             _by_minute(db, signature, found)
-            for divergence in found[:max(0, most - self.tried[signature])]:
-                row = divergence_row(divergence, redactor, self.spec.max_body)
-                db.execute(KEEP, [*(row[name] for name in DIVERGENCE_COLUMNS), signature, most])
-                db.execute("UPDATE signatures SET kept = kept + 1 WHERE signature = ? AND kept < ?",
-                           [signature, most])
-                attempts[signature] += 1
-        return attempts
+            if self.reservoir.size:
+                self._examples(db, signature, found, redactor)
+            written[signature] = len(found)
+        return written
+
+    def _examples(self, db: Db, signature: str, found: list[Divergence], redactor: Redactor) -> None:
+        """The latest example kept so far is followed now: the reservoir may take it. Then this batch's
+        divergences in order, each placed (or not) by its count; the last is the latest."""
+        reservoir, last = self.reservoir, len(found) - 1
+        _follow(db, reservoir, reservoir.draw(self.rng), len(found), signature)
+        for index, divergence in enumerate(found):
+            draw = reservoir.draw(self.rng)
+            if index < last and not reservoir.may_keep(self.seen[signature] + index + 1, draw):
+                continue  # no count could keep it: not worth a row
+            row = divergence_row(divergence, redactor, self.spec.max_body)
+            chosen = reservoir.target(index == last)
+            where = reservoir.arguments(index == last, draw, last - index, signature)
+            db.execute(f"DELETE FROM divergences WHERE signature = ? AND slot IN (SELECT chosen.slot FROM {chosen})",
+                       [signature, *where])
+            db.execute(_keep(chosen), [*(row[name] for name in DIVERGENCE_COLUMNS if name != "slot"), *where])
+        # a bound lowered since these examples were kept
+        db.execute("DELETE FROM divergences WHERE signature = ? AND slot >= ?", [signature, reservoir.size])
 
     def _noise(self, db: Db, route: str, paths: tuple[str, ...], at: float) -> None:
         for path in paths:
@@ -105,12 +125,24 @@ def _by_minute(db: Db, signature: str, found: list[Divergence]) -> None:
                    [signature, minute, found[0].route, n])
 
 
-def _keep() -> str:
-    """Insert a kept example only while its signature's `kept` is under the bound (same SQL for both
-    engines: typed casts, since PostgreSQL cannot infer a NULL's type in a SELECT list)."""
-    values = ", ".join(f"CAST(? AS {kind})" for kind in DIVERGENCE_COLUMNS.values())
-    return (f"INSERT INTO divergences ({', '.join(DIVERGENCE_COLUMNS)}) SELECT {values} "
-            "WHERE (SELECT kept FROM signatures WHERE signature = ?) < ?")
+def _follow(db: Db, reservoir: Reservoir, draw: Draw, batch: int, signature: str) -> None:
+    """The signature's latest example, now followed by `batch` more: into the reservoir's slot the
+    store picks for it, or gone."""
+    chosen = reservoir.target(False)
+    where = reservoir.arguments(False, draw, batch, signature)
+    db.execute(f"DELETE FROM divergences WHERE signature = ? AND slot IN (SELECT chosen.slot FROM {chosen}) "
+               f"AND EXISTS (SELECT 1 FROM divergences AS kept WHERE kept.signature = ? AND kept.slot = {LATEST})",
+               [signature, *where, signature])
+    db.execute(f"UPDATE divergences SET slot = COALESCE((SELECT chosen.slot FROM {chosen}), {DISCARD}) "
+               f"WHERE signature = ? AND slot = {LATEST}", [*where, signature])
+    db.execute(f"DELETE FROM divergences WHERE signature = ? AND slot = {DISCARD}", [signature])
 
 
-KEEP = _keep()
+@functools.lru_cache(maxsize=8)
+def _keep(chosen: str) -> str:
+    """Insert an example into the slot `chosen` picks, when it picks one (same SQL for both engines:
+    typed casts, since PostgreSQL cannot infer a NULL's type in a SELECT list)."""
+    columns = [name for name in DIVERGENCE_COLUMNS if name != "slot"]
+    values = ", ".join(f"CAST(? AS {DIVERGENCE_COLUMNS[name]})" for name in columns)
+    return (f"INSERT INTO divergences ({', '.join(columns)}, slot) SELECT {values}, chosen.slot FROM {chosen} "
+            "WHERE chosen.slot IS NOT NULL")

@@ -106,6 +106,22 @@ async def test_without_a_fix_it_exits_1_and_names_the_paths_that_still_differ(di
     assert [(s["replayed"]["matched"], s["replayed"]["total"]) for s in route_json["signatures"]] == [(0, 1)]
 
 
+async def test_after_many_divergences_a_replay_sends_the_latest_request(make_upstream, start_proxy, http, tmp_path):
+    """Two examples per signature: the first and the latest are kept, so the replay covers recent traffic."""
+    legacy, new = await make_upstream("legacy", legacy_items), await make_upstream("new", new_items)
+    proxy = await start_proxy({"legacy": legacy.url, "new": new.url}, items_route(),
+                              reports={"database": str(tmp_path / "divergence.db"), "examples_per_signature": 2})
+    for n in range(0, 80, 4):  # twenty divergences of one signature, one after the other
+        await get_all(http, proxy.url, [f"/items/{n}"])
+    await settle(proxy, 20)
+    await proxy.proxy.stop()
+    legacy.seen.clear()
+    code, out, err = await strangler("replay", "--route", "items", "--config", str(proxy.path), "--format", "json")
+    assert code == 1, err
+    assert [r["target"] for r in json.loads(out)["requests"]] == ["/items/76", "/items/0"]
+    assert sorted(s.target for s in legacy.seen) == ["/items/0", "/items/76"]
+
+
 async def test_since_picks_the_divergences_recorded_from_then_on(make_upstream, tmp_path):
     legacy, new = await make_upstream("legacy", legacy_items), await make_upstream("new", legacy_items)
     database = tmp_path / "d.db"

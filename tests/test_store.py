@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import random
 import sqlite3
 import subprocess
 import sys
@@ -23,12 +24,14 @@ from reports.connections import Connections
 from reports.db import StoreUnavailable, Where, connect
 from reports.endpoints import by_endpoint
 from reports.plans import StorePlans
+from reports.reservoir import Reservoir
 from reports.schema import SCHEMA_VERSION, open_database
 from reports.store import StoreSink
 from tests.certs import Authority
 from tests.helpers import REPO, free_port, route, routes_yaml
 from tests.servers import Postgres, install_postgres
 from tests.test_divergence_store import divergence
+from tests.test_reservoir import sample
 
 
 def sink_on(store: Where, **spec) -> StoreSink:
@@ -69,15 +72,56 @@ def test_counts_signatures_examples_and_noise_read_back_the_same(store):
 
 
 def test_two_writers_keep_no_more_examples_than_the_bound_and_count_every_one(store):
+    """A fleet samples one stream: the first and the latest of all writers' divergences are kept."""
     writers = [sink_on(store, examples_per_signature=3) for _ in range(2)]
+    writers[0].record(dataclasses.replace(divergence(), request=divergence().request._replace(request_id="first")))
+    writers[0].flush()
     for _ in range(10):
         for sink in writers:
             sink.record(divergence())
     for sink in writers:
+        sink.flush()
+    writers[1].record(dataclasses.replace(divergence(), request=divergence().request._replace(request_id="latest")))
+    for sink in writers:
         sink.close()
     [summary] = query.summary([store])
-    assert summary.signatures[0].count == 20
-    assert len(query.examples([store], "sig-price", limit=100)) == 3
+    assert summary.signatures[0].count == 22
+    kept = query.examples([store], "sig-price", limit=100)
+    assert len(kept) == 3 and {"first", "latest"} <= {k["request_id"] for k in kept}
+
+
+@pytest.mark.parametrize("batches", [[1, 5, 1, 1, 20, 3, 1, 40], [1] * 30])
+def test_the_store_keeps_the_examples_reservoir_sampling_picks(store, batches):
+    """The SQL that places examples from the signature's stored count keeps exactly what the sampling
+    keeps (tests/test_reservoir.py), batch by batch, with the same draws."""
+    sink = sink_on(store, examples_per_signature=4)
+    sink.close()
+    sink.writes.rng = random.Random(11)
+    start, n = time.time() - 1000, 0
+    with sink.connections.use() as db:
+        for index, size in enumerate(batches):
+            items = []
+            for _ in range(size):
+                n += 1
+                items.append(("divergence", divergence(at=start + n)))
+            sink._apply(db, f"batch-{index}", items)
+        slots = {slot: round(at - start) for slot, at in db.execute(
+            "SELECT slot, at FROM divergences WHERE signature = 'sig-price'").fetchall()}
+    sink.connections.close()
+    assert slots == sample(Reservoir(4), batches, random.Random(11))
+    assert {1, n} <= set(slots.values())
+
+
+def test_a_lower_bound_trims_the_examples_kept_before(store):
+    sink = sink_on(store, examples_per_signature=5)
+    for n in range(8):
+        sink.record(divergence(at=time.time() - 100 + n))
+        sink.flush()
+    sink.close()
+    smaller = sink_on(store, examples_per_signature=2)
+    smaller.record(divergence())
+    smaller.close()
+    assert len(query.examples([store], "sig-price", limit=100)) == 2
 
 
 def test_a_batch_the_store_already_took_is_not_counted_again(store):
@@ -328,3 +372,27 @@ def test_tls_to_postgresql_is_the_urls_sslmode(tmp_path, monkeypatch):
             connect(wrong)
     finally:
         server.stop()
+
+
+def test_a_store_of_version_3_gives_its_examples_slots_first_and_latest_kept(store):
+    """Version 3 kept a signature's first examples: the earliest stays its first, the newest becomes its
+    latest, and a proxy writing again samples on from there within its bound."""
+    sink = sink_on(store, examples_per_signature=5)
+    start = time.time() - 100
+    for n in range(5):
+        sink.record(divergence(at=start + n))
+        sink.flush()
+    sink.close()
+    db = open_database(store)
+    db.execute("ALTER TABLE divergences DROP COLUMN slot")
+    db.execute("UPDATE meta SET value = '3' WHERE key = 'schema_version'")
+    db.close()
+    db = open_database(store)
+    slots = dict(db.execute("SELECT slot, at FROM divergences").fetchall())
+    db.close()
+    assert {slot: round(at - start) for slot, at in slots.items()} == {1: 0, 2: 1, 3: 2, 4: 3, 0: 4}
+    again = sink_on(store, examples_per_signature=3)
+    again.record(divergence(at=start + 50))
+    again.close()
+    kept = sorted(round(k["at"] - start) for k in query.examples([store], "sig-price", limit=100))
+    assert len(kept) == 3 and kept[0] == 0 and kept[-1] == 50
