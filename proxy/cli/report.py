@@ -1,4 +1,5 @@
-"""`strangler report summary | show ID | html`: the divergence databases, read for people and scripts.
+"""`strangler report summary | show NAME | examples SIGNATURE | html`: the divergence databases, read for
+people and scripts.
 (`report accept | unaccept` are proxy.cli.accept's.)"""
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from proxy.model import ReportsSpec
-from reports import accepted, endpoints, html, query
+from reports import accepted, endpoints, html, lookup, query
 from reports.db import StoreUnavailable, Where
 from reports.view import replayed_text
 
@@ -33,10 +34,16 @@ def add_commands(commands: Any, common: argparse.ArgumentParser) -> tuple[Any, a
     summary.add_argument("--by", choices=("route", "endpoint"), default="route",
                          help="a line per route (default), or per endpoint template of each route")
     summary.set_defaults(run=_summary)
-    show = which.add_parser("show", parents=[dbs], help="one recorded divergence")
-    show.add_argument("id")
+    show = which.add_parser("show", parents=[dbs], help="one recorded divergence, or a signature's latest example")
+    show.add_argument("id", metavar="ID|SIGNATURE", help="a divergence id or a signature, or a unique prefix of "
+                                                         f"at least {lookup.MIN_PREFIX} characters of either")
     show.add_argument("--format", choices=("text", "json"), default="text")
     show.set_defaults(run=_show)
+    listing = which.add_parser("examples", parents=[dbs], help="a signature's kept examples, with their ids")
+    listing.add_argument("signature", help=f"a signature, or a unique prefix of at least {lookup.MIN_PREFIX} "
+                                           "characters")
+    listing.add_argument("--format", choices=("text", "json"), default="text")
+    listing.set_defaults(run=_examples)
     page = which.add_parser("html", parents=[dbs], help="a self-contained HTML report")
     page.add_argument("--out", metavar="FILE", help="write the page to FILE (default: standard output)")
     page.set_defaults(run=_html)
@@ -157,19 +164,67 @@ def _accepted_text(reason: str | None, expires: float | None) -> str:
 
 
 def _show(args: argparse.Namespace) -> int:
+    """A divergence by its id; a signature by its latest example."""
+    named = _named(args)
+    if isinstance(named, int):
+        return named
+    dbs, found = named
+    if found.kind is lookup.Kind.SIGNATURE:
+        latest = lookup.examples(dbs, found.key)
+        if not latest:
+            print(f"strangler report: signature {found.key} has no kept example "
+                  "(reports.examples_per_signature is 0, or they aged out)", file=sys.stderr)
+            return EXIT_UNKNOWN
+        shown = query.show(dbs, latest[0].id)
+        head = f"latest of {len(latest)} kept examples of signature {found.key}\n\n"
+    else:
+        shown, head = query.show(dbs, found.key), ""
+    assert shown is not None
+    print(json.dumps(shown, ensure_ascii=False) if args.format == "json" else head + show_text(shown))
+    return EXIT_OK
+
+
+def _examples(args: argparse.Namespace) -> int:
+    named = _named(args, args.signature)
+    if isinstance(named, int):
+        return named
+    dbs, found = named
+    if found.kind is not lookup.Kind.SIGNATURE:
+        return usage(f"{args.signature!r} is divergence {found.key}, not a signature: "
+                     f"strangler report show {found.key}")
+    listed = lookup.examples(dbs, found.key)
+    if args.format == "json":
+        print(json.dumps({"signature": found.key, "examples": [e.as_json() for e in listed]}))
+    else:
+        print("\n".join(examples_text(found, listed)))
+    return EXIT_OK
+
+
+def examples_text(signature: lookup.Named, listed: list[lookup.Example]) -> list[str]:
+    lines = [f"signature {signature.key}  ({signature.about}): {len(listed)} kept examples, newest first"]
+    for e in listed:
+        at = datetime.fromtimestamp(e.at, timezone.utc).isoformat(timespec="seconds")
+        lines.append(f"  {e.id}  {at}  {e.role:<6}  {e.legacy_status or '-'} -> {e.new_status or '-'}  "
+                     f"{e.method} {e.target}")
+    return lines
+
+
+def _named(args: argparse.Namespace, given: str | None = None) -> tuple[list[Where], lookup.Named] | int:
+    """The stores and what `given` (default: the id argument) names in them, or the exit status (said)."""
     dbs = databases(args)
     if dbs is None:
         return EXIT_INVALID
+    given = args.id if given is None else given
     try:
-        found = query.show(dbs, args.id)
+        return dbs, lookup.find(dbs, given)
     except (FileNotFoundError, StoreUnavailable) as exc:
         print(f"strangler report: {exc}", file=sys.stderr)
         return EXIT_INVALID
-    if found is None:
-        print(f"strangler report: no divergence {args.id!r} in {names(dbs)}", file=sys.stderr)
+    except lookup.NotFound:
+        print(f"strangler report: no divergence or signature {given!r} in {names(dbs)}", file=sys.stderr)
         return EXIT_UNKNOWN
-    print(json.dumps(found, ensure_ascii=False) if args.format == "json" else show_text(found))
-    return EXIT_OK
+    except lookup.Unclear as exc:
+        return usage(str(exc))
 
 
 def _ignored(path: str) -> dict[str, tuple[str, ...]]:
