@@ -21,7 +21,7 @@ TABLES: dict[str, tuple[str, ...] | None] = {
     "replays": ("divergence_id", "at"), "rollouts": None, "rollout_events": ("route", "at", "action", "to_percent"),
     "gate_comparisons": None, "gate_answers": None, "gate_bins": None, "signature_minutes": None,
     "endpoint_comparisons": None,
-    "actions": ("at", "by", "action", "route"),
+    "actions": ("at", "by", "action", "route"), "side_statuses": None,
 }
 SKIPPED_META = ("schema_version", "pruned_at")  # the target's own
 OWN_IDS = {"rollout_events": "id", "actions": "id"}  # made by the target

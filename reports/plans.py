@@ -49,7 +49,7 @@ def write_evidence(db: Db, batch: EvidenceBatch) -> None:
 
 
 def prune_evidence(db: Db, cutoff: float) -> None:
-    for table in ("gate_comparisons", "gate_answers", "gate_bins"):
+    for table in ("gate_comparisons", "gate_answers", "gate_bins", "side_statuses"):
         db.execute(f"DELETE FROM {table} WHERE second < ?", [int(cutoff)])
 
 

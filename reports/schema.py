@@ -11,6 +11,7 @@ meta         the redaction key, the schema version, when retention last ran
 signature_minutes  each signature's divergences per minute: accepted ones left out of a trend, sparklines
 actions      what people did from the review console: who, when, what, why
 endpoint_comparisons  comparisons per route, endpoint template, hour and signature ('' for a match)
+side_statuses  each side's answers per route, second and status class (reports/sides.py)
 rollouts, rollout_events, gate_comparisons, gate_answers, gate_bins: rollout plans (reports/plans.py)
 
 Setting up runs in one transaction holding the store's schema lock, so instances that
@@ -78,6 +79,10 @@ TABLES = (
         "CREATE TABLE IF NOT EXISTS actions (id {serial}, at DOUBLE PRECISION NOT NULL, by TEXT NOT NULL, "
         "action TEXT NOT NULL, route TEXT NOT NULL, subject TEXT, reason TEXT NOT NULL, origin TEXT)",
         "CREATE INDEX IF NOT EXISTS idx_actions_route_at ON actions (route, at)",
+    )),
+    *(VERSION_4 := (
+        "CREATE TABLE IF NOT EXISTS side_statuses (route TEXT NOT NULL, second BIGINT NOT NULL, side TEXT NOT NULL, "
+        "status_class TEXT NOT NULL, count BIGINT, PRIMARY KEY (route, second, side, status_class))",
     )),
     # Created on every start that finds them missing: a new table needs no new version.
     *(ADDED := (
@@ -159,9 +164,12 @@ _EARLIER = ("FROM divergences AS other WHERE other.signature = divergences.signa
 
 
 def _to_4(db: Db) -> None:
-    """Version 3 to 4: each kept example gets its slot (reports/reservoir.py). The examples kept so far
+    """Version 3 to 4: each side's status classes; each kept example gets its slot (reports/reservoir.py).
+    The examples kept so far
     were a signature's first ones: the earliest becomes its first, the newest its latest, the others
     fill the reservoir in order, as sampling would have put them."""
+    for statement in VERSION_4:
+        db.execute(statement)
     if "slot" not in db.columns("divergences"):
         db.execute("ALTER TABLE divergences ADD COLUMN slot BIGINT")
     db.execute(f"UPDATE divergences SET slot = (SELECT COUNT(*) {_EARLIER.format('<')})")  # 0 for the first

@@ -18,6 +18,7 @@ from reports.db import Where, where
 from reports.query import Place
 from reports.linepaths import excused, lines
 from reports.sidebyside import Row, pretty, side_by_side
+from reports.sides import TABLE_HEAD, RouteSides, sides
 
 TOP_PATHS, TOP_SIGNATURES = 10, 10
 SCALE = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)  # the trend's top: the first of these at or above the worst hour
@@ -130,6 +131,7 @@ class RouteView:
     noise_seen: int = 0  # differences learned as noise (never counted as divergences)
     zooms: list[charts.Zoom] = field(default_factory=list)  # the last hour per minute, 14 days per hour
     endpoints: list[charts.EndpointRow] = field(default_factory=list)
+    sides: RouteSides | None = None  # each side's answers, when recorded (routes with a new side)
 
 
 @dataclass(frozen=True)
@@ -153,6 +155,7 @@ class Page:
     databases: list[tuple[str, bool]]  # each store as shown (never a password), and whether it exists
     routes: list[RouteView]
     console: Console | None = None  # None: a read-only snapshot (`strangler report html`)
+    sides_head: tuple[str, ...] = TABLE_HEAD  # the columns of each route's table of sides
 
 
 def page(databases: list[Place], now: float | None = None, missing_ok: bool = False,
@@ -170,13 +173,15 @@ def page(databases: list[Place], now: float | None = None, missing_ok: bool = Fa
     endpoint = console.endpoint if console is not None else ""
     if console is not None and console.route:
         summaries = [s for s in summaries if s.route == console.route]
+    both = {found.route: found for found in sides(present, since=since, until=until)}
     return Page(iso(now), [(str(db), db.present) for db in places],
-                [route_view(present, s, now, (ignored or {}).get(s.route, ()), only, endpoint) for s in summaries],
-                console)
+                [route_view(present, s, now, (ignored or {}).get(s.route, ()), only, endpoint, both.get(s.route))
+                 for s in summaries], console)
 
 
 def route_view(databases: list[Where], summary: query.RouteSummary, now: float,
-               ignored: tuple[str, ...] = (), only: str = "", endpoint: str = "") -> RouteView:
+               ignored: tuple[str, ...] = (), only: str = "", endpoint: str = "",
+               both: RouteSides | None = None) -> RouteView:
     """`only`: show the signatures that start with it; `endpoint`: those seen at that endpoint, and its row
     alone (the route's figures stay the whole route's)."""
     rows = endpoints.by_endpoint(databases, summary.route, now)
@@ -201,7 +206,7 @@ def route_view(databases: list[Where], summary: query.RouteSummary, now: float,
         [move_view(e) for e in query.recent_actions(databases, summary.route)],
         summary.accepted, summary.open, sum(count for _, count in summary.noise),
         zoom_views(databases, summary.route, now, accepted),
-        charts.endpoint_rows(rows))
+        charts.endpoint_rows(rows), both)
 
 
 def zoom_views(databases: list[Where], route: str, now: float, accepted: set[str]) -> list[charts.Zoom]:

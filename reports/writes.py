@@ -21,6 +21,7 @@ from proxy.model.jsonpath import generalize
 from reports.db import Db
 from reports.plans import write_evidence
 from reports.redact import Redactor
+from reports.sides import write_statuses
 from reports.reservoir import DISCARD, LATEST, Draw, Reservoir
 from reports.rows import divergence_row
 from reports.schema import DIVERGENCE_COLUMNS
@@ -46,6 +47,7 @@ class Writes:
                 self._noise(db, *item[1:])
             elif item[0] == "evidence":
                 write_evidence(db, item[1])
+                write_statuses(db, item[1])
         return attempts
 
     def kept(self, written: Counter[str]) -> None:

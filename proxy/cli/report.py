@@ -12,7 +12,8 @@ from datetime import datetime, timezone
 from typing import Any
 
 from proxy.model import ReportsSpec
-from reports import accepted, endpoints, html, lookup, query
+from proxy.model.evidence import STATUS_CLASSES
+from reports import accepted, endpoints, html, lookup, query, sides
 from reports.db import StoreUnavailable, Where
 from reports.view import replayed_text
 
@@ -86,15 +87,16 @@ def _summary(args: argparse.Namespace) -> int:
     dbs = databases(args)
     try:
         routes = query.summary(dbs, args.route) if dbs else None
+        both = sides.sides(dbs, args.route) if dbs else []
     except (FileNotFoundError, StoreUnavailable) as exc:
         print(f"strangler report: {exc}", file=sys.stderr)
         return EXIT_INVALID
     if routes is None:
         return EXIT_INVALID
     if args.format == "json":
-        print(json.dumps({"routes": [r.as_json() for r in routes]}))
+        print(json.dumps({"routes": _with_sides(routes, both)}))
     else:
-        print(_summary_table(routes))
+        print("\n".join([_summary_table(routes), *_sides_lines(both)]))
     return EXIT_OK
 
 
@@ -126,6 +128,35 @@ def endpoint_table(found: list[endpoints.EndpointSummary]) -> str:
         lines.append(f"{e.route:<{route_width}}  {e.endpoint:<{width}}  {e.tally.compared:>9}  {e.tally.diverged:>9}  "
                      f"{e.tally.accepted:>9}  {e.open_rate:>9.1%}  {signatures}")
     return "\n".join(lines)
+def _with_sides(routes: list[query.RouteSummary], both: list[sides.RouteSides]) -> list[dict[str, Any]]:
+    """Each route's JSON with its `sides` (None without answers recorded); a route with answers but no
+    comparison yet (a toggle without a parallel run) joins with its counts at 0."""
+    by_route = {s.route: s for s in both}
+    found = [*routes, *(query.RouteSummary(name) for name in sorted(by_route.keys() - {r.route for r in routes}))]
+    return [{**r.as_json(), "sides": by_route[r.route].as_json() if r.route in by_route else None} for r in found]
+
+
+def _sides_lines(both: list[sides.RouteSides]) -> list[str]:
+    """Each side's answers: status classes, error rate, p50/p95/p99; and the p99s compared, floor stated."""
+    if not both:
+        return []
+    width = max(5, *(len(s.route) for s in both))
+    classes = "".join(f"{str(c):>6}" for c in STATUS_CLASSES)
+    lines = ["", "sides: each side's answers (latencies are bin bounds, within 20%)",
+             f"{'route':<{width}}  {'side':<6}  {'answers':>8}  {'errors':>7}{classes}  {'p50':>9}  {'p95':>9}  "
+             f"{'p99':>9}"]
+    for route in both:
+        for side in (route.legacy, route.new):
+            mix = "".join(f"{n:>6}" for _, n in side.classes)
+            times = "  ".join(_ms_text(side.quantile(q)) for q in (0.5, 0.95, 0.99))
+            lines.append(f"{route.route:<{width}}  {side.side:<6}  {side.answers:>8}  {side.error_rate:>7.1%}"
+                         f"{mix}  {times}")
+    lines += [f"{route.route}: {route.ratio_text()}" for route in both]
+    return lines
+
+
+def _ms_text(seconds: float | None) -> str:
+    return f"{'-':>9}" if seconds is None else f"{seconds * 1000:>6.2f} ms"
 
 
 def _summary_table(routes: list[query.RouteSummary]) -> str:

@@ -9,9 +9,10 @@ from __future__ import annotations
 import math
 from collections import Counter
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any, Collection, Iterable
 
-from proxy.model.kinds import Side
+from proxy.model.kinds import FailureKind, Side
 
 FIRST_BOUND, GROWTH, BINS = 0.0005, 1.2, 72  # seconds: 0.5 ms up to about 250 s
 _LOG_GROWTH = math.log(GROWTH)
@@ -86,6 +87,7 @@ class Answers:
     count: int = 0
     errors: int = 0
     bins: Counter[int] = field(default_factory=Counter)
+    classes: Counter[StatusClass] = field(default_factory=Counter)
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,3 +161,27 @@ class PlanState:
 def _side_json(side: SideEvidence) -> dict[str, Any]:
     return {"answers": side.answers, "errors": side.errors, "error_rate": round(side.error_rate, 4),
             "p99_ms": None if side.p99 is None else round(side.p99 * 1000, 2)}
+
+
+class StatusClass(StrEnum):
+    """What a side answered, as the review console's status mix counts it."""
+
+    INFORMATIONAL = "1xx"
+    SUCCESS = "2xx"
+    REDIRECT = "3xx"
+    CLIENT_ERROR = "4xx"
+    SERVER_ERROR = "5xx"
+    NO_ANSWER = "none"  # a failure before any status: refused, timed out, broken, breaker open
+
+
+STATUS_CLASSES = tuple(StatusClass)
+
+
+def status_class(status: int | None, error: FailureKind | None) -> StatusClass:
+    """A 5xx held back for a retry or a fallback is still the side's 5xx; any other failure is no answer
+    (a connection that broke after its status included: the answer was not whole)."""
+    if error is FailureKind.STATUS:
+        return StatusClass.SERVER_ERROR
+    if error is not None or status is None or not 100 <= status <= 599:
+        return StatusClass.NO_ANSWER
+    return STATUS_CLASSES[status // 100 - 1]

@@ -1,7 +1,8 @@
 """Evidence for rollout plans, tallied in memory by each process and handed to the store each second.
 
-Per route with a plan: comparisons by signature ('' for a match), and each side's answers,
-failures and a latency histogram (bins 20% apart: a p99 read off it is within 20%).
+Per route with a plan: comparisons by signature ('' for a match). Per route with a new side: each
+side's answers, failures, status classes and a latency histogram (bins 20% apart: a p99 read off
+it is within 20%), for the gates and the review console's sides.
 Request code only adds to counters here.
 """
 
@@ -10,7 +11,7 @@ from __future__ import annotations
 from collections import Counter
 
 from proxy.model import FailureKind, Side
-from proxy.model.evidence import Answers, EvidenceBatch, latency_bin
+from proxy.model.evidence import Answers, EvidenceBatch, latency_bin, status_class
 
 
 def failed(status: int | None, error: FailureKind | None) -> bool:
@@ -41,6 +42,7 @@ class Evidence:
         answers.count += 1
         answers.errors += failed(status, error)
         answers.bins[latency_bin(seconds)] += 1
+        answers.classes[status_class(status, error)] += 1
 
     def take(self, at: float) -> EvidenceBatch | None:
         """The period's tallies (None when nothing happened); a new period starts."""

@@ -199,7 +199,8 @@ class EdgeHandler:
         return outcome
 
     def _evidence(self, outcome: Outcome, route: str, status: int, elapsed: float) -> None:
-        """A plan route's answer, for its gates: a fallback is the new side failing, then legacy answering."""
+        """The answer of a route with a new side, for its plan's gates and the console's sides: a fallback is
+        the new side failing, then legacy answering."""
         kind = outcome.failure.kind if outcome.failure is not None else None
         if kind in NOT_THE_SIDES:
             return
@@ -241,7 +242,7 @@ class EdgeHandler:
             self.metrics.client_errors.labels(CLIENT_FAILURES[failure.kind]).inc()
         elif failure is not None:
             self.metrics.upstream_errors.labels(outcome.upstream, failure.kind).inc()
-        if outcome.route is not None and outcome.route.rollout_plan is not None and outcome.side is not None:
+        if outcome.route is not None and outcome.route.new is not None and outcome.side is not None:
             self._evidence(outcome, route, status, elapsed)
         span = CURRENT.get()
         if self.tracer.recording:

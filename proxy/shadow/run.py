@@ -157,8 +157,7 @@ class ParallelRun:
         other, probe = await self._send(shadow, route)
         breaker.record(None if other.error is FailureKind.BUSY else other.error is None and other.status < 500)
         self.metrics.tally.shadow(route.name, other.seconds)
-        if route.rollout_plan is not None:
-            self.evidence.answered(route.name, other.side, other.status, other.error, other.seconds)
+        self.evidence.answered(route.name, other.side, other.status, other.error, other.seconds)  # gates, sides
         served = await shadow.served()
         if isinstance(served, SkipReason):
             return served
