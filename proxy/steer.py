@@ -18,12 +18,11 @@ from proxy.model import Config, Provider, Route
 from proxy.model.evidence import PlanState
 from reports import accepted, html, query
 from reports.db import Where
+from reports.lookup import MIN_PREFIX  # one bound for the CLI, the console and lookups
 from reports.plans import StorePlans
 from reports.schema import open_database, retrying_locks
 from reports.view import Console
 from toggles.unleash_admin import UnleashAdmin
-
-MIN_PREFIX = 6  # characters of a signature that may stand for it, as with git's commits
 PLAN_ACTIONS = ("hold", "resume", "rollback")
 
 

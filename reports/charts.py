@@ -83,6 +83,34 @@ def zoom(title: str, span: Span, points: list[Point], steps: list[Step], every: 
     return Zoom(title, columns, f"{top:.0%}", ticks, marks, summary)
 
 
+@dataclass(frozen=True)
+class Pair:
+    """One latency bin of the two sides' histogram, in SVG units: legacy's bar, then new's beside it."""
+
+    x: float
+    legacy_y: float
+    new_y: float
+    width: float
+    title: str
+
+
+def histogram(axis: list[tuple[float, int, int]]) -> list[Pair]:
+    """The two sides' latency histograms on one axis (each side's share of its answers per bin), from
+    RouteSides.axis: (bin's upper bound, legacy answers, new answers)."""
+    if not axis:
+        return []
+    totals = (sum(n for _, n, _ in axis) or 1, sum(n for _, _, n in axis) or 1)
+    tallest = max(max(a / totals[0], b / totals[1]) for _, a, b in axis) or 1
+    slot = WIDTH / len(axis)
+    pairs = []
+    for n, (bound, legacy, new) in enumerate(axis):
+        heights = (HEIGHT * legacy / totals[0] / tallest, HEIGHT * new / totals[1] / tallest)
+        pairs.append(Pair(round(LEFT + n * slot, 2), round(TOP + HEIGHT - heights[0], 2),
+                          round(TOP + HEIGHT - heights[1], 2), round(max(slot / 2 - 0.5, 0.5), 2),
+                          f"up to {bound * 1000:.2f} ms: legacy {legacy}, new {new}"))
+    return pairs
+
+
 def sparkline(trend: SignatureTrend | None, width: float = 96.0, height: float = 16.0) -> str:
     """SVG polyline points of a signature's counts per hour over 14 days ("" when it has none)."""
     if trend is None or not any(trend.counts):

@@ -133,6 +133,11 @@ class RouteView:
     endpoints: list[charts.EndpointRow] = field(default_factory=list)
     sides: RouteSides | None = None  # each side's answers, when recorded (routes with a new side)
 
+    @property
+    def latency(self) -> list[charts.Pair]:
+        """The two sides' latency histograms on one axis."""
+        return charts.histogram(self.sides.axis) if self.sides is not None else []
+
 
 @dataclass(frozen=True)
 class Console:

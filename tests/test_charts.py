@@ -53,3 +53,12 @@ def test_the_charts_are_well_formed_svg_in_the_page(tmp_path):
         assert root.find("title") is not None and len(root.findall("rect")) in (60, 14 * 24)
     assert '<svg class="spark"' in page and 'data-endpoint="/api/orders/{id}"' in page
     assert view.page([str(tmp_path / "d.db")]).routes[0].endpoints[0].compared == 8
+
+
+def test_the_latency_histogram_puts_both_sides_on_one_axis_as_shares_of_their_answers():
+    pairs = charts.histogram([(0.001, 10, 0), (0.0012, 0, 2), (0.00144, 10, 2)])
+    assert len(pairs) == 3 and pairs[0].x < pairs[1].x < pairs[2].x
+    bottom = charts.TOP + charts.HEIGHT
+    assert pairs[0].legacy_y == pairs[1].new_y == pairs[2].new_y == charts.TOP  # 50% of each side: the tallest
+    assert pairs[0].new_y == pairs[1].legacy_y == bottom  # no answers there
+    assert "legacy 10, new 2" in pairs[2].title and charts.histogram([]) == []
