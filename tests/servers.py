@@ -50,6 +50,15 @@ def install() -> None:
     install_chromium()
     install_unleash()
     install_prometheus()
+    install_systemd_analyze()
+
+
+def install_systemd_analyze() -> str:
+    """systemd-analyze (Debian's `systemd`), which checks the ops kit's unit: it only reads files, so it
+    runs in a container without systemd running."""
+    if shutil.which("systemd-analyze") is None:
+        apt_install("systemd")
+    return shutil.which("systemd-analyze") or "systemd-analyze"
 
 
 def install_chromium() -> str:
@@ -81,6 +90,17 @@ def install_unleash() -> None:
         print(f"installing unleash-server {UNLEASH_VERSION} into {UNLEASH_DIR} (about a minute)", flush=True)
         subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--loglevel=error",
                         f"unleash-server@{UNLEASH_VERSION}"], cwd=UNLEASH_DIR, check=True)
+
+
+def stop_process(proc: subprocess.Popen | None) -> None:
+    """SIGTERM a server this test run started, then SIGKILL it if it has not gone within 20 s."""
+    if proc is not None and proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
 
 
 def apt_install(*packages: str) -> None:
@@ -190,13 +210,7 @@ class Unleash:
         raise RuntimeError(f"unleash-server did not become healthy:\n{self.log.read_text()[-3000:]}")
 
     def stop(self) -> None:
-        if self._proc is not None and self._proc.poll() is None:
-            self._proc.terminate()
-            try:
-                self._proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait(10)
+        stop_process(self._proc)
 
     def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
         data = json.dumps(body).encode() if body is not None else None
@@ -273,13 +287,7 @@ class Prometheus:
             return json.load(response)["data"]["alerts"]
 
     def stop(self) -> None:
-        if self._proc is not None and self._proc.poll() is None:
-            self._proc.terminate()
-            try:
-                self._proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait(10)
+        stop_process(self._proc)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ from aiohttp import web
 
 from tests.certs import Authority
 from tests.helpers import REPO, ProxyProcess, eventually, free_port, route, routes_yaml
-from tests.servers import Prometheus, install_prometheus
+from tests.servers import Prometheus, install_prometheus, install_systemd_analyze
 from tests.test_docs import slugs
 
 OPS = REPO / "ops"
@@ -140,6 +140,11 @@ def test_the_unit_is_sandboxed_and_outwaits_the_drain():
     assert float(unit["TimeoutStopSec"][0]) > drain + 10  # the supervisor waits for its workers that long
 
 
+@pytest.fixture(scope="session")
+def systemd_analyze() -> str:
+    return install_systemd_analyze()  # on first use, as the other outside programs: these tests never skip
+
+
 @pytest.fixture
 def runnable_unit(tmp_path: Path) -> Path:
     """The unit with ExecStart naming this environment's `strangler` (verify checks that it exists)."""
@@ -150,15 +155,15 @@ def runnable_unit(tmp_path: Path) -> Path:
     return unit
 
 
-@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed here")
-def test_systemd_analyze_verifies_the_unit(runnable_unit):
-    verified = run("systemd-analyze", "verify", runnable_unit)
+@pytest.mark.external
+def test_systemd_analyze_verifies_the_unit(runnable_unit, systemd_analyze):
+    verified = run(systemd_analyze, "verify", runnable_unit)
     assert (verified.returncode, verified.stderr) == (0, "")
 
 
-@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed here")
-def test_systemd_rates_the_units_exposure_low(runnable_unit):
-    rated = run("systemd-analyze", "security", "--offline=yes", "--no-pager", runnable_unit)
+@pytest.mark.external
+def test_systemd_rates_the_units_exposure_low(runnable_unit, systemd_analyze):
+    rated = run(systemd_analyze, "security", "--offline=yes", "--no-pager", runnable_unit)
     exposure = re.search(r"Overall exposure level for \S+: ([\d.]+)", rated.stdout)
     assert exposure and float(exposure[1]) <= 2.0, rated.stdout + rated.stderr  # systemd calls up to 2.9 "OK"
 
