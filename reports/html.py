@@ -1,6 +1,7 @@
 """The HTML divergence report: one self-contained page (inline CSS and SVG, no script), every value escaped.
 
-Bodies, paths and headers come from upstreams: Jinja2 escapes all of them (autoescape on, no `|safe`).
+Bodies, paths and headers come from upstreams: Jinja2 escapes all of them (autoescape on, no `|safe`). The
+charts' SVG comes through the `svg` filter (reports/charts.py), which escapes every text it places.
 """
 
 from __future__ import annotations
@@ -10,12 +11,14 @@ from typing import Mapping
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
+from reports import charts
 from reports.query import Place
 from reports.view import Console, Page, page
 
 TEMPLATES = Environment(loader=FileSystemLoader(Path(__file__).with_name("templates")),
                         autoescape=select_autoescape(default=True, default_for_string=True),
                         undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+TEMPLATES.filters["svg"] = charts.draw
 
 
 def render(databases: list[Place], now: float | None = None, missing_ok: bool = False,

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable, Mapping
 
-from reports import charts, endpoints, query, series
+from reports import charts, endpoints, figures, query, series
 from reports.accepted import until_text
 from reports.db import Where, where
 from reports.query import Place
@@ -21,28 +21,6 @@ from reports.sidebyside import Row, pretty, side_by_side
 from reports.sides import TABLE_HEAD, RouteSides, sides
 
 TOP_PATHS, TOP_SIGNATURES = 10, 10
-SCALE = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)  # the trend's top: the first of these at or above the worst hour
-CHART = {"left": 44.0, "top": 8.0, "width": 432.0, "height": 84.0}  # plot area of the 480 x 128 SVG (axes: template)
-
-
-@dataclass(frozen=True)
-class Bar:
-    """One hour of the trend, in SVG units; `title` says what it stands for."""
-
-    x: float
-    y: float
-    width: float
-    height: float
-    title: str
-    kind: str  # "" open divergences, "ok" none open (accepted ones aside), "none" nothing compared
-
-
-@dataclass(frozen=True)
-class Trend:
-    bars: list[Bar]
-    top: str  # the y axis's top label
-    ticks: list[tuple[float, str]]  # x position, how long ago
-    summary: str
 
 
 @dataclass(frozen=True)
@@ -63,7 +41,7 @@ class SignatureRow:
     accepted: str | None = None  # the reason it was accepted as intended; None: not accepted
     accepted_until: str | None = None  # when the acceptance ends; None: until withdrawn
     replayed: str | None = None  # the latest replay's outcome, in words
-    spark: str = ""  # SVG polyline points: its divergences per hour over 14 days
+    spark: charts.Spark | None = None  # its divergences per hour over 14 days (None: none there)
 
 
 @dataclass(frozen=True)
@@ -119,7 +97,7 @@ class RouteView:
     compared: int
     diverged: int
     rate: str  # the open divergence rate: the headline, as the gates count
-    trend: Trend
+    trends: list[charts.Trend]  # the last hour per minute, 14 days per hour, with the plan's moves
     top_paths: list[PathCount]
     noise: list[tuple[str, int]]
     signatures: list[SignatureRow]
@@ -129,14 +107,18 @@ class RouteView:
     accepted: int = 0  # divergences whose signature is accepted, shown beside the rate
     open: int = 0  # diverged less accepted
     noise_seen: int = 0  # differences learned as noise (never counted as divergences)
-    zooms: list[charts.Zoom] = field(default_factory=list)  # the last hour per minute, 14 days per hour
-    endpoints: list[charts.EndpointRow] = field(default_factory=list)
+    endpoints: list[figures.EndpointRow] = field(default_factory=list)
     sides: RouteSides | None = None  # each side's answers, when recorded (routes with a new side)
 
     @property
-    def latency(self) -> list[charts.Pair]:
-        """The two sides' latency histograms on one axis."""
-        return charts.histogram(self.sides.axis) if self.sides is not None else []
+    def latency(self) -> charts.Histogram | None:
+        """Both sides' latency histograms on one logarithmic axis (as shares of each side's answers)."""
+        return figures.latency(self.sides)
+
+    @property
+    def mix(self) -> charts.Mix | None:
+        """Each side's answers by status class."""
+        return figures.status_mix(self.sides)
 
 
 @dataclass(frozen=True)
@@ -203,22 +185,22 @@ def route_view(databases: list[Where], summary: query.RouteSummary, now: float,
     return RouteView(
         summary.route, "route-" + anchor(summary.route), summary.compared, summary.diverged,
         percent(summary.open, summary.compared),
-        trend_view(query.trend(databases, summary.route, now=now, accepted=accepted)),
+        trends(databases, summary.route, now, accepted),
         path_counts(summary.top_paths),
         summary.noise,
-        [signature_row(s, examples.get(s.signature), now, charts.sparkline(sparks.get(s.signature))) for s in shown],
+        [signature_row(s, examples.get(s.signature), now, figures.sparkline(sparks.get(s.signature))) for s in shown],
         list(examples.values()), plan_view(query.plan_timeline(databases, summary.route)),
         [move_view(e) for e in query.recent_actions(databases, summary.route)],
         summary.accepted, summary.open, sum(count for _, count in summary.noise),
-        zoom_views(databases, summary.route, now, accepted),
-        charts.endpoint_rows(rows), both)
+        figures.endpoint_rows(rows), both)
 
 
-def zoom_views(databases: list[Where], route: str, now: float, accepted: set[str]) -> list[charts.Zoom]:
-    spans = {"last hour, per minute": series.LAST_HOUR, "last 14 days, per hour": series.FORTNIGHT}
-    return charts.zooms({title: series.route_trend(databases, route, span, now, accepted)
-                         for title, span in spans.items()},
-                        {title: series.rollout_steps(databases, route, span, now) for title, span in spans.items()})
+def trends(databases: list[Where], route: str, now: float, accepted: set[str]) -> list[charts.Trend]:
+    """The route's trend per minute over the last hour and per hour over 14 days, from the `counts` table, with
+    the plan's moves from `rollout_events` marked."""
+    return [figures.trend(title, span, series.route_trend(databases, route, span, now, accepted),
+                          series.rollout_steps(databases, route, span, now), every, (seconds, unit))
+            for title, span, every, seconds, unit in figures.SHAPES]
 
 
 def plan_view(timeline: query.PlanTimeline | None) -> PlanView | None:
@@ -258,57 +240,13 @@ def percent(part: int, whole: int) -> str:
     return f"{rate:.2%}" if 0 < rate < 0.01 else f"{rate:.1%}"
 
 
-def trend_view(series: list[tuple[float, int, int, int]]) -> Trend:
-    """Bars of the open divergence rate per hour (accepted signatures left out, as the gates count),
-    scaled to the worst one, with a tick every 6 hours."""
-    rates = [(diverged - accepted) / compared if compared else 0.0 for _, compared, diverged, accepted in series]
-    top = next(step for step in SCALE if step >= max(rates, default=0.0))
-    slot = CHART["width"] / max(len(series), 1)
-    bars, ticks = [], []
-    for n, ((at, compared, diverged, accepted), rate) in enumerate(zip(series, rates, strict=True)):
-        height = max(CHART["height"] * rate / top, 1.5)
-        x = CHART["left"] + n * slot
-        kind = "none" if not compared else "ok" if diverged == accepted else ""
-        bars.append(Bar(round(x + 1, 2), round(CHART["top"] + CHART["height"] - height, 2), round(slot - 2, 2),
-                        round(height, 2), _bar_title(at, compared, diverged, accepted), kind))
-        if n % 6 == 0:
-            ticks.append((round(x, 2), f"{len(series) - n} h ago"))
-    return Trend(bars, f"{top:.0%}", ticks, trend_summary(series))
-
-
-def _bar_title(at: float, compared: int, diverged: int, accepted: int = 0) -> str:
-    hour = datetime.fromtimestamp(at, timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    if not compared:
-        return f"{hour}: no comparisons"
-    aside = f"; {accepted} more accepted" if accepted else ""
-    return f"{hour}: {diverged - accepted} of {compared} diverged ({percent(diverged - accepted, compared)}){aside}"
-
-
-def trend_summary(series: list[tuple[float, int, int, int]]) -> str:
-    """The trend in words, open divergences only: the last period against the ones before it."""
-    if not series:
-        return "no trend"
-    *before, (_, compared, diverged, accepted) = series
-    diverged -= accepted
-    earlier_compared = sum(c for _, c, _, _ in before)
-    earlier_diverged = sum(d - a for _, _, d, a in before)
-    return (f"last hour {_in_words(diverged, compared)}; "
-            f"previous {len(before)} hours {_in_words(earlier_diverged, earlier_compared)}")
-
-
-def _in_words(diverged: int, compared: int) -> str:
-    if not compared:
-        return "no comparisons"
-    return f"{percent(diverged, compared)} ({diverged} of {compared} diverged)"
-
-
 def path_counts(top_paths: list[tuple[str, int]]) -> list[PathCount]:
     widest = max((count for _, count in top_paths), default=0)
     return [PathCount(path, count, round(100 * count / widest, 1) if widest else 0.0) for path, count in top_paths]
 
 
 def signature_row(signature: query.Signature, example: Example | None, now: float | None = None,
-                  spark: str = "") -> SignatureRow:
+                  spark: charts.Spark | None = None) -> SignatureRow:
     expires = signature.accepted_expires
     return SignatureRow(signature.signature, signature.paths, signature.count, iso(signature.first_seen),
                         iso(signature.last_seen), example.anchor if example else None, signature.accepted_reason,

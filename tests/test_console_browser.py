@@ -93,11 +93,11 @@ async def test_a_reviewer_accepts_the_worst_signature_and_a_stranger_cannot(prox
         assert await orders.locator('[data-field="accepted"]').inner_text() == "10"
         act = orders.locator('table.timeline tr[data-action="accept"]')
         assert "ana" in await act.inner_text() and "agreed with ops" in await act.inner_text()
-        chart = await orders.locator("figure.zoom svg").first.bounding_box()
+        chart = await orders.locator("figure.trend svg").first.bounding_box()
         assert chart is not None and chart["width"] > 200 and chart["height"] > 40  # drawn, under the CSP
         latency = await orders.locator("figure.latency svg").bounding_box()
         assert latency is not None and latency["height"] > 40  # both sides' histogram, one axis
-        assert await orders.locator("figure.latency rect.new").count() >= 1
+        assert await orders.locator("figure.latency rect.series-1").count() >= 1
         endpoint = orders.locator('tr[data-endpoint="/orders/{id}"]')
         assert [c.strip() for c in await endpoint.locator("td.num").all_inner_texts()] == ["10", "0", "10", "0.0%"]
         await page.screenshot(path=SCREENSHOT or str(tmp_path / "console.png"), full_page=False)

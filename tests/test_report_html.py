@@ -62,21 +62,6 @@ def test_rates_read_as_percentages(part, whole, shown):
     assert view.percent(part, whole) == shown
 
 
-def test_trend_bars_scale_to_the_worst_hour_and_say_it_in_words():
-    series = [(0.0, 0, 0, 0), (3600.0, 10, 1, 0), (7200.0, 10, 2, 1), (10800.0, 8, 1, 0)]
-    trend = view.trend_view(series)
-    assert trend.top == "20%"  # the worst hour is 12.5%
-    assert [bar.kind for bar in trend.bars] == ["none", "", "", ""]
-    assert trend.bars[3].height == pytest.approx(84 * 0.125 / 0.2, abs=0.01)
-    assert trend.bars[3].height > trend.bars[1].height
-    assert "8 of" not in trend.bars[0].title and "1 of 8 diverged (12.5%)" in trend.bars[3].title
-    assert trend.summary == "last hour 12.5% (1 of 8 diverged); previous 3 hours 10.0% (2 of 20 diverged)"
-    assert "1 of 10 diverged (10.0%); 1 more accepted" in trend.bars[2].title
-    assert view.trend_summary([(0.0, 0, 0, 0), (1.0, 0, 0, 0)]) == \
-        "last hour no comparisons; previous 1 hours no comparisons"
-    assert [bar.kind for bar in view.trend_view([(0.0, 4, 2, 2)]).bars] == ["ok"]  # all accepted: nothing open
-
-
 def test_top_path_bars_are_proportional_to_their_counts():
     assert [(p.path, p.width) for p in view.path_counts([("$.price", 40), ("$.tax", 10)])] == [
         ("$.price", 100.0), ("$.tax", 25.0)]
