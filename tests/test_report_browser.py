@@ -1,13 +1,19 @@
 """The admin /reports page in a real headless Chromium: what a reviewer sees, and that upstream bodies stay text."""
 
 import asyncio
+import time
 from contextlib import asynccontextmanager
 from typing import AsyncIterator
 
+import aiohttp
 import pytest
+from aiohttp import web
 from playwright.async_api import Locator, Page, async_playwright
 
-from tests.helpers import route
+from reports.db import Where
+from reports.plans import StorePlans
+from reports.sides import sides
+from tests.helpers import eventually, route
 from tests.servers import CHROMIUM, install_chromium
 from tests.test_report_html import PLANTED, divergence, plant
 
@@ -55,7 +61,8 @@ async def sees_the_route(orders: Locator) -> None:
     await orders.get_by_role("heading", name="Route orders").wait_for()
     rate = orders.locator('[data-field="rate"]')
     assert await rate.is_visible() and await rate.inner_text() == "12.5%"
-    assert "last hour 12.5% (1 of 8 diverged)" in await orders.locator("figure.trend figcaption").inner_text()
+    caption = await orders.locator("figure.trend figcaption").first.inner_text()
+    assert "1 of 8 comparisons open (12.5%)" in caption
     assert await orders.locator("table.signatures").get_by_text("$.price", exact=True).is_visible()
 
 
@@ -90,3 +97,69 @@ async def box(locator: Locator) -> dict:
 
 async def background(locator: Locator) -> str:
     return await locator.evaluate("cell => getComputedStyle(cell).backgroundColor")
+
+
+async def test_the_charts_render_under_the_csp_and_an_ignored_field_reads_as_ignored(make_upstream, start_proxy,
+                                                                                     tmp_path):
+    """The demo's case through real traffic: `$.updated_at` ignored by the route, `$.status` really changed."""
+    def answering(status: str):
+        async def answer(request: web.BaseRequest) -> web.Response:
+            return web.json_response({"id": 7, "status": status, "updated_at": f"{time.time():.6f}"})
+        return answer
+    legacy, new = await make_upstream("legacy", answering("paid")), await make_upstream("new", answering("shipped"))
+    database = tmp_path / "d.db"
+    proxy = await start_proxy(
+        {"legacy": legacy.url, "new": new.url},
+        [route("orders", "/orders", new="new", parallel_run={"enabled": True},
+               compare={"ignore_paths": ["$.updated_at"]}, rollout_plan={"steps": [0, 50, 100], "check_interval": 60})],
+        reports={"database": str(database)})
+    async with aiohttp.ClientSession() as http:
+        for n in range(8):
+            async with http.get(f"{proxy.url}/orders/{n}") as response:
+                assert response.status == 200
+    registry = proxy.proxy.metrics.registry
+    await eventually(lambda: registry.get_sample_value(
+        "strangler_comparisons_total", {"route": "orders", "result": "diverged"}) == 8, timeout=10)
+    proxy.proxy.sink.flush()
+    answered = [(8, 8)]  # each side's answers, handed to the store once a second
+    await eventually(lambda: [(s.legacy.answers, s.new.answers) for s in sides([Where(str(database))])] == answered,
+                     timeout=10)
+    plans = StorePlans(Where(str(database)))
+    plans.move(plans.begin("orders", 0, time.time()), "advance", 50, "every advance gate holds", "gates", time.time())
+    plans.close()
+    async with chromium_page() as page:
+        response = await page.goto(proxy.admin_url + "/reports")
+        assert response is not None and "default-src 'none'" in response.headers["content-security-policy"]
+        orders = page.locator('section.route[data-route="orders"]')
+        await sees_the_charts_drawn(orders)
+        await sees_the_ignored_field_as_ignored(orders.locator("article.example").first)
+        await page.screenshot(path=str(tmp_path / "charts.png"), full_page=True)
+
+
+async def sees_the_charts_drawn(orders: Locator) -> None:
+    kinds = await orders.locator("svg.chart").evaluate_all("all => all.map(s => s.dataset.chart)")
+    assert kinds.count("trend") == 2 and {"mix", "histogram", "spark"} <= set(kinds)
+    for chart in await orders.locator("svg.chart").all():
+        drawn = await box(chart)
+        assert drawn["width"] > 0 and drawn["height"] > 0
+    minute = orders.locator("figure.trend").first
+    bar = minute.locator("rect.open").last  # 8 of 8 open this minute
+    assert (await box(bar))["height"] > 10
+    assert await bar.evaluate("r => getComputedStyle(r).fill") == "rgb(229, 83, 75)"  # the page's style applies
+    assert await minute.locator("g.rule text", has_text="0% → 50%").is_visible()
+    assert "advance 0% → 50%, every advance gate holds" in await minute.locator("g.rule title").last.text_content()
+    assert await orders.locator("figure.latency rect.series-0").count() >= 1
+    assert await orders.locator("figure.latency rect.series-1").count() >= 1
+    assert await orders.locator("figure.mix g.part title").first.text_content() == "legacy 2xx: 8 of 8 (100.0%)"
+
+
+async def sees_the_ignored_field_as_ignored(example: Locator) -> None:
+    ignored = example.locator('td.code[data-excused="ignored"]')
+    assert await ignored.count() == 2 and "updated_at" in await ignored.first.inner_text()
+    assert await example.locator("td.sign.ignored").first.inner_text() == "≈"
+    assert await example.locator("td.sign.ignored").first.get_attribute("title") == "ignored: not compared"
+    changed = example.locator("td.code.changed")
+    assert await changed.count() == 2 and "status" in await changed.first.inner_text()
+    assert await example.locator("td.changed", has_text="updated_at").count() == 0  # never drawn as a change
+    assert await background(ignored.first) != await background(changed.first)
+    assert await example.locator(".legend .ignored").is_visible()
