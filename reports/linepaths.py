@@ -52,11 +52,18 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
-def excused(path: str, ignored: tuple[str, ...], noise: tuple[str, ...]) -> str:
+def excused(path: str, ignored: tuple[str, ...], noise: tuple[str, ...],
+            counted: tuple[str, ...] | None = None) -> str:
     """"ignored" when `path` is under a path the route ignores, "noise" when under one learned as noise,
-    else "" (a real difference, or a line no single path explains)."""
+    else "" (a real difference, or a line no single path explains).
+
+    `counted`: the paths of the differences the comparison counted, when known. A line whose path is
+    none of them, nor above or below one, was not counted either: the route ignored it when it was
+    compared (routes.yaml may not be at hand, or may have changed since), so it is "ignored" too."""
     if any(covers(pattern, path) for pattern in ignored):
         return "ignored"
     if any(covers(pattern, path) for pattern in noise):
         return "noise"
+    if counted is not None and not any(covers(d, path) or covers(path, d) for d in counted):
+        return "ignored"
     return ""

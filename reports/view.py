@@ -275,10 +275,11 @@ def example_view(row: dict[str, Any], signature: query.Signature, ignored: tuple
     legacy, new = pretty(row["legacy_body"]), pretty(row["new_body"])
     noise = (*noise, *(d["path"] for d in row["noise"]))
     paths = (_line_paths(row["legacy_body"]), _line_paths(row["new_body"]))
+    counted = tuple(d["path"] for d in row["differences"])
     rows = None
     if legacy is not None and new is not None:
         rows = side_by_side(legacy, new, paths if None not in paths else None,  # type: ignore[arg-type]
-                            lambda path: excused(path, ignored, noise))
+                            lambda path: excused(path, ignored, noise, counted))
     return Example(
         "example-" + anchor(signature.signature), signature.signature, signature.paths, row, iso(row["at"]),
         answer(row, "legacy"), answer(row, "new"),

@@ -113,6 +113,32 @@ def test_ignored_and_noise_lines_are_not_drawn_as_changes(tmp_path):
     assert changed == ["status", "status"]
 
 
+def test_a_field_the_comparison_did_not_count_reads_as_ignored_without_routes_yaml(tmp_path):
+    """A snapshot made where routes.yaml is not at hand (or says something else now): the stored divergence's
+    own differences tell which lines were counted."""
+    legacy = {"id": 7, "items": [{"sku": "a", "seen": 1}], "status": "paid", "updated_at": "t1"}
+    new = {"id": 7, "items": [{"sku": "b", "seen": 2}], "status": "shipped", "updated_at": "t2"}
+    found = divergence(legacy=legacy, new=new, signature="sig-status")
+    counted = (Difference("$.status", "paid", "shipped"), Difference("$.items[0].sku", "a", "b"))
+    found = dataclasses.replace(found, differences=counted)
+    page = html.render([str(plant(tmp_path / "d.db", "orders", 2, [found]))])
+    body = page.split('class="side-by-side"', 1)[1]
+    assert re.findall(r'data-excused="(\w+)">\s*&#34;(\w+)&#34;', body) == [
+        ("ignored", "seen"), ("ignored", "seen"), ("ignored", "updated_at"), ("ignored", "updated_at")]
+    changed = re.findall(r'class="code (?:legacy|new) changed hl">\s*&#34;(\w+)&#34;', body)
+    assert changed == ["sku", "sku", "status", "status"]
+
+
+def test_a_lines_path_is_excused_by_the_route_by_noise_or_by_not_being_counted():
+    assert linepaths.excused("$.items[3].at", ("$.items[*].at",), ()) == "ignored"
+    assert linepaths.excused("$.etag", (), ("$.etag",)) == "noise"
+    assert linepaths.excused("$.status", (), (), ("$.status",)) == ""
+    assert linepaths.excused("$.items", (), (), ("$.items[0].sku",)) == ""  # a container holding a difference
+    assert linepaths.excused("$.items[0].sku.x", (), (), ("$.items[0].sku",)) == ""  # inside one
+    assert linepaths.excused("$.updated_at", (), (), ("$.status", "header:etag")) == "ignored"
+    assert linepaths.excused("$.updated_at", (), ()) == ""  # nothing known: drawn as it differs
+
+
 def test_everything_from_the_database_is_escaped(tmp_path):
     planted = divergence(legacy={"id": 7, "note": PLANTED, "price": 10}, new={"id": 7, "note": "fine", "price": 10},
                          target="/api/orders/<script>alert(1)</script>")
