@@ -105,8 +105,9 @@ def _bucket(bucket: Bucket, x: float, slot: float, most: int) -> str:
     if not bucket.compared:
         return f'<g class="bucket"><title>{escape(title)}</title>{_rect("none", x, BASE - 1, width, 1)}</g>'
     height = max((BASE - TOP) * bucket.compared / most, 1.0)
-    opened = max(height * bucket.open / bucket.compared, 1.5) if bucket.open else 0.0
-    accepted = max(height * bucket.accepted / bucket.compared, 1.5) if bucket.accepted else 0.0
+    # A few divergences among many comparisons stay visible (1.5 units at least), within the bar.
+    opened = min(max(height * bucket.open / bucket.compared, 1.5), height) if bucket.open else 0.0
+    accepted = min(max(height * bucket.accepted / bucket.compared, 1.5), height - opened) if bucket.accepted else 0.0
     title = (f"{bucket.label}: {bucket.open} of {bucket.compared} compared open "
              f"({bucket.open / bucket.compared:.1%}), {bucket.accepted} more accepted")
     return (f'<g class="bucket"><title>{escape(title)}</title>{_rect("compared", x, BASE - height, width, height)}'

@@ -163,3 +163,14 @@ def test_the_charts_in_the_page_are_well_formed_svg(tmp_path):
     assert "1 of 8 comparisons open (12.5%)" in trends[0].get("aria-label")
     assert 'data-endpoint="/api/orders/{id}"' in page
     assert view.page([str(tmp_path / "d.db")]).routes[0].endpoints[0].compared == 8
+
+
+def test_a_few_divergences_among_many_comparisons_stay_visible_within_their_bar():
+    root = parse(charts.trend(Trend("t", (Bucket("a", 1000, 1, 1), Bucket("b", 1, 1, 0)))))
+    many, one = groups(root, "bucket")
+    assert number(rect(many, "open"), "height") == 1.5 and number(rect(many, "accepted"), "height") == 1.5
+    assert number(rect(one, "open"), "height") == number(rect(one, "compared"), "height")
+    tiny = parse(charts.trend(Trend("t", (Bucket("a", 1000, 0, 0), Bucket("b", 2, 1, 1)))))
+    bar = groups(tiny, "bucket")[1]  # a bar of 1 unit: open fills it, nothing is drawn above it
+    assert number(rect(bar, "open"), "height") == number(rect(bar, "compared"), "height") == 1.0
+    assert rect(bar, "accepted") is None
