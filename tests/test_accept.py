@@ -167,7 +167,7 @@ def test_an_expiry_reads_back_as_written(text, until):
 
 def test_once_the_only_signature_is_accepted_the_headline_says_what_the_gates_count(tmp_path):
     """The walkthrough's case: after the only signature is accepted, the headline is 0.0%, not 100.0% in red,
-    and the trend's last hour shows nothing open."""
+    and the trend's last minute shows nothing open."""
     path = tmp_path / "divergence.db"
     sink = sink_at(path)
     for _ in range(4):
@@ -181,8 +181,11 @@ def test_once_the_only_signature_is_accepted_the_headline_says_what_the_gates_co
     stats = page.split('data-route="orders"', 1)[1].split("</dl>", 1)[0]
     assert re.search(r'<dd class="rate"\s[^>]*data-field="rate">0.0%</dd>', stats)  # not "rate bad"
     assert re.search(r'data-field="accepted">4<', stats)
-    last_hour = re.findall(r'<rect class="bar ?(\w*)"', page)[-1]
-    assert last_hour == "ok"
+    minute = page.split('data-chart="trend"', 1)[1].split("</svg>", 1)[0]
+    # the last minute with comparisons (the page may be made in the minute after them)
+    last_minute = [g for g in re.findall(r'<g class="bucket">(.*?)</g>', minute) if "no comparisons" not in g][-1]
+    assert 'class="accepted"' in last_minute and 'class="open"' not in last_minute  # green, nothing red
+    assert "0 of 4 compared open (0.0%), 4 more accepted" in last_minute
 
 
 def test_summary_and_the_html_agree_on_every_number(db):
