@@ -5,6 +5,7 @@ Each secret becomes "[redacted:<12 hex of HMAC-SHA256>]" under the database's ke
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import json
@@ -38,6 +39,10 @@ ASSIGNED = re.compile(r"(?<![\w.\[\]-])(?P<quote>[\"']?)(?P<key>[\w.\[\]-]+)(?P=
 HEADER_PAIR = re.compile(r'[\[(]\s*(?P<quote>["\'])(?P<name>[!#$%&\'*+.^_`|~0-9A-Za-z-]{1,100})(?P=quote)\s*,\s*'
                          r'(?P<value>"(?:[^"\\]|\\.)*(?:"|\\?$)|\'(?:[^\'\\]|\\.)*(?:\'|\\?$))')
 VALUE = re.compile(r"\"[^\"]*(?:\"|$)|'[^']*(?:'|$)|[^\s&;,\"'<>]+")
+# What every pattern of `text` needs somewhere in the text to match at all: a separator (assignments and
+# JSON pairs), a pair's opening (header pairs), a JWT's start or a scheme. Most strings in a body have none,
+# and one scan in C then spares them the five passes.
+ANY_PATTERN = re.compile(r"""[:=]|eyJ|[\[(]\s*["']|(?i:bearer|basic)\s""")
 
 
 class Redactor:
@@ -107,6 +112,8 @@ class Redactor:
     def text(self, text: str) -> str:
         """Free text with Bearer/Basic credentials, JWTs, sensitive key=value, key: value and "key": value
         pairs, and ["Header-Name", "value"] pairs redacted."""
+        if ANY_PATTERN.search(text) is None:
+            return text
         text = CREDENTIAL.sub(lambda m: m[1] + m[2] + self._redact(m[3]), text)
         text = JWT.sub(lambda m: self._redact(m[0]), text)
         text = JSON_PAIR.sub(self._json_pair, text)
@@ -190,10 +197,12 @@ class Redactor:
         return "".join(out) + text[at:]
 
 
+@functools.lru_cache(maxsize=4096)  # a body's objects repeat their keys: each judged once
 def _sensitive_header(name: str) -> bool:
     return name.strip().lower() in SENSITIVE_HEADERS or SENSITIVE_HEADER.search(name) is not None
 
 
+@functools.lru_cache(maxsize=4096)
 def _sensitive_field(name: str) -> bool:
     return name.strip().lower() in SENSITIVE_FIELDS or SENSITIVE_FIELD.search(name) is not None
 
