@@ -109,6 +109,8 @@ class StoreSink:
             batch = self._next_batch()
             stopping = stopping or STOP in batch
             data = [item for item in batch if item is not STOP and item[0] != "flush"]
+            if len(data) < len(batch):  # a flush or the end: every latest example held back too
+                data.append(("latest", True))
             if data:
                 self._waiting.append((uuid.uuid4().hex, time.time(), data))
                 self._waiting_items += len(data)
@@ -150,6 +152,8 @@ class StoreSink:
                     return batch  # the store is behind: try it again rather than wait for more
                 self._wake.wait(BATCH_SECONDS)
                 self._wake.clear()
+                if not self._queue and self.writes.due():
+                    return [("latest", False)]  # a latest example held back, and nothing came after it
             while self._queue and len(batch) < BATCH:
                 batch.append(self._queue.popleft())
                 if batch[-1] is STOP:

@@ -5,41 +5,65 @@ one per route, endpoint, hour and signature.
 A signature keeps at most `examples_per_signature` whole examples: its first, its latest, and a
 uniform sample of the rest (reports/reservoir.py), placed by the store from the signature's
 count there (every instance's). Only the divergences that some count could keep are turned
-into rows: the latest of each batch, and the few the reservoir might take.
+into rows: the latest, and the few the reservoir might take. A writer refreshes a signature's
+latest example at most once every LATEST_EVERY: each refresh redacts whole bodies, and a
+signature that diverges on every request would otherwise keep the writer (and, through the
+GIL, the proxy's loop) busy redacting examples that are replaced a fifth of a second later.
 """
 
 from __future__ import annotations
 
 import functools
 import json
+import math
 import random
+import time
 from collections import Counter
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Callable
 
 from proxy.model import Divergence, ReportsSpec
 from proxy.model.jsonpath import generalize
 from reports.db import Db
 from reports.plans import write_evidence
 from reports.redact import Redactor
-from reports.sides import write_statuses
 from reports.reservoir import DISCARD, LATEST, Draw, Reservoir
+from reports.sides import write_statuses
 from reports.rows import divergence_row
 from reports.schema import DIVERGENCE_COLUMNS
+
+
+LATEST_EVERY = 1.0  # seconds between refreshes of one signature's latest example by one writer
+
+
+@dataclass(frozen=True, slots=True)
+class Latest:
+    """A signature's latest example as this writer knows it: when it last wrote one, how many divergences
+    it counted after that one, and the newest of those, held back until the next refresh (not a row yet)."""
+
+    written_at: float = -math.inf
+    after: int = 0
+    held: Divergence | None = None
 
 
 class Writes:
     """One writer's statements, and how many divergences of each signature it has written."""
 
-    def __init__(self, spec: ReportsSpec, rng: random.Random | None = None) -> None:
+    def __init__(self, spec: ReportsSpec, rng: random.Random | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.spec = spec
         self.reservoir = Reservoir(spec.examples_per_signature)
-        self.rng = rng or random.Random()
+        self.rng, self.clock = rng or random.Random(), clock
         # signature -> divergences this process has written: the least its count in the store can be
         self.seen: Counter[str] = Counter()
+        self.latest: dict[str, Latest] = {}
+        self._changed: dict[str, Latest] = {}  # this batch's, kept once its transaction is through
 
     def batch(self, db: Db, batch: list[tuple[Any, ...]], redactor: Redactor) -> Counter[str]:
         """Write `batch` (inside the caller's transaction); the divergences it wrote per signature, for
-        `kept` once the transaction is through."""
+        `kept` once the transaction is through. A ("latest", every) item writes the latest examples held
+        back: those due, or every one (before a flush or the end)."""
+        self._changed = {}
         self._counts(db, [item for item in batch if item[0] == "count"])
         attempts = self._divergences(db, [item[1] for item in batch if item[0] == "divergence"], redactor)
         for item in batch:
@@ -48,10 +72,27 @@ class Writes:
             elif item[0] == "evidence":
                 write_evidence(db, item[1])
                 write_statuses(db, item[1])
+        every = any(item[0] == "latest" and item[1] for item in batch)
+        for signature in {*self.latest, *self._changed}:
+            latest = self._latest(signature)
+            if latest.held is not None and (every or self._due(latest)):
+                self._examples(db, signature, [], redactor, refresh=True)
         return attempts
 
     def kept(self, written: Counter[str]) -> None:
         self.seen.update(written)
+        self.latest.update(self._changed)
+
+    def due(self) -> bool:
+        """Whether a latest example held back is due to be written."""
+        return any(latest.held is not None and self._due(latest) for latest in self.latest.values())
+
+    def _latest(self, signature: str) -> Latest:
+        """As this batch has left it so far."""
+        return self._changed.get(signature) or self.latest.get(signature) or Latest()
+
+    def _due(self, latest: Latest) -> bool:
+        return self.clock() - latest.written_at >= LATEST_EVERY
 
     def _counts(self, db: Db, items: list[tuple[Any, ...]]) -> None:
         compared, diverged, endpoints = Counter(), Counter(), Counter()
@@ -83,18 +124,27 @@ class Writes:
             written[signature] = len(found)
         return written
 
-    def _examples(self, db: Db, signature: str, found: list[Divergence], redactor: Redactor) -> None:
-        """The latest example kept so far is followed now: the reservoir may take it. Then this batch's
-        divergences in order, each placed (or not) by its count; the last is the latest."""
-        reservoir, last = self.reservoir, len(found) - 1
-        _follow(db, reservoir, reservoir.draw(self.rng), len(found), signature)
-        for index, divergence in enumerate(found):
+    def _examples(self, db: Db, signature: str, found: list[Divergence], redactor: Redactor,
+                  refresh: bool = False) -> None:
+        """The divergence held back (now followed by `found`) and this batch's, in order, each placed (or
+        not) by its count. When the latest example is due a refresh, the one kept so far is followed now
+        (the reservoir may take it) and the newest becomes the latest; else the newest is held back."""
+        reservoir, latest = self.reservoir, self._latest(signature)
+        candidates = [*([latest.held] if latest.held is not None else []), *found]
+        if refresh or self._due(latest):
+            _follow(db, reservoir, reservoir.draw(self.rng), latest.after + len(found), signature)
+            self._changed[signature], last = Latest(self.clock()), len(candidates) - 1
+        else:
+            self._changed[signature] = Latest(latest.written_at, latest.after + len(found), candidates.pop())
+            last = -1
+        first = self.seen[signature] + (0 if latest.held is not None else 1)  # the least place of candidates[0]
+        for index, divergence in enumerate(candidates):
             draw = reservoir.draw(self.rng)
-            if index < last and not reservoir.may_keep(self.seen[signature] + index + 1, draw):
+            if index != last and not reservoir.may_keep(first + index, draw):
                 continue  # no count could keep it: not worth a row
             row = divergence_row(divergence, redactor, self.spec.max_body)
             chosen = reservoir.target(index == last)
-            where = reservoir.arguments(index == last, draw, last - index, signature)
+            where = reservoir.arguments(index == last, draw, len(candidates) - 1 - index, signature)
             db.execute(f"DELETE FROM divergences WHERE signature = ? AND slot IN (SELECT chosen.slot FROM {chosen})",
                        [signature, *where])
             db.execute(_keep(chosen), [*(row[name] for name in DIVERGENCE_COLUMNS if name != "slot"), *where])

@@ -4,6 +4,7 @@ and on a real PostgreSQL database (the `store` fixture runs each test on both)."
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import random
 import sqlite3
@@ -27,6 +28,7 @@ from reports.plans import StorePlans
 from reports.reservoir import Reservoir
 from reports.schema import SCHEMA_VERSION, open_database
 from reports.store import StoreSink
+from reports.writes import LATEST_EVERY
 from tests.certs import Authority
 from tests.helpers import REPO, free_port, route, routes_yaml
 from tests.servers import Postgres, install_postgres
@@ -97,6 +99,7 @@ def test_the_store_keeps_the_examples_reservoir_sampling_picks(store, batches):
     sink = sink_on(store, examples_per_signature=4)
     sink.close()
     sink.writes.rng = random.Random(11)
+    sink.writes.clock = itertools.count(step=LATEST_EVERY).__next__  # every batch refreshes the latest, as the model
     start, n = time.time() - 1000, 0
     with sink.connections.use() as db:
         for index, size in enumerate(batches):
@@ -110,6 +113,47 @@ def test_the_store_keeps_the_examples_reservoir_sampling_picks(store, batches):
     sink.connections.close()
     assert slots == sample(Reservoir(4), batches, random.Random(11))
     assert {1, n} <= set(slots.values())
+
+
+def test_a_signature_diverging_on_every_batch_refreshes_its_latest_example_once_a_second(store):
+    """A refresh redacts whole bodies: within LATEST_EVERY the newest divergence is held back, not made a row,
+    and it becomes the latest once due, with nothing after it."""
+    sink = sink_on(store, examples_per_signature=2)
+    sink.close()
+    now, start = [0.0], time.time() - 1000
+    sink.writes.clock = lambda: now[0]
+
+    def kept(db) -> dict[int, int]:
+        rows = db.execute("SELECT slot, at FROM divergences WHERE signature = 'sig-price'").fetchall()
+        return {slot: round(at - start) for slot, at in rows}
+
+    with sink.connections.use() as db:
+        for n, at in enumerate((0.0, 0.4, 0.8), start=1):
+            now[0] = at
+            sink._apply(db, f"batch-{n}", [("divergence", divergence(at=start + n))])
+        assert kept(db) == {1: 1} and not sink.writes.due()  # the first; the newest held back
+        now[0] = 1.0
+        assert sink.writes.due()
+        sink._apply(db, "tick", [("latest", False)])
+        assert kept(db) == {1: 1, 0: 3}
+    sink.connections.close()
+
+
+def test_the_writer_writes_a_latest_example_held_back_once_due(store):
+    sink = sink_on(store, examples_per_signature=2)
+    start = time.time() - 100
+    sink.record(divergence(at=start))
+    sink.record(divergence(at=start + 1))
+    sink.flush()
+    sink.record(divergence(at=start + 2))  # within a second of the refresh the flush made: held back
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if sorted(round(k["at"] - start) for k in query.examples([store], "sig-price", limit=10)) == [0, 2]:
+            break
+        time.sleep(0.1)
+    else:
+        pytest.fail("the latest example held back was not written")
+    sink.close()
 
 
 def test_a_lower_bound_trims_the_examples_kept_before(store):
