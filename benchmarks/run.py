@@ -60,6 +60,13 @@ BIG = [("strangler, 1 process, 200 KiB", "strangler", "/big"),
 # The latency ratios of the targets: a parallel run on against off at light load; 200 KiB answers
 # compared (the worker busy) against identical ones (nothing to compare); and against no parallel run.
 PAIRED = ((LIGHT[2][0], LIGHT[1][0]), (BIG[2][0], BIG[1][0]), (BIG[2][0], BIG[0][0]))
+# What each round of the throughput rounds yields, from the four runs taken in turn.
+ROUND_RATIOS: dict[str, Callable[[dict[str, Run]], float]] = {
+    "strangler / nginx": lambda runs: runs["strangler"].rps / runs["nginx"].rps,
+    "strangler / naive": lambda runs: runs["strangler"].rps / runs["naive"].rps,
+    "CPU/request strangler / nginx": lambda runs: (runs["strangler"].cpu_us or 0) / (runs["nginx"].cpu_us or 1),
+    "CPU/request parallel run / none": lambda runs: (runs["parallel"].cpu_us or 0) / (runs["strangler"].cpu_us or 1),
+}
 FLOORS = (("aiohttp server alone, answering itself", "hello"),
           ("strangler's edge alone, answering itself", "edge"),
           ("strangler's edge + upstream client only", "floor"))
@@ -125,19 +132,19 @@ class Bench:
         return 0
 
     def throughput(self) -> dict[str, float]:
-        """Strangler's throughput over nginx's and the naive proxy's under load (-c50), each the median
-        of the rounds taking the three in turn."""
-        print(f"\nthroughput ratios: nginx, naive proxy and strangler in turn under load, {THROUGHPUT_ROUNDS} "
-              f"rounds of {THROUGHPUT_SECONDS} s")
-        ratios: dict[str, list[float]] = {"nginx": [], "naive": []}
+        """Under load (-c50), the median over rounds taking nginx, the naive proxy, strangler and strangler with
+        a parallel run on all in turn: strangler's throughput over nginx's and the naive proxy's, its CPU per
+        request over nginx's, and the CPU per request of a parallel run on all over none."""
+        print(f"\nthroughput and CPU ratios: nginx, naive proxy, strangler, strangler with a parallel run in turn "
+              f"under load, {THROUGHPUT_ROUNDS} rounds of {THROUGHPUT_SECONDS} s")
+        ratios: dict[str, list[float]] = {key: [] for key in ROUND_RATIOS}
         for _ in range(THROUGHPUT_ROUNDS):
-            rps = {target: self.wrk(target, target, 50, quiet=True, seconds=THROUGHPUT_SECONDS).rps
-                   for target in ("nginx", "naive", "strangler")}
-            for peer, each in ratios.items():
-                each.append(rps["strangler"] / rps[peer])
-            print(f"  strangler / nginx {ratios['nginx'][-1]:.2f}, strangler / naive {ratios['naive'][-1]:.2f}",
-                  flush=True)
-        return {peer: statistics.median(each) for peer, each in ratios.items()}
+            runs = {target: self.wrk(target, target, 50, quiet=True, seconds=THROUGHPUT_SECONDS)
+                    for target in ("nginx", "naive", "strangler", "parallel")}
+            for key, each in ratios.items():
+                each.append(ROUND_RATIOS[key](runs))
+            print("  " + ", ".join(f"{key} {each[-1]:.2f}" for key, each in ratios.items()), flush=True)
+        return {key: statistics.median(each) for key, each in ratios.items()}
 
     def https(self) -> dict[str, float]:
         """HTTPS with keep-alive: nginx and strangler each terminating TLS (the same certificate) in front of
@@ -266,6 +273,8 @@ class Bench:
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             self.running.callback(stop, nginx)
             wait_for(f"http://127.0.0.1:{self.ports[name]}/api/items/1")
+            if name == "nginx":  # its master: cpu_seconds counts the worker under it, for both listeners
+                self.pids["nginx"] = self.pids["nginx-https"] = nginx.pid
 
     def start_strangler(self, name: str, parallel: float | None, workers: int = 1,
                         reports: dict[str, str] | None = None, tls: dict[str, str] | None = None) -> None:
@@ -340,7 +349,8 @@ class Report:
         proxy's throughput means half its CPU per request."""
         load = {r.name: r.cpu_us or 0.0 for r in self.loaded}
         one, floor = load["strangler, 1 process"], load[FLOORS[2][0]]
-        return [("aiohttp's server alone", load[FLOORS[0][0]]),
+        return [("nginx as proxy, 1 worker (the peer)", load["nginx as proxy, 1 worker"]),
+                ("aiohttp's server alone", load[FLOORS[0][0]]),
                 ("strangler's edge alone", load[FLOORS[1][0]]),
                 ("strangler's edge + upstream client (the floor)", floor),
                 ("strangler, 1 process", one),
@@ -351,7 +361,9 @@ class Report:
     def checks(self) -> list[tuple[str, float, str, bool | str]]:
         load = {r.name: r for r in self.loaded}
         one, two = load["strangler, 1 process"], load["strangler, 2 workers"]
-        over_nginx, over_naive = self.throughput["nginx"], self.throughput["naive"]
+        over_nginx, over_naive = self.throughput["strangler / nginx"], self.throughput["strangler / naive"]
+        cpu_nginx, cpu_shadow = (self.throughput["CPU/request strangler / nginx"],
+                                 self.throughput["CPU/request parallel run / none"])
         added = self.paired("strangler, 1 process", "direct to the nginx upstream",
                             lambda run, base: run.p50 - base.p50)
         shadow, comparing, big_shadow = (self.paired(name, baseline) for name, baseline in PAIRED)
@@ -362,6 +374,8 @@ class Report:
             ("strangler / nginx throughput (median of rounds)", over_nginx, ">= 0.25 (at minimum 0.15)",
              over_nginx >= 0.25 or ("the minimum only" if over_nginx >= 0.15 else "MISSED")),
             ("strangler / naive proxy throughput (median of rounds)", over_naive, ">= 2", over_naive >= 2),
+            ("CPU per request, strangler / nginx (median of rounds)", cpu_nginx, "<= 6", cpu_nginx <= 6),
+            ("CPU per request, parallel run on all / none (rounds)", cpu_shadow, "<= 1.6", cpu_shadow <= 1.6),
             ("strangler 2 workers / 1 process", two.rps / one.rps, "> 1: scales", two.rps > one.rps),
             ("p50 added over direct, light load (ms)", added, "< 1", added < 1),
             ("p50 parallel run on / off, light load", shadow, "<= 1.2", shadow <= 1.2),
