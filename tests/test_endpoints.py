@@ -12,6 +12,7 @@ from proxy.config.file import load
 from tests.test_config import errors as problems
 from proxy.model import ReportsSpec
 from proxy.model.endpoints import EndpointTemplate, endpoint
+from proxy.shadow.compare import Comparer
 from reports import accepted
 from reports.endpoints import by_endpoint
 from reports.schema import open_database
@@ -75,6 +76,18 @@ def test_endpoints_are_parsed_once_with_the_route(tmp_path):
     [orders] = load(path).routes
     assert [t.text for t in orders.endpoints] == ["/api/orders/{id}/items", "/api/orders/"]
     assert orders.endpoints[0].segments == ("api", "orders", None, "items")
+
+
+def test_a_path_remembered_is_templated_anew_once_a_reload_changes_the_templates(tmp_path):
+    path = tmp_path / "routes.yaml"
+    path.write_text(config_text([]))
+    [before] = load(path).routes
+    comparer = Comparer(None, None, None, None, None)  # only its endpoint memory is used here
+    assert comparer._endpoint(before, "/api/orders/7/lines?page=2") == "/api/orders/{id}/lines"
+    path.write_text(config_text(["/api/orders/{order}/lines"]))
+    [after] = load(path).routes
+    assert comparer._endpoint(after, "/api/orders/7/lines") == "/api/orders/{order}/lines"
+    assert comparer._endpoint(before, "/api/orders/8/lines") == "/api/orders/{id}/lines"
 
 
 @pytest.mark.parametrize("written, says", [

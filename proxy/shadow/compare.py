@@ -10,18 +10,32 @@ make one.
 from __future__ import annotations
 
 import hashlib
-from typing import Awaitable, Callable, Collection
+from typing import Awaitable, Callable, Collection, Protocol
 
 from comparators.base import Comparator
 from proxy.model import (CompareSpec, Comparison, Difference, Divergence, Observation, RequestRecord, Route, Side,
                          SkipReason)
-from proxy.model.endpoints import OTHER, endpoint
+from proxy.model.endpoints import OTHER, EndpointTemplate, endpoint
 from proxy.model.jsonpath import covers, generalize
 from proxy.observe.metrics import Metrics
 from proxy.rollout.evidence import Evidence
 from reports.base import DivergenceSink
 
 CompareCall = Callable[[Observation, Observation, CompareSpec], Awaitable[Comparison]]
+ENDPOINT_PATHS = 4096  # paths whose endpoint is remembered (per process; past it, all are forgotten at once)
+
+
+class Compared(Protocol):
+    """The request whose answers are compared: its time and target count every comparison, and its whole
+    record (headers, body) is made only for a divergence."""
+
+    at: float
+
+    @property
+    def target(self) -> str: ...
+
+    def record(self) -> RequestRecord: ...
+
 # Comparing two answers this small takes tens of microseconds, handing them to the comparison
 # process hundreds (pickling, pipes, its threads): they are compared here, large ones there.
 INLINE_BYTES = 16 << 10
@@ -45,8 +59,10 @@ class Comparer:
         self.noise: dict[str, set[str]] = {}  # route -> paths learned as noise
         self.accepted: frozenset[str] = frozenset()  # signatures accepted in the store (refreshed by the proxy)
         self.endpoints: dict[str, set[str]] = {}  # route -> endpoint templates counted so far
+        # (route, path) -> the route's templates and the path's endpoint under them
+        self._templated: dict[tuple[str, str], tuple[tuple[EndpointTemplate, ...], str]] = {}
 
-    async def compare(self, route: Route, served: Side, request: RequestRecord, legacy: Observation,
+    async def compare(self, route: Route, served: Side, request: Compared, legacy: Observation,
                       new: Observation) -> SkipReason | None:
         """Compare and record; the reason when no comparison could be made."""
         comparison = await self._compared(legacy, new, route.compare)
@@ -60,16 +76,29 @@ class Comparer:
             self.evidence.compared(route.name, found)
         if real:
             self.metrics.divergences.labels(route.name, "true" if found in self.accepted else "false").inc()
-            self.sink.record(Divergence(route.name, request, served, legacy, new, real, noise, found))
+            self.sink.record(Divergence(route.name, request.record(), served, legacy, new, real, noise, found))
         return None
 
     def _endpoint(self, route: Route, target: str) -> str:
         """The request's endpoint template; past ENDPOINTS_PER_ROUTE of them in this process, OTHER (a
         route whose paths hold free text would otherwise grow the store without bound)."""
-        found, seen = endpoint(target, route.endpoints), self.endpoints.setdefault(route.name, set())
+        found, seen = self._templates(route, target), self.endpoints.setdefault(route.name, set())
         if found not in seen and len(seen) >= ENDPOINTS_PER_ROUTE:
             return OTHER
         seen.add(found)
+        return found
+
+    def _templates(self, route: Route, target: str) -> str:
+        """`endpoint`, remembered by path: a route's requests mostly repeat a few paths. A reload gives the
+        route new templates (a new tuple), which the path's endpoint is then worked out under."""
+        key = (route.name, target.partition("?")[0])
+        known = self._templated.get(key)
+        if known is not None and known[0] is route.endpoints:
+            return known[1]
+        if len(self._templated) >= ENDPOINT_PATHS:
+            self._templated.clear()
+        found = endpoint(key[1], route.endpoints)
+        self._templated[key] = (route.endpoints, found)
         return found
 
     async def learn_noise(self, route: Route, legacy: Observation, again: Observation, at: float) -> None:

@@ -167,10 +167,10 @@ class ParallelRun:
         if probe is not None:
             await self.comparer.learn_noise(route, legacy, probe, shadow.at)
         if shadow.span is NOTHING:
-            return await self.comparer.compare(route, served.side, shadow.record(), legacy, new)
+            return await self.comparer.compare(route, served.side, shadow, legacy, new)
         span = shadow.span.child("compare", SpanKind.INTERNAL, {"strangler.route": route.name})
         try:
-            return await self.comparer.compare(route, served.side, shadow.record(), legacy, new)
+            return await self.comparer.compare(route, served.side, shadow, legacy, new)
         finally:
             span.end()
 
@@ -236,6 +236,10 @@ class Shadow:
         if rewrite is None:
             return observation
         return observation._replace(headers=relocated_pairs(observation.headers, rewrite))  # as the client saw it
+
+    @property
+    def target(self) -> str:
+        return self.request.raw_path
 
     def record(self) -> RequestRecord:
         """The request, as the report shows it."""
