@@ -21,6 +21,7 @@ from proxy.wire.tunnel import EARLY_BYTES, TunnelSide
 
 READ_BUFSIZE = 1 << 16
 NO_BODY_STATUSES = frozenset({204, 304})
+BODILESS = frozenset({b"204", b"304"})  # the same, as a status line holds them (HTTP/1.1 204 ...)
 
 
 class Connection(TunnelSide):
@@ -75,11 +76,13 @@ class Connection(TunnelSide):
             self.transport = None
 
     def data_received(self, data: bytes) -> None:
-        """An answer's head is fed alone (when the read holds more), so that bytes an upstream wrongly sends
-        after a bodiless answer (to a HEAD, a 204) break the connection, not the answer before them."""
+        """The head of an answer that may have no body (to a HEAD; a 204 or 304, or a head that came in
+        pieces) is fed alone when the read holds more, so that bytes an upstream wrongly sends after a
+        bodiless answer break the connection, not the answer before them. Any other answer is fed whole."""
         if self.switched:
             return self._after_switch(data)
-        if self._answer is not None and self._payload is None:
+        if self._answer is not None and self._payload is None and \
+                (self.head or data[9:12] in BODILESS or not data.startswith(b"HTTP/")):
             end = data.find(b"\r\n\r\n") + 4
             if 4 <= end < len(data):
                 self._feed(data[:end])
