@@ -1,41 +1,38 @@
-"""The request handler: each client request is checked, routed, forwarded, measured and logged here."""
+"""The request handler: each client request is checked, routed and forwarded here; proxy.serve.record counts
+and logs it."""
 
 from __future__ import annotations
 
 import asyncio
-import logging
 import re
 import time
-from typing import Any, Callable, NamedTuple
+from typing import Callable, NamedTuple
 
 from aiohttp.http import HttpVersion10, HttpVersion11
 
-from proxy.model import ClientFailure, Decision, Failure, FailureKind, RequestFacts, Route, Side, SkipReason
-from proxy.observe.logs import REQUEST_ID, AccessLog
+from proxy.model import Decision, Failure, FailureKind, RequestFacts, Route, SkipReason
+from proxy.observe.logs import REQUEST_ID
 from proxy.observe.metrics import Metrics
-from proxy.observe.tracing import CURRENT, Span, Tracer, incoming
+from proxy.observe.tracing import CURRENT, Tracer, incoming
 from proxy.observe.verdicts import VerdictLog
 from proxy.rollout.evidence import Evidence
 from proxy.routing.decide import decide
 from proxy.serve.attempt import Outcome
 from proxy.serve.forward import Forwarder
 from proxy.serve.live import Generation, LiveConfig
+from proxy.serve.record import Recorder
 from proxy.shadow.run import ParallelRun
-from proxy.wire.answers import ClientTooSlow, Relayed, error_response
+from proxy.wire.answers import Relayed, error_response
 from proxy.wire.body import NO_BODY, RequestBody, read_up_to
 from proxy.wire.headers import UPGRADE_LINES, request_id, upstream_head
 from proxy.wire.request import EdgeRequest
 from proxy.wire.target import Refusal, parse_target
-from proxy.wire.tunnel import Tunnel, handshake_refusal, wants_websocket
+from proxy.wire.tunnel import handshake_refusal, wants_websocket
 
 # RFC 3986 host (a reg-name without userinfo, or an IP literal) with an optional port; nginx refuses
 # the rest with a 400 too.
 TRACEPARENT_LINE = re.compile(rb"(?im)^traceparent:[^\r\n]*\r\n")
 VALID_HOST = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~!$&'()*+,;=%-]+)(?::[0-9]{0,5})?\Z")
-# Failures that are the client's, as strangler_client_errors_total counts them.
-CLIENT_FAILURES = {FailureKind.CLIENT_BODY_TIMEOUT: ClientFailure.BODY_TIMEOUT}
-# Failures that say nothing about the side: the proxy's own shedding, the client's slowness.
-NOT_THE_SIDES = frozenset({FailureKind.BUSY, FailureKind.OVERLOADED, *CLIENT_FAILURES})
 SHADOW_SENT, NOT_SAMPLED = "sent", "not_sampled"  # the access line's `shadow`, beside SkipReason's values
 
 
@@ -47,10 +44,11 @@ class EdgeHandler:
                  evidence: Evidence, cap: Callable[[Route], int | None], tracer: Tracer) -> None:
         self.live, self.metrics, self.tracer = live, metrics, tracer
         self.tracing = tracer.recording  # read once: most proxies do not trace, and pay nothing for it
-        self.evidence, self.cap = evidence, cap  # cap: the percent a route's rollout plan stands at
+        self.cap = cap  # the percent a route's rollout plan stands at
         self.parallel_run, self.forwarder = parallel_run, forwarder
         self.verdicts = VerdictLog()
-        self.access = AccessLog()
+        self.recorder = Recorder(metrics, evidence, tracer)
+        self.access = self.recorder.access  # the admin flushes it at shutdown
         self.in_flight = 0
         self.answered = 0
 
@@ -67,7 +65,7 @@ class EdgeHandler:
         try:
             outcome = await self._serve(request, rid, generation, trace)
         except (asyncio.CancelledError, ConnectionError) as exc:
-            self._client_failed(request, exc, started, rid)
+            self.recorder.client_failed(request, exc, started, rid)
             CURRENT.get().fail("the client went away")
             CURRENT.get().end()
             raise
@@ -75,7 +73,8 @@ class EdgeHandler:
             self.in_flight -= 1
         if self.tracing:
             outcome.trace = trace.trace_id
-        self._record(request, outcome, started)
+        self.answered += 1
+        self.recorder.answered(request, outcome, started)
         return outcome.response
 
     def _trace(self, request: EdgeRequest, rid: str) -> Trace:
@@ -198,83 +197,11 @@ class EdgeHandler:
         outcome.shadow = note
         return outcome
 
-    def _evidence(self, outcome: Outcome, route: str, status: int, elapsed: float) -> None:
-        """The answer of a route with a new side, for its plan's gates and the console's sides: a fallback is
-        the new side failing, then legacy answering."""
-        kind = outcome.failure.kind if outcome.failure is not None else None
-        if kind in NOT_THE_SIDES:
-            return
-        if outcome.fell_back:
-            self.evidence.answered(route, Side.NEW, None, outcome.fell_back, elapsed)
-            self.evidence.answered(route, Side.LEGACY, status, None, elapsed)
-        else:
-            assert outcome.side is not None
-            self.evidence.answered(route, outcome.side, status, kind, elapsed)
-
     def _count_verdict(self, decision: Decision) -> None:
         check = decision.toggle
         assert check is not None
         self.metrics.toggle_verdicts.labels(decision.route.name, check.name, check.verdict).inc()
         self.verdicts.note(decision.route.name, check.name, check.verdict)
-
-    def _client_failed(self, request: EdgeRequest, exc: BaseException, started: float, rid: str) -> None:
-        """The client went away, or stopped reading its answer: its doing, counted as its own. (A tunnel
-        cut by the proxy's shutdown ends here too.)"""
-        tunnel = request.protocol.tunnel
-        if tunnel is not None and tunnel.ended.done():
-            fields = _fields(request, 101, started, request_id=rid)
-            self.access.write(logging.INFO, "tunnel closed", {**fields, **_tunnel_fields(tunnel)})
-            return
-        kind = ClientFailure.SEND_TIMEOUT if isinstance(exc, ClientTooSlow) else ClientFailure.GONE
-        self.metrics.client_errors.labels(kind).inc()
-        message = "client stopped reading" if kind is ClientFailure.SEND_TIMEOUT else "client went away"
-        self.access.write(logging.INFO, message, _fields(request, 499, started, request_id=rid))
-
-    def _record(self, request: EdgeRequest, outcome: Outcome, started: float) -> None:
-        self.answered += 1
-        status = outcome.response.status
-        elapsed = time.monotonic() - started - outcome.waited  # the client's own slowness left out
-        route = outcome.route.name if outcome.route is not None else ""
-        failure = outcome.failure
-        clients = failure is not None and failure.kind in CLIENT_FAILURES
-        self.metrics.tally.observe(route, "" if clients else outcome.upstream, request.method, status, elapsed)
-        if clients:
-            self.metrics.client_errors.labels(CLIENT_FAILURES[failure.kind]).inc()
-        elif failure is not None:
-            self.metrics.upstream_errors.labels(outcome.upstream, failure.kind).inc()
-        if outcome.route is not None and outcome.route.new is not None and outcome.side is not None:
-            self._evidence(outcome, route, status, elapsed)
-        span = CURRENT.get()
-        if self.tracer.recording:
-            _finished(span, outcome, route, status)
-        level = logging.INFO if failure is None else logging.WARNING
-        if not self.access.enabled(level):
-            return  # the access line is off: do not build it
-        fields = _fields(request, status, started, route=route, upstream=outcome.upstream,
-                         request_id=REQUEST_ID.get(), bytes_in=_received(request),
-                         bytes_out=outcome.response.written)
-        if outcome.trace is not None:
-            fields["trace_id"] = outcome.trace
-        if outcome.side is not None:
-            fields["side"] = outcome.side
-        if outcome.toggle is not None:
-            fields["toggle"] = outcome.toggle
-        if outcome.shadow is not None:
-            fields["shadow"] = outcome.shadow
-        if outcome.fell_back:
-            fields["fell_back"] = outcome.fell_back
-        if outcome.sent is not None:  # a rewrite: the path the upstream read, beside the client's
-            fields["upstream_path"] = outcome.sent.partition("?")[0]
-        if outcome.tunnel is not None:
-            self.access.write(level, "tunnel closed", {**fields, **_tunnel_fields(outcome.tunnel)})
-            return
-        if failure is None:
-            self.access.write(level, "request", fields)
-            return
-        fields.update(failure=failure.kind, detail=failure.detail)
-        self.access.write(logging.INFO if clients else level, "client too slow" if clients else "upstream failed",
-                          fields)
-
 
 class Trace(NamedTuple):
     """A request's place in its trace, and how its upstreams are told of it."""
@@ -294,31 +221,11 @@ class Trace(NamedTuple):
 UNTRACED = Trace("", b"", False)  # tracing off: the head is sent as made
 
 
-def _finished(span: Span, outcome: Outcome, route: str, status: int) -> None:
-    """The edge span's last attributes, and its end."""
-    span.set({"http.route": route, "http.response.status_code": status, "strangler.upstream": outcome.upstream,
-              **({"strangler.side": outcome.side} if outcome.side is not None else {})})
-    if status >= 500:
-        span.fail(outcome.failure.detail if outcome.failure is not None else f"status {status}")
-    span.end()
-
-
 def _decided(outcome: Outcome, decision: Decision) -> Outcome:
     """The toggle's verdict on the outcome, for the access line."""
     if decision.toggle is not None:
         outcome.toggle = decision.toggle.verdict
     return outcome
-
-
-def _received(request: EdgeRequest) -> int:
-    """The request body's bytes read from the client so far (Envoy's BYTES_RECEIVED)."""
-    return getattr(request.content, "total_bytes", 0)
-
-
-def _tunnel_fields(tunnel: Tunnel) -> dict[str, Any]:
-    """What an access line says of a tunnel: why it ended, bytes each way, how long it lived."""
-    return {"tunnel": tunnel.ended.result(), "sent": tunnel.sent, "received": tunnel.received,
-            "seconds": round(tunnel.loop.time() - tunnel.started, 3)}
 
 
 async def _buffered(request: EdgeRequest, limit: int, idle: float) -> tuple[RequestBody, float]:
@@ -347,8 +254,3 @@ def _refusal(request: EdgeRequest) -> Refusal | None:
     if request.chunked and headers.get("Transfer-Encoding", "").strip().lower() != "chunked":
         return Refusal("the only transfer coding this proxy accepts is chunked", 501, "not_implemented")
     return None
-
-
-def _fields(request: EdgeRequest, status: int, started: float, **more: Any) -> dict:
-    return {"method": request.method, "path": request.raw_path.partition("?")[0], "status": status,
-            "ms": round((time.monotonic() - started) * 1000, 2), "client": request.remote, **more}
