@@ -29,7 +29,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
-from benchmarks import diffs, websocket
+from benchmarks import connections, diffs, websocket
+from benchmarks.bytes import measure as measure_bytes
 from benchmarks.measure import cpu_seconds, get, install_missing, machine, ms, rss, stop, wait_for
 from benchmarks.websocket import WebSocketBench
 from tests.certs import Authority
@@ -128,7 +129,8 @@ class Bench:
         memory = self.memory()
         rates, tunnels = WebSocketBench(self.scratch, self.running, THROUGHPUT_SECONDS).run()
         websocket.report(rates, tunnels)
-        Report(loaded, throughput, light, burst, memory, diffs.measure(), self.rounds, edge | tunnels).print()
+        scale = [*measure_bytes(self.scratch, self.running), *connections.measure(self.scratch, self.running)]
+        Report(loaded, throughput, light, burst, memory, diffs.measure(), self.rounds, edge | tunnels, scale).print()
         return 0
 
     def throughput(self) -> dict[str, float]:
@@ -319,6 +321,7 @@ class Report:
     compare: dict[str, float]
     rounds: dict[str, list[Run]]
     edge: dict[str, float]  # HTTPS and WebSocket throughput, strangler's over nginx's (no target yet)
+    scale: list[tuple[str, float, str, bool | str]]  # bytes and idle connections (benchmarks.bytes, .connections)
 
     def paired(self, name: str, baseline: str, measure: Callable[[Run, Run], float] = _p50_ratio) -> float:
         """`measure` of two interleaved rows, taken round by round (the two runs of a round are
@@ -388,6 +391,7 @@ class Report:
             (f"RSS growth, 10k -> {served // 1000}k requests (MiB)", (late - early) / 1024, "< 20",
              late - early < 20 * 1024),
             *((name, value, "measured (no target yet)", True) for name, value in self.edge.items()),
+            *self.scale,
         ]
 
 
