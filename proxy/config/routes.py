@@ -175,11 +175,24 @@ def _check_names(reader: Reader, items: list[Any]) -> None:
 
 
 def _warn_unreachable(reader: Reader, routes: list[tuple[int, Route]]) -> None:
+    """A route that an earlier one covers: only a route whose path is a segment prefix of its own can, so
+    each route is held against the earlier routes at each of its path's prefixes, not against every
+    earlier route (a file of a thousand routes would make that half a million comparisons)."""
+    earlier_at: dict[str, list[tuple[int, Route]]] = {}  # match.path -> the routes so far with it, in order
     for n, (i, route) in enumerate(routes):
-        earlier = next((r for _, r in routes[:n] if r.match.covers(route.match)), None)
-        if earlier is not None:
+        covering = [(m, r) for prefix in _prefixes(route.match.path) for m, r in earlier_at.get(prefix, ())
+                    if r.match.covers(route.match)]
+        earlier_at.setdefault(route.match.path, []).append((n, route))
+        if covering:
+            earlier = min(covering, key=lambda found: found[0])[1]
             reader.warn(("routes", i), f"route '{route.name}' is unreachable: route '{earlier.name}' "
                                        f"(line {earlier.line}) matches every request it would{_hosts(earlier, route)}")
+
+
+def _prefixes(path: str) -> list[str]:
+    """`/api/orders` -> ['/', '/api', '/api/orders']: the paths that are segment prefixes of it."""
+    segments = path.split("/")[1:] if path != "/" else []
+    return ["/"] + ["/" + "/".join(segments[:end]) for end in range(1, len(segments) + 1)]
 
 
 def _hosts(earlier: Route, hidden: Route) -> str:

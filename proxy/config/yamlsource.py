@@ -1,9 +1,9 @@
 """Reads a YAML file safely and remembers the line of every key and list item.
 
-Values come from PyYAML's safe loader; positions come from composing the same text into
-nodes (composing constructs no objects), so every later message can say FILE:LINE.
-Before either, one pass over the parser's events (a loop, not a recursion) bounds the
-document's shape: nesting deeper than MAX_DEPTH would exhaust the composer's recursion,
+The text is scanned and parsed once (PyYAML's pure-Python parser is most of the cost of
+reading a large file): its events are composed into nodes, whose lines every later message
+gives as FILE:LINE, and PyYAML's safe constructor makes the values from those nodes. While
+the events are read, a loop (not a recursion) bounds the document's shape: nesting deeper than MAX_DEPTH would exhaust the composer's recursion,
 an alias inside the collection it names would send every walk round forever, more than
 MAX_NODES nodes cost PyYAML seconds each time, and aliases that stand for more than
 MAX_ALIASED nodes in all are an alias bomb ("billion laughs"), which every later walk of
@@ -50,19 +50,19 @@ class Document:
 def read_yaml(text: str, source: str) -> Document:
     """Parse `text`; YAML syntax errors, duplicate keys and a shape too deep or too large raise
     ConfigError with their line."""
+    index = _Index(source)
     try:
-        _Shape(source).check(text)
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.load(text, Loader=_Loader)
+        loader = _Loader(_Shape(source).check(text))
+        root = loader.get_single_node()
+        if root is not None:
+            index.walk(root)  # before constructing, which flattens merge keys (`<<`) in the nodes
+        data = loader.construct_document(root) if root is not None else None
     except yaml.MarkedYAMLError as exc:
         raise ConfigError([Problem(source, *_syntax_error(exc, text))]) from exc
     except yaml.YAMLError as exc:
         raise ConfigError([Problem(source, 1, f"YAML error: {exc}")]) from exc
     except RecursionError as exc:  # MAX_DEPTH keeps PyYAML's recursion short; should it not, still one line
         raise ConfigError([Problem(source, 1, "YAML is nested too deeply")]) from exc
-    index = _Index(source)
-    if root is not None:
-        index.walk(root, ())
     if index.duplicates:
         raise ConfigError(index.duplicates)
     return Document(source, data, index.lines, index.texts)
@@ -77,7 +77,10 @@ class _Shape:
         self.open: list[list] = [[0, None]]  # for each open collection: nodes within it so far, its anchor
         self.written = self.aliased = 0  # nodes so far: written out, reached through aliases
 
-    def check(self, text: str) -> None:
+    def check(self, text: str) -> list[yaml.Event]:
+        """The text's events, each checked as it is parsed: a refusal comes at its own line, before
+        anything later in the text is parsed."""
+        events = []
         for event in yaml.parse(text, Loader=yaml.SafeLoader):
             if isinstance(event, yaml.AliasEvent):
                 self._alias(event)
@@ -85,6 +88,8 @@ class _Shape:
                 self._written(event)
             elif isinstance(event, yaml.CollectionEndEvent):
                 self._ended(*self.open.pop())
+            events.append(event)
+        return events
 
     def _written(self, event: yaml.NodeEvent) -> None:
         self.written += 1
@@ -115,9 +120,28 @@ class _Shape:
         raise ConfigError([Problem(self.source, event.start_mark.line + 1, message)])
 
 
-class _Loader(yaml.SafeLoader):
-    """The safe loader, but a scalar it cannot construct (a date 2001-13-14, `!!int 0x`) is a YAML error
-    at its line, like PyYAML's own, rather than a ValueError from deep inside it."""
+class _Loader(yaml.composer.Composer, yaml.constructor.SafeConstructor, yaml.resolver.Resolver):
+    """PyYAML's safe loader over events already parsed (it is its parser's events it composes), but a scalar
+    it cannot construct (a date 2001-13-14, `!!int 0x`) is a YAML error at its line, like PyYAML's own,
+    rather than a ValueError from deep inside it."""
+
+    def __init__(self, events: list[yaml.Event]) -> None:
+        yaml.composer.Composer.__init__(self)
+        yaml.constructor.SafeConstructor.__init__(self)
+        yaml.resolver.Resolver.__init__(self)
+        self.events, self.next = events, 0
+
+    def check_event(self, *choices: type[yaml.Event]) -> bool:
+        if self.next == len(self.events):
+            return False
+        return not choices or isinstance(self.events[self.next], choices)
+
+    def peek_event(self) -> yaml.Event:
+        return self.events[self.next]
+
+    def get_event(self) -> yaml.Event:
+        self.next += 1
+        return self.events[self.next - 1]
 
     def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
         try:
@@ -149,7 +173,7 @@ class _Index:
         self.texts: dict[Path, str] = {}
         self.duplicates: list[Problem] = []
 
-    def walk(self, node: yaml.Node, path: Path) -> None:
+    def walk(self, node: yaml.Node, path: Path = ()) -> None:
         if isinstance(node, yaml.ScalarNode):
             self.texts[path] = node.value
         elif isinstance(node, yaml.MappingNode):
