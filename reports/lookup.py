@@ -12,10 +12,9 @@ import json
 from dataclasses import dataclass
 from typing import Any, Iterable
 
+from proxy.model.exchange import MIN_PREFIX
 from reports.query import Place, opened
 from reports.reservoir import FIRST, LATEST
-
-MIN_PREFIX = 6  # characters that may stand for an id or a signature, as with git's commits
 
 
 class Kind(enum.StrEnum):

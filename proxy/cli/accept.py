@@ -5,39 +5,22 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any, Callable
+from typing import Callable
 
 from proxy import steer
 from proxy.cli.report import EXIT_INVALID, EXIT_OK, EXIT_UNKNOWN, databases, usage
-from proxy.steer import MIN_PREFIX
 from reports.db import Where
 from reports.plans import operator
 
 
-def add_commands(which: Any, dbs: argparse.ArgumentParser) -> None:
-    accept = which.add_parser("accept", parents=[dbs], help="mark a signature as an intended difference")
-    accept.add_argument("signature", help=f"a signature, or a unique prefix of at least {MIN_PREFIX} characters")
-    accept.add_argument("--reason", required=True, help="why the difference is intended (shown in the reports)")
-    accept.add_argument("--expires", metavar="DATE", help="YYYY-MM-DD (through that day, UTC) or an ISO datetime "
-                                                          "(default: until withdrawn)")
-    accept.set_defaults(run=_accept)
-    unaccept = which.add_parser("unaccept", parents=[dbs], help="withdraw the acceptance of a signature")
-    unaccept.add_argument("signature", help=f"a signature, or a unique prefix of at least {MIN_PREFIX} characters")
-    unaccept.add_argument("--reason", default="", help="why it is withdrawn (shown in the route's timeline)")
-    unaccept.set_defaults(run=_unaccept)
-    for command in (accept, unaccept):
-        command.add_argument("--by", metavar="NAME", default=None, help="who acts, for the record (default: the OS "
-                                                                        "user), as the console's 'by' field")
-
-
-def _accept(args: argparse.Namespace) -> int:
+def accept(args: argparse.Namespace) -> int:
     dbs = _existing(databases(args))
     if dbs is None:
         return EXIT_INVALID
     return _done(lambda: steer.accept(dbs, args.signature, args.reason, args.expires, _by(args), "cli"))
 
 
-def _unaccept(args: argparse.Namespace) -> int:
+def unaccept(args: argparse.Namespace) -> int:
     dbs = _existing(databases(args))
     if dbs is None:
         return EXIT_INVALID

@@ -34,21 +34,6 @@ AGE = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
 SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 
-def add_commands(commands: Any, common: argparse.ArgumentParser) -> None:
-    cmd = commands.add_parser("replay", parents=[common],
-                              help="send a route's stored divergences again to both sides: do they match now?")
-    cmd.add_argument("--route", required=True, metavar="NAME", help="the route whose divergences to replay")
-    cmd.add_argument("--since", metavar="TIME", help="only divergences recorded at or after TIME: an ISO date or "
-                                                     "datetime (UTC unless it says), or an age: 30m, 2h, 1d")
-    cmd.add_argument("--limit", type=int, metavar="N", help="at most N requests, the newest")
-    cmd.add_argument("--concurrency", type=int, default=8, metavar="N", help="requests at once (default 8)")
-    cmd.add_argument("--format", choices=("text", "json"), default="text")
-    cmd.add_argument("--db", action="append", default=[], metavar="PATH|URL",
-                     help="a divergence store (SQLite file or postgresql:// URL); repeat for several "
-                          "(default: reports.database)")
-    cmd.set_defaults(run=run)
-
-
 def run(args: argparse.Namespace) -> int:
     now = time.time()
     try:

@@ -21,36 +21,6 @@ EXIT_OK, EXIT_INVALID, EXIT_USAGE, EXIT_UNKNOWN = 0, 1, 2, 3
 SIGNATURES_SHOWN = 10  # per route in the text summary
 
 
-def add_commands(commands: Any, common: argparse.ArgumentParser) -> tuple[Any, argparse.ArgumentParser]:
-    """The report commands; returns the subcommands and the --db parser, for proxy.cli.accept's to join."""
-    report = commands.add_parser("report", help="read the parallel run's divergence database(s)")
-    which = report.add_subparsers(required=True, metavar="REPORT")
-    dbs = argparse.ArgumentParser(add_help=False, parents=[common])
-    dbs.add_argument("--db", action="append", default=[], metavar="PATH|URL",
-                     help="a divergence store: a SQLite file or a postgresql:// URL; repeat to read several "
-                          "as one (default: reports.database of routes.yaml)")
-    summary = which.add_parser("summary", parents=[dbs], help="per-route comparison and divergence statistics")
-    summary.add_argument("--route")
-    summary.add_argument("--format", choices=("text", "json"), default="text")
-    summary.add_argument("--by", choices=("route", "endpoint"), default="route",
-                         help="a line per route (default), or per endpoint template of each route")
-    summary.set_defaults(run=_summary)
-    show = which.add_parser("show", parents=[dbs], help="one recorded divergence, or a signature's latest example")
-    show.add_argument("id", metavar="ID|SIGNATURE", help="a divergence id or a signature, or a unique prefix of "
-                                                         f"at least {lookup.MIN_PREFIX} characters of either")
-    show.add_argument("--format", choices=("text", "json"), default="text")
-    show.set_defaults(run=_show)
-    listing = which.add_parser("examples", parents=[dbs], help="a signature's kept examples, with their ids")
-    listing.add_argument("signature", help=f"a signature, or a unique prefix of at least {lookup.MIN_PREFIX} "
-                                           "characters")
-    listing.add_argument("--format", choices=("text", "json"), default="text")
-    listing.set_defaults(run=_examples)
-    page = which.add_parser("html", parents=[dbs], help="a self-contained HTML report")
-    page.add_argument("--out", metavar="FILE", help="write the page to FILE (default: standard output)")
-    page.set_defaults(run=_html)
-    return which, dbs
-
-
 def databases(args: argparse.Namespace, given: list[str] | None = None) -> list[Where] | None:
     """The stores to read: those `given` (default --db's), or routes.yaml's. A URL given takes its
     password from the variable routes.yaml names, when routes.yaml can be read, or from libpq's own
@@ -81,7 +51,7 @@ def names(dbs: list[Where]) -> str:
     return ", ".join(map(str, dbs))
 
 
-def _summary(args: argparse.Namespace) -> int:
+def summary(args: argparse.Namespace) -> int:
     if args.by == "endpoint":
         return _by_endpoint(args)
     dbs = databases(args)
@@ -194,7 +164,7 @@ def _accepted_text(reason: str | None, expires: float | None) -> str:
     return f"accepted: {reason}" + ("" if expires is None else f" (until {accepted.until_text(expires)})")
 
 
-def _show(args: argparse.Namespace) -> int:
+def show(args: argparse.Namespace) -> int:
     """A divergence by its id; a signature by its latest example."""
     named = _named(args)
     if isinstance(named, int):
@@ -215,7 +185,7 @@ def _show(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _examples(args: argparse.Namespace) -> int:
+def examples(args: argparse.Namespace) -> int:
     named = _named(args, args.signature)
     if isinstance(named, int):
         return named
@@ -269,7 +239,7 @@ def _ignored(path: str) -> dict[str, tuple[str, ...]]:
         return {}
 
 
-def _html(args: argparse.Namespace) -> int:
+def html_page(args: argparse.Namespace) -> int:
     dbs = databases(args)
     if dbs is None:
         return EXIT_INVALID

@@ -12,7 +12,6 @@ import json
 import sys
 import time
 from datetime import datetime, timezone
-from typing import Any
 
 from proxy import config as config_file
 from proxy import steer
@@ -25,28 +24,7 @@ from reports.plans import StorePlans, operator
 EXIT_OK, EXIT_REFUSED, EXIT_UNKNOWN = 0, 1, 3
 
 
-def add_commands(commands: Any, common: argparse.ArgumentParser) -> None:
-    rollout = commands.add_parser("rollout", help="see and steer the routes' rollout plans")
-    which = rollout.add_subparsers(required=True, metavar="ACTION")
-    status = which.add_parser("status", parents=[common], help="each plan: step, evidence, gates, what comes next")
-    status.add_argument("route", nargs="?")
-    status.add_argument("--format", choices=("text", "json"), default="text")
-    status.set_defaults(run=_status)
-    for name, run, text in (("advance", _advance, "move up one step now, whatever the gates say"),
-                            ("hold", _hold, "stop advancing (rollback gates still watch)"),
-                            ("resume", _resume, "advance on evidence again, gathered afresh"),
-                            ("rollback", _rollback, "move back one step (or --to legacy) and hold")):
-        action = which.add_parser(name, parents=[common], help=text)
-        action.add_argument("route")
-        action.add_argument("--reason", default="", help="why, for the plan's timeline")
-        action.add_argument("--by", metavar="NAME", default=None,
-                            help="who moves it, for the timeline (default: the OS user), as the console's 'by'")
-        if name == "rollback":
-            action.add_argument("--to", choices=("previous", "legacy"), default="previous")
-        action.set_defaults(run=run)
-
-
-def _status(args: argparse.Namespace) -> int:
+def status(args: argparse.Namespace) -> int:
     found = _plans(args, args.route)
     if found is None:
         return EXIT_UNKNOWN
@@ -84,19 +62,19 @@ def describe(route: Route, seen: PlanView) -> str:
     return "\n".join(lines)
 
 
-def _advance(args: argparse.Namespace) -> int:
+def advance(args: argparse.Namespace) -> int:
     return _move(args, "advance")
 
 
-def _hold(args: argparse.Namespace) -> int:
+def hold(args: argparse.Namespace) -> int:
     return _move(args, "hold")
 
 
-def _resume(args: argparse.Namespace) -> int:
+def resume(args: argparse.Namespace) -> int:
     return _move(args, "resume")
 
 
-def _rollback(args: argparse.Namespace) -> int:
+def rollback(args: argparse.Namespace) -> int:
     return _move(args, "rollback")
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TextIO
 
 from proxy.cli.report import databases
 from reports.copy import Copied, copy_store
@@ -21,17 +21,7 @@ from reports.schema import open_database
 EXIT_OK, EXIT_INVALID = 0, 1
 
 
-def add_commands(commands: Any, common: argparse.ArgumentParser) -> None:
-    store = commands.add_parser("store", help="the divergence store itself")
-    which = store.add_subparsers(required=True, metavar="ACTION")
-    copy = which.add_parser("copy", parents=[common], help="copy a SQLite store into the configured store (again: "
-                                                           "only what is not there yet)")
-    copy.add_argument("--from", dest="source", required=True, metavar="PATH", help="the SQLite file to copy")
-    copy.add_argument("--to", metavar="URL", help="the store to copy into (default: reports.database)")
-    copy.set_defaults(run=_copy)
-
-
-def _copy(args: argparse.Namespace) -> int:
+def copy(args: argparse.Namespace) -> int:
     found = databases(args, [args.to] if args.to else [])
     if found is None:
         return EXIT_INVALID

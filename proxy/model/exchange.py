@@ -13,6 +13,8 @@ from typing import Any, Mapping, NamedTuple
 from proxy.model.kinds import FailureKind, Side, StickinessKind, Verdict
 from proxy.model.route import Route, Upstream
 
+MIN_PREFIX = 6  # characters that may stand for a divergence's id or a signature, as with git's commits
+
 
 class RequestFacts(NamedTuple):
     """What routing and toggles may look at in a request."""
