@@ -129,7 +129,10 @@ class Bench:
         memory = self.memory()
         rates, tunnels = WebSocketBench(self.scratch, self.running, THROUGHPUT_SECONDS).run()
         websocket.report(rates, tunnels)
-        scale = [*measure_bytes(self.scratch, self.running), *connections.measure(self.scratch, self.running)]
+        from benchmarks.routes import RoutesBench  # here: it builds on Bench
+
+        scale = [*measure_bytes(self.scratch, self.running), *connections.measure(self.scratch, self.running),
+                 *RoutesBench(self.scratch / "routes", self.running).run()]
         Report(loaded, throughput, light, burst, memory, diffs.measure(), self.rounds, edge | tunnels, scale).print()
         return 0
 
@@ -321,7 +324,7 @@ class Report:
     compare: dict[str, float]
     rounds: dict[str, list[Run]]
     edge: dict[str, float]  # HTTPS and WebSocket throughput, strangler's over nginx's (no target yet)
-    scale: list[tuple[str, float, str, bool | str]]  # bytes and idle connections (benchmarks.bytes, .connections)
+    scale: list[tuple[str, float, str, bool | str]]  # bytes, idle connections, routes (their own modules)
 
     def paired(self, name: str, baseline: str, measure: Callable[[Run, Run], float] = _p50_ratio) -> float:
         """`measure` of two interleaved rows, taken round by round (the two runs of a round are
