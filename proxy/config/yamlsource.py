@@ -3,11 +3,11 @@
 The text is scanned and parsed once (PyYAML's pure-Python parser is most of the cost of
 reading a large file): its events are composed into nodes, whose lines every later message
 gives as FILE:LINE, and PyYAML's safe constructor makes the values from those nodes. While
-the events are read, a loop (not a recursion) bounds the document's shape: nesting deeper than MAX_DEPTH would exhaust the composer's recursion,
-an alias inside the collection it names would send every walk round forever, more than
-MAX_NODES nodes cost PyYAML seconds each time, and aliases that stand for more than
-MAX_ALIASED nodes in all are an alias bomb ("billion laughs"), which every later walk of
-the values would pay for.
+the events are read, a loop (not a recursion) bounds the document's shape: nesting deeper
+than MAX_DEPTH would exhaust the composer's recursion, an alias inside the collection it
+names would send every walk round forever, more than MAX_NODES nodes cost PyYAML seconds
+each time, and aliases that stand for more than MAX_ALIASED nodes in all are an alias bomb
+("billion laughs"), which every later walk of the values would pay for.
 """
 
 from __future__ import annotations
