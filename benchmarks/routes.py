@@ -48,7 +48,6 @@ class RoutesBench(Bench):
     def run(self) -> list[Check]:
         """Both rows under load and the check's time, printed; the rows for the final list of targets."""
         self.start_nginx()
-        self.pids["nginx"] = int((self.scratch / "nginx.nginx.pid").read_text())
         for count in COUNTS:
             self.start_strangler(f"routes-{count}", None)
         print(f"\nroutes at scale: wrk -t1 -c50 for {LAST_REQUEST} (the last route of each file), nginx and "
