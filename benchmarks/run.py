@@ -10,7 +10,10 @@ edge server answering alone, and the edge relaying through strangler's upstream 
 with nothing else (the floor under strangler). wrk drives each in turn
 on this machine; only the ratios printed at the end mean anything, since the absolute
 figures move with the machine and whatever else it is doing. CPU per request (the
-process's CPU time over the requests it served) moves less than requests per second.
+process's CPU time over the requests it served, nginx's too) moves less than requests per
+second. Then the bytes (benchmarks/bytes.py), idle connections (benchmarks/connections.py)
+and routes at scale (benchmarks/routes.py) take their turn, and every target of the
+performance issue is printed with its ratio and verdict.
 """
 
 from __future__ import annotations
