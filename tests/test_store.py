@@ -28,6 +28,7 @@ from reports.plans import StorePlans
 from reports.reservoir import Reservoir
 from reports.schema import SCHEMA_VERSION, open_database
 from reports.store import StoreSink
+from reports import writes
 from reports.writes import LATEST_EVERY
 from tests.certs import Authority
 from tests.helpers import REPO, free_port, route, routes_yaml
@@ -129,17 +130,18 @@ def test_a_signature_diverging_on_every_batch_refreshes_its_latest_example_once_
 
     with sink.connections.use() as db:
         for n, at in enumerate((0.0, 0.4, 0.8), start=1):
-            now[0] = at
+            now[0] = at * LATEST_EVERY
             sink._apply(db, f"batch-{n}", [("divergence", divergence(at=start + n))])
         assert kept(db) == {1: 1} and not sink.writes.due()  # the first; the newest held back
-        now[0] = 1.0
+        now[0] = LATEST_EVERY
         assert sink.writes.due()
         sink._apply(db, "tick", [("latest", False)])
         assert kept(db) == {1: 1, 0: 3}
     sink.connections.close()
 
 
-def test_the_writer_writes_a_latest_example_held_back_once_due(store):
+def test_the_writer_writes_a_latest_example_held_back_once_due(store, monkeypatch):
+    monkeypatch.setattr(writes, "LATEST_EVERY", 0.5)
     sink = sink_on(store, examples_per_signature=2)
     start = time.time() - 100
     sink.record(divergence(at=start))
