@@ -23,13 +23,12 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchmarks.measure import install_missing, machine, rss, stop, wait_for
+from benchmarks.measure import Check, install_missing, rss, run_alone, stop, wait_for
 from tests.helpers import free_port
 
 SIZE = 512 << 20
@@ -108,7 +107,7 @@ class Result:
     growth: int  # strangler's RSS over all the fast rounds, both directions
     slow_each: int  # strangler's RSS growth a slow connection
 
-    def checks(self) -> list[tuple[str, float, str, bool | str]]:
+    def checks(self) -> list[Check]:
         """The ratios and bounds of the performance issue, as benchmarks.run's list prints them. The
         issue's peer is nginx as configured by default; against nginx streaming, a ratio is only told."""
         ratios = [(way, peer, statistics.median(each)) for (way, peer), each in self.rounds.items()]
@@ -255,7 +254,7 @@ def report(result: Result) -> None:
         print(f"  {way}, strangler / {PEERS[peer]}, round by round: {' '.join(f'{r:.2f}' for r in ratios)}")
 
 
-def measure(scratch: Path, running: ExitStack, rounds: int = ROUNDS) -> list[tuple[str, float, str, bool | str]]:
+def measure(scratch: Path, running: ExitStack, rounds: int = ROUNDS) -> list[Check]:
     """Run it with `scratch` and `running` shared (benchmarks.run), print its table: its checks."""
     install_missing("nginx", "curl")
     result = BytesBench(scratch, running, rounds).run()
@@ -267,12 +266,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=ROUNDS, help=f"rounds each way (default {ROUNDS})")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="strangler-bytes-") as scratch, ExitStack() as running:
-        print(f"bytes benchmark, {time.strftime('%Y-%m-%d %H:%M %Z')}, {machine()}")
-        for name, value, target, ok in measure(Path(scratch), running, args.rounds):
-            verdict = ok if isinstance(ok, str) else "ok" if ok else "MISSED"
-            print(f"  {name:<52} {value:>9.2f}   {target:<28} {verdict}")
-    return 0
+    return run_alone("bytes benchmark", lambda scratch, running: measure(scratch, running, args.rounds))
 
 
 if __name__ == "__main__":

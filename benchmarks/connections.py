@@ -20,13 +20,11 @@ import resource
 import shutil
 import subprocess
 import sys
-import tempfile
-import time
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchmarks.measure import install_missing, machine, rss, stop, wait_for
+from benchmarks.measure import Check, install_missing, rss, run_alone, stop, wait_for
 from tests.helpers import free_port
 
 CONNECTIONS = 10_000
@@ -81,7 +79,7 @@ class Result:
     limit: int  # the open-file limit this process reached
     held: dict[str, Held]
 
-    def checks(self) -> list[tuple[str, float, str, bool | str]]:
+    def checks(self) -> list[Check]:
         strangler, nginx = self.held["strangler"], self.held["nginx"]
         whole = strangler.opened == strangler.still_open == self.asked
         return [(f"{strangler.opened:,} idle keep-alive connections: RSS growth (MiB)", strangler.growth / 2**20,
@@ -185,7 +183,7 @@ def report(result: Result) -> None:
               f"{held.after / 2**20:>6.1f} MiB {held.growth / 2**20:>5.1f} MiB {each / 1024:>5.1f} KiB")
 
 
-def measure(scratch: Path, running: ExitStack, connections: int = CONNECTIONS) -> list[tuple[str, float, str, bool | str]]:
+def measure(scratch: Path, running: ExitStack, connections: int = CONNECTIONS) -> list[Check]:
     """Run it with `scratch` and `running` shared (benchmarks.run), print its table: its checks."""
     install_missing("nginx")
     result = ConnectionsBench(scratch, running, connections).run()
@@ -197,12 +195,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--connections", type=int, default=CONNECTIONS, help=f"default {CONNECTIONS:,}")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="strangler-conns-") as scratch, ExitStack() as running:
-        print(f"connections benchmark, {time.strftime('%Y-%m-%d %H:%M %Z')}, {machine()}")
-        for name, value, target, ok in measure(Path(scratch), running, args.connections):
-            verdict = ok if isinstance(ok, str) else "ok" if ok else "MISSED"
-            print(f"  {name:<52} {value:>9.2f}   {target:<28} {verdict}")
-    return 0
+    return run_alone("connections benchmark", lambda scratch, running: measure(scratch, running, args.connections))
 
 
 if __name__ == "__main__":

@@ -8,9 +8,12 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
+from contextlib import ExitStack
 from pathlib import Path
+from typing import Callable
 
 from tests.servers import apt_install
 
@@ -24,6 +27,25 @@ def install_missing(*tools: str) -> None:
     if importlib.util.find_spec("uvloop") is None:
         print("installing uvloop (pip)", flush=True)
         subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "uvloop>=0.19"], check=True)
+
+
+Check = tuple[str, float, str, bool | str]  # a target's row: name, value, target, met (or a word instead)
+
+
+def print_checks(checks: list[Check]) -> None:
+    """Each target's row with its verdict, as every benchmark prints them."""
+    for name, value, target, ok in checks:
+        verdict = ok if isinstance(ok, str) else "ok" if ok else "MISSED"
+        print(f"  {name:<52} {value:>9.2f}   {target:<28} {verdict}")
+
+
+def run_alone(title: str, measure: Callable[[Path, ExitStack], list[Check]]) -> int:
+    """A benchmark that benchmarks.run also runs, run on its own: in a scratch folder of its own, its
+    processes stopped at the end, its targets' rows printed."""
+    with tempfile.TemporaryDirectory(prefix="strangler-bench-") as scratch, ExitStack() as running:
+        print(f"{title}, {time.strftime('%Y-%m-%d %H:%M %Z')}, {machine()}")
+        print_checks(measure(Path(scratch), running))
+    return 0
 
 
 def machine() -> str:

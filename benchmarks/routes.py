@@ -23,7 +23,7 @@ import time
 from contextlib import ExitStack
 from pathlib import Path
 
-from benchmarks.measure import cpu_seconds, install_missing, machine, ms
+from benchmarks.measure import Check, cpu_seconds, install_missing, machine, ms, print_checks
 from benchmarks.routefile import LAST_HEADERS, LAST_REQUEST, routes_file
 from benchmarks.run import HEADER, Bench, Run
 
@@ -31,9 +31,6 @@ COUNTS = (10, 1000)
 ROUNDS, ROUND_SECONDS = 9, 2
 CHECK_RUNS = 5
 MOST_COST, MOST_CHECK = 1.1, 1.0  # the targets: 1,000 routes / 10 routes, CPU per request; check, seconds
-
-Check = tuple[str, float, str, bool]  # a row of the final list: name, value, target, met
-
 
 LABELS = {"nginx": "nginx as proxy, 1 worker", "routes-10": "strangler, 10 routes",
           "routes-1000": "strangler, 1,000 routes"}
@@ -119,8 +116,7 @@ def _median_run(runs: list[Run]) -> Run:
 
 def report(checks: list[Check]) -> None:
     print("\nroutes at scale, against the targets:")
-    for name, value, target, ok in checks:
-        print(f"  {name:<52} {value:>9.2f}   {target:<28} {'ok' if ok else 'MISSED'}")
+    print_checks(checks)
 
 
 def main() -> int:

@@ -34,7 +34,7 @@ from typing import Callable
 
 from benchmarks import connections, diffs, websocket
 from benchmarks.bytes import measure as measure_bytes
-from benchmarks.measure import cpu_seconds, get, install_missing, machine, ms, rss, stop, wait_for
+from benchmarks.measure import Check, cpu_seconds, get, install_missing, machine, ms, print_checks, rss, stop, wait_for
 from benchmarks.websocket import WebSocketBench
 from tests.certs import Authority
 from tests.helpers import free_port
@@ -327,7 +327,7 @@ class Report:
     compare: dict[str, float]
     rounds: dict[str, list[Run]]
     edge: dict[str, float]  # HTTPS and WebSocket throughput, strangler's over nginx's
-    scale: list[tuple[str, float, str, bool | str]]  # bytes, idle connections, routes (their own modules)
+    scale: list[Check]  # bytes, idle connections, routes (their own modules)
 
     def paired(self, name: str, baseline: str, measure: Callable[[Run, Run], float] = _p50_ratio) -> float:
         """`measure` of two interleaved rows, taken round by round (the two runs of a round are
@@ -346,9 +346,7 @@ class Report:
             rounds = " ".join(f"{ratio:.2f}" for ratio in self.by_round(name, baseline))
             print(f"  {name.strip()} / {baseline.strip()}: {rounds}")
         print("\nratios, and the targets of the performance issue:")
-        for name, value, target, ok in self.checks():
-            verdict = ok if isinstance(ok, str) else "ok" if ok else "MISSED"
-            print(f"  {name:<52} {value:>9.2f}   {target:<28} {verdict}")
+        print_checks(self.checks())
         print("\nwhere strangler's CPU goes, per request (under load):")
         for name, value in self.costs():
             print(f"  {name:<60} {value:>7.0f} µs")
@@ -367,7 +365,7 @@ class Report:
                 ("naive aiohttp proxy", load["naive aiohttp proxy (uvloop)"]),
                 ("  half of it: what 2x the naive proxy's throughput needs", load["naive aiohttp proxy (uvloop)"] / 2)]
 
-    def checks(self) -> list[tuple[str, float, str, bool | str]]:
+    def checks(self) -> list[Check]:
         load = {r.name: r for r in self.loaded}
         one, two = load["strangler, 1 process"], load["strangler, 2 workers"]
         over_nginx, over_naive = self.throughput["strangler / nginx"], self.throughput["strangler / naive"]
@@ -401,9 +399,9 @@ class Report:
         ]
 
 
-    def new_paths(self, plain: float) -> list[tuple[str, float, str, bool | str]]:
+    def new_paths(self, plain: float) -> list[Check]:
         """WebSocket messages at least half nginx's; HTTPS's ratio to nginx within a fifth of plain HTTP's."""
-        rows: list[tuple[str, float, str, bool | str]] = []
+        rows: list[Check] = []
         for name, value in self.edge.items():
             if name.startswith("HTTPS"):
                 rows += [(name, value, "measured", True),
