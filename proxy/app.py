@@ -9,10 +9,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-import sys
 import logging
 import os
 import signal
+import sys
 import time
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Coroutine

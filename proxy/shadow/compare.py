@@ -22,6 +22,15 @@ from proxy.rollout.evidence import Evidence
 from reports.base import DivergenceSink
 
 CompareCall = Callable[[Observation, Observation, CompareSpec], Awaitable[Comparison]]
+# Comparing two answers this small takes tens of microseconds, handing them to the comparison
+# process hundreds (pickling, pipes, its threads): they are compared here, large ones there.
+INLINE_BYTES = 16 << 10
+# Comparisons waiting for the comparison process. A few keep it busy; more would only hold their
+# bodies in memory and make each wait longer, for no more comparisons per second
+# (docs/performance.md has the measurement).
+COMPARE_QUEUE = 4
+MATCHED = Comparison(())
+ENDPOINTS_PER_ROUTE = 200
 ENDPOINT_PATHS = 4096  # paths whose endpoint is remembered (per process; past it, all are forgotten at once)
 
 
@@ -35,16 +44,6 @@ class Compared(Protocol):
     def target(self) -> str: ...
 
     def record(self) -> RequestRecord: ...
-
-# Comparing two answers this small takes tens of microseconds, handing them to the comparison
-# process hundreds (pickling, pipes, its threads): they are compared here, large ones there.
-INLINE_BYTES = 16 << 10
-# Comparisons waiting for the comparison process. A few keep it busy; more would only hold their
-# bodies in memory and make each wait longer, for no more comparisons per second
-# (docs/performance.md has the measurement).
-COMPARE_QUEUE = 4
-MATCHED = Comparison(())
-ENDPOINTS_PER_ROUTE = 200
 
 
 class Comparer:
