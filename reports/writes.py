@@ -116,7 +116,9 @@ class Writes:
     def _divergences(self, db: Db, divergences: list[Divergence], redactor: Redactor) -> Counter[str]:
         """Each signature counted once for all its divergences in the batch, then its examples."""
         by_signature: dict[str, list[Divergence]] = {}
-        for divergence in divergences:
+        # in the order the requests came: comparisons end in any order (a shadow waits for its served
+        # side), and the first and the latest example are the first and the latest request
+        for divergence in sorted(divergences, key=lambda d: d.request.at):
             by_signature.setdefault(divergence.signature, []).append(divergence)
         written: Counter[str] = Counter()
         for signature, found in by_signature.items():

@@ -140,6 +140,19 @@ def test_a_signature_diverging_on_every_batch_refreshes_its_latest_example_once_
     sink.connections.close()
 
 
+def test_comparisons_that_end_out_of_order_keep_the_first_and_the_latest_request(store):
+    """A shadow waits for its served side, so divergences reach the writer in any order: the first and the
+    latest example go by when the requests came."""
+    sink = sink_on(store, examples_per_signature=2)
+    sink.close()
+    start = time.time() - 100
+    with sink.connections.use() as db:
+        sink._apply(db, "batch", [("divergence", divergence(at=start + n)) for n in (2, 1, 3)])
+        kept = dict(db.execute("SELECT slot, at FROM divergences WHERE signature = 'sig-price'").fetchall())
+    sink.connections.close()
+    assert {slot: round(at - start) for slot, at in kept.items()} == {1: 1, 0: 3}
+
+
 def test_the_writer_writes_a_latest_example_held_back_once_due(store, monkeypatch):
     monkeypatch.setattr(writes, "LATEST_EVERY", 0.5)
     sink = sink_on(store, examples_per_signature=2)
