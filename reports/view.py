@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable, Mapping
 
-from reports import charts, endpoints, figures, query, series
+from reports import charts, endpoints, figures, query, series, timeline
 from reports.accepted import until_text
 from reports.db import Where, where
 from reports.query import Place
@@ -189,8 +189,8 @@ def route_view(databases: list[Where], summary: query.RouteSummary, now: float,
         path_counts(summary.top_paths),
         summary.noise,
         [signature_row(s, examples.get(s.signature), now, figures.sparkline(sparks.get(s.signature))) for s in shown],
-        list(examples.values()), plan_view(query.plan_timeline(databases, summary.route)),
-        [move_view(e) for e in query.recent_actions(databases, summary.route)],
+        list(examples.values()), plan_view(timeline.plan_timeline(databases, summary.route)),
+        [move_view(e) for e in timeline.recent_actions(databases, summary.route)],
         summary.accepted, summary.open, sum(count for _, count in summary.noise),
         figures.endpoint_rows(rows), both)
 
@@ -203,12 +203,11 @@ def trends(databases: list[Where], route: str, now: float, accepted: set[str]) -
             for title, span, every, seconds, unit in figures.SHAPES]
 
 
-def plan_view(timeline: query.PlanTimeline | None) -> PlanView | None:
-    if timeline is None:
+def plan_view(plan: timeline.PlanTimeline | None) -> PlanView | None:
+    if plan is None:
         return None
-    moves = [move_view(e) for e in timeline.events]
-    return PlanView(timeline.percent, iso(timeline.since), timeline.reason or "held" if timeline.held else None,
-                    moves)
+    moves = [move_view(e) for e in plan.events]
+    return PlanView(plan.percent, iso(plan.since), plan.reason or "held" if plan.held else None, moves)
 
 
 def move_view(event: dict[str, Any]) -> Move:

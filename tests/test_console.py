@@ -11,7 +11,7 @@ import pytest
 from aiohttp import web
 
 from proxy.admin import console as console_guard
-from reports import accepted, query
+from reports import accepted, query, timeline
 from reports.schema import open_for_reading
 from tests.helpers import REPO, eventually, route
 
@@ -158,13 +158,13 @@ async def test_a_form_posted_from_another_site_or_without_a_session_is_refused(c
 ])
 async def test_an_unknown_signature_or_route_is_refused_and_changes_nothing(console, act, status, why):
     proxy, database = console
-    before = query.plan_timeline([database], "orders")
+    before = timeline.plan_timeline([database], "orders")
     async with aiohttp.ClientSession() as script:
         form = {"reason": "r", "by": "ci", "expires": LATER} | act
         async with script.post(proxy.admin_url + "/reports/actions", data=form, headers=BEARER) as response:
             assert response.status == status and why in (await response.json())["detail"]
     assert acceptances(database) == {}
-    assert query.plan_timeline([database], "orders") == before
+    assert timeline.plan_timeline([database], "orders") == before
 
 
 async def test_a_script_acts_with_the_bearer_token_and_html_stays_text(console):
@@ -182,7 +182,7 @@ async def test_a_script_acts_with_the_bearer_token_and_html_stays_text(console):
         async with script.get(proxy.admin_url + "/reports?route=orders", headers=BEARER) as response:
             page = await response.text()
             assert response.headers["Content-Security-Policy"].endswith("form-action 'self'; frame-ancestors 'none'")
-    hold, accept = query.plan_timeline([database], "orders").events[-2:]  # after the plan's own start
+    hold, accept = timeline.plan_timeline([database], "orders").events[-2:]  # after the plan's own start
     assert (hold["action"], hold["by"], hold["reason"]) == ("hold", "console:ci", "reviewing the status wording")
     assert (accept["action"], accept["by"], accept["subject"]) == ("accept", "<i>ci</i>", signature)
     assert "<script" not in page and "<b>intended" not in page and "<i>ci" not in page

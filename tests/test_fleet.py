@@ -19,6 +19,7 @@ import pytest
 from aiohttp import web
 
 from reports import accepted, query
+from reports.timeline import plan_timeline
 from reports.db import Where, connect
 from reports.plans import StorePlans
 from reports.schema import SCHEMA_VERSION, open_database
@@ -176,7 +177,7 @@ async def test_a_plan_moves_once_per_step_and_every_instance_follows_within_a_ch
         stop.set()
         await asyncio.gather(*tasks)
     assert failures == []
-    events = (await asyncio.to_thread(query.plan_timeline, [pg_store], "items")).events
+    events = (await asyncio.to_thread(plan_timeline, [pg_store], "items")).events
     assert [(e["action"], e["from_percent"], e["to_percent"]) for e in events] == [
         ("start", 0, 0), ("advance", 0, 25), ("advance", 25, 50), ("advance", 50, 100)]  # each move once
     assert {e["by"] for e in events} == {"plan", "gates"}
@@ -301,7 +302,7 @@ def summary_json(*where: str) -> list[dict[str, Any]]:
 
 
 def timeline(store: Where) -> list[tuple[str, int, int, str]]:
-    found = query.plan_timeline([store], "items")
+    found = plan_timeline([store], "items")
     assert found is not None
     return [(e["action"], e["from_percent"], e["to_percent"], e["by"]) for e in found.events]
 

@@ -15,7 +15,7 @@ import pytest
 from aiohttp import web
 
 from proxy.rollout import plans as rollout
-from reports import html, query
+from reports import html, timeline
 from tests.helpers import eventually, route
 
 USERS = [f"user-{n}" for n in range(200)]
@@ -116,7 +116,7 @@ async def test_a_right_service_advances_step_by_step_then_rolls_back_when_it_div
         stop.set()
         await users
     assert rolled["held"] and "divergence_rate" in rolled["hold_reason"]
-    events = query.plan_timeline([proxy.proxy.store.where], "items").events
+    events = timeline.plan_timeline([proxy.proxy.store.where], "items").events
     assert [(e["action"], e["from_percent"], e["to_percent"]) for e in events] == [
         ("start", 0, 0), ("advance", 0, 10), ("advance", 10, 50), ("advance", 50, 100), ("rollback", 100, 0)]
     assert all(e["evidence"]["step"]["compared"] >= 20 for e in events if e["action"] == "advance")
@@ -191,7 +191,7 @@ async def test_the_rollout_commands_steer_a_running_proxy(make_upstream, start_p
     assert status == 1 and "nothing to roll back" in err
     status, _, err = await strangler("rollout", "advance", "nothing", *config)
     assert status == 3 and "routes with one: items" in err
-    actions = [(e["action"], e["by"]) for e in query.plan_timeline([proxy.proxy.store.where], "items").events]
+    actions = [(e["action"], e["by"]) for e in timeline.plan_timeline([proxy.proxy.store.where], "items").events]
     assert [a for a, _ in actions] == ["start", "advance", "hold", "rollback"]
     assert all(by.startswith("manual:") for _, by in actions[1:]) and actions[2] == ("hold", "manual:qa-lead")
 

@@ -19,7 +19,7 @@ import pytest
 
 from proxy.model import Gates, ReportsSpec, Side
 from proxy.model.evidence import Answers, EvidenceBatch, latency_bin
-from reports import accepted, html, query
+from reports import accepted, html, query, timeline
 from proxy.rollout.gates import advance_checks
 from reports.connections import Connections
 from reports.db import StoreUnavailable, Where, connect
@@ -253,7 +253,7 @@ def test_plan_state_moves_by_compare_and_set(store):
     assert two.state("items") == moved
     one.close()
     two.close()
-    events = query.plan_timeline([store], "items").events
+    events = timeline.plan_timeline([store], "items").events
     assert [(e["action"], e["from_percent"], e["to_percent"]) for e in events] == [("start", 0, 0), ("advance", 0, 10)]
 
 

@@ -12,7 +12,7 @@ import aiohttp
 import pytest
 
 from proxy.model import Stickiness, ToggleSpec, Verdict
-from reports import query
+from reports import timeline
 from tests.helpers import REPO, eventually, route, routes_yaml
 from tests.servers import Unleash, install_unleash
 from toggles.unleash import UnleashToggles
@@ -192,7 +192,7 @@ async def test_a_rollout_plan_writes_its_step_to_unleash_and_routing_follows_the
                      what="the plan never wrote its first step")  # the plan starts by writing where it stands
     await eventually(advanced, left(), interval=0, what="the plan never advanced in Unleash")
     await eventually(followed, left(), interval=0.2, what="routing never followed the server's rollout")
-    events = query.plan_timeline([proxy.proxy.store.where], "orders").events
+    events = timeline.plan_timeline([proxy.proxy.store.where], "orders").events
     assert events[-1]["action"] == "advance" and events[-1]["to_percent"] == 50
 
 
@@ -235,7 +235,7 @@ async def test_a_fleet_on_one_store_follows_its_plan_in_unleash_within_a_check_a
         await asyncio.gather(*tasks)
         await asyncio.gather(*(asyncio.to_thread(host.stop) for host in hosts))
     assert failures == []
-    events = query.plan_timeline([pg_store], "items").events
+    events = timeline.plan_timeline([pg_store], "items").events
     assert [(e["action"], e["to_percent"]) for e in events] == [("start", 0), ("advance", 50), ("advance", 100)]
     for move in events[1:]:
         due = move["at"] + CHECK_INTERVAL + 1.0 + 0.2  # 0.2: this test's own sampling

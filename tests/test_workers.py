@@ -11,7 +11,7 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from reports import query
+from reports import query, timeline
 from tests.helpers import ProxyProcess, eventually, free_port, route, routes_yaml
 
 
@@ -241,7 +241,7 @@ async def test_workers_judge_one_shared_plan_and_move_it_once(make_upstream, tmp
 
 
 def query_events(database) -> list[dict]:
-    return query.plan_timeline([str(database)], "items").events
+    return timeline.plan_timeline([str(database)], "items").events
 
 
 async def test_every_line_says_which_process_wrote_it(workers):
