@@ -28,8 +28,9 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchmarks.measure import Check, install_missing, rss, run_alone, stop, wait_for
+from benchmarks.measure import Check, install_missing, rss, run_alone, wait_for
 from tests.helpers import free_port
+from tests.servers import stop_process
 
 SIZE = 512 << 20
 ROUNDS = 5
@@ -181,7 +182,7 @@ class BytesBench:
 
     def spawn(self, name: str, command: list[str]) -> None:
         process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        self.running.callback(stop, process)
+        self.running.callback(stop_process, process)
         self.pids[name] = process.pid
 
     def rss(self, name: str) -> int:

@@ -22,10 +22,11 @@ import time
 from contextlib import ExitStack
 from pathlib import Path
 
-from benchmarks.measure import get, machine, stop, wait_for
+from benchmarks.measure import get, machine, wait_for
 from proxy.model import ReportsSpec
 from reports.store import StoreSink
 from tests.helpers import free_port
+from tests.servers import stop_process
 from tests.test_divergence_store import divergence
 
 ROUNDS = 7
@@ -91,7 +92,7 @@ def serve(folder: Path, name: str, database: Path, running: ExitStack) -> int:
     path.write_text(json.dumps(config))  # JSON is YAML
     process = subprocess.Popen([sys.executable, "-m", "proxy", "serve", "--config", str(path), "--log-level",
                                 "WARNING"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    running.callback(stop, process)
+    running.callback(stop_process, process)
     wait_for(f"http://127.0.0.1:{admin}/readyz")
     return admin
 

@@ -34,10 +34,11 @@ from typing import Callable
 
 from benchmarks import connections, diffs, websocket
 from benchmarks.bytes import measure as measure_bytes
-from benchmarks.measure import Check, cpu_seconds, get, install_missing, machine, ms, print_checks, rss, stop, wait_for
+from benchmarks.measure import Check, cpu_seconds, get, install_missing, machine, ms, print_checks, rss, wait_for
 from benchmarks.websocket import WebSocketBench
 from tests.certs import Authority
 from tests.helpers import free_port
+from tests.servers import stop_process
 
 SMALL = '{"id":1,"name":"item","price":10,"currency":"EUR","tags":["a","b"]}'
 DIFFER = SMALL.replace('"price":10', '"price":11')  # the shadow's answer at /diff: every comparison diverges
@@ -250,7 +251,7 @@ class Bench:
 
     def start(self, *command: str) -> subprocess.Popen:
         process = subprocess.Popen([sys.executable, *command], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        self.running.callback(stop, process)
+        self.running.callback(stop_process, process)
         return process
 
     def start_python(self, name: str, *command: str, upstream: bool = False) -> None:
@@ -279,7 +280,7 @@ class Bench:
             conf.write_text(NGINX.format(name=name, scratch=self.scratch, servers=servers))
             nginx = subprocess.Popen([shutil.which("nginx") or "/usr/sbin/nginx", "-c", str(conf)],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            self.running.callback(stop, nginx)
+            self.running.callback(stop_process, nginx)
             wait_for(f"http://127.0.0.1:{self.ports[name]}/api/items/1")
             if name == "nginx":  # its master: cpu_seconds counts the worker under it, for both listeners
                 self.pids["nginx"] = self.pids["nginx-https"] = nginx.pid

@@ -22,8 +22,9 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchmarks.measure import cpu_seconds, stop
+from benchmarks.measure import cpu_seconds
 from tests.helpers import free_port
+from tests.servers import stop_process
 
 ROUNDS = 5
 SHAPES = ((1, "1 tunnel"), (100, "100 tunnels"))
@@ -89,7 +90,7 @@ class WebSocketBench:
 
     def spawn(self, name: str, command: list[str]) -> None:
         process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        self.running.callback(stop, process)
+        self.running.callback(stop_process, process)
         self.pids[name] = process.pid
 
     def rate(self, name: str, target: str, tunnels: int) -> Rate:

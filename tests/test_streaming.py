@@ -15,6 +15,7 @@ import aiohttp
 import pytest
 
 from tests.helpers import ProxyProcess, eventually, free_port, route, routes_yaml
+from tests.servers import stop_process
 
 MIB = 1 << 20
 GIB = 1 << 30
@@ -93,16 +94,6 @@ asyncio.run(main())
 '''
 
 
-def _end(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(10)
-
-
 @pytest.fixture(scope="module")
 def upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     log = tmp_path_factory.mktemp("bulk_upstream") / "upstream.log"
@@ -116,7 +107,7 @@ def upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             raise RuntimeError(f"the upstream did not start:\n{log.read_text()}")
         yield f"http://127.0.0.1:{int(line)}"
     finally:
-        _end(proc)
+        stop_process(proc)
         proc.stdout.close()
 
 
