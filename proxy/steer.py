@@ -16,13 +16,14 @@ from typing import Callable
 from proxy.admin.console import Act, ActKind, Filters, Forms
 from proxy.model import Config, Provider, Route
 from proxy.model.evidence import PlanState
+from proxy.model.exchange import MIN_PREFIX  # one bound for the CLI, the console and lookups
 from reports import accepted, html, query
 from reports.db import Where
-from reports.lookup import MIN_PREFIX  # one bound for the CLI, the console and lookups
 from reports.plans import StorePlans
 from reports.schema import open_database, retrying_locks
 from reports.view import Console
 from toggles.unleash_admin import UnleashAdmin
+
 PLAN_ACTIONS = ("hold", "resume", "rollback")
 
 

@@ -98,6 +98,8 @@ def endpoint_table(found: list[endpoints.EndpointSummary]) -> str:
         lines.append(f"{e.route:<{route_width}}  {e.endpoint:<{width}}  {e.tally.compared:>9}  {e.tally.diverged:>9}  "
                      f"{e.tally.accepted:>9}  {e.open_rate:>9.1%}  {signatures}")
     return "\n".join(lines)
+
+
 def _with_sides(routes: list[query.RouteSummary], both: list[sides.RouteSides]) -> list[dict[str, Any]]:
     """Each route's JSON with its `sides` (None without answers recorded); a route with answers but no
     comparison yet (a toggle without a parallel run) joins with its counts at 0."""
