@@ -118,17 +118,11 @@ def _sides_lines(both: list[sides.RouteSides]) -> list[str]:
              f"{'route':<{width}}  {'side':<6}  {'answers':>8}  {'errors':>7}{classes}  {'p50':>9}  {'p95':>9}  "
              f"{'p99':>9}"]
     for route in both:
-        for side in (route.legacy, route.new):
-            mix = "".join(f"{n:>6}" for _, n in side.classes)
-            times = "  ".join(_ms_text(side.quantile(q)) for q in (0.5, 0.95, 0.99))
-            lines.append(f"{route.route:<{width}}  {side.side:<6}  {side.answers:>8}  {side.error_rate:>7.1%}"
-                         f"{mix}  {times}")
+        for side, answers, rate, *cells in route.table():  # the HTML report's rows, aligned
+            mix, times = "".join(f"{n:>6}" for n in cells[:-3]), "  ".join(f"{t:>9}" for t in cells[-3:])
+            lines.append(f"{route.route:<{width}}  {side:<6}  {answers:>8}  {rate:>7}{mix}  {times}")
     lines += [f"{route.route}: {route.ratio_text()}" for route in both]
     return lines
-
-
-def _ms_text(seconds: float | None) -> str:
-    return f"{'-':>9}" if seconds is None else f"{seconds * 1000:>6.2f} ms"
 
 
 def _summary_table(routes: list[query.RouteSummary]) -> str:
