@@ -42,7 +42,8 @@ from proxy.config.environment import checked
 from proxy.model import Certificate, Config, Phase
 from proxy.observe import logs
 from proxy.observe.buildinfo import BuildInfo
-from proxy.observe.metrics import STORE_STATES, Metrics, TallyFiles
+from proxy.observe.metrics import STORE_STATES, Metrics
+from proxy.observe.tally import TallyFiles
 from proxy.rollout.evidence import Evidence
 from proxy.rollout.plans import Rollouts
 from proxy.serve.live import LiveConfig

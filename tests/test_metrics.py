@@ -7,7 +7,7 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from proxy.observe.metrics import LATENCY_BUCKETS, Tally, TallyFiles
+from proxy.observe.tally import LATENCY_BUCKETS, Tally, TallyFiles
 
 
 def samples(registry: CollectorRegistry, family: str) -> dict[tuple, float]:
