@@ -85,6 +85,10 @@ class Writes:
     def kept(self, written: Counter[str]) -> None:
         self.seen.update(written)
         self.latest.update(self._changed)
+        # a signature with nothing held back and its refresh due is as if never written: forgotten, so that
+        # the map (walked every batch) holds only the signatures of the last LATEST_EVERY
+        self.latest = {signature: latest for signature, latest in self.latest.items()
+                       if latest.held is not None or not self._due(latest)}
 
     def due(self) -> bool:
         """Whether a latest example held back is due to be written."""
