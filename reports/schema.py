@@ -165,9 +165,8 @@ _EARLIER = ("FROM divergences AS other WHERE other.signature = divergences.signa
 
 def _to_4(db: Db) -> None:
     """Version 3 to 4: each side's status classes; each kept example gets its slot (reports/reservoir.py).
-    The examples kept so far
-    were a signature's first ones: the earliest becomes its first, the newest its latest, the others
-    fill the reservoir in order, as sampling would have put them."""
+    The examples kept so far were a signature's first ones: the earliest becomes its first, the newest
+    its latest, the others fill the reservoir in order, as sampling would have put them."""
     for statement in VERSION_4:
         db.execute(statement)
     if "slot" not in db.columns("divergences"):
