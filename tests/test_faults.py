@@ -63,13 +63,13 @@ def idle_pooled(proxy, url: str | None = None) -> int:
 
 async def assert_nothing_left(proxy, fault: FaultProxy, tasks_before: int) -> None:
     """Once the client has its answer (and its session is closed): no request in flight in any pool,
-    no connection in use, no shadow task, the FaultProxy holding only idle pooled connections (none
+    no connection in use, no shadow in flight, the FaultProxy holding only idle pooled connections (none
     after a fault), and no more asyncio tasks than before but those serving such idle connections."""
     def left_behind() -> str:
         pools = proxy.proxy.live.current.all_pools()
         busy = {p.spec.name: p.in_flight for p in pools if p.in_flight}
         acquired = sum(p.open - p.idle for p in pools)  # connections open and not idle: in use
-        shadows = len(proxy.proxy.parallel_run._tasks)
+        shadows = sum(proxy.proxy.parallel_run.in_flight.values())
         # each idle pooled connection keeps one aiohttp server task at its upstream; one through the
         # FaultProxy also keeps the FaultProxy's own three (the connection and its two directions)
         allowed = tasks_before + idle_pooled(proxy) + 3 * fault.open

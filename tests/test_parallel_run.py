@@ -363,3 +363,29 @@ async def test_divergences_are_counted_by_whether_their_signature_is_accepted(ma
     await get_all(http, proxy.url, [f"/items/{n}" for n in range(20, 40)])
     await settle(proxy, 40)
     assert (divergences("true"), divergences("false")) == (5, 5)
+
+
+@pytest.mark.parametrize("where", ["comparison", "shadow's answer"])
+async def test_a_failure_in_the_parallel_run_is_counted_and_never_reaches_the_client(
+        make_upstream, start_proxy, http, database, where, caplog):
+    """A bug in a shadow's work is caught, counted (internal_error) and logged; the client and the next
+    shadow carry on."""
+    legacy, new = await make_upstream("legacy", legacy_items), await make_upstream("new", legacy_items)
+    proxy = await start_proxy({"legacy": legacy.url, "new": new.url}, items_route(), reports={"database": database})
+    runs, failing = proxy.proxy.parallel_run, [True]
+    part, name = (runs.comparer, "compare") if where == "comparison" else (runs.evidence, "answered")
+    working = getattr(part, name)
+
+    def once_broken(*args):
+        if failing and (where == "comparison" or args[1] == "new"):
+            failing.clear()
+            raise RuntimeError("a bug")
+        return working(*args)
+    setattr(part, name, once_broken)
+    first = await get_all(http, proxy.url, ["/items/1"])
+    await skips(proxy, "internal_error")
+    second = await get_all(http, proxy.url, ["/items/2"])
+    await settle(proxy, 1)
+    assert [(status, side) for status, _, side in first + second] == [(200, "legacy")] * 2
+    assert (runs.in_flight["items"], len(new.seen)) == (0, 2)
+    assert "the parallel run of a request failed" in caplog.text
