@@ -241,16 +241,30 @@ async def _buffered(request: EdgeRequest, limit: int, idle: float) -> tuple[Requ
 def _refusal(request: EdgeRequest) -> Refusal | None:
     """Request-level checks aiohttp's parser leaves to us (reliability.md HTTP-10, HTTP-18)."""
     version, headers = request.version, request.headers
+    host = headers.get("Host")
     if version == HttpVersion11:
-        if "Host" not in headers:
+        if host is None:
             return Refusal("an HTTP/1.1 request needs a Host header")
     elif version != HttpVersion10:
         return Refusal(f"HTTP/{version.major}.{version.minor} is not supported")
     elif "Transfer-Encoding" in headers:
         return Refusal("Transfer-Encoding is not allowed in an HTTP/1.0 request")
-    host = headers.get("Host")
-    if host is not None and not VALID_HOST.match(host):
+    if host is not None and host not in _VALID_HOSTS and not _valid_host(host):
         return Refusal("the Host header is not a valid host name or address (with an optional port)")
     if request.chunked and headers.get("Transfer-Encoding", "").strip().lower() != "chunked":
         return Refusal("the only transfer coding this proxy accepts is chunked", 501, "not_implemented")
     return None
+
+
+# Hosts found valid. Clients send the same few Host values request after request, so each is matched
+# once and remembered, up to HOSTS_KEPT of them; past that, the others are matched every time.
+HOSTS_KEPT = 1024
+_VALID_HOSTS: set[str] = set()
+
+
+def _valid_host(host: str) -> bool:
+    if not VALID_HOST.match(host):
+        return False
+    if len(_VALID_HOSTS) < HOSTS_KEPT:
+        _VALID_HOSTS.add(host)
+    return True
