@@ -98,7 +98,7 @@ class WholeAnswer(Relayed):
 
     def __init__(self, status: int, reason: str, lines: bytes, dated: bool, body: bytes,
                  length: int | None) -> None:
-        super().__init__(status, reason, lines, dated)
+        Relayed.__init__(self, status, reason, lines, dated)  # named: super() makes an object per answer
         self.body, self.length = body, length
 
     def send(self, request: EdgeRequest) -> bool:
@@ -136,7 +136,7 @@ class StreamedAnswer(Relayed):
     __slots__ = ("_request", "_left", "_chunked", "clock")
 
     def __init__(self, status: int, reason: str, lines: bytes, dated: bool) -> None:
-        super().__init__(status, reason, lines, dated)
+        Relayed.__init__(self, status, reason, lines, dated)
         self._left: int | None = None  # bytes the declared length still allows
         self._chunked = False
         self.clock: Deadline | None = None
