@@ -74,6 +74,8 @@ class Outgoing:
     def outcome(self, response: Relayed, failure: Failure | None, upstream: str) -> Outcome:
         decision = self.decision
         outcome = Outcome(response, failure, upstream, None, decision.route, decision.side, self.waited, self.answered)
+        if decision.toggle is not None:
+            outcome.toggle = decision.toggle.verdict
         if self.rewrite is not None:
             outcome.sent = self.target
         return outcome

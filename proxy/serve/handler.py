@@ -103,7 +103,7 @@ class EdgeHandler:
             return Outcome(error_response(404, "no_route", f"no route matches {method} {path}", rid))
         decision, facts = self._decide(request, route, path, generation)
         if request.upgrade and wants_websocket(request.headers):
-            return _decided(await self._tunnel(request, route, decision, rid, generation, trace), decision)
+            return await self._tunnel(request, route, decision, rid, generation, trace)
         head = upstream_head(request.raw_headers, peer=request.remote, proto=request.scheme, rid=rid,
                              last=request.protocol.last_head)
         if self.tracing:
@@ -126,7 +126,7 @@ class EdgeHandler:
             return Outcome(slow, failure, route=route)
         if outcome.failure is not None and outcome.failure.kind is FailureKind.CLIENT_BODY_TIMEOUT:
             outcome.response.force_close()
-        return _decided(outcome, decision)
+        return outcome
 
     async def _tunnel(self, request: EdgeRequest, route: Route, decision: Decision, rid: str,
                       generation: Generation, trace: Trace) -> Outcome:
@@ -140,7 +140,8 @@ class EdgeHandler:
             self.metrics.rejected.labels(code).inc()
             refused = error_response(400, code, problem, rid)
             refused.force_close()
-            return Outcome(refused, route=route)
+            toggle = decision.toggle.verdict if decision.toggle is not None else None  # for the access line
+            return Outcome(refused, route=route, toggle=toggle)
         shadowed = decision.shadow is not None
         if shadowed:
             self.parallel_run.skip(route, SkipReason.UPGRADE)
@@ -219,13 +220,6 @@ class Trace(NamedTuple):
 
 
 UNTRACED = Trace("", b"", False)  # tracing off: the head is sent as made
-
-
-def _decided(outcome: Outcome, decision: Decision) -> Outcome:
-    """The toggle's verdict on the outcome, for the access line."""
-    if decision.toggle is not None:
-        outcome.toggle = decision.toggle.verdict
-    return outcome
 
 
 async def _buffered(request: EdgeRequest, limit: int, idle: float) -> tuple[RequestBody, float]:
