@@ -94,27 +94,25 @@ class WholeAnswer(Relayed):
     (to a HEAD; 204, 304): head and body leave in one write. `length` is what Content-Length says:
     the body's length, the upstream's for a HEAD or 304, None for a 204."""
 
-    __slots__ = ("body", "length")
+    __slots__ = ("body", "framing")
 
     def __init__(self, status: int, reason: str, lines: bytes, dated: bool, body: bytes,
                  length: int | None) -> None:
         Relayed.__init__(self, status, reason, lines, dated)  # named: super() makes an object per answer
-        self.body, self.length = body, length
+        self.body = body
+        self.framing = b"" if length is None else b"Content-Length: %d\r\n" % length
 
     def send(self, request: EdgeRequest) -> bool:
         """Write it all, in one write; True when the client's socket is now full (the caller awaits
         `request.writer.drain()` before it writes more). A client gone raises. To a HEAD, the body
         is left out (only the proxy's own answers have one to leave out)."""
         body = self.body if request.method != "HEAD" else b""
-        return self._write(request, self._head(request, self._framing(), body=body))
+        return self._write(request, self._head(request, self.framing, body=body))
 
     def closing(self) -> bytes:
         """The whole answer as HTTP/1.1 bytes saying `Connection: close`, for the edge to send where it
         has no request to answer (one its parser refused) or will not use it (a bug of ours)."""
-        return self._status_and_headers(HttpVersion11, False, self._framing(), self.body)
-
-    def _framing(self) -> bytes:
-        return b"" if self.length is None else b"Content-Length: %d\r\n" % self.length
+        return self._status_and_headers(HttpVersion11, False, self.framing, self.body)
 
 
 class SwitchingAnswer(Relayed):
