@@ -174,7 +174,7 @@ class EdgeConnection(Intake):
                 except Exception as exc:
                     return self._internal_error(request, exc)
                 self.current = None
-                if not answer.keep_alive or not (payload.is_eof() or await _linger(payload)):
+                if not answer.keep_alive or (request.body_exists and not (payload.is_eof() or await _linger(payload))):
                     return self.force_close()
         finally:
             self.serving = self.current = None
