@@ -56,6 +56,7 @@ class AccessLog:
 
     def __init__(self) -> None:
         self._logger = logging.getLogger(ACCESS)
+        self.enabled = self._logger.isEnabledFor  # whether a line at a level would be written: asked per request
         self._lines: list[str] = []
         self._second, self._prefix = -1, ""
 
@@ -79,9 +80,6 @@ class AccessLog:
             self._second = second
             self._prefix = datetime.fromtimestamp(second, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
         return f"{self._prefix}.{int((now - second) * 1e6):06d}+00:00"
-
-    def enabled(self, level: int) -> bool:
-        return self._logger.isEnabledFor(level)
 
     def flush(self) -> None:
         if self._lines:

@@ -37,7 +37,7 @@ class Tally(Collector):
         """One answered request."""
         key = (route, upstream, method in SAFE_METHODS, status // 100)
         self.answered[key] = self.answered.get(key, 0) + 1
-        _binned(self.latency, key[:2], seconds)
+        _binned(self.latency, (route, upstream), seconds)
 
     def prime(self, route: str, upstreams: list[str]) -> None:
         """A route's answers from each of its upstreams, 2xx and 5xx for either method class, at zero: what

@@ -74,6 +74,8 @@ class Outgoing:
     def outcome(self, response: Relayed, failure: Failure | None, upstream: str) -> Outcome:
         decision = self.decision
         outcome = Outcome(response, failure, upstream, None, decision.route, decision.side, self.waited, self.answered)
+        if decision.toggle is not None:
+            outcome.toggle = decision.toggle.verdict
         if self.rewrite is not None:
             outcome.sent = self.target
         return outcome
@@ -95,6 +97,7 @@ async def attempt(outgoing: Outgoing, pool: UpstreamPool, breaker: Breaker, metr
     response: Relayed | None = None
     kept: Kept | None = None
     failure = None
+    full = False  # the client's socket took the answer only in part: the rest waits for it
     rest = b""  # the end of a streamed answer, arrived whole: written once the upstream is let go
     try:
         timeout = outgoing.decision.route.timeout  # a route's own, as Envoy's, over the upstream's
@@ -112,7 +115,7 @@ async def attempt(outgoing: Outgoing, pool: UpstreamPool, breaker: Breaker, metr
                 kept = Kept(outgoing.keep, upstream) if outgoing.keep else None
                 response = _whole(upstream, request.method, outgoing.rid, outgoing.rewrite)
                 if response is not None:
-                    response.send(request)
+                    full = response.send(request)
                     if kept is not None:  # once the answer is out: a parallel run never delays it
                         kept.add(response.body)
                 else:
@@ -130,7 +133,7 @@ async def attempt(outgoing: Outgoing, pool: UpstreamPool, breaker: Breaker, metr
         outgoing.answered = kept.answered(failure)
     if failure is not None:
         request.hang_up()
-    elif request.protocol.writing_paused or isinstance(response, StreamedAnswer):
+    elif full or isinstance(response, StreamedAnswer):
         await _finish_answer(outgoing, response, rest)
     return outgoing.outcome(response, failure, pool.spec.name)
 

@@ -53,7 +53,13 @@ class Forwarder:
         if route.legacy_rewrite is not None or route.new_rewrite is not None:
             outgoing.towards(decision.side, target)
         may_fall_back = route.fallback is Side.LEGACY and decision.side is Side.NEW
-        result = await self._attempts(outgoing, route, upstream, pools[upstream.name], may_fall_back)
+        pool = pools[upstream.name]
+        if route.retries or may_fall_back or CURRENT.get() is not NOTHING:
+            result = await self._attempts(outgoing, route, upstream, pool, may_fall_back)
+        else:  # most requests: one attempt, awaited here rather than through _attempts' loop
+            result = await attempt(outgoing, pool, self.resilience.breaker(upstream), self.metrics, _never)
+            if not isinstance(result, Outcome) and self._retry(outgoing, route, upstream, result, 0):
+                result = await self._attempts(outgoing, route, upstream, pool, False, first=1)  # a stale connection
         if isinstance(result, Outcome):
             return result
         if may_fall_back and _safe_to_resend(request.method, result, body):
@@ -68,13 +74,16 @@ class Forwarder:
         return outgoing.outcome(_error(result, rid), result, upstream.name)
 
     async def _attempts(self, outgoing: Outgoing, route: Route, upstream: Upstream, pool: UpstreamPool,
-                        may_fall_back: bool) -> Outcome | Failure:
-        """The first attempt and its retries at one upstream."""
+                        may_fall_back: bool, first: int = 0) -> Outcome | Failure:
+        """The first attempt and its retries at one upstream; `first`: the try to begin with (1 on a route
+        without retries whose first try, made by `serve`, met a stale pooled connection)."""
         breaker = self.resilience.breaker(upstream)
         budget = self.resilience.budget(upstream) if route.retries else None
         if budget is not None:  # the budget is a share of the requests of routes that retry
             budget.note_request()
-        for tried in range(route.retries + 2):  # one more for a stale pooled connection
+        for tried in range(first, route.retries + 2):  # one more for a stale pooled connection
+            if tried:  # a retry: full jitter backoff first
+                await asyncio.sleep(random.uniform(0, min(BACKOFF_CAP, BACKOFF_BASE * 2 ** (tried - 1))))
             retry_left = budget is not None and tried < route.retries and budget.room()
             hold = partial(_worth_holding, outgoing, may_fall_back, retry_left) if may_fall_back or retry_left \
                 else _never
@@ -82,7 +91,6 @@ class Forwarder:
             result = await (sending if CURRENT.get() is NOTHING else _traced(sending, upstream.name, tried))
             if isinstance(result, Outcome) or not self._retry(outgoing, route, upstream, result, tried):
                 return result
-            await asyncio.sleep(random.uniform(0, min(BACKOFF_CAP, BACKOFF_BASE * 2 ** tried)))
         return result
 
     def _retry(self, outgoing: Outgoing, route: Route, upstream: Upstream, failure: Failure, tried: int) -> bool:

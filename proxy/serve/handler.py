@@ -103,7 +103,7 @@ class EdgeHandler:
             return Outcome(error_response(404, "no_route", f"no route matches {method} {path}", rid))
         decision, facts = self._decide(request, route, path, generation)
         if request.upgrade and wants_websocket(request.headers):
-            return _decided(await self._tunnel(request, route, decision, rid, generation, trace), decision)
+            return await self._tunnel(request, route, decision, rid, generation, trace)
         head = upstream_head(request.raw_headers, peer=request.remote, proto=request.scheme, rid=rid,
                              last=request.protocol.last_head)
         if self.tracing:
@@ -126,7 +126,7 @@ class EdgeHandler:
             return Outcome(slow, failure, route=route)
         if outcome.failure is not None and outcome.failure.kind is FailureKind.CLIENT_BODY_TIMEOUT:
             outcome.response.force_close()
-        return _decided(outcome, decision)
+        return outcome
 
     async def _tunnel(self, request: EdgeRequest, route: Route, decision: Decision, rid: str,
                       generation: Generation, trace: Trace) -> Outcome:
@@ -140,7 +140,8 @@ class EdgeHandler:
             self.metrics.rejected.labels(code).inc()
             refused = error_response(400, code, problem, rid)
             refused.force_close()
-            return Outcome(refused, route=route)
+            toggle = decision.toggle.verdict if decision.toggle is not None else None  # for the access line
+            return Outcome(refused, route=route, toggle=toggle)
         shadowed = decision.shadow is not None
         if shadowed:
             self.parallel_run.skip(route, SkipReason.UPGRADE)
@@ -221,13 +222,6 @@ class Trace(NamedTuple):
 UNTRACED = Trace("", b"", False)  # tracing off: the head is sent as made
 
 
-def _decided(outcome: Outcome, decision: Decision) -> Outcome:
-    """The toggle's verdict on the outcome, for the access line."""
-    if decision.toggle is not None:
-        outcome.toggle = decision.toggle.verdict
-    return outcome
-
-
 async def _buffered(request: EdgeRequest, limit: int, idle: float) -> tuple[RequestBody, float]:
     """The body, read whole ahead of the exchange when it is at most `limit` bytes (else the rest streams),
     and the seconds that took: the client's time."""
@@ -241,16 +235,30 @@ async def _buffered(request: EdgeRequest, limit: int, idle: float) -> tuple[Requ
 def _refusal(request: EdgeRequest) -> Refusal | None:
     """Request-level checks aiohttp's parser leaves to us (reliability.md HTTP-10, HTTP-18)."""
     version, headers = request.version, request.headers
+    host = headers.get("Host")
     if version == HttpVersion11:
-        if "Host" not in headers:
+        if host is None:
             return Refusal("an HTTP/1.1 request needs a Host header")
     elif version != HttpVersion10:
         return Refusal(f"HTTP/{version.major}.{version.minor} is not supported")
     elif "Transfer-Encoding" in headers:
         return Refusal("Transfer-Encoding is not allowed in an HTTP/1.0 request")
-    host = headers.get("Host")
-    if host is not None and not VALID_HOST.match(host):
+    if host is not None and host not in _VALID_HOSTS and not _valid_host(host):
         return Refusal("the Host header is not a valid host name or address (with an optional port)")
     if request.chunked and headers.get("Transfer-Encoding", "").strip().lower() != "chunked":
         return Refusal("the only transfer coding this proxy accepts is chunked", 501, "not_implemented")
     return None
+
+
+# Hosts found valid. Clients send the same few Host values request after request, so each is matched
+# once and remembered, up to HOSTS_KEPT of them; past that, the others are matched every time.
+HOSTS_KEPT = 1024
+_VALID_HOSTS: set[str] = set()
+
+
+def _valid_host(host: str) -> bool:
+    if not VALID_HOST.match(host):
+        return False
+    if len(_VALID_HOSTS) < HOSTS_KEPT:
+        _VALID_HOSTS.add(host)
+    return True

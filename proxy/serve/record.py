@@ -28,6 +28,7 @@ class Recorder:
 
     def __init__(self, metrics: Metrics, evidence: Evidence, tracer: Tracer) -> None:
         self.metrics, self.evidence, self.tracer = metrics, evidence, tracer
+        self.tracing = tracer.recording  # read once: most proxies do not trace
         self.access = AccessLog()
 
     def answered(self, request: EdgeRequest, outcome: Outcome, started: float) -> None:
@@ -44,9 +45,8 @@ class Recorder:
             self.metrics.upstream_errors.labels(outcome.upstream, failure.kind).inc()
         if outcome.route is not None and outcome.route.new is not None and outcome.side is not None:
             self._evidence(outcome, route, status, elapsed)
-        span = CURRENT.get()
-        if self.tracer.recording:
-            _finished(span, outcome, route, status)
+        if self.tracing:
+            _finished(CURRENT.get(), outcome, route, status)
         level = logging.INFO if failure is None else logging.WARNING
         if not self.access.enabled(level):
             return  # the access line is off: do not build it

@@ -119,6 +119,9 @@ class Resilience:
         self._breakers: dict[str, tuple[Upstream, Breaker, RetryBudget]] = {}
 
     def breaker(self, upstream: Upstream) -> Breaker:
+        held = self._breakers.get(upstream.name)
+        if held is not None and held[0] is upstream:  # the usual: the same configuration's upstream as before
+            return held[1]
         return self._for(upstream)[1]
 
     def budget(self, upstream: Upstream) -> RetryBudget:

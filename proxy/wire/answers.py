@@ -29,17 +29,31 @@ if TYPE_CHECKING:
     from proxy.wire.request import EdgeRequest
 
 PHRASES = {status.value: status.phrase.encode() for status in HTTPStatus}
+# Status lines made so far, by status and the upstream's reason phrase: upstreams answer with a few of
+# them, over and over. Up to STATUS_LINES_KEPT; past that, the others are made every time.
+STATUS_LINES_KEPT = 256
+_STATUS_LINES: dict[tuple[int, str], bytes] = {}
+
+
+def _status_line(status: int, reason: str) -> bytes:
+    """HTTP/1.1 whatever the client spoke (as nginx): an HTTP/1.0 client reads it as 1.0 (RFC 9110 6.2),
+    and a version the edge refused is never echoed back. The upstream's reason phrase as it sent it, or
+    the standard one when it sent none."""
+    phrase = reason.encode("utf-8", "surrogateescape") if reason else PHRASES.get(status, b"")
+    line = b"HTTP/1.1 %d %s\r\n" % (status, phrase)
+    if len(_STATUS_LINES) < STATUS_LINES_KEPT:
+        _STATUS_LINES[(status, reason)] = line
+    return line
 
 
 class Relayed:
     """What both kinds of relayed answer share: the head, and how it is written."""
 
-    __slots__ = ("status", "reason", "lines", "dated", "keep_alive", "prepared", "closes", "written")
+    __slots__ = ("status", "status_line", "lines", "dated", "keep_alive", "prepared", "closes", "written")
 
     def __init__(self, status: int, reason: str, lines: bytes, dated: bool) -> None:
         self.status, self.lines, self.dated = status, lines, dated  # lines: from proxy.wire.headers.client_lines
-        # the upstream's reason phrase as it sent it, or the standard one when it sent none
-        self.reason = reason.encode("utf-8", "surrogateescape") if reason else PHRASES.get(status, b"")
+        self.status_line = _STATUS_LINES.get((status, reason)) or _status_line(status, reason)
         self.keep_alive = self.prepared = self.closes = False
         self.written = 0  # bytes sent to the client, head included (nginx's $bytes_sent)
 
@@ -47,21 +61,20 @@ class Relayed:
         """Say `Connection: close`: the connection ends with this answer."""
         self.closes = True
 
-    def _head(self, request: EdgeRequest, framing: bytes, delimited: bool = True) -> bytes:
-        """The status line and headers; `delimited`: whether the client can tell where the body ends
-        without the connection closing."""
+    def _head(self, request: EdgeRequest, framing: bytes, delimited: bool = True, body: bytes = b"") -> bytes:
+        """The status line and headers (and `body` after them); `delimited`: whether the client can tell
+        where the body ends without the connection closing."""
         self.keep_alive = keep_alive = delimited and not self.closes and request.keep_alive
-        return self._status_and_headers(request.version, keep_alive, framing)
+        return self._status_and_headers(request.version, keep_alive, framing, body)
 
-    def _status_and_headers(self, version: HttpVersion, keep_alive: bool, framing: bytes) -> bytes:
+    def _status_and_headers(self, version: HttpVersion, keep_alive: bool, framing: bytes, body: bytes = b"") -> bytes:
+        """The head, and `body` after it: joined once (bytes' % formatting costs more than the join)."""
         if keep_alive:
             connection = b"Connection: keep-alive\r\n" if version == HttpVersion10 else b""
         else:
             connection = b"Connection: close\r\n" if version == HttpVersion11 else b""
         date = b"" if self.dated else b"Date: " + rfc822_formatted_time().encode() + b"\r\n"
-        # HTTP/1.1 whatever the client spoke (as nginx): an HTTP/1.0 client reads it as 1.0 (RFC 9110
-        # 6.2), and a version the edge refused is never echoed back
-        return b"HTTP/1.1 %d %s\r\n%s%s%s%s\r\n" % (self.status, self.reason, self.lines, framing, date, connection)
+        return b"".join((self.status_line, self.lines, framing, date, connection, b"\r\n", body))
 
     def _write(self, request: EdgeRequest, data: bytes) -> bool:
         """Straight to the client's socket; True when that socket is full and the writer must wait."""
@@ -81,27 +94,25 @@ class WholeAnswer(Relayed):
     (to a HEAD; 204, 304): head and body leave in one write. `length` is what Content-Length says:
     the body's length, the upstream's for a HEAD or 304, None for a 204."""
 
-    __slots__ = ("body", "length")
+    __slots__ = ("body", "framing")
 
     def __init__(self, status: int, reason: str, lines: bytes, dated: bool, body: bytes,
                  length: int | None) -> None:
-        super().__init__(status, reason, lines, dated)
-        self.body, self.length = body, length
+        Relayed.__init__(self, status, reason, lines, dated)  # named: super() makes an object per answer
+        self.body = body
+        self.framing = b"" if length is None else b"Content-Length: %d\r\n" % length
 
     def send(self, request: EdgeRequest) -> bool:
         """Write it all, in one write; True when the client's socket is now full (the caller awaits
         `request.writer.drain()` before it writes more). A client gone raises. To a HEAD, the body
         is left out (only the proxy's own answers have one to leave out)."""
         body = self.body if request.method != "HEAD" else b""
-        return self._write(request, self._head(request, self._framing()) + body)
+        return self._write(request, self._head(request, self.framing, body=body))
 
     def closing(self) -> bytes:
         """The whole answer as HTTP/1.1 bytes saying `Connection: close`, for the edge to send where it
         has no request to answer (one its parser refused) or will not use it (a bug of ours)."""
-        return self._status_and_headers(HttpVersion11, False, self._framing()) + self.body
-
-    def _framing(self) -> bytes:
-        return b"" if self.length is None else b"Content-Length: %d\r\n" % self.length
+        return self._status_and_headers(HttpVersion11, False, self.framing, self.body)
 
 
 class SwitchingAnswer(Relayed):
@@ -112,7 +123,7 @@ class SwitchingAnswer(Relayed):
 
     def send(self, request: EdgeRequest) -> bool:
         date = b"" if self.dated else b"Date: " + rfc822_formatted_time().encode() + b"\r\n"
-        return self._write(request, b"HTTP/1.1 101 %s\r\n%s%s%s\r\n" % (self.reason, self.lines, UPGRADE_LINES, date))
+        return self._write(request, b"%s%s%s%s\r\n" % (self.status_line, self.lines, UPGRADE_LINES, date))
 
 
 class StreamedAnswer(Relayed):
@@ -123,7 +134,7 @@ class StreamedAnswer(Relayed):
     __slots__ = ("_request", "_left", "_chunked", "clock")
 
     def __init__(self, status: int, reason: str, lines: bytes, dated: bool) -> None:
-        super().__init__(status, reason, lines, dated)
+        Relayed.__init__(self, status, reason, lines, dated)
         self._left: int | None = None  # bytes the declared length still allows
         self._chunked = False
         self.clock: Deadline | None = None

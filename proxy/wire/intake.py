@@ -43,7 +43,7 @@ class Intake(TunnelSide):
         self.queued_bytes = 0  # the heads waiting in `queue`
         self.head_bytes = 0  # of a head still arriving
         self.head_tail = b""  # its last three bytes: the end of a head (CRLFCRLF) may straddle two reads
-        self.body: StreamReader | None = None  # the last parsed request's body, while the parser feeds it
+        self.body: StreamReader | None = None  # the last parsed request's body (if it has one), while the parser feeds it
         self.parsing = True  # False after a parse error or a request to switch protocols
         self.early: list[bytes] | None = None  # after a request to switch protocols: its bytes, for a tunnel
 
@@ -139,7 +139,7 @@ class Intake(TunnelSide):
             return
         if message.upgrade:  # answered, then tunnelled or closed (see _serve and proxy.wire.tunnel)
             self.parsing, self.early = False, []
-        self.body = payload
+        self.body = payload if payload is not EMPTY_PAYLOAD else None  # None: no body for the parser to feed
         self.queued_bytes += size
         self.queue.append((message, payload, size))
 

@@ -40,7 +40,7 @@ class EdgeRequest:
     (The names are aiohttp's BaseRequest's, for the few fields a proxy reads.)"""
 
     __slots__ = ("method", "raw_path", "version", "headers", "raw_headers", "content", "body_exists", "chunked",
-                 "upgrade", "should_close", "protocol", "remote", "scheme", "started", "send_timeout")
+                 "upgrade", "should_close", "protocol", "loop", "remote", "scheme", "started", "send_timeout")
 
     def __init__(self, message: RawRequestMessage, payload: StreamReader, protocol: Client) -> None:
         self.method, self.raw_path, self.version = message.method, message.path, message.version
@@ -52,6 +52,8 @@ class EdgeRequest:
         # sends after it may not be HTTP/1.1 (and llhttp drops what followed it in the same read)
         self.should_close = message.should_close or message.upgrade
         self.protocol, self.remote, self.scheme = protocol, protocol.remote, protocol.scheme
+        # the running loop, the connection's (asyncio.get_running_loop() costs a system call on Python 3.11)
+        self.loop: asyncio.AbstractEventLoop = protocol.loop
         self.started = False  # whether an answer's first bytes have left
         self.send_timeout = 60.0  # seconds the client may take none of its answer (the handler sets it)
 
@@ -59,11 +61,6 @@ class EdgeRequest:
         """Close the client's connection now: an answer cut short must not look whole, and one refused
         mid-body leaves bytes on the connection nobody will read."""
         self.protocol.force_close()
-
-    @property
-    def loop(self) -> asyncio.AbstractEventLoop:
-        """The running loop, the connection's (asyncio.get_running_loop() costs a system call on Python 3.11)."""
-        return self.protocol.loop
 
     @property
     def keep_alive(self) -> bool:

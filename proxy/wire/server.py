@@ -146,7 +146,12 @@ class EdgeConnection(Intake):
                 if not self.queue:
                     if not self.parsing:
                         return  # nothing more will be read: the connection closes
-                    await self._next()
+                    self._idle()  # the next request has up to the keep-alive timeout to start
+                    self.waiting = self.loop.create_future()  # awaited here: a coroutine for it costs more
+                    try:
+                        await self.waiting
+                    finally:
+                        self.waiting = None
                     continue
                 message, payload, size = self.queue.popleft()
                 self.queued_bytes -= size
@@ -169,20 +174,11 @@ class EdgeConnection(Intake):
                 except Exception as exc:
                     return self._internal_error(request, exc)
                 self.current = None
-                if not answer.keep_alive or not (payload.is_eof() or await _linger(payload)):
+                if not answer.keep_alive or (request.body_exists and not (payload.is_eof() or await _linger(payload))):
                     return self.force_close()
         finally:
             self.serving = self.current = None
             self.force_close()
-
-    async def _next(self) -> None:
-        """Wait for the next request, for up to the keep-alive timeout (see _idle)."""
-        self._idle()
-        self.waiting = self.loop.create_future()
-        try:
-            await self.waiting
-        finally:
-            self.waiting = None
 
     def _internal_error(self, request: EdgeRequest, exc: Exception) -> None:
         """A bug of ours: a JSON 500 when the answer has not started, else the answer is cut short."""
