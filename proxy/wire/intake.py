@@ -43,7 +43,7 @@ class Intake(TunnelSide):
         self.queued_bytes = 0  # the heads waiting in `queue`
         self.head_bytes = 0  # of a head still arriving
         self.head_tail = b""  # its last three bytes: the end of a head (CRLFCRLF) may straddle two reads
-        self.body: StreamReader | None = None  # the last parsed request's body (if it has one), while the parser feeds it
+        self.body: StreamReader | None = None  # the last parsed request's body (None: it has none), while fed
         self.parsing = True  # False after a parse error or a request to switch protocols
         self.early: list[bytes] | None = None  # after a request to switch protocols: its bytes, for a tunnel
 
