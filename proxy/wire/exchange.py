@@ -89,7 +89,11 @@ class Exchange:
         return self
 
     async def __aexit__(self, kind: Any, exc: Any, tb: Any) -> None:
-        await self._finish(reusable=kind is None and self.status != 0 and self.content.is_eof())
+        reusable = kind is None and self.status != 0 and self.content.is_eof()
+        if self.sending is None:  # the usual: no body was streamed, so nothing to wait for
+            self._release(reusable)
+        else:
+            await self._finish(reusable)
 
     def _send(self, conn: Connection) -> None:
         """The request's head, and its body when it is bytes, in one write; a streamed body follows
@@ -133,11 +137,14 @@ class Exchange:
             elif sending is not None and (sending.cancelled() or sending.exception() is not None):
                 reusable = False
         finally:
-            if self.conn is not None:
-                self.pool.release(self.conn, reusable)
-                self.conn = None
-            self.pool.finished()
+            self._release(reusable)
 
+    def _release(self, reusable: bool) -> None:
+        """The connection back to the pool (or closed), and the request no longer in flight."""
+        if self.conn is not None:
+            self.pool.release(self.conn, reusable)
+            self.conn = None
+        self.pool.finished()
 
 
 async def _stream(writer: StreamWriter, body: Any) -> None:
