@@ -68,7 +68,8 @@ class Comparer:
         comparison = MATCHED if _identical(legacy, new, spec) else await self._compared(legacy, new, spec)
         if isinstance(comparison, SkipReason):
             return comparison
-        noise, real = _noise_and_real(comparison.differences, self.noise.get(route.name, ()))
+        noise, real = _noise_and_real(comparison.differences, self.noise.get(route.name, ())) \
+            if comparison.differences else ((), ())
         self.metrics.tally.comparison(route.name, "diverged" if real else "matched")
         found = signature(route.name, real) if real else ""
         self.sink.count(route.name, bool(real), request.at, self._endpoint(route, request.target), found)
@@ -151,7 +152,5 @@ def signature(route: str, differences: tuple[Difference, ...]) -> str:
 def _noise_and_real(differences: tuple[Difference, ...],
                     known: Collection[str]) -> tuple[tuple[Difference, ...], tuple[Difference, ...]]:
     """The differences at paths learned as noise, and the rest."""
-    if not differences:
-        return (), ()
     noise = tuple(d for d in differences if any(covers(n, d.path) for n in known))
     return noise, tuple(d for d in differences if d not in noise)
