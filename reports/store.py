@@ -144,11 +144,13 @@ class StoreSink:
             self._wake.clear()
 
     def _next_batch(self) -> list[Any]:
-        """What was queued, up to BATCH items, collected every BATCH_SECONDS (at once when woken)."""
+        """What was queued, up to BATCH items, collected every BATCH_SECONDS (at once when woken, or when a
+        whole batch is there): rather than what came while the last batch was written, which under steady
+        traffic made a transaction of every few comparisons."""
         batch: list[Any] = []
         while not batch:
-            if not self._queue:
-                if self._waiting:
+            if len(self._queue) < BATCH:
+                if not self._queue and self._waiting:
                     return batch  # the store is behind: try it again rather than wait for more
                 self._wake.wait(BATCH_SECONDS)
                 self._wake.clear()

@@ -67,15 +67,24 @@ class Writes:
         `kept` once the transaction is through. A ("latest", every) item writes the latest examples held
         back: those due, or every one (before a flush or the end)."""
         self._changed = {}
-        self._counts(db, [item for item in batch if item[0] == "count"])
-        attempts = self._divergences(db, [item[1] for item in batch if item[0] == "divergence"], redactor)
+        counts, divergences, others = [], [], []  # sorted in one pass: most items are counts
         for item in batch:
+            kind = item[0]
+            if kind == "count":
+                counts.append(item)
+            elif kind == "divergence":
+                divergences.append(item[1])
+            else:
+                others.append(item)
+        self._counts(db, counts)
+        attempts = self._divergences(db, divergences, redactor)
+        for item in others:
             if item[0] == "noise":
                 self._noise(db, *item[1:])
             elif item[0] == "evidence":
                 write_evidence(db, item[1])
                 write_statuses(db, item[1])
-        every = any(item[0] == "latest" and item[1] for item in batch)
+        every = any(item[0] == "latest" and item[1] for item in others)
         for signature in {*self.latest, *self._changed}:
             latest = self._latest(signature)
             if latest.held is not None and (every or self._due(latest)):
@@ -104,8 +113,10 @@ class Writes:
     def _counts(self, db: Db, items: list[tuple[Any, ...]]) -> None:
         compared, diverged, endpoints = Counter(), Counter(), Counter()
         for _, route, did, at, endpoint, signature in items:
-            compared[(route, int(at // 60))] += 1
-            diverged[(route, int(at // 60))] += int(did)
+            per_minute = (route, int(at // 60))
+            compared[per_minute] += 1
+            if did:
+                diverged[per_minute] += 1
             if endpoint is not None:
                 endpoints[(route, endpoint, int(at // 3600), signature)] += 1
         for (route, minute), n in compared.items():

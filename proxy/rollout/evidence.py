@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import Counter
 
 from proxy.model import FailureKind, Side
-from proxy.model.evidence import Answers, EvidenceBatch, latency_bin, status_class
+from proxy.model.evidence import Answers, EvidenceBatch, StatusClass, latency_bin, status_class
 
 
 def failed(status: int | None, error: FailureKind | None) -> bool:
@@ -20,6 +20,11 @@ def failed(status: int | None, error: FailureKind | None) -> bool:
     if error is not None:
         return error is not FailureKind.BUSY
     return status is None or status >= 500
+
+
+# (status, error) -> whether the side failed, and the answer's status class: both follow from these two
+# alone, and a side gives few pairs (statuses have three digits), so each is worked out once
+_VERDICTS: dict[tuple[int | None, FailureKind | None], tuple[bool, StatusClass]] = {}
 
 
 class Evidence:
@@ -39,10 +44,13 @@ class Evidence:
         answers = self._answers.get((route, side))
         if answers is None:
             answers = self._answers[(route, side)] = Answers()
+        verdict = _VERDICTS.get((status, error))
+        if verdict is None:
+            verdict = _VERDICTS[(status, error)] = (failed(status, error), status_class(status, error))
         answers.count += 1
-        answers.errors += failed(status, error)
+        answers.errors += verdict[0]
         answers.bins[latency_bin(seconds)] += 1
-        answers.classes[status_class(status, error)] += 1
+        answers.classes[verdict[1]] += 1
 
     def take(self, at: float) -> EvidenceBatch | None:
         """The period's tallies (None when nothing happened); a new period starts."""

@@ -174,16 +174,17 @@ class EdgeHandler:
         `facts`: the run's sample may hash a toggle's sticky value."""
         server, run = generation.config.server, decision.route.parallel_run
         shadow, note = None, NOT_SAMPLED  # note: what the access line says the parallel run did
-        if self.parallel_run.sampled(decision, facts, generation.toggles):
-            body, waited = await _buffered(request, max(run.max_body, server.request_buffer), server.body_timeout)
+        sampled = self.parallel_run.sampled(decision, facts, generation.toggles)
+        # a shadow is sent the body whole: then it is read ahead up to the run's cap too
+        limit = max(run.max_body, server.request_buffer) if sampled else server.request_buffer
+        body, waited = await _buffered(request, limit, server.body_timeout) if request.body_exists else (NO_BODY, 0.0)
+        if sampled:
             if body.stream is None and len(body.data or b"") <= run.max_body:
                 shadow = self.parallel_run.begin(decision, request, rid, head, body.data, generation.shadow_pools)
                 note = SHADOW_SENT if shadow is not None else SkipReason.BUSY
             else:
                 self.parallel_run.skip(decision.route, SkipReason.REQUEST_TOO_LARGE)
                 note = SkipReason.REQUEST_TOO_LARGE
-        else:
-            body, waited = await _buffered(request, server.request_buffer, server.body_timeout)
         try:
             outcome = await self.forwarder.serve(request, decision, generation.pools, request.raw_path, head, rid,
                                                  body, run.max_body if shadow is not None else 0)

@@ -64,10 +64,12 @@ class Comparer:
     async def compare(self, route: Route, served: Side, request: Compared, legacy: Observation,
                       new: Observation) -> SkipReason | None:
         """Compare and record; the reason when no comparison could be made."""
-        comparison = await self._compared(legacy, new, route.compare)
+        spec = route.compare
+        comparison = MATCHED if _identical(legacy, new, spec) else await self._compared(legacy, new, spec)
         if isinstance(comparison, SkipReason):
             return comparison
-        noise, real = _noise_and_real(comparison.differences, self.noise.get(route.name, ()))
+        noise, real = _noise_and_real(comparison.differences, self.noise.get(route.name, ())) \
+            if comparison.differences else ((), ())
         self.metrics.tally.comparison(route.name, "diverged" if real else "matched")
         found = signature(route.name, real) if real else ""
         self.sink.count(route.name, bool(real), request.at, self._endpoint(route, request.target), found)
@@ -79,30 +81,28 @@ class Comparer:
         return None
 
     def _endpoint(self, route: Route, target: str) -> str:
-        """The request's endpoint template; past ENDPOINTS_PER_ROUTE of them in this process, OTHER (a
-        route whose paths hold free text would otherwise grow the store without bound)."""
-        found, seen = self._templates(route, target), self.endpoints.setdefault(route.name, set())
-        if found not in seen and len(seen) >= ENDPOINTS_PER_ROUTE:
-            return OTHER
-        seen.add(found)
-        return found
-
-    def _templates(self, route: Route, target: str) -> str:
-        """`endpoint`, remembered by path: a route's requests mostly repeat a few paths. A reload gives the
-        route new templates (a new tuple), which the path's endpoint is then worked out under."""
+        """The request's endpoint template; past ENDPOINTS_PER_ROUTE of them in this process, OTHER (a route
+        whose paths hold free text would otherwise grow the store without bound). Remembered by path, as a
+        route's requests mostly repeat a few paths, and a path's answer never changes once given; a reload
+        gives the route new templates (a new tuple), which the path's endpoint is then worked out under."""
         key = (route.name, target.partition("?")[0])
         known = self._templated.get(key)
         if known is not None and known[0] is route.endpoints:
             return known[1]
         if len(self._templated) >= ENDPOINT_PATHS:
             self._templated.clear()
-        found = endpoint(key[1], route.endpoints)
+        found, seen = endpoint(key[1], route.endpoints), self.endpoints.setdefault(route.name, set())
+        if found not in seen and len(seen) >= ENDPOINTS_PER_ROUTE:
+            found = OTHER
+        else:
+            seen.add(found)
         self._templated[key] = (route.endpoints, found)
         return found
 
     async def learn_noise(self, route: Route, legacy: Observation, again: Observation, at: float) -> None:
         """What differs between two answers of legacy to one request changes on its own: noise."""
-        comparison = await self._compared(legacy, again, CompareSpec())
+        spec = CompareSpec()
+        comparison = MATCHED if _identical(legacy, again, spec) else await self._compared(legacy, again, spec)
         if isinstance(comparison, SkipReason) or comparison.matched:
             return
         paths = sorted({generalize(d.path) for d in comparison.differences})
@@ -110,8 +110,7 @@ class Comparer:
         self.sink.learn_noise(route.name, paths, at)
 
     async def _compared(self, legacy: Observation, new: Observation, spec: CompareSpec) -> Comparison | SkipReason:
-        if _identical(legacy, new, spec):
-            return MATCHED
+        """Answers that are not identical, compared (here when small, else in the comparison process)."""
         if len(legacy.body or b"") + len(new.body or b"") <= INLINE_BYTES:
             return self.comparator.compare(legacy, new, spec)
         if self.pending >= self.max_pending:
@@ -128,6 +127,8 @@ def _identical(legacy: Observation, new: Observation, spec: CompareSpec) -> bool
     order are left to the comparator to judge."""
     if legacy.error or new.error or legacy.status != new.status or legacy.body != new.body:
         return False
+    if legacy.headers == new.headers:  # every line alike (as when both sides run one server): so are these
+        return True
     names = ("content-encoding", *spec.headers)
     return _lines(legacy, names) == _lines(new, names)
 
@@ -151,7 +152,5 @@ def signature(route: str, differences: tuple[Difference, ...]) -> str:
 def _noise_and_real(differences: tuple[Difference, ...],
                     known: Collection[str]) -> tuple[tuple[Difference, ...], tuple[Difference, ...]]:
     """The differences at paths learned as noise, and the rest."""
-    if not differences:
-        return (), ()
     noise = tuple(d for d in differences if any(covers(n, d.path) for n in known))
     return noise, tuple(d for d in differences if d not in noise)

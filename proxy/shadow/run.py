@@ -150,15 +150,23 @@ class ParallelRun:
         """Send the shadow (and a noise probe), wait for the served answer, compare; or why not."""
         if isinstance(shadow.answered, SkipReason):
             return shadow.answered  # nothing to compare with: spare the upstream
-        assert shadow.decision.shadow is not None
-        breaker = self.breakers.breaker(shadow.decision.shadow)
+        decision = shadow.decision
+        assert decision.shadow is not None
+        breaker = self.breakers.breaker(decision.shadow)
         if not breaker.admit():
             return SkipReason.BREAKER_OPEN  # evidence already counted; spare the upstream
-        other, probe = await self._send(shadow, route)
+        call = shadow.call(decision.shadow.name, Side.NEW if decision.side is Side.LEGACY else Side.LEGACY)
+        if route.compare.noise_probe > 0 and shadow.request.method in SAFE and \
+                random.random() < route.compare.noise_probe:  # legacy's second answer too, to learn noise
+            other, probe = await asyncio.gather(call, shadow.call(route.legacy.name, Side.LEGACY))
+        else:
+            other, probe = await call, None
         breaker.record(None if other.error is FailureKind.BUSY else other.error is None and other.status < 500)
         self.metrics.tally.shadow(route.name, other.seconds)
         self.evidence.answered(route.name, other.side, other.status, other.error, other.seconds)  # gates, sides
-        served = await shadow.served()
+        if shadow.answered is None:
+            await shadow.served_done()
+        served = shadow.served()
         if isinstance(served, SkipReason):
             return served
         if (served.body is None and served.error is None) or (other.body is None and other.error is None):
@@ -173,16 +181,6 @@ class ParallelRun:
             return await self.comparer.compare(route, served.side, shadow, legacy, new)
         finally:
             span.end()
-
-    async def _send(self, shadow: Shadow, route: Route) -> tuple[Observation, Observation | None]:
-        """The other side's answer, and legacy's second answer when this request probes for noise."""
-        other = Side.NEW if shadow.decision.side is Side.LEGACY else Side.LEGACY
-        assert shadow.decision.shadow is not None
-        call = shadow.call(shadow.decision.shadow.name, other)
-        if route.compare.noise_probe > 0 and shadow.request.method in SAFE and \
-                random.random() < route.compare.noise_probe:
-            return await asyncio.gather(call, shadow.call(route.legacy.name, Side.LEGACY))
-        return await call, None
 
 
 class Shadow:
@@ -222,11 +220,13 @@ class Shadow:
         if not self.gone:
             self.run.after_answer(self)
 
-    async def served(self) -> Observation | SkipReason:
-        """The served side's answer, or why there is none to compare, once the served side is done."""
-        if self.answered is None:
-            self.waiting = self.request.loop.create_future()
-            await self.waiting
+    async def served_done(self) -> None:
+        """Wait for the served side (only when the shadow is back first: mostly it is done by then)."""
+        self.waiting = self.request.loop.create_future()
+        await self.waiting
+
+    def served(self) -> Observation | SkipReason:
+        """The served side's answer, or why there is none to compare (once the served side is done)."""
         answered = self.answered
         if isinstance(answered, SkipReason):
             return answered
@@ -256,7 +256,12 @@ class Shadow:
             with Deadline(run.timeout, request.loop):
                 async with pool.request(request.method, side_target(route, side, request.raw_path),
                                         self.head + SHADOW_MARK, self.body) as response:
-                    body = await _read_capped(response, run.max_body)
+                    content = response.content
+                    if content.is_eof():  # arrived whole (most answers): read at once
+                        body = content.read_nowait()
+                        body = body if len(body) <= run.max_body else None
+                    else:
+                        body = await _read_capped(content, run.max_body)
                     headers = relocated_pairs(tuple(response.headers.items()), route.rewrite(side))
             return Observation(side, response.status, headers, body, time.monotonic() - started)
         except TimeoutError:
@@ -265,13 +270,10 @@ class Shadow:
             return Observation(side, None, seconds=time.monotonic() - started, error=pool.failure_from(exc).kind)
 
 
-async def _read_capped(response: Any, limit: int) -> bytes | None:
-    """The answer's body, or None when it is over `limit` (an answer that arrived whole: at once)."""
-    if response.content.is_eof():
-        body = response.content.read_nowait()
-        return body if len(body) <= limit else None
+async def _read_capped(content: Any, limit: int) -> bytes | None:
+    """The body of an answer still arriving, or None when it is over `limit`."""
     chunks, size = [], 0
-    async for chunk in response.content.iter_any():
+    async for chunk in content.iter_any():
         size += len(chunk)
         if size > limit:
             return None
