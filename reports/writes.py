@@ -153,10 +153,10 @@ class Writes:
         candidates = [*([latest.held] if latest.held is not None else []), *found]
         if refresh or self._due(latest):
             _follow(db, reservoir, reservoir.draw(self.rng), latest.after + len(found), signature)
-            self._changed[signature], last = Latest(self.clock()), len(candidates) - 1
+            self._changed[signature], last, behind = Latest(self.clock()), len(candidates) - 1, 0
         else:
             self._changed[signature] = Latest(latest.written_at, latest.after + len(found), candidates.pop())
-            last = -1
+            last, behind = -1, 1  # the newest, held back, is counted already: it still comes after the others
         first = self.seen[signature] + (0 if latest.held is not None else 1)  # the least place of candidates[0]
         for index, divergence in enumerate(candidates):
             draw = reservoir.draw(self.rng)
@@ -164,7 +164,7 @@ class Writes:
                 continue  # no count could keep it: not worth a row
             row = divergence_row(divergence, redactor, self.spec.max_body)
             chosen = reservoir.target(index == last)
-            where = reservoir.arguments(index == last, draw, len(candidates) - 1 - index, signature)
+            where = reservoir.arguments(index == last, draw, len(candidates) - 1 - index + behind, signature)
             db.execute(f"DELETE FROM divergences WHERE signature = ? AND slot IN (SELECT chosen.slot FROM {chosen})",
                        [signature, *where])
             db.execute(_keep(chosen), [*(row[name] for name in DIVERGENCE_COLUMNS if name != "slot"), *where])

@@ -93,6 +93,26 @@ def test_two_writers_keep_no_more_examples_than_the_bound_and_count_every_one(st
     assert len(kept) == 3 and {"first", "latest"} <= {k["request_id"] for k in kept}
 
 
+@pytest.mark.parametrize("seed", range(8))
+def test_while_the_newest_is_held_back_the_others_are_placed_by_their_own_place(store, seed):
+    """Between refreshes of the latest example the newest divergence is held back, yet counted: the
+    others come before it. So the second and third divergences fill the reservoir's two slots, whatever
+    the draws."""
+    sink = sink_on(store, examples_per_signature=4)
+    sink.close()
+    sink.writes.rng = random.Random(seed)
+    sink.writes.clock = lambda: 0.0  # written once, the latest is not due again in this test
+    start = time.time() - 1000
+    rows = [("divergence", dataclasses.replace(divergence(at=start + n), request=divergence(
+        at=start + n).request._replace(request_id=f"n{n}"))) for n in range(1, 5)]
+    with sink.connections.use() as db:
+        sink._apply(db, "batch-0", rows[:1])
+        sink._apply(db, "batch-1", rows[1:4])  # the fourth is held back
+        slots = dict(db.execute("SELECT slot, request_id FROM divergences WHERE signature = 'sig-price'").fetchall())
+    sink.connections.close()
+    assert slots == {1: "n1", 2: "n2", 3: "n3"}
+
+
 @pytest.mark.parametrize("batches", [[1, 5, 1, 1, 20, 3, 1, 40], [1] * 30])
 def test_the_store_keeps_the_examples_reservoir_sampling_picks(store, batches):
     """The SQL that places examples from the signature's stored count keeps exactly what the sampling
