@@ -368,13 +368,12 @@ async def test_divergences_are_counted_by_whether_their_signature_is_accepted(ma
 @pytest.mark.parametrize("where", ["comparison", "shadow's answer"])
 async def test_a_failure_in_the_parallel_run_is_counted_and_never_reaches_the_client(
         make_upstream, start_proxy, http, database, where, caplog):
-    """The shadow is driven by callbacks, from the upstream connection's data_received among others: a
-    bug there is caught, counted (internal_error) and logged; the client, the connection and the next
+    """A bug in a shadow's work is caught, counted (internal_error) and logged; the client and the next
     shadow carry on."""
     legacy, new = await make_upstream("legacy", legacy_items), await make_upstream("new", legacy_items)
     proxy = await start_proxy({"legacy": legacy.url, "new": new.url}, items_route(), reports={"database": database})
     runs, failing = proxy.proxy.parallel_run, [True]
-    part, name = (runs.comparer, "record") if where == "comparison" else (runs.evidence, "answered")
+    part, name = (runs.comparer, "compare") if where == "comparison" else (runs.evidence, "answered")
     working = getattr(part, name)
 
     def once_broken(*args):

@@ -71,7 +71,7 @@ class Failure:
 
 class Answered(NamedTuple):
     """The served side's answer as a parallel run compares it, kept while it was relayed: references
-    only, on the client's path (the Observation is made once the shadow's answer is in too)."""
+    only, on the client's path (the Observation is made in the shadow's task)."""
 
     status: int | None  # None: no answer (see error)
     headers: Mapping[str, str]  # as aiohttp's parser made them

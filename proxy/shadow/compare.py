@@ -64,24 +64,10 @@ class Comparer:
     async def compare(self, route: Route, served: Side, request: Compared, legacy: Observation,
                       new: Observation) -> SkipReason | None:
         """Compare and record; the reason when no comparison could be made."""
-        comparison = await self._compared(legacy, new, route.compare)
+        spec = route.compare
+        comparison = MATCHED if _identical(legacy, new, spec) else await self._compared(legacy, new, spec)
         if isinstance(comparison, SkipReason):
             return comparison
-        self.record(route, served, request, legacy, new, comparison)
-        return None
-
-    def quick(self, legacy: Observation, new: Observation, spec: CompareSpec) -> Comparison | None:
-        """The comparison when it is made here, on the loop (identical answers, small ones); None when it
-        is the comparison process's."""
-        if _identical(legacy, new, spec):
-            return MATCHED
-        if len(legacy.body or b"") + len(new.body or b"") <= INLINE_BYTES:
-            return self.comparator.compare(legacy, new, spec)
-        return None
-
-    def record(self, route: Route, served: Side, request: Compared, legacy: Observation, new: Observation,
-               comparison: Comparison) -> None:
-        """Count the comparison, and record its divergence when it found one."""
         noise, real = _noise_and_real(comparison.differences, self.noise.get(route.name, ())) \
             if comparison.differences else ((), ())
         self.metrics.tally.comparison(route.name, "diverged" if real else "matched")
@@ -92,6 +78,7 @@ class Comparer:
         if real:
             self.metrics.divergences.labels(route.name, "true" if found in self.accepted else "false").inc()
             self.sink.record(Divergence(route.name, request.record(), served, legacy, new, real, noise, found))
+        return None
 
     def _endpoint(self, route: Route, target: str) -> str:
         """The request's endpoint template; past ENDPOINTS_PER_ROUTE of them in this process, OTHER (a route
@@ -114,23 +101,18 @@ class Comparer:
 
     async def learn_noise(self, route: Route, legacy: Observation, again: Observation, at: float) -> None:
         """What differs between two answers of legacy to one request changes on its own: noise."""
-        comparison = await self._compared(legacy, again, CompareSpec())
-        if not isinstance(comparison, SkipReason):
-            self.learn(route, comparison, at)
-
-    def learn(self, route: Route, comparison: Comparison, at: float) -> None:
-        """The paths where legacy's two answers to one request differ are noise from now on."""
-        if comparison.matched:
+        spec = CompareSpec()
+        comparison = MATCHED if _identical(legacy, again, spec) else await self._compared(legacy, again, spec)
+        if isinstance(comparison, SkipReason) or comparison.matched:
             return
         paths = sorted({generalize(d.path) for d in comparison.differences})
         self.noise.setdefault(route.name, set()).update(paths)
         self.sink.learn_noise(route.name, paths, at)
 
     async def _compared(self, legacy: Observation, new: Observation, spec: CompareSpec) -> Comparison | SkipReason:
-        """The comparison: here when `quick`, else in the comparison process, when few wait there."""
-        comparison = self.quick(legacy, new, spec)
-        if comparison is not None:
-            return comparison
+        """Answers that are not identical, compared (here when small, else in the comparison process)."""
+        if len(legacy.body or b"") + len(new.body or b"") <= INLINE_BYTES:
+            return self.comparator.compare(legacy, new, spec)
         if self.pending >= self.max_pending:
             return SkipReason.COMPARE_BUSY
         self.pending += 1

@@ -10,7 +10,6 @@ websocket hooks), which the edge pays for on every request.
 from __future__ import annotations
 
 import asyncio
-from typing import Protocol
 
 from aiohttp import ClientPayloadError, ServerDisconnectedError
 from aiohttp.client_exceptions import ClientOSError
@@ -25,20 +24,6 @@ NO_BODY_STATUSES = frozenset({204, 304})
 BODILESS = frozenset({b"204", b"304"})  # the same, as a status line holds them (HTTP/1.1 204 ...)
 
 
-Answer = tuple[RawResponseMessage, StreamReader]
-
-
-class Waiter(Protocol):
-    """Who the next answer (or what broke the connection) is handed to: a future an exchange's task awaits,
-    or a callback-driven exchange (proxy.wire.fetch) told at once, from data_received."""
-
-    def done(self) -> bool: ...
-
-    def set_result(self, answer: Answer) -> None: ...
-
-    def set_exception(self, exc: BaseException) -> None: ...
-
-
 class Connection(TunnelSide):
     """A connection's protocol: `expect()` before writing a request, then await what it returns."""
 
@@ -48,7 +33,7 @@ class Connection(TunnelSide):
         self.should_close = False  # the upstream said so, broke the framing, or sent what nobody asked for
         self._parser = self._new_parser()
         self._payload: StreamReader | None = None  # the body being received
-        self._answer: Waiter | None = None
+        self._answer: asyncio.Future[tuple[RawResponseMessage, StreamReader]] | None = None
         self.switched = False  # it answered 101: what follows is not HTTP
         self.early: list[bytes] = []  # bytes after a 101, until a tunnel takes them
 
@@ -65,20 +50,14 @@ class Connection(TunnelSide):
         return (transport is not None and not transport.is_closing() and not self.should_close
                 and (self._payload is None or self._payload.is_eof()))
 
-    def expect(self, head: bool) -> asyncio.Future[Answer]:
+    def expect(self, head: bool) -> asyncio.Future[tuple[RawResponseMessage, StreamReader]]:
         """The future the next answer's status line and headers arrive in (with its body as a stream)."""
-        answer: asyncio.Future[Answer] = self._loop.create_future()
-        self.hand_to(head, answer)
-        return answer
-
-    def hand_to(self, head: bool, waiter: Waiter) -> None:
-        """The next answer goes to `waiter`: `expect`'s future, or a callback-driven exchange.
-        `head`: it answers a HEAD (no body follows)."""
         if head != self.head:
             self.head = head
             self._parser = self._new_parser()
         self._payload = None
-        self._answer = waiter
+        self._answer = answer = self._loop.create_future()
+        return answer
 
     def resume_reading(self, resume_parser: bool = True) -> None:
         """A body reader calls this after every read and at the body's end; only a reader that

@@ -11,36 +11,17 @@ then stands.
 A deadline bounds an upstream's time, not the client's: while the exchange waits on the
 client (for more of its body, or for room in its socket) the deadline is held, and moves
 on by the time the client took (`hold`, `release`).
-
-An Alarm is the same shared timer for work that is no task's (a parallel run's shadow
-exchange, driven by callbacks): when it falls due, it calls back.
 """
 
 from __future__ import annotations
 
 import asyncio
 from types import TracebackType
-from typing import Callable, Protocol
 
 TICK = 0.01  # seconds: how late a deadline may fire
 TICKS_KEPT = 4096  # beyond this many pending ticks, those of loops that closed before they fired go
 
 _due: dict[int, _Tick] = {}  # pending ticks by number (time / TICK)
-
-
-class Due(Protocol):
-    """What a tick expires: a Deadline, or an Alarm."""
-
-    def _expire(self) -> None: ...
-
-
-def _tick_at(loop: asyncio.AbstractEventLoop, due: float) -> _Tick:
-    """The tick a deadline due at `due` (loop time) is expired by: the next boundary, never early."""
-    number = int(due / TICK) + 1
-    tick = _due.get(number)
-    if tick is None or tick.loop is not loop:
-        tick = _Tick.due(loop, number)
-    return tick
 
 
 class Deadline:
@@ -59,8 +40,13 @@ class Deadline:
         self._arm()
 
     def _arm(self) -> None:
-        self._tick = tick = _tick_at(self._task.get_loop(), self._due)
+        loop = self._task.get_loop()
+        number = int(self._due / TICK) + 1  # the next tick boundary: never early
+        tick = _due.get(number)
+        if tick is None or tick.loop is not loop:
+            tick = _Tick.due(loop, number)
         tick.add(self)
+        self._tick = tick
 
     def hold(self) -> None:
         """The exchange waits on the client from now: the deadline stops (holds nest)."""
@@ -94,24 +80,7 @@ class Deadline:
             raise TimeoutError from exc
 
 
-class Alarm:
-    """Calls `call` once `seconds` have passed (at most a TICK late), unless cancelled first."""
-
-    __slots__ = ("_tick", "_call")
-
-    def __init__(self, seconds: float, loop: asyncio.AbstractEventLoop, call: Callable[[], None]) -> None:
-        self._call = call
-        self._tick = tick = _tick_at(loop, loop.time() + seconds)
-        tick.add(self)
-
-    def cancel(self) -> None:
-        self._tick.discard(self)
-
-    def _expire(self) -> None:
-        self._call()
-
-
-class _Tick(set[Due]):
+class _Tick(set[Deadline]):
     """The deadlines due at one tick, and the one timer that expires those still running then."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, number: int) -> None:
@@ -129,8 +98,9 @@ class _Tick(set[Due]):
     def _fire(self) -> None:
         if _due.get(self.number) is self:
             del _due[self.number]
-        while self:  # one at a time: an alarm's call may cancel another due in this tick
-            self.pop()._expire()
+        for deadline in self:
+            deadline._expire()
+        self.clear()
 
 
 def _forget_stale(now: int) -> None:

@@ -103,9 +103,12 @@ class Exchange:
         if transport is None:
             raise ServerDisconnectedError()
         body = self.body
-        head = opening(self.method, self.target, self.pool.host_line, self.head)
-        if body is None or isinstance(body, bytes):
-            transport.write(framed(head, body))
+        head = b"%s %s HTTP/1.1\r\n%s%s" % (self.method.encode(), self.target.encode("utf-8", "surrogateescape"),
+                                          b"" if self.head.startswith(b"Host: ") else self.pool.host_line, self.head)
+        if body is None:
+            transport.write(head + b"\r\n")
+        elif isinstance(body, bytes):
+            transport.write(head + b"Content-Length: %d\r\n\r\n" % len(body) + body)
         else:
             loop = asyncio.get_running_loop()
             writer = StreamWriter(conn, loop)
@@ -142,20 +145,6 @@ class Exchange:
             self.pool.release(self.conn, reusable)
             self.conn = None
         self.pool.finished()
-
-
-def opening(method: str, target: str, host_line: bytes, head: bytes) -> bytes:
-    """The request line and header lines, all but the framing and the blank line after them; the
-    upstream's own Host line when the client sent none."""
-    return b"%s %s HTTP/1.1\r\n%s%s" % (method.encode(), target.encode("utf-8", "surrogateescape"),
-                                       b"" if head.startswith(b"Host: ") else host_line, head)
-
-
-def framed(opening: bytes, body: bytes | None) -> bytes:
-    """A whole request: its opening, framed by the length of its body (when it has one), and the body."""
-    if body is None:
-        return opening + b"\r\n"
-    return opening + b"Content-Length: %d\r\n\r\n" % len(body) + body
 
 
 async def _stream(writer: StreamWriter, body: Any) -> None:
