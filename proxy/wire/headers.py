@@ -48,7 +48,7 @@ def request_id(headers: CIMultiDictProxy[str]) -> str:
     given = headers.get("X-Request-Id")
     if given is not None and REQUEST_ID.match(given):
         return given
-    return _PROCESS + hex(next(_SERIAL))[2:]  # fresh_request_id(), without a second call per request
+    return fresh_request_id()
 
 
 def fresh_request_id() -> str:
@@ -92,12 +92,7 @@ def upstream_head(raw: RawHeaders, *, peer: str | None, proto: str, rid: str,
     (when the client sent none, an HTTP/1.0 client, the exchange names the upstream), the client's
     other headers, then the proxy's. The request line and the framing are the exchange's. `last`: the
     block made for the connection's previous request (peer and proto are the connection's)."""
-    if last is None:
-        block = _request_block(raw, peer, proto)
-    elif raw == last.raw:  # the usual on a keep-alive connection: the lines of its previous request
-        block = last.block
-    else:
-        block = last.made(raw, _request_block, peer, proto)
+    block = _request_block(raw, peer, proto) if last is None else last.made(raw, _request_block, peer, proto)
     return block + b"X-Request-Id: " + rid.encode() + b"\r\n"
 
 
@@ -120,12 +115,7 @@ def client_lines(raw: RawHeaders, *, rid: str, last: Repeated | None = None) -> 
     """The header lines the client is sent with an upstream's answer (duplicates kept), each ending
     in CRLF; the status line and framing are the answer's. `last`: the block made for the upstream's
     previous answer."""
-    if last is None:
-        block = _answer_block(raw)
-    elif raw == last.raw:  # the usual: the upstream's previous answer had the same lines
-        block = last.block
-    else:
-        block = last.made(raw, _answer_block)
+    block = _answer_block(raw) if last is None else last.made(raw, _answer_block)
     return block + b"X-Request-Id: " + rid.encode() + b"\r\n"
 
 
