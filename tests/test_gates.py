@@ -7,7 +7,7 @@ import pytest
 from proxy.config import parse
 from proxy.model import FailureKind, Gates, RolloutPlan, Side
 from proxy.model.errors import ConfigError
-from proxy.model.evidence import PlanState, SideEvidence, StepEvidence, latency_bin, quantile
+from proxy.model.evidence import BINS, PlanState, SideEvidence, StepEvidence, bin_bound, latency_bin, quantile
 from proxy.rollout.evidence import Evidence
 from proxy.rollout.gates import judge
 
@@ -110,6 +110,15 @@ def test_evidence_tallies_latency_in_bins_a_fifth_apart():
     p99 = quantile(answers.bins, 0.99)
     assert 0.400 <= p99 < 0.400 * 1.2  # the 101st of 102: 400 ms, read off a bin at most 20% wide
     assert latency_bin(0.0001) == 0
+
+
+def test_a_latency_falls_in_the_first_bin_whose_bound_is_at_or_above_it():
+    for index in range(BINS - 1):
+        bound = bin_bound(index)
+        assert latency_bin(bound) == index  # a bound is its own bin's
+        assert latency_bin(bound * 1.000001) == index + 1  # just past it: the next bin's
+    assert latency_bin(0.0) == 0
+    assert latency_bin(10_000.0) == BINS - 1  # past the last bound: the open-ended last bin
 
 
 PLANNED = """\
