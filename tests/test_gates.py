@@ -8,7 +8,7 @@ from proxy.config import parse
 from proxy.model import FailureKind, Gates, RolloutPlan, Side
 from proxy.model.errors import ConfigError
 from proxy.model.evidence import BINS, PlanState, SideEvidence, StepEvidence, bin_bound, latency_bin, quantile
-from proxy.rollout.evidence import Evidence
+from proxy.rollout.evidence import SETTLE_AT, Evidence
 from proxy.rollout.gates import judge
 
 PLAN = RolloutPlan(steps=(0, 5, 25, 100),
@@ -110,6 +110,18 @@ def test_evidence_tallies_latency_in_bins_a_fifth_apart():
     p99 = quantile(answers.bins, 0.99)
     assert 0.400 <= p99 < 0.400 * 1.2  # the 101st of 102: 400 ms, read off a bin at most 20% wide
     assert latency_bin(0.0001) == 0
+
+
+def test_every_answer_is_in_the_period_it_came_in_however_many_are_held():
+    evidence = Evidence()
+    for _ in range(SETTLE_AT + 2):  # past the count at which held answers are added in
+        evidence.answered("orders", Side.NEW, 200, None, 0.01)
+    evidence.answered("orders", Side.NEW, None, FailureKind.BUSY, 0.0)  # our own shedding: never counted
+    (_, _, answers), = evidence.take(1000.0).answers
+    assert (answers.count, answers.errors) == (SETTLE_AT + 2, 0)
+    evidence.answered("orders", Side.NEW, 503, None, 0.01)
+    (_, _, answers), = evidence.take(1001.0).answers
+    assert (answers.count, answers.errors) == (1, 1)
 
 
 def test_a_latency_falls_in_the_first_bin_whose_bound_is_at_or_above_it():

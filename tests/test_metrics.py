@@ -7,7 +7,7 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from proxy.observe.tally import LATENCY_BUCKETS, Tally, TallyFiles
+from proxy.observe.tally import LATENCY_BUCKETS, SETTLE_AT, Tally, TallyFiles
 
 
 def samples(registry: CollectorRegistry, family: str) -> dict[tuple, float]:
@@ -50,6 +50,21 @@ def test_requests_are_counted_by_method_class_and_status_class():
     counted = {dict(labels)["method_class"] + " " + dict(labels)["status_class"]: value
                for (name, labels), value in samples(tallied(tally), "strangler_requests").items()}
     assert counted == {"safe 2xx": 2, "unsafe 2xx": 1, "safe 5xx": 1, "unsafe 4xx": 1}
+
+
+def test_every_request_is_counted_however_the_scrapes_fall_among_those_held():
+    tally = Tally()
+    registry = tallied(tally)
+
+    def answered() -> float:
+        return sum(value for (name, labels), value in samples(registry, "strangler_requests").items()
+                   if dict(labels)["status_class"] == "2xx")
+
+    for _ in range(SETTLE_AT + 3):  # past the count at which held requests are added in, and three more
+        tally.observe("orders", "legacy", "GET", 200, 0.01)
+    assert answered() == SETTLE_AT + 3
+    tally.observe("orders", "legacy", "GET", 200, 0.01)
+    assert answered() == SETTLE_AT + 4
 
 
 def test_the_supervisor_adds_up_what_each_worker_saved(tmp_path: Path):

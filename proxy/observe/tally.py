@@ -17,6 +17,9 @@ from prometheus_client.utils import floatToGoString
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 LATENCY_BUCKETS = (.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60)
+# Answered requests held before they are added in: the memory they take stays small, and a scrape or a
+# save adds in whatever is held first.
+SETTLE_AT = 1024
 TALLIED = ("answered", "latency", "compared", "shadow_latency")  # Tally's dicts: a count, or bins, by labels
 
 
@@ -32,12 +35,25 @@ class Tally(Collector):
         self.latency: dict[tuple[str, str], list[float]] = {}  # (route, upstream) -> per-bucket counts, sum
         self.compared: dict[tuple[str, str], int] = {}  # (route, matched | diverged)
         self.shadow_latency: dict[tuple[str], list[float]] = {}  # (route,) -> per-bucket counts, sum
+        self._observed: list[tuple[str, str, str, int, float]] = []  # answered, not yet added in
 
     def observe(self, route: str, upstream: str, method: str, status: int, seconds: float) -> None:
-        """One answered request."""
-        key = (route, upstream, method in SAFE_METHODS, status // 100)
-        self.answered[key] = self.answered.get(key, 0) + 1
-        _binned(self.latency, (route, upstream), seconds)
+        """One answered request: held, and added in with the others held (`_settle`)."""
+        observed = self._observed
+        observed.append((route, upstream, method, status, seconds))
+        if len(observed) >= SETTLE_AT:
+            self._settle()
+
+    def _settle(self) -> None:
+        """Add in the requests held, in one loop: that costs less CPU a request than adding each in as it
+        is answered, as the code and the counts are fetched from memory once for the lot rather than once
+        a request (docs/performance.md). Only the loop's thread observes, scrapes and saves."""
+        observed, self._observed = self._observed, []
+        answered, latency = self.answered, self.latency
+        for route, upstream, method, status, seconds in observed:
+            key = (route, upstream, method in SAFE_METHODS, status // 100)
+            answered[key] = answered.get(key, 0) + 1
+            _binned(latency, (route, upstream), seconds)
 
     def prime(self, route: str, upstreams: list[str]) -> None:
         """A route's answers from each of its upstreams, 2xx and 5xx for either method class, at zero: what
@@ -60,10 +76,12 @@ class Tally(Collector):
         _binned(self.shadow_latency, (route,), seconds)
 
     def collect(self) -> Iterator[Metric]:
+        self._settle()
         return _families({kind: getattr(self, kind).items() for kind in TALLIED})
 
     def save(self, folder: str, name: str) -> None:
         """The tally as a file of the shared metrics folder (replaced whole, never half-written)."""
+        self._settle()
         path = Path(folder, f"tally-{name}.json")
         temporary = path.with_suffix(".tmp")
         temporary.write_text(json.dumps({kind: [[*key, value] for key, value in getattr(self, kind).items()]

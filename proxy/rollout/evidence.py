@@ -3,7 +3,8 @@
 Per route with a plan: comparisons by signature ('' for a match). Per route with a new side: each
 side's answers, failures, status classes and a latency histogram (bins 20% apart: a p99 read off
 it is within 20%), for the gates and the review console's sides.
-Request code only adds to counters here.
+Request code only holds an answer here; the answers held are added in about a thousand at a time, and
+whatever is held when the period is taken.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ def failed(status: int | None, error: FailureKind | None) -> bool:
     return status is None or status >= 500
 
 
+SETTLE_AT = 1024  # answers held before they are added in (take adds in whatever is held)
 # (status, error) -> whether the side failed, and the answer's status class: both follow from these two
 # alone, and a side gives few pairs (statuses have three digits), so each is worked out once
 _VERDICTS: dict[tuple[int | None, FailureKind | None], tuple[bool, StatusClass]] = {}
@@ -33,27 +35,39 @@ class Evidence:
     def __init__(self) -> None:
         self._compared: Counter[tuple[str, str]] = Counter()
         self._answers: dict[tuple[str, Side], Answers] = {}
+        self._heard: list[tuple[str, Side, int | None, FailureKind | None, float]] = []  # not yet added in
 
     def compared(self, route: str, signature: str) -> None:
         self._compared[(route, signature)] += 1
 
     def answered(self, route: str, side: Side, status: int | None, error: FailureKind | None,
                  seconds: float) -> None:
-        if error is FailureKind.BUSY:
-            return  # never reached the side
-        answers = self._answers.get((route, side))
-        if answers is None:
-            answers = self._answers[(route, side)] = Answers()
-        verdict = _VERDICTS.get((status, error))
-        if verdict is None:
-            verdict = _VERDICTS[(status, error)] = (failed(status, error), status_class(status, error))
-        answers.count += 1
-        answers.errors += verdict[0]
-        answers.bins[latency_bin(seconds)] += 1
-        answers.classes[verdict[1]] += 1
+        """One answer of a side: held, and added in with the others held (as proxy.observe.tally does)."""
+        heard = self._heard
+        heard.append((route, side, status, error, seconds))
+        if len(heard) >= SETTLE_AT:
+            self._settle()
+
+    def _settle(self) -> None:
+        """Add in the answers held (see proxy.observe.tally's `_settle` for why they are held)."""
+        heard, self._heard = self._heard, []
+        for route, side, status, error, seconds in heard:
+            if error is FailureKind.BUSY:
+                continue  # never reached the side
+            answers = self._answers.get((route, side))
+            if answers is None:
+                answers = self._answers[(route, side)] = Answers()
+            verdict = _VERDICTS.get((status, error))
+            if verdict is None:
+                verdict = _VERDICTS[(status, error)] = (failed(status, error), status_class(status, error))
+            answers.count += 1
+            answers.errors += verdict[0]
+            answers.bins[latency_bin(seconds)] += 1
+            answers.classes[verdict[1]] += 1
 
     def take(self, at: float) -> EvidenceBatch | None:
         """The period's tallies (None when nothing happened); a new period starts."""
+        self._settle()
         if not self._compared and not self._answers:
             return None
         compared, answers = self._compared, self._answers
