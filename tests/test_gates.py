@@ -8,7 +8,8 @@ from proxy.config import parse
 from proxy.model import FailureKind, Gates, RolloutPlan, Side
 from proxy.model.errors import ConfigError
 from proxy.model.evidence import BINS, PlanState, SideEvidence, StepEvidence, bin_bound, latency_bin, quantile
-from proxy.rollout.evidence import SETTLE_AT, Evidence
+from proxy.observe.tally import SETTLE_AT
+from proxy.rollout.evidence import Evidence
 from proxy.rollout.gates import judge
 
 PLAN = RolloutPlan(steps=(0, 5, 25, 100),

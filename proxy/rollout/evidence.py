@@ -13,6 +13,7 @@ from collections import Counter
 
 from proxy.model import FailureKind, Side
 from proxy.model.evidence import Answers, EvidenceBatch, StatusClass, latency_bin, status_class
+from proxy.observe.tally import SETTLE_AT  # answers are held as requests are, and added in as often
 
 
 def failed(status: int | None, error: FailureKind | None) -> bool:
@@ -23,7 +24,6 @@ def failed(status: int | None, error: FailureKind | None) -> bool:
     return status is None or status >= 500
 
 
-SETTLE_AT = 1024  # answers held before they are added in (take adds in whatever is held)
 # (status, error) -> whether the side failed, and the answer's status class: both follow from these two
 # alone, and a side gives few pairs (statuses have three digits), so each is worked out once
 _VERDICTS: dict[tuple[int | None, FailureKind | None], tuple[bool, StatusClass]] = {}
