@@ -17,9 +17,9 @@ from prometheus_client.utils import floatToGoString
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 LATENCY_BUCKETS = (.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60)
-# Answered requests held before they are added in: the memory they take stays small, and a scrape or a
-# save adds in whatever is held first.
-SETTLE_AT = 1024
+# Answered requests held before they are added in: adding in that many pauses the loop for 0.1 to 0.15 ms
+# (1,024 took 0.4 to 0.6 ms, for no less CPU a request); a scrape or a save adds in whatever is held first.
+SETTLE_AT = 256
 TALLIED = ("answered", "latency", "compared", "shadow_latency")  # Tally's dicts: a count, or bins, by labels
 
 

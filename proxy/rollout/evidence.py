@@ -3,7 +3,7 @@
 Per route with a plan: comparisons by signature ('' for a match). Per route with a new side: each
 side's answers, failures, status classes and a latency histogram (bins 20% apart: a p99 read off
 it is within 20%), for the gates and the review console's sides.
-Request code only holds an answer here; the answers held are added in about a thousand at a time, and
+Request code only holds an answer here; the answers held are added in a few hundred at a time, and
 whatever is held when the period is taken.
 """
 
