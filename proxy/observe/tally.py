@@ -35,22 +35,22 @@ class Tally(Collector):
         self.latency: dict[tuple[str, str], list[float]] = {}  # (route, upstream) -> per-bucket counts, sum
         self.compared: dict[tuple[str, str], int] = {}  # (route, matched | diverged)
         self.shadow_latency: dict[tuple[str], list[float]] = {}  # (route,) -> per-bucket counts, sum
-        self._observed: list[tuple[str, str, str, int, float]] = []  # answered, not yet added in
+        self._held: list[tuple[str, str, str, int, float]] = []  # answered, not yet added in
 
     def observe(self, route: str, upstream: str, method: str, status: int, seconds: float) -> None:
         """One answered request: held, and added in with the others held (`_settle`)."""
-        observed = self._observed
-        observed.append((route, upstream, method, status, seconds))
-        if len(observed) >= SETTLE_AT:
+        held = self._held
+        held.append((route, upstream, method, status, seconds))
+        if len(held) >= SETTLE_AT:
             self._settle()
 
     def _settle(self) -> None:
         """Add in the requests held, in one loop: that costs less CPU a request than adding each in as it
         is answered, as the code and the counts are fetched from memory once for the lot rather than once
         a request (docs/performance.md). Only the loop's thread observes, scrapes and saves."""
-        observed, self._observed = self._observed, []
+        held, self._held = self._held, []
         answered, latency = self.answered, self.latency
-        for route, upstream, method, status, seconds in observed:
+        for route, upstream, method, status, seconds in held:
             key = (route, upstream, method in SAFE_METHODS, status // 100)
             answered[key] = answered.get(key, 0) + 1
             _binned(latency, (route, upstream), seconds)

@@ -35,7 +35,7 @@ class Evidence:
     def __init__(self) -> None:
         self._compared: Counter[tuple[str, str]] = Counter()
         self._answers: dict[tuple[str, Side], Answers] = {}
-        self._heard: list[tuple[str, Side, int | None, FailureKind | None, float]] = []  # not yet added in
+        self._held: list[tuple[str, Side, int | None, FailureKind | None, float]] = []  # not yet added in
 
     def compared(self, route: str, signature: str) -> None:
         self._compared[(route, signature)] += 1
@@ -43,15 +43,15 @@ class Evidence:
     def answered(self, route: str, side: Side, status: int | None, error: FailureKind | None,
                  seconds: float) -> None:
         """One answer of a side: held, and added in with the others held (as proxy.observe.tally does)."""
-        heard = self._heard
-        heard.append((route, side, status, error, seconds))
-        if len(heard) >= SETTLE_AT:
+        held = self._held
+        held.append((route, side, status, error, seconds))
+        if len(held) >= SETTLE_AT:
             self._settle()
 
     def _settle(self) -> None:
         """Add in the answers held (see proxy.observe.tally's `_settle` for why they are held)."""
-        heard, self._heard = self._heard, []
-        for route, side, status, error, seconds in heard:
+        held, self._held = self._held, []
+        for route, side, status, error, seconds in held:
             if error is FailureKind.BUSY:
                 continue  # never reached the side
             answers = self._answers.get((route, side))
