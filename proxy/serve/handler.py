@@ -224,10 +224,9 @@ UNTRACED = Trace("", b"", False)  # tracing off: the head is sent as made
 
 
 async def _buffered(request: EdgeRequest, limit: int, idle: float) -> tuple[RequestBody, float]:
-    """The body, read whole ahead of the exchange when it is at most `limit` bytes (else the rest streams),
-    and the seconds that took: the client's time."""
-    if not request.body_exists:
-        return NO_BODY, 0.0
+    """The body of a request that has one (a request without takes NO_BODY, with no coroutine for it), read
+    whole ahead of the exchange when it is at most `limit` bytes (else the rest streams), and the seconds
+    that took: the client's time."""
     started = request.loop.time()
     body, _ = await read_up_to(request, limit, idle)
     return body, request.loop.time() - started
